@@ -1,0 +1,56 @@
+"""The `aihf` command line: one subcommand per domain, plus `quickstart`.
+
+Each domain module exposes `register(subparsers)`; it must import only argparse-level code so that
+`aihf choice ...` never pays for importing transformers. Handlers raise `InputError` for bad input,
+which becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from aihf import __version__
+from aihf.errors import InputError
+
+# Domain CLI modules, in the order they appear in `aihf --help`.
+DOMAINS = ("aihf.choice.cli", "aihf.control.cli", "aihf.lm.cli", "aihf.quickstart")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with code 2 on usage errors already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aihf", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"aihf {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module_name in DOMAINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            # A domain whose optional extra (e.g. `aihf[lm]`) is not installed is left out of the CLI.
+            if err.name and err.name.startswith("aihf"):
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except InputError as err:
+        print(f"aihf: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aihf: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
