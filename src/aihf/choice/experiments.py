@@ -55,8 +55,11 @@ class Report:
         return "\n".join([self.title, *lines, *self.notes])
 
     def markdown(self, relative_to: Path) -> str:
-        head = "| " + " | ".join(self.columns) + " |\n|" + "---|" * len(self.columns) + "\n"
-        body = "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in self.rows)
+        def cell(value: object) -> str:
+            return _fmt(value).replace("|", "\\|")
+
+        head = "| " + " | ".join(map(cell, self.columns)) + " |\n|" + "---|" * len(self.columns) + "\n"
+        body = "".join("| " + " | ".join(map(cell, row)) + " |\n" for row in self.rows)
         notes = "".join(f"\n{note}\n" for note in self.notes)
         images = "".join(f"\n![{p.stem}]({p.relative_to(relative_to).as_posix()})\n" for p in self.plots)
         return f"**{self.title}**\n\n{head}{body}{notes}{images}"
@@ -165,12 +168,17 @@ def pi1_estimates(n1: int, n_demos: int, w12: int, n_prefs: int, beta: float, al
 
 
 def variance(
-    out_dir: Path, repeats: int = 2000, seed: int = 0, beta: float = 1.0, alpha: float = 1.0
+    out_dir: Path,
+    repeats: int = 2000,
+    seed: int = 0,
+    beta: float = 1.0,
+    alpha: float = 1.0,
+    configs: tuple[tuple[float, int, int], ...] = VARIANCE_CONFIGS,
 ) -> Report:
     """Monte-Carlo variance of pi_1 for each estimator (two actions) against the paper's formulas."""
     rng = np.random.default_rng(seed)
     rows, records = [], []
-    for p, n_demos, n_prefs in VARIANCE_CONFIGS:
+    for p, n_demos, n_prefs in configs:
         n1 = rng.binomial(n_demos, p, size=repeats)  # multinomial demonstrations with two actions
         w12 = rng.binomial(n_prefs, p, size=repeats)  # BTL: P(1 over 2) = pi_1 / (pi_1 + pi_2) = p
         cache: dict[tuple[int, int], np.ndarray] = {}  # the estimators depend on the counts only
