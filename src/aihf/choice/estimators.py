@@ -165,14 +165,22 @@ def _identified(demonstrated: np.ndarray, beats: np.ndarray, supported: np.ndarr
 
 
 class _Problem:
-    """Value, gradient and Hessian of the (ridged) objective in s = r / beta, to maximise."""
+    """Value, gradient and Hessian of the (ridged) objective in s = r / beta, to maximise.
+
+    The preference term runs over the compared pairs a < b only: with m = w_ab + w_ba comparisons
+    and x = s_a - s_b, w_ab log sigmoid(x) + w_ba log sigmoid(-x) = m log sigmoid(x) - w_ba x.
+    """
 
     def __init__(self, weights: np.ndarray, prefs: np.ndarray, log_prior: np.ndarray, ridge: float):
-        self.weights, self.prefs, self.log_prior, self.ridge = weights, prefs, log_prior, ridge
+        self.weights, self.log_prior, self.ridge = weights, log_prior, ridge
+        self.n_actions = len(weights)
         self.n_demos = weights.sum()
-        self.wins = prefs.sum(axis=1)
-        self.compared = prefs + prefs.T  # |P_ij|, symmetric
         self.demonstrated = weights > 0
+        upper_a, upper_b = np.triu_indices(self.n_actions, k=1)
+        compared = (prefs + prefs.T)[upper_a, upper_b] > 0
+        self.a, self.b = upper_a[compared], upper_b[compared]
+        self.wins_a = prefs[self.a, self.b]  # w_ab: a preferred over b
+        self.total = self.wins_a + prefs[self.b, self.a]  # m_ab = |P_ab|
 
     def policy(self, s: np.ndarray) -> np.ndarray:
         logits = self.log_prior + s
@@ -184,30 +192,40 @@ class _Problem:
             logits = self.log_prior + s
             log_pi = logits[self.demonstrated] - _logsumexp(logits)
             total += float(self.weights[self.demonstrated] @ log_pi)
-        return total + float(np.sum(self.prefs * log_expit(s[:, None] - s[None, :])))
+        x = s[self.a] - s[self.b]
+        return total + float(self.total @ log_expit(x) - (self.total - self.wins_a) @ x)
+
+    def _pairs(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient of the preference term plus the ridge, and sigmoid(s_a - s_b) per pair."""
+        sig = expit(s[self.a] - s[self.b])
+        flow = self.wins_a - self.total * sig  # d/ds_a of the pair's term; d/ds_b is its negative
+        n = self.n_actions
+        grad = np.bincount(self.a, flow, n) - np.bincount(self.b, flow, n) - self.ridge * s
+        return grad, sig
 
     def gradient(self, s: np.ndarray) -> np.ndarray:
-        sig = expit(s[:, None] - s[None, :])  # sigmoid(s_i - s_j)
-        grad = self.wins - np.sum(self.compared * sig, axis=1) - self.ridge * s
+        grad, _ = self._pairs(s)
         if self.n_demos > 0:
             grad += self.weights - self.n_demos * self.policy(s)
         return grad
 
     def newton_step(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, Newton direction) at s; the shift direction is pinned when there is no ridge."""
-        sig = expit(s[:, None] - s[None, :])
-        grad = self.wins - np.sum(self.compared * sig, axis=1) - self.ridge * s
-        curvature = self.compared * sig * sig.T  # w-weighted sigmoid'(s_i - s_j)
-        neg_hess = -curvature
-        diagonal = curvature.sum(axis=1) + self.ridge
+        n = self.n_actions
+        grad, sig = self._pairs(s)
+        curvature = self.total * sig * (1 - sig)  # m_ab sigmoid'(s_a - s_b)
+        neg_hess = np.zeros((n, n))
+        neg_hess[self.a, self.b] = -curvature
+        neg_hess[self.b, self.a] = -curvature
+        diagonal = np.bincount(self.a, curvature, n) + np.bincount(self.b, curvature, n) + self.ridge
         if self.n_demos > 0:
             pi = self.policy(s)
             grad += self.weights - self.n_demos * pi
             neg_hess -= self.n_demos * np.outer(pi, pi)
             diagonal += self.n_demos * pi
-        neg_hess.flat[:: len(s) + 1] += diagonal
+        neg_hess.flat[:: n + 1] += diagonal
         if self.ridge == 0:  # L is flat along the all-ones vector and the gradient is orthogonal to it
-            neg_hess += np.trace(neg_hess) / len(s) ** 2
+            neg_hess += np.trace(neg_hess) / n**2
         try:
             direction = cho_solve(cho_factor(neg_hess, check_finite=False), grad, check_finite=False)
         except LinAlgError:
@@ -218,7 +236,7 @@ class _Problem:
 def _newton(problem: _Problem, tol_s: float, max_iter: int) -> tuple[np.ndarray, int]:
     """Damped Newton ascent; plain Newton steps (kept while the gradient shrinks) once the predicted
     gain is below what the line search can resolve in floating point."""
-    s = np.zeros(len(problem.weights))
+    s = np.zeros(problem.n_actions)
     value = problem.value(s)
     for iteration in range(1, max_iter + 1):
         grad, direction = problem.newton_step(s)

@@ -186,8 +186,22 @@ def variance(
         var = draws.var(axis=0, ddof=1)
         q = p * (1 - p)
         theory = {"sft": q / n_demos, "rm": q / n_prefs, "aihf": q / (n_demos + n_prefs)}
+        mean = draws.mean(axis=0)
         rows.append(
-            [p, n_demos, n_prefs, var[0], theory["sft"], var[1], theory["rm"], var[2], var[3], theory["aihf"]]
+            [
+                p,
+                n_demos,
+                n_prefs,
+                var[0],
+                theory["sft"],
+                var[1],
+                theory["rm"],
+                var[2],
+                mean[2],
+                var[3],
+                theory["aihf"],
+                mean[3],
+            ]
         )
         records.append(
             {
@@ -196,7 +210,7 @@ def variance(
                 "n_prefs": n_prefs,
                 "repeats": repeats,
                 "variance": dict(zip(ESTIMATORS, var.tolist())),
-                "mean": dict(zip(ESTIMATORS, draws.mean(axis=0).tolist())),
+                "mean": dict(zip(ESTIMATORS, mean.tolist())),
                 "theory": theory,
             }
         )
@@ -211,11 +225,17 @@ def variance(
             "Var RM",
             "p(1-p)/|P|",
             "Var RLHF",
+            "E RLHF",
             "Var AIHF",
             "p(1-p)/(|D|+|P|)",
+            "E AIHF",
         ],
         rows,
-        notes=["AIHF is the pooled estimate (n_1 + w_12)/(|D|+|P|): its variance is below both sources'."],
+        notes=[
+            "AIHF is the pooled estimate (n_1 + w_12)/(|D|+|P|): unbiased, variance below both sources'.",
+            "RLHF multiplies two estimates of the same odds, so for p != 0.5 it is biased towards 1 "
+            "(its small variance there is that of a wrong answer).",
+        ],
     )
     write_json(out_dir / "variance.json", {"beta": beta, "alpha": alpha, "seed": seed, "configs": records})
     write_text(out_dir / "variance.csv", report.csv_text())
