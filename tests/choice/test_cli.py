@@ -140,7 +140,15 @@ def test_missing_data_file(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args", [["example1", "--beta", "0"], ["example2", "--repeats", "1"], ["sweep", "--alpha", "-1"]]
+    "args",
+    [
+        ["example1", "--beta", "0"],
+        ["example2", "--repeats", "1"],
+        ["sweep", "--alpha", "-1"],
+        ["sweep", "--demo-sizes", "10,0"],
+        ["sweep", "--pref-sizes", "a"],
+        ["variance", "--beta", "nan"],
+    ],
 )
 def test_bad_experiment_input_writes_nothing(capsys, tmp_path, args):
     out_dir = tmp_path / "out"
@@ -164,3 +172,21 @@ def test_example_commands_write_their_files(capsys, tmp_path):
     saved = json.loads((tmp_path / "example2.json").read_text())
     assert saved["uncovered_mass"]["sft"]["mean"] == 0 and saved["uncovered_mass"]["rlhf"]["mean"] == 0
     assert np.isclose(saved["uncovered_mass"]["aihf"]["mean"], 0.1, atol=0.01)
+
+
+def test_data_and_pref_counts_conflict(capsys, tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('{"demo_counts": [1, 2]}')
+    code, out, err = _solve(capsys, "--data", str(path), "--pref-counts", "0>1:1")
+    assert code == 2 and out == "" and "--pref-counts cannot be combined" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["choice", "solve", "--data", str(path), "--demo-counts", "1,2"])
+    assert exit_info.value.code == 2
+
+
+def test_sweep_command(capsys, tmp_path):
+    args = ["--demo-sizes", "20,200", "--pref-sizes", "20", "--repeats", "3", "--actions", "4"]
+    assert main(["choice", "sweep", "--out", str(tmp_path), *args]) == 0
+    assert "best" in capsys.readouterr().out
+    assert json.loads((tmp_path / "sweep.json").read_text())["demo_sizes"] == [20, 200]
+    assert (tmp_path / "sweep.png").is_file() and (tmp_path / "sweep.csv").is_file()

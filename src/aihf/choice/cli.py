@@ -46,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name != "example1":
             sub.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
             sub.add_argument("--repeats", type=int, default=None, help="Monte-Carlo repeats")
+        if name == "sweep":
+            sub.add_argument(
+                "--demo-sizes", default="10,30,100,300,1000", help="|D| values (default: %(default)s)"
+            )
+            sub.add_argument(
+                "--pref-sizes", default="10,30,100,300,1000", help="|P| values (default: %(default)s)"
+            )
+            sub.add_argument(
+                "--actions", type=int, default=10, help="number of actions (default: %(default)s)"
+            )
         sub.set_defaults(handler=_experiment, experiment=name)
 
 
@@ -140,7 +150,23 @@ def _experiment(args: argparse.Namespace) -> int:
         kwargs["seed"] = args.seed
         if repeats is not None:
             kwargs["repeats"] = repeats
+    if args.experiment == "sweep":
+        kwargs["demo_sizes"] = _sizes(args.demo_sizes, "--demo-sizes")
+        kwargs["pref_sizes"] = _sizes(args.pref_sizes, "--pref-sizes")
+        if args.actions < 2:
+            raise InputError(f"--actions must be at least 2, got {args.actions}")
+        kwargs["n_actions"] = args.actions
     report = getattr(experiments, args.experiment)(out_dir, **kwargs)
     print(report.table())
     print(f"results written to {out_dir}", file=sys.stderr)
     return 0
+
+
+def _sizes(text: str, option: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise InputError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    return sizes

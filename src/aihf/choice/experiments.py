@@ -258,7 +258,7 @@ def variance(
     )
     ax.set_ylabel("Var of estimated pi_1")
     ax.set_title("Monte-Carlo variance vs theory (black markers)")
-    ax.legend(fontsize=7, ncol=5)
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     report.plots.append(_save(fig, out_dir / "variance.png"))
     return report
 
