@@ -13,6 +13,7 @@ from aihf.choice.estimators import (
     sft_policy,
 )
 from aihf.choice.sampling import sample_demonstrations, sample_preferences
+from aihf.errors import InputError
 
 
 def _random_instance(rng, n_actions, per_pair=5, n_demos=200, full_support=True):
@@ -213,3 +214,15 @@ def test_large_dense_problem_converges():
 def test_choice_data_properties():
     data = ChoiceData(np.array([1, 2]), np.array([[0, 3], [1, 0]]))
     assert (data.n_actions, data.n_demos, data.n_prefs) == (2, 3, 4)
+
+
+def test_library_calls_reject_bad_parameters():
+    demos, prefs = np.array([2, 3]), np.array([[0, 1], [2, 0]])
+    with pytest.raises(InputError, match="beta"):
+        aihf_reward(demos, prefs, beta=0.0)
+    with pytest.raises(InputError, match="alpha"):
+        aihf_reward(demos, prefs, beta=1.0, alpha=-1.0)
+    with pytest.raises(InputError, match="probability 0"):
+        aihf_reward(demos, prefs, beta=1.0, prior=np.array([1.0, 0.0]))
+    with pytest.raises(InputError, match="prior entries"):
+        aihf_reward(demos, prefs, beta=1.0, prior=np.array([0.2, 0.3, 0.5]))

@@ -78,7 +78,6 @@ def _check_beta_alpha(args: argparse.Namespace) -> None:
 
 def _solve(args: argparse.Namespace) -> int:
     from aihf.choice.data import (
-        ChoiceData,
         load_data,
         make_data,
         parse_demo_counts,
@@ -101,7 +100,6 @@ def _solve(args: argparse.Namespace) -> int:
         prefs = parse_pref_counts(args.pref_counts, len(demos)) if args.pref_counts else None
         prior = parse_prior(args.prior) if args.prior is not None else None
         data = make_data(demos, prefs, prior, source="command line")
-    assert isinstance(data, ChoiceData)
     est = estimate_all(data, args.beta, args.alpha)
     if args.json:
         out: dict = est.policies()

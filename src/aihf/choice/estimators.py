@@ -41,6 +41,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, log_expit
 
 from aihf.choice.data import ChoiceData
+from aihf.errors import InputError
 
 RIDGE = 1e-8  # relative to the total weighted count alpha |D| + |P|; used only for degenerate data
 TOL = 1e-12  # target first-order-condition residual (count units); reported either way
@@ -125,10 +126,16 @@ def aihf_reward(
     max_iter: int = 200,
 ) -> Fit:
     """Maximise the AIHF objective (alpha = 0: the BTL problem with policy pi0 exp(r / beta))."""
+    if not (0 < beta < np.inf and 0 <= alpha < np.inf):
+        raise InputError(f"need beta > 0 and alpha >= 0, got beta={beta}, alpha={alpha}")
     n_actions = len(demo_counts)
     weights = alpha * np.asarray(demo_counts, float)
     prefs = np.asarray(pref_counts, float)
     log_prior = _log_prior(prior, n_actions)
+    if prefs.shape != (n_actions, n_actions) or log_prior.shape != (n_actions,):
+        raise InputError(f"need {n_actions} x {n_actions} preference counts and {n_actions} prior entries")
+    if np.any(np.isneginf(log_prior) & (weights > 0)):
+        raise InputError("the prior gives probability 0 to a demonstrated action")
     ridge = 0.0
     if not _identified(weights > 0, prefs > 0, np.isfinite(log_prior)):
         ridge = RIDGE * float(max(weights.sum() + prefs.sum(), 1.0))
