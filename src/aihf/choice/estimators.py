@@ -190,6 +190,7 @@ class _Problem:
         self.a, self.b = upper_a[compared], upper_b[compared]
         self.wins_a = prefs[self.a, self.b]  # w_ab: a preferred over b
         self.total = self.wins_a + prefs[self.b, self.a]  # m_ab = |P_ab|
+        self.flat_ab = self.a * self.n_actions + self.b  # positions of (a, b) in a flattened N x N matrix
 
     def policy(self, s: np.ndarray) -> np.ndarray:
         logits = self.log_prior + s
@@ -224,8 +225,8 @@ class _Problem:
         grad, sig = self._pairs(s)
         curvature = self.total * sig * (1 - sig)  # m_ab sigmoid'(s_a - s_b)
         neg_hess = np.zeros((n, n))
-        neg_hess[self.a, self.b] = -curvature
-        neg_hess[self.b, self.a] = -curvature
+        neg_hess.ravel()[self.flat_ab] = -curvature
+        neg_hess += neg_hess.T
         diagonal = np.bincount(self.a, curvature, n) + np.bincount(self.b, curvature, n) + self.ridge
         if self.n_demos > 0:
             pi = self.policy(s)
