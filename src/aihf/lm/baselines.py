@@ -6,6 +6,7 @@ TRL's logs into OUT/metrics.jsonl, and save the result as OUT/policy or OUT/rewa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ def _jsonl_callback(path: Path) -> Any:
 
 def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
     out = Path(config.output_dir)
+    if "disable_dropout" in {f.name for f in dataclasses.fields(config_cls)}:  # SFTConfig has no such field
+        extra["disable_dropout"] = config.disable_dropout
     return config_cls(
         output_dir=str(out / "checkpoints"),
         max_steps=config.max_steps,
@@ -53,7 +56,7 @@ def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
         max_grad_norm=config.max_grad_norm,
         max_length=config.max_length,
         bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         seed=config.seed,
         logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no",

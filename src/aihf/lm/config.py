@@ -26,6 +26,7 @@ class LMConfig:
     max_prompt_length: int = 256
     overlong: Literal["truncate", "drop", "error"] = "truncate"
     max_grad_norm: float = 1.0
+    disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
     weight_decay: float = 0.0
     warmup_steps: int = 0
     bf16: bool = False

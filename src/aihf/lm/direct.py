@@ -106,7 +106,7 @@ class _OfflineTrainer:
 def pairwise_forward(
     policy: Any, batch: dict[str, torch.Tensor], n_pairs: int, average: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One forward over [chosen; rejected; extra rows]: (chosen logps, rejected logps, SFT loss on extra, logits)."""
+    """One forward over [chosen; rejected; extra]: chosen and rejected logps, SFT loss on extra, logits."""
     logits = policy(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).logits

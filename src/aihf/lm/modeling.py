@@ -87,7 +87,7 @@ def collate(
     max_length: int | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / completion_mask; sequences cut to `max_length` (keep start)."""
+    """Right-padded input_ids / attention_mask / completion_mask; cut to `max_length` (keep the start)."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
     masks = [[0] * len(p) + [1] * len(c) for p, c in zip(prompt_ids, completion_ids)]
     if max_length is not None:

@@ -23,15 +23,22 @@ from aihf.lm.config import LMConfig
 
 def make_accelerator(config: LMConfig) -> Any:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
+    # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=config.cpu, mixed_precision="bf16" if config.bf16 else "no")
     set_seed(config.seed)
     return accelerator
 
 
 def maybe_peft(model: Any, config: LMConfig, task_type: str) -> Any:
-    """Wrap in a LoRA adapter when `use_peft`; the frozen base (adapter disabled) is then the reference."""
+    """Dropout off, gradient checkpointing, and a LoRA adapter when `use_peft` (whose base is then pi_0)."""
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
