@@ -1,10 +1,10 @@
 """Throughput of the LM trainers against TRL, measured in the same run on the same model and data.
 
-1. Training tokens per second of Direct AIHF (alpha = 1; alpha = 0 is printed too) (DPO on P + alpha * SFT on D, one fused forward per step)
-   against TRL's DPOTrainer, same model, per-device batch size and sequence lengths. Only steps after
-   `--warmup` count; TRL's time is taken between its own step callbacks, ours around the same loop
-   body that `DirectAIHFTrainer.train` runs. Every sequence has the same length, so tokens per step
-   are exact (no padding).
+1. Training tokens per second of Direct AIHF (DPO on P + alpha * SFT on D, one fused forward per
+   step; alpha = 1, and alpha = 0 printed too) against TRL's DPOTrainer, with the same model,
+   per-device batch size and sequence lengths. Only steps after `--warmup` count. TRL's time is
+   taken between its own step callbacks, ours around the loop body of `DirectAIHFTrainer.train`.
+   Every sequence has the same length, so tokens per step are exact (no padding).
 2. Time of one AIHF iteration (policy steps + reward step) over one RLHF iteration (the same policy
    steps with the reward frozen), at equal `policy_steps_per_iteration`.
 3. Peak memory (CUDA allocator peak per phase, or the process's peak RSS on CPU).
@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         reset_peak()
         rlhf = iteration_seconds(model_dir, prefs, demos, args, out, learn=False)
         print(
-            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s, peak memory {peak_memory_mb():.0f} MB"
+            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s, "
+            f"peak memory {peak_memory_mb():.0f} MB"
         )
         reset_peak()
         aihf = iteration_seconds(model_dir, prefs, demos, args, out, learn=True)
