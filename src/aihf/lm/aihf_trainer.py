@@ -69,8 +69,12 @@ class AIHFTrainer:
         policy_opt = runtime.make_optimizer(
             policy, config.policy_learning_rate or config.learning_rate, config.weight_decay
         )
-        self.policy, self.policy_opt = acc.prepare(policy, policy_opt)
-        self.ref_policy = ref_policy.to(acc.device) if ref_policy is not None else None
+        self.policy, self.policy_opt = runtime.prepare_trainable(
+            acc, policy, policy_opt, config.prompt_batch_size
+        )
+        self.ref_policy = (
+            runtime.prepare_frozen(acc, ref_policy, config.bf16) if ref_policy is not None else None
+        )
         self.reward_model = None
         if reward_model is not None:
             if self.train_reward:
@@ -78,9 +82,11 @@ class AIHFTrainer:
                 reward_opt = runtime.make_optimizer(
                     reward_model, config.reward_learning_rate or config.learning_rate, config.weight_decay
                 )
-                self.reward_model, self.reward_opt = acc.prepare(reward_model, reward_opt)
+                self.reward_model, self.reward_opt = runtime.prepare_trainable(
+                    acc, reward_model, reward_opt, config.reward_batch_size or config.batch_size
+                )
             else:
-                self.reward_model = reward_model.requires_grad_(False).eval().to(acc.device)
+                self.reward_model = runtime.prepare_frozen(acc, reward_model, config.bf16)
 
         self.policy_step = PolicyStep(
             self.policy,
@@ -151,11 +157,9 @@ class AIHFTrainer:
             demo_form=c.demo_form,
             centering_coef=c.centering_coef,
         )
-        self.accelerator.backward(parts.loss)
-        if c.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.reward_model.parameters(), c.max_grad_norm)
-        self.reward_opt.step()
-        self.reward_opt.zero_grad()
+        runtime.optimizer_step(
+            self.accelerator, self.reward_model, self.reward_opt, parts.loss, c.max_grad_norm
+        )
         metrics = {"loss/reward": parts.loss.item(), "loss/preference": parts.preference.item()}
         if n_demo:
             metrics |= {

@@ -46,8 +46,8 @@ class _OfflineTrainer:
         policy = runtime.maybe_peft(policy, config, "CAUSAL_LM")
         ref = None if config.use_peft else runtime.frozen_copy(policy)
         optimizer = runtime.make_optimizer(policy, config.learning_rate, config.weight_decay)
-        self.policy, self.optimizer = acc.prepare(policy, optimizer)
-        self.ref = ref.to(acc.device) if ref is not None else None
+        self.policy, self.optimizer = runtime.prepare_trainable(acc, policy, optimizer, config.batch_size)
+        self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
         rank, world = acc.process_index, acc.num_processes
         self.samplers: dict[str, runtime.BatchSampler] = {}
         for offset, (key, data) in enumerate((("demos", demos), ("prefs", prefs))):
@@ -89,11 +89,7 @@ class _OfflineTrainer:
         return sequence_logprobs(logits.float(), labels, average=average)
 
     def optimise(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)
-        if self.config.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.policy.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
+        runtime.optimizer_step(self.accelerator, self.policy, self.optimizer, loss, self.config.max_grad_norm)
 
     def save(self) -> None:
         notes = [n for d in (self.demos, self.prefs) if d is not None for n in d.notes]
@@ -224,12 +220,18 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
             raise InputError(f"{method}: needs demonstrations (--demos)")
         self.method = method
         super().__init__(policy, tokenizer, config, demos, prefs, sources)
+        acc = self.accelerator
+        if runtime.uses_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3:
+            raise InputError(
+                f"{method}: copying the current iterate is not supported under ZeRO-3; use ZeRO-2"
+            )
         self.opponent: Any = None
 
     def generate_opponent_answers(self) -> list[tuple[dict[str, str], str]]:
         """pi_t := the current policy (frozen); sample y' for this iteration's demonstration batches."""
         c = self.config
-        self.opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
+        opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
+        self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
         rows = []
         for _ in range(c.steps_per_iteration):
             batch_rows = [self.demos.rows[i] for i in self.samplers["demos"].next()]

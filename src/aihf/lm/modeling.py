@@ -32,24 +32,23 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def load_causal_lm(path: str, bf16: bool = False) -> Any:
+def load_causal_lm(path: str) -> Any:
+    """Loaded in float32: `bf16` training autocasts (accelerate / TRL) and casts only frozen copies."""
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as err:
         raise InputError(f"{path}: could not load a causal LM ({type(err).__name__}: {err})") from err
     return model
 
 
-def load_reward_model(path: str, bf16: bool = False) -> Any:
-    """A one-label sequence classifier: the reward R(x, y) is its single logit."""
+def load_reward_model(path: str) -> Any:
+    """A one-label sequence classifier: the reward R(x, y) is its single logit (float32, as the policy)."""
     from transformers import AutoModelForSequenceClassification
 
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=torch.bfloat16 if bf16 else torch.float32
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     except Exception as err:
         raise InputError(f"{path}: could not load a reward model ({type(err).__name__}: {err})") from err
     if model.config.pad_token_id is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from aihf.lm import runtime
 from aihf.lm.config import PolicyStepConfig
 from aihf.lm.modeling import (
     LogProbs,
@@ -60,17 +61,18 @@ class PolicyStep:
 
     def sample(self, prompts: Sequence[str], num_samples: int) -> Any:
         c = self.config
-        return sample_completions(
-            self.accelerator.unwrap_model(self.policy),
-            self.tokenizer,
-            prompts,
-            num_samples,
-            c.max_new_tokens,
-            c.temperature,
-            c.top_k,
-            c.top_p,
-            self.max_prompt_length,
-        )
+        with runtime.generation_model(self.accelerator, self.policy) as model:
+            return sample_completions(
+                model,
+                self.tokenizer,
+                prompts,
+                num_samples,
+                c.max_new_tokens,
+                c.temperature,
+                c.top_k,
+                c.top_p,
+                self.max_prompt_length,
+            )
 
     @torch.no_grad()
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> LogProbs:
@@ -90,11 +92,7 @@ class PolicyStep:
             loss, metrics = self._rloo_loss(samples.batch, scores, ref)
         else:
             loss, metrics = self._online_dpo_loss(samples.batch, scores, ref)
-        self.accelerator.backward(loss)
-        if self.max_grad_norm:
-            self.accelerator.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad()
+        runtime.optimizer_step(self.accelerator, self.policy, self.optimizer, loss, self.max_grad_norm)
         lengths = samples.batch["completion_mask"].sum(-1).float()
         return metrics | {
             "loss/policy": loss.item(),

@@ -65,6 +65,57 @@ def frozen_copy(model: Any) -> Any:
     return ref.eval()
 
 
+def uses_deepspeed(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def prepare_trainable(accelerator: Any, model: Any, optimizer: Any, batch_size: int) -> tuple[Any, Any]:
+    """accelerator.prepare for one model + optimiser (DeepSpeed allows one model per prepare call)."""
+    if uses_deepspeed(accelerator):  # no dataloader is prepared, so DeepSpeed needs the micro-batch size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
+    return accelerator.prepare(model, optimizer)
+
+
+def prepare_frozen(accelerator: Any, model: Any, bf16: bool) -> Any:
+    """A frozen model on the device (bf16 when training in bf16); sharded for inference under ZeRO-3."""
+    model = model.requires_grad_(False).eval()
+    if bf16:
+        model = model.to(torch.bfloat16)
+    if uses_deepspeed(accelerator):
+        from trl.models.utils import prepare_deepspeed
+
+        return prepare_deepspeed(model, accelerator)
+    return model.to(accelerator.device)
+
+
+def generation_model(accelerator: Any, model: Any) -> Any:
+    """Context manager yielding the bare module for `generate` (ZeRO-3 parameters gathered meanwhile)."""
+    from trl.models.utils import unwrap_model_for_generation
+
+    return unwrap_model_for_generation(model, accelerator)
+
+
+def optimizer_step(
+    accelerator: Any, model: Any, optimizer: Any, loss: torch.Tensor, max_grad_norm: float
+) -> None:
+    """backward, clip, step, zero_grad.
+
+    Under DeepSpeed each model is its own engine (clipping from its config); accelerate's `backward`
+    would always drive the last engine prepared, so each engine is driven directly.
+    """
+    if uses_deepspeed(accelerator):
+        model.backward(loss)
+        model.step()
+        return
+    accelerator.backward(loss)
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
 def make_optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -238,14 +289,17 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: s
     from aihf.io import atomic_path
 
     accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 shards
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         if hasattr(unwrapped, "merge_and_unload"):
             import copy
 
-            unwrapped = copy.deepcopy(unwrapped).merge_and_unload()
+            unwrapped = copy.deepcopy(unwrapped)
+            unwrapped.load_state_dict(state_dict)
+            unwrapped, state_dict = unwrapped.merge_and_unload(), None
         with atomic_path(path) as tmp:
-            unwrapped.save_pretrained(tmp)
+            unwrapped.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
             write_text(tmp / "README.md", card)
     accelerator.wait_for_everyone()

@@ -101,29 +101,25 @@ def _dispatch(
     from aihf.lm import baselines
 
     if trainer == "sft":
-        return baselines.run_sft(load_causal_lm(model, cfg.bf16), tokenizer, cfg, data["demos"], sources)
+        return baselines.run_sft(load_causal_lm(model), tokenizer, cfg, data["demos"], sources)
     if trainer == "reward":
         path = reward_model or model
         rm_tokenizer = load_tokenizer(path)
-        return baselines.run_reward(
-            load_reward_model(path, cfg.bf16), rm_tokenizer, cfg, data["prefs"], sources
-        )
+        return baselines.run_reward(load_reward_model(path), rm_tokenizer, cfg, data["prefs"], sources)
     if trainer in ("dpo", "ipo"):
         loss_type = "ipo" if trainer == "ipo" else cfg.loss_type
-        return baselines.run_dpo(
-            load_causal_lm(model, cfg.bf16), tokenizer, cfg, data["prefs"], sources, loss_type
-        )
+        return baselines.run_dpo(load_causal_lm(model), tokenizer, cfg, data["prefs"], sources, loss_type)
     if trainer == "direct-aihf":
         from aihf.lm.direct import DirectAIHFTrainer
 
-        policy = load_causal_lm(model, cfg.bf16)
+        policy = load_causal_lm(model)
         return DirectAIHFTrainer(
             policy, tokenizer, cfg, prefs=data["prefs"], demos=data["demos"], sources=sources
         ).train()
     if trainer in ("self-play-aihf", "spin"):
         from aihf.lm.direct import SelfPlayAIHFTrainer
 
-        policy = load_causal_lm(model, cfg.bf16)
+        policy = load_causal_lm(model)
         prefs = data["prefs"] if trainer == "self-play-aihf" else None
         return SelfPlayAIHFTrainer(
             policy, tokenizer, cfg, demos=data["demos"], prefs=prefs, sources=sources, method=trainer
@@ -150,7 +146,7 @@ def _run_aihf_or_rlhf(
     metrics: dict[str, float] = {}
     if reward_fn is None:
         rm_tokenizer = load_tokenizer(reward_model)
-        rm = load_reward_model(reward_model, cfg.bf16)
+        rm = load_reward_model(reward_model)
     if trainer == "rlhf" and reward_fn is None and data["prefs"] is not None:
         from aihf.lm import baselines
 
@@ -159,7 +155,7 @@ def _run_aihf_or_rlhf(
             cfg, max_steps=steps, learning_rate=cfg.reward_learning_rate or cfg.learning_rate
         )
         metrics = baselines.run_reward(rm, rm_tokenizer, rm_cfg, data["prefs"], sources)
-        rm = load_reward_model(str(Path(cfg.output_dir) / "reward_model"), cfg.bf16)
+        rm = load_reward_model(str(Path(cfg.output_dir) / "reward_model"))
     demos = data["demos"] if trainer == "aihf" else None
     prefs = data["prefs"] if trainer == "aihf" else None
     prompts = data["prompts"]
@@ -169,7 +165,7 @@ def _run_aihf_or_rlhf(
         ]
         prompts = TextData(kind="prompts", source="<demos+prefs prompts>", rows=rows) if rows else None
     result = AIHFTrainer(
-        load_causal_lm(model, cfg.bf16),
+        load_causal_lm(model),
         tokenizer,
         cfg,
         reward_model=rm,
