@@ -150,3 +150,16 @@ def test_reward_scorer_uses_the_reward_models_own_tokenizer(tiny_dir):
     )
     scores = scorer(["The film was", "A"], [" good", " longer answer here"])
     assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "rlhf"
+    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "learning_rate": 1e-3}
+    config |= {"model": str(tiny_dir / "policy"), "reward_model": str(tiny_dir / "reward_model")}
+    config |= {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
+    final = run_training("rlhf", None, str(out), max_iterations=2, config=config)
+    assert (out / "sft" / "policy" / "config.json").exists()
+    assert "sft/train_loss" in final and "reward_stage/train_loss" in final and final["step"] == 2
+    sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "policy").state_dict()
+    policy = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert any(not torch.equal(sft[k], policy[k]) for k in sft)  # RL moved the policy on from the SFT model

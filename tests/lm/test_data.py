@@ -88,3 +88,32 @@ def test_conversational_rows_render_with_the_chat_template(tokenizer):
     assert pref == {"prompt": "<user>Rate the film\n<assistant>", "chosen": "Lovely\n", "rejected": "Bad\n"}
     prompt = prepare_text_data([{"prompt": conversation[:1]}], "prompts", tokenizer).rows[0]
     assert prompt == {"prompt": "<user>Rate the film\n<assistant>"}
+
+
+def test_implicit_prompts_and_demonstrations_from_a_preference_set(tokenizer):
+    hh = {
+        "chosen": "\n\nHuman: Hi?\n\nAssistant: Hello there.",
+        "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away.",
+    }
+    pref = prepare_text_data([hh], "prefs", tokenizer).rows[0]
+    assert pref["prompt"] == "\n\nHuman: Hi?\n\nAssistant:"
+    assert pref["prompt"] + pref["chosen"] == hh["chosen"]
+    demo = prepare_text_data([hh], "demos", tokenizer).rows[0]  # the chosen answer is the demonstration
+    assert demo == {"prompt": pref["prompt"], "completion": pref["chosen"]}
+    with pytest.raises(InputError, match="share no prompt"):
+        prepare_text_data([{"chosen": "yes", "rejected": "no"}], "prefs", tokenizer)
+
+
+def test_text_prompt_with_conversation_answers_checks_the_pair_shares_its_prompt(tokenizer):
+    tokenizer.chat_template = CHAT_TEMPLATE
+    user = {"role": "user", "content": "Rate the film"}
+    row = {
+        "prompt": "Rate the film",
+        "chosen": [user, {"role": "assistant", "content": "Lovely"}],
+        "rejected": [user, {"role": "assistant", "content": "Bad"}],
+    }
+    pref = prepare_text_data([row], "prefs", tokenizer).rows[0]
+    assert pref == {"prompt": "<user>Rate the film\n<assistant>", "chosen": "Lovely\n", "rejected": "Bad\n"}
+    row["rejected"] = [{"role": "user", "content": "Another question"}, row["rejected"][1]]
+    with pytest.raises(InputError, match="row 0: prompt mismatch"):
+        prepare_text_data([row], "prefs", tokenizer)

@@ -39,7 +39,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl.",
     )
     p.add_argument("--trainer", required=True, choices=TRAINER_NAMES)
-    p.add_argument("--model", required=True, help="policy: Hub name or save_pretrained directory")
+    p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
     p.add_argument("--reward-model", help="one-label sequence classifier to start from (aihf, rlhf, reward)")
     p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
     p.add_argument("--prefs", help="preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)")

@@ -25,6 +25,7 @@ class LMConfig:
     max_length: int = 512  # prompt + answer tokens
     max_prompt_length: int = 256
     overlong: Literal["truncate", "drop", "error"] = "truncate"
+    chat_template: str | None = None  # Jinja template (or a file of one) for conversational data
     max_grad_norm: float = 1.0
     disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
     weight_decay: float = 0.0
@@ -86,7 +87,8 @@ class AIHFConfig(LMConfig, PolicyStepConfig):
     reward_learning_rate: float | None = None  # default: learning_rate
     reward_batch_size: int | None = None  # default: batch_size
     reward_max_length: int | None = None  # default: max_length
-    reward_warmup_steps: int = 0  # RLHF: TRL RewardTrainer steps before RL when preferences are given
+    reward_warmup_steps: int = 0  # RLHF: TRL RewardTrainer steps before RL (default: max_iterations)
+    sft_steps: int = 0  # RLHF: TRL SFTTrainer steps on the demonstrations before the reward model
 
 
 @dataclass

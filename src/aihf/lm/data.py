@@ -23,10 +23,17 @@ Kind = Literal["demos", "prefs", "prompts"]
 Overlong = Literal["truncate", "drop", "error"]
 
 _COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
-    # Accepted column sets per kind, first match wins.
-    "demos": (("prompt", "completion"), ("messages",)),
+    # Accepted column sets per kind, first match wins. Demonstrations may come from a preference set
+    # (its chosen answers), as the paper builds them from Anthropic-HH.
+    "demos": (("prompt", "completion"), ("messages",), ("prompt", "chosen"), ("chosen", "rejected")),
     "prefs": (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
     "prompts": (("prompt",), ("messages",)),
+}
+# The text fields each kind ends with.
+_FIELDS = {
+    "demos": ("prompt", "completion"),
+    "prefs": ("prompt", "chosen", "rejected"),
+    "prompts": ("prompt",),
 }
 
 
@@ -74,8 +81,9 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
             raise InputError(
                 f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
             )
-        else:
-            ds = datasets.load_dataset(name, split=split)
+        else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
+            hub, _, hub_split = name.partition(":")
+            ds = datasets.load_dataset(hub, split=hub_split or split)
     except InputError:
         raise
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
@@ -121,51 +129,59 @@ def _split_conversation(tokenizer: Any, prompt_msgs: list, reply_msgs: list, whe
     return prompt, full[len(prompt) :]
 
 
-def _to_text(kind: str, row: dict[str, Any], tokenizer: Any, where: str) -> dict[str, str]:
+def _implicit_prompt(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """Split a (chosen, rejected) pair that embeds its prompt: shared turns, or the shared text prefix."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    if _is_conversation(chosen) and _is_conversation(rejected):
+        if chosen[:-1] != rejected[:-1] or not chosen[:-1]:
+            raise InputError(
+                f"{where}: prompt mismatch: 'chosen' and 'rejected' must share every turn but the last"
+            )
+        return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        from trl.data_utils import extract_prompt  # TRL's rule for where the shared text prefix ends
+
+        split = extract_prompt({"chosen": chosen, "rejected": rejected})
+        if not split["prompt"].strip():
+            raise InputError(
+                f"{where}: 'chosen' and 'rejected' share no prompt and there is no 'prompt' field"
+            )
+        return split
+    raise InputError(f"{where}, fields 'chosen'/'rejected': expected two strings or two conversations")
+
+
+def _to_text(
+    kind: str, layout: tuple[str, ...], row: dict[str, Any], tokenizer: Any, where: str
+) -> dict[str, str]:
     """One row to text fields; raises InputError for wrong types or a preference pair with two prompts."""
-    if kind == "demos" and "messages" in row and "prompt" not in row:
+    if layout == ("messages",):
         msgs = row["messages"]
+        if kind == "prompts":
+            msgs = [m for m in msgs if m.get("role") != "assistant"] if _is_conversation(msgs) else None
+            if not msgs:
+                raise InputError(f"{where}, field 'messages': expected a conversation")
+            return {"prompt": _render(tokenizer, msgs, True, where)}
         if not _is_conversation(msgs) or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
             raise InputError(
                 f"{where}, field 'messages': expected a conversation ending with an assistant turn"
             )
         prompt, completion = _split_conversation(tokenizer, msgs[:-1], msgs[-1:], where)
         return {"prompt": prompt, "completion": completion}
-    if kind == "prompts" and "messages" in row and "prompt" not in row:
-        msgs = (
-            [m for m in row["messages"] if m.get("role") != "assistant"]
-            if _is_conversation(row["messages"])
-            else None
-        )
-        if not msgs:
-            raise InputError(f"{where}, field 'messages': expected a conversation")
-        return {"prompt": _render(tokenizer, msgs, True, where)}
-    if kind == "prefs" and "prompt" not in row:
-        chosen, rejected = row["chosen"], row["rejected"]
-        if _is_conversation(chosen) and _is_conversation(rejected):
-            if chosen[:-1] != rejected[:-1]:
-                raise InputError(
-                    f"{where}: prompt mismatch: 'chosen' and 'rejected' must share every turn but the last"
-                )
-            row = {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
-        else:
-            raise InputError(
-                f"{where}: missing field 'prompt' (an implicit prompt needs conversational answers)"
-            )
-    fields = {
-        "demos": ("prompt", "completion"),
-        "prefs": ("prompt", "chosen", "rejected"),
-        "prompts": ("prompt",),
-    }
-    names = fields[kind]
+    row = {k: row[k] for k in layout}
+    if "prompt" not in row:
+        row = _implicit_prompt(row, where)
+    elif isinstance(row["prompt"], str) and _is_conversation(row.get("chosen")):
+        # e.g. ultrafeedback_binarized: a text prompt and full conversations as answers
+        row = _implicit_prompt(row | {"rejected": row.get("rejected", row["chosen"])}, where)
+    if kind == "demos" and "chosen" in row:
+        row = {"prompt": row["prompt"], "completion": row["chosen"]}
+    names = _FIELDS[kind]
     if _is_conversation(row["prompt"]):
-        out = {}
+        out = {"prompt": _render(tokenizer, row["prompt"], True, where)}
         for name in names[1:]:
             if not _is_conversation(row[name]):
                 raise InputError(f"{where}, field {name!r}: expected messages like 'prompt'")
             out["prompt"], out[name] = _split_conversation(tokenizer, row["prompt"], row[name], where)
-        if kind == "prompts":
-            out["prompt"] = _render(tokenizer, row["prompt"], True, where)
         return out
     out = {}
     for name in names:
@@ -196,16 +212,17 @@ def prepare_text_data(
     if not records:
         raise InputError(f"{name}: no rows ({kind} expected)")
     columns = set(records[0])
-    if not any(set(accepted) <= columns for accepted in _COLUMNS[kind]):
+    layout = next((accepted for accepted in _COLUMNS[kind] if set(accepted) <= columns), None)
+    if layout is None:
         wanted = " or ".join("/".join(accepted) for accepted in _COLUMNS[kind])
         raise InputError(f"{name}: missing columns for {kind}: expected {wanted}, found {sorted(columns)}")
     data = TextData(kind=kind, source=name, rows=[])
     for index, record in enumerate(records):
         where = f"{name}, row {index}"
-        for column in _COLUMNS[kind][0] if set(_COLUMNS[kind][0]) <= columns else ():
+        for column in layout:
             if record.get(column) is None:
                 raise InputError(f"{where}, field {column!r}: missing value")
-        row = _to_text(kind, record, tokenizer, where)
+        row = _to_text(kind, layout, record, tokenizer, where)
         for key, value in row.items():
             if not value.strip():
                 raise InputError(f"{where}, field {key!r}: expected a non-empty string")

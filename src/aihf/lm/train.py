@@ -35,7 +35,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 def run_training(
     trainer: str,
-    model: str,
+    model: str | None,
     out: str,
     reward_model: str | None = None,
     demos: str | list[dict] | None = None,
@@ -48,13 +48,22 @@ def run_training(
 ) -> dict[str, float]:
     """Train `trainer` and write OUT/policy (and OUT/reward_model), OUT/metrics.jsonl; return final metrics.
 
-    `config` is a dict or a YAML path of the trainer's config fields; explicit arguments override it.
-    `reward_fn` (aihf / rlhf only) replaces the reward model by a frozen Python reward.
+    `config` is a dict or a YAML path of the trainer's config fields; it may also name the run's
+    `model`, `reward_model`, `demos`, `prefs` and `prompts` (Hub names, `name:split[slice]`, or paths).
+    Explicit arguments override it. `reward_fn` (aihf / rlhf only) replaces the reward model by a
+    frozen Python reward.
     """
     if trainer not in CONFIGS:
         raise InputError(f"unknown trainer {trainer!r}: expected one of {', '.join(TRAINERS)}")
     where = str(config) if isinstance(config, (str, Path)) else "config"
     values = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    model = model or values.get("model")
+    reward_model = reward_model or values.get("reward_model")
+    demos = demos if demos is not None else values.get("demos")
+    prefs = prefs if prefs is not None else values.get("prefs")
+    prompts = prompts if prompts is not None else values.get("prompts")
+    if not model:
+        raise InputError(f"{trainer}: needs --model (or `model:` in the config)")
     limits: dict[str, int | None] = {}
     if trainer in ITERATIVE:
         limits["max_iterations"] = max_iterations if max_iterations is not None else max_steps
@@ -75,6 +84,9 @@ def run_training(
         raise InputError(f"{trainer}: needs --reward-model (a one-label sequence classifier to start from)")
 
     tokenizer = load_tokenizer(model)
+    if cfg.chat_template:
+        template = Path(cfg.chat_template)
+        tokenizer.chat_template = template.read_text() if template.is_file() else cfg.chat_template
     loaded: dict[str, TextData | None] = {
         name: prepare_text_data(source, name, tokenizer, cfg.max_length, cfg.overlong)
         if source is not None
@@ -144,6 +156,21 @@ def _run_aihf_or_rlhf(
 
     rm = rm_tokenizer = None
     metrics: dict[str, float] = {}
+    if trainer == "rlhf" and cfg.sft_steps > 0:  # SFT -> reward model -> RL
+        from aihf.lm import baselines
+
+        if data["demos"] is None:
+            raise InputError("rlhf: sft_steps > 0 needs demonstrations (--demos)")
+        sft_cfg = dataclasses.replace(
+            cfg, max_steps=cfg.sft_steps, output_dir=str(Path(cfg.output_dir) / "sft")
+        )
+        metrics |= {
+            f"sft/{k}": v
+            for k, v in baselines.run_sft(
+                load_causal_lm(model), tokenizer, sft_cfg, data["demos"], sources
+            ).items()
+        }
+        model = str(Path(cfg.output_dir) / "sft" / "policy")
     if reward_fn is None:
         rm_tokenizer = load_tokenizer(reward_model)
         rm = load_reward_model(reward_model)
@@ -154,7 +181,8 @@ def _run_aihf_or_rlhf(
         rm_cfg = dataclasses.replace(
             cfg, max_steps=steps, learning_rate=cfg.reward_learning_rate or cfg.learning_rate
         )
-        metrics = baselines.run_reward(rm, rm_tokenizer, rm_cfg, data["prefs"], sources)
+        reward_metrics = baselines.run_reward(rm, rm_tokenizer, rm_cfg, data["prefs"], sources)
+        metrics |= {f"reward_stage/{k}": v for k, v in reward_metrics.items()}
         rm = load_reward_model(str(Path(cfg.output_dir) / "reward_model"))
     demos = data["demos"] if trainer == "aihf" else None
     prefs = data["prefs"] if trainer == "aihf" else None
@@ -178,4 +206,4 @@ def _run_aihf_or_rlhf(
         method=trainer,
         sources=sources,
     ).train()
-    return {f"reward_stage/{k}": v for k, v in metrics.items()} | result
+    return metrics | result
