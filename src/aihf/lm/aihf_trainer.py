@@ -72,6 +72,8 @@ class AIHFTrainer:
         self.policy, self.policy_opt = runtime.prepare_trainable(
             acc, policy, policy_opt, config.prompt_batch_size
         )
+        policy_total = config.max_iterations * config.policy_steps_per_iteration
+        policy_schedule = runtime.make_scheduler(acc, self.policy_opt, config, policy_total)
         self.ref_policy = (
             runtime.prepare_frozen(acc, ref_policy, config.bf16) if ref_policy is not None else None
         )
@@ -85,12 +87,15 @@ class AIHFTrainer:
                 self.reward_model, self.reward_opt = runtime.prepare_trainable(
                     acc, reward_model, reward_opt, config.reward_batch_size or config.batch_size
                 )
+                reward_total = config.max_iterations * config.reward_steps_per_iteration
+                self.reward_schedule = runtime.make_scheduler(acc, self.reward_opt, config, reward_total)
             else:
                 self.reward_model = runtime.prepare_frozen(acc, reward_model, config.bf16)
 
         self.policy_step = PolicyStep(
             self.policy,
             self.policy_opt,
+            policy_schedule,
             tokenizer,
             config,
             acc,
@@ -158,7 +163,12 @@ class AIHFTrainer:
             centering_coef=c.centering_coef,
         )
         runtime.optimizer_step(
-            self.accelerator, self.reward_model, self.reward_opt, parts.loss, c.max_grad_norm
+            self.accelerator,
+            self.reward_model,
+            self.reward_opt,
+            self.reward_schedule,
+            parts.loss,
+            c.max_grad_norm,
         )
         metrics = {"loss/reward": parts.loss.item(), "loss/preference": parts.preference.item()}
         if n_demo:

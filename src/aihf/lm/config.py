@@ -30,6 +30,7 @@ class LMConfig:
     disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_scheduler_type: str = "constant_with_warmup"  # any transformers.get_scheduler name, e.g. "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
     use_peft: bool = False

@@ -39,6 +39,7 @@ class _OfflineTrainer:
         demos: TextData | None,
         prefs: TextData | None,
         sources: dict[str, str | None] | None,
+        total_steps: int,
     ) -> None:
         self.config, self.tokenizer, self.sources = config, tokenizer, sources or {}
         self.demos, self.prefs = demos, prefs
@@ -47,6 +48,7 @@ class _OfflineTrainer:
         ref = None if config.use_peft else runtime.frozen_copy(policy)
         optimizer = runtime.make_optimizer(policy, config.learning_rate, config.weight_decay)
         self.policy, self.optimizer = runtime.prepare_trainable(acc, policy, optimizer, config.batch_size)
+        self.scheduler = runtime.make_scheduler(acc, self.optimizer, config, total_steps)
         self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
         rank, world = acc.process_index, acc.num_processes
         self.samplers: dict[str, runtime.BatchSampler] = {}
@@ -89,7 +91,9 @@ class _OfflineTrainer:
         return sequence_logprobs(logits.float(), labels, average=average)
 
     def optimise(self, loss: torch.Tensor) -> None:
-        runtime.optimizer_step(self.accelerator, self.policy, self.optimizer, loss, self.config.max_grad_norm)
+        runtime.optimizer_step(
+            self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.config.max_grad_norm
+        )
 
     def save(self) -> None:
         notes = [n for d in (self.demos, self.prefs) if d is not None for n in d.notes]
@@ -141,7 +145,9 @@ class DirectAIHFTrainer(_OfflineTrainer):
             raise InputError("direct-aihf: needs preferences (--prefs)")
         if config.alpha > 0 and demos is None:
             raise InputError("direct-aihf: alpha > 0 needs demonstrations (--demos); use alpha: 0 for DPO")
-        super().__init__(policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources)
+        super().__init__(
+            policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources, config.max_steps
+        )
 
     def compute_loss(
         self, pref_rows: list[dict[str, str]], demo_rows: list[dict[str, str]]
@@ -219,7 +225,8 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         if demos is None:
             raise InputError(f"{method}: needs demonstrations (--demos)")
         self.method = method
-        super().__init__(policy, tokenizer, config, demos, prefs, sources)
+        total_steps = config.max_iterations * config.steps_per_iteration
+        super().__init__(policy, tokenizer, config, demos, prefs, sources, total_steps)
         acc = self.accelerator
         if runtime.uses_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3:
             raise InputError(

@@ -35,6 +35,7 @@ class PolicyStep:
         self,
         policy: Any,
         optimizer: torch.optim.Optimizer,
+        scheduler: Any,
         tokenizer: Any,
         config: PolicyStepConfig,
         accelerator: Any,
@@ -52,6 +53,7 @@ class PolicyStep:
             )
         self.policy = policy
         self.optimizer = optimizer
+        self.scheduler = scheduler
         self.tokenizer = tokenizer
         self.config = config
         self.accelerator = accelerator
@@ -92,7 +94,9 @@ class PolicyStep:
             loss, metrics = self._rloo_loss(samples.batch, scores, ref)
         else:
             loss, metrics = self._online_dpo_loss(samples.batch, scores, ref)
-        runtime.optimizer_step(self.accelerator, self.policy, self.optimizer, loss, self.max_grad_norm)
+        runtime.optimizer_step(
+            self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.max_grad_norm
+        )
         lengths = samples.batch["completion_mask"].sum(-1).float()
         return metrics | {
             "loss/policy": loss.item(),

@@ -102,7 +102,7 @@ def generation_model(accelerator: Any, model: Any) -> Any:
 
 
 def optimizer_step(
-    accelerator: Any, model: Any, optimizer: Any, loss: torch.Tensor, max_grad_norm: float
+    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, loss: torch.Tensor, max_grad_norm: float
 ) -> None:
     """backward, clip, step, zero_grad.
 
@@ -112,17 +112,35 @@ def optimizer_step(
     if uses_deepspeed(accelerator):
         model.backward(loss)
         model.step()
-        return
-    accelerator.backward(loss)
-    if max_grad_norm:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    optimizer.zero_grad()
+    else:
+        accelerator.backward(loss)
+        if max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    scheduler.step()
 
 
 def make_optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(accelerator: Any, optimizer: Any, config: LMConfig, total_steps: int) -> Any:
+    """transformers' learning-rate schedule over this model's optimiser steps; part of the checkpoint.
+
+    Stepped by hand once per optimiser step (accelerate's wrapper would step it once per process).
+    """
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(
+        config.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    accelerator.register_for_checkpointing(scheduler)
+    return scheduler
 
 
 class BatchSampler:
