@@ -27,7 +27,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
     # (its chosen answers), as the paper builds them from Anthropic-HH.
     "demos": (("prompt", "completion"), ("messages",), ("prompt", "chosen"), ("chosen", "rejected")),
     "prefs": (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
-    "prompts": (("prompt",), ("messages",)),
+    "prompts": (("prompt",), ("messages",), ("chosen", "rejected")),
 }
 # The text fields each kind ends with.
 _FIELDS = {

@@ -59,9 +59,17 @@ def run_training(
     values = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
     model = model or values.get("model")
     reward_model = reward_model or values.get("reward_model")
-    demos = demos if demos is not None else values.get("demos")
-    prefs = prefs if prefs is not None else values.get("prefs")
-    prompts = prompts if prompts is not None else values.get("prompts")
+    required, optional = NEEDS[trainer]
+    explicit = {"demos": demos, "prefs": prefs, "prompts": prompts}
+    unused = [f"--{k}" for k, v in explicit.items() if v is not None and k not in required + optional]
+    if unused:
+        raise InputError(f"{trainer}: does not use {', '.join(unused)}")
+    # Data named in the config fills what the call leaves out; a config shared by several trainers
+    # (e.g. direct-aihf and dpo) may name data that this trainer does not use.
+    data_args = {
+        k: v if v is not None else (values.get(k) if k in required + optional else None)
+        for k, v in explicit.items()
+    }
     if not model:
         raise InputError(f"{trainer}: needs --model (or `model:` in the config)")
     limits: dict[str, int | None] = {}
@@ -71,14 +79,9 @@ def run_training(
         limits["max_steps"] = max_steps if max_steps is not None else max_iterations
     cfg = build_config(trainer, values, where, output_dir=str(out), **limits)
 
-    data_args = {"demos": demos, "prefs": prefs, "prompts": prompts}
-    required, optional = NEEDS[trainer]
     for name in required:
         if data_args[name] is None:
             raise InputError(f"{trainer}: needs --{name}")
-    unused = [f"--{k}" for k, v in data_args.items() if v is not None and k not in required + optional]
-    if unused:
-        raise InputError(f"{trainer}: does not use {', '.join(unused)}")
     needs_reward = trainer in ("aihf", "rlhf") and reward_fn is None
     if needs_reward and reward_model is None:
         raise InputError(f"{trainer}: needs --reward-model (a one-label sequence classifier to start from)")
