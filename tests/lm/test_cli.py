@@ -84,3 +84,25 @@ def test_tiny_model_command(tmp_path):
     assert aihf.cli.main(["lm", "tiny-model", "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "policy" / "config.json").exists()
     assert (tmp_path / "m" / "reward_model" / "config.json").exists()
+
+
+def test_use_vllm_without_vllm_is_a_clear_input_error(tiny_dir, data_dir, tmp_path, capsys):
+    pytest.importorskip("trl")
+    from trl.import_utils import is_vllm_available
+
+    if is_vllm_available():
+        pytest.skip("vLLM is installed here")
+    (tmp_path / "c.yaml").write_text("use_vllm: true\n")
+    argv = [
+        "lm",
+        "train",
+        "--trainer",
+        "aihf",
+        "--model",
+        str(tiny_dir / "policy"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    argv += ["--reward-model", str(tiny_dir / "reward_model"), "--prefs", str(data_dir / "prefs.jsonl")]
+    assert aihf.cli.main([*argv, "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err

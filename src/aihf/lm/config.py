@@ -73,6 +73,9 @@ class PolicyStepConfig:
     top_p: float = 1.0
     normalize_advantages: bool = False
     policy_learning_rate: float | None = None  # default: learning_rate
+    use_vllm: bool = False  # sample with vLLM (TRL's VLLMGeneration) when installed; weights synced each step
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
 
 
 @dataclass

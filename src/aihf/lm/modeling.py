@@ -178,6 +178,39 @@ class Samples:
     num_samples: int
 
 
+def prompt_token_ids(
+    tokenizer: Any, prompts: Sequence[str], max_prompt_length: int | None
+) -> list[list[int]]:
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if max_prompt_length is not None:
+        ids = [i[-max_prompt_length:] for i in ids]  # keep the end, next to the answer
+    return ids
+
+
+def samples_from_ids(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    prompt_ids: Sequence[list[int]],
+    generated: Sequence[list[int]],
+    num_samples: int,
+    device: torch.device | str,
+) -> Samples:
+    """Samples from generated ids (k consecutive per prompt): cut after EOS, decode, build the token batch."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    completion_ids = []
+    for ids in generated:
+        ids = list(ids)
+        if eos in ids:
+            ids = ids[: ids.index(eos) + 1]
+        elif pad in ids and pad != eos:
+            ids = ids[: ids.index(pad)]
+        completion_ids.append(ids or [eos])
+    repeated_ids = [ids for ids in prompt_ids for _ in range(num_samples)]
+    repeated = [p for p in prompts for _ in range(num_samples)]
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Samples(repeated, texts, collate(repeated_ids, completion_ids, pad, device=device), num_samples)
+
+
 @torch.no_grad()
 def sample_completions(
     model: Any,
@@ -192,9 +225,7 @@ def sample_completions(
 ) -> Samples:
     """Batched sampling with the KV cache (`model.generate`); `model` must be the unwrapped module."""
     device = next(model.parameters()).device
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if max_prompt_length is not None:
-        prompt_ids = [ids[-max_prompt_length:] for ids in prompt_ids]  # keep the end, next to the answer
+    prompt_ids = prompt_token_ids(tokenizer, prompts, max_prompt_length)
     width = max(len(ids) for ids in prompt_ids)
     pad = tokenizer.pad_token_id
     inputs = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
@@ -217,18 +248,7 @@ def sample_completions(
         eos_token_id=tokenizer.eos_token_id,
     )
     model.train(was_training)
-    generated = out[:, width:].tolist()
-    completion_ids = []
-    for ids in generated:
-        if tokenizer.eos_token_id in ids:
-            ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
-        elif pad in ids and pad != tokenizer.eos_token_id:
-            ids = ids[: ids.index(pad)]
-        completion_ids.append(ids or [tokenizer.eos_token_id])
-    repeated_ids = [ids for ids in prompt_ids for _ in range(num_samples)]
-    repeated = [p for p in prompts for _ in range(num_samples)]
-    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Samples(repeated, texts, collate(repeated_ids, completion_ids, pad, device=device), num_samples)
+    return samples_from_ids(tokenizer, prompts, prompt_ids, out[:, width:].tolist(), num_samples, device)
 
 
 def as_reward_fn(reward: RewardScorer | RewardFn) -> Callable[[list[str], list[str]], torch.Tensor]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import PolicyStepConfig
 from aihf.lm.modeling import (
@@ -25,7 +26,9 @@ from aihf.lm.modeling import (
     RewardScorer,
     as_reward_fn,
     completion_logprobs,
+    prompt_token_ids,
     sample_completions,
+    samples_from_ids,
 )
 from aihf.losses import dpo_loss
 
@@ -60,9 +63,47 @@ class PolicyStep:
         self.ref_policy = ref_policy
         self.max_prompt_length = max_prompt_length
         self.max_grad_norm = max_grad_norm
+        if config.use_vllm:
+            from trl.import_utils import is_vllm_available
+
+            if not is_vllm_available():
+                raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")
+        self.updates = 0  # optimiser steps taken, so vLLM's weights are re-synced only when stale
+        self.vllm: Any = None
+        self.vllm_synced_at = -1
+
+    def _vllm_engine(self) -> Any:
+        """TRL's vLLM generation, created on first use; never needed (model.generate is the default)."""
+        if self.vllm is None:
+            from trl.generation.vllm_generation import VLLMGeneration
+
+            c = self.config
+            self.vllm = VLLMGeneration(
+                self.accelerator.unwrap_model(self.policy),
+                self.accelerator,
+                self.tokenizer,
+                mode=c.vllm_mode,
+                gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                top_k=c.top_k,
+                max_completion_length=c.max_new_tokens,
+            )
+        return self.vllm
 
     def sample(self, prompts: Sequence[str], num_samples: int) -> Any:
         c = self.config
+        if c.use_vllm:
+            engine = self._vllm_engine()
+            if self.vllm_synced_at != self.updates:  # push the current policy weights to vLLM
+                engine.sync_weights()
+                self.vllm_synced_at = self.updates
+            ids = prompt_token_ids(self.tokenizer, prompts, self.max_prompt_length)
+            repeated = [i for i in ids for _ in range(num_samples)]
+            _, completion_ids, *_ = engine.generate(repeated, None, num_samples)
+            return samples_from_ids(
+                self.tokenizer, prompts, ids, completion_ids, num_samples, self.accelerator.device
+            )
         with runtime.generation_model(self.accelerator, self.policy) as model:
             return sample_completions(
                 model,
@@ -97,6 +138,7 @@ class PolicyStep:
         runtime.optimizer_step(
             self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.max_grad_norm
         )
+        self.updates += 1
         lengths = samples.batch["completion_mask"].sum(-1).float()
         return metrics | {
             "loss/policy": loss.item(),
