@@ -131,7 +131,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_pat
         )
 
     run(tmp_path / "straight", 4)
-    run(tmp_path / "cut", 2)  # "interrupted" after iteration 2, leaving checkpoint-2
+    run(tmp_path / "cut", 3)  # "interrupted" after iteration 3: iteration 3 is lost, checkpoint-2 is kept
     assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2").is_dir()
     run(tmp_path / "cut", 4, resume_from_checkpoint=True)
     steps = [

@@ -26,7 +26,7 @@ def _run(trainer, tiny_dir, data_dir, out, limit, **extra):
 @pytest.mark.parametrize("trainer", ["direct-aihf", "self-play-aihf"])
 def test_resumed_run_matches_the_uninterrupted_one(trainer, tiny_dir, data_dir, tmp_path):
     _run(trainer, tiny_dir, data_dir, tmp_path / "straight", 4)
-    _run(trainer, tiny_dir, data_dir, tmp_path / "cut", 2)
+    _run(trainer, tiny_dir, data_dir, tmp_path / "cut", 3)  # cut after step 3; checkpoint-2 survives
     _run(trainer, tiny_dir, data_dir, tmp_path / "cut", 4, resume_from_checkpoint=True)
     steps = [
         json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()

@@ -194,6 +194,7 @@ class AIHFTrainer:
         resume = runtime.resolve_resume(self.out_dir, c.resume_from_checkpoint)
         if resume is not None:
             acc.load_state(str(resume))
+            self.logger.drop_after(self.state.step)  # records an interrupted run wrote past its checkpoint
         bar = runtime.progress(c.max_iterations, self.state.step, acc.is_local_main_process, self.method)
         while self.state.step < c.max_iterations:
             records = []

@@ -183,6 +183,7 @@ class DirectAIHFTrainer(_OfflineTrainer):
         resume = runtime.resolve_resume(self.out_dir, c.resume_from_checkpoint)
         if resume is not None:
             acc.load_state(str(resume))
+            self.logger.drop_after(self.state.step)  # records an interrupted run wrote past its checkpoint
         bar = runtime.progress(c.max_steps, self.state.step, acc.is_local_main_process, self.method)
         start = time.perf_counter()
         while self.state.step < c.max_steps:
@@ -283,6 +284,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         resume = runtime.resolve_resume(self.out_dir, c.resume_from_checkpoint)
         if resume is not None:
             acc.load_state(str(resume))
+            self.logger.drop_after(self.state.step)  # records an interrupted run wrote past its checkpoint
         bar = runtime.progress(c.max_iterations, self.state.step, acc.is_local_main_process, self.method)
         while self.state.step < c.max_iterations:
             generated = self.generate_opponent_answers()

@@ -222,6 +222,12 @@ class MetricsLogger:
                 if math.isfinite(value):
                     self.writer.add_scalar(key, value, step)
 
+    def drop_after(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text(self.path, "".join(f"{line}\n" for line in kept))
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -100,6 +100,8 @@ def run_training(
         k: (v if isinstance(v, str) else f"<{len(v)} rows>") for k, v in data_args.items() if v is not None
     }
     Path(out).mkdir(parents=True, exist_ok=True)
+    if not cfg.resume_from_checkpoint:  # a fresh run into an old directory starts a fresh log
+        (Path(out) / "metrics.jsonl").unlink(missing_ok=True)
     return _dispatch(trainer, cfg, model, tokenizer, reward_model, loaded, sources, reward_fn)
 
 
