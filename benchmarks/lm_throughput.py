@@ -9,6 +9,9 @@
    steps with the reward frozen), at equal `policy_steps_per_iteration`.
 3. Peak memory (CUDA allocator peak per phase, or the process's peak RSS on CPU).
 
+Times are medians over steps / iterations (AIHF and RLHF iterations interleaved), so a busy shared
+machine disturbs them less.
+
 Last line: `ratio=<Direct AIHF tokens/s over TRL DPO tokens/s>`. Targets: ratio >= 1.0 and
 AIHF/RLHF iteration time <= 1.3.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +42,12 @@ def peak_memory_mb() -> float:
 def reset_peak() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+
+
+def clock() -> float:
+    """Wall-clock seconds on a GPU; on CPU, this process's CPU seconds (one thread), so the other jobs of a
+    shared machine do not distort the comparison."""
+    return time.perf_counter() if torch.cuda.is_available() else time.process_time()
 
 
 def sync() -> None:
@@ -79,7 +89,7 @@ def make_data(tokenizer, n: int, prompt_len: int, answer_len: int) -> tuple[list
 
 def trl_dpo_tokens_per_second(
     model_dir: Path, prefs: list[dict], args: argparse.Namespace, out: Path
-) -> float:
+) -> list[float]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -92,9 +102,9 @@ def trl_dpo_tokens_per_second(
 
         def on_step_end(self, *_, **__) -> None:
             sync()
-            self.times.append(time.perf_counter())
+            self.times.append(clock())
 
-    clock = StepClock()
+    step_clock = StepClock()
     config = DPOConfig(
         output_dir=str(out / "trl"),
         per_device_train_batch_size=args.batch_size,
@@ -113,12 +123,14 @@ def trl_dpo_tokens_per_second(
         args=config,
         train_dataset=Dataset.from_list(prefs),
         processing_class=load_tokenizer(str(model_dir / "policy")),
-        callbacks=[clock],
+        callbacks=[step_clock],
     )
     trainer.train()
-    elapsed = clock.times[-1] - clock.times[args.warmup - 1]
+    step_seconds = [
+        b - a for a, b in zip(step_clock.times[args.warmup - 1 :], step_clock.times[args.warmup :])
+    ]
     tokens_per_step = 2 * args.batch_size * (args.prompt_len + args.answer_len)
-    return args.steps * tokens_per_step / elapsed
+    return [tokens_per_step / seconds for seconds in step_seconds]
 
 
 def direct_aihf_tokens_per_second(
@@ -146,24 +158,24 @@ def direct_aihf_tokens_per_second(
         prefs=prepare_text_data(prefs, "prefs", tokenizer),
         demos=prepare_text_data(demos, "demos", tokenizer) if alpha > 0 else None,
     )
-    tokens = 0
+    speeds = []
     for step in range(args.warmup + args.steps):  # the body of DirectAIHFTrainer.train
-        if step == args.warmup:
-            sync()
-            start, tokens = time.perf_counter(), 0
+        sync()
+        start = clock()
         pref_rows = [trainer.prefs.rows[i] for i in trainer.samplers["prefs"].next()]
         demo_rows = [trainer.demos.rows[i] for i in trainer.samplers["demos"].next()] if alpha > 0 else []
         loss, _, n_tokens = trainer.compute_loss(pref_rows, demo_rows)
         trainer.optimise(loss)
-        tokens += n_tokens
-    sync()
-    return tokens / (time.perf_counter() - start)
+        sync()
+        if step >= args.warmup:
+            speeds.append(n_tokens / (clock() - start))
+    return speeds
 
 
-def iteration_seconds(
+def rl_trainer(
     model_dir: Path, prefs: list[dict], demos: list[dict], args: argparse.Namespace, out: Path, learn: bool
-) -> float:
-    """Seconds per outer iteration of AIHF (learn=True) or of RLHF's RL stage (reward frozen)."""
+):
+    """AIHF (learn=True) or RLHF's RL stage (reward frozen), after one warm-up iteration."""
     from aihf.lm.aihf_trainer import AIHFTrainer
     from aihf.lm.config import AIHFConfig
     from aihf.lm.data import prepare_text_data
@@ -177,7 +189,7 @@ def iteration_seconds(
         num_samples=args.num_samples,
         max_new_tokens=args.answer_len,
         policy_steps_per_iteration=args.policy_steps,
-        reward_steps_per_iteration=1,
+        reward_steps_per_iteration=args.reward_steps,
         max_iterations=1,
         max_length=args.seq_len,
         tensorboard=False,
@@ -196,12 +208,16 @@ def iteration_seconds(
     trainer.save = lambda: None  # time the iterations, not the final save_pretrained
     trainer.logger.enabled = False
     trainer.train()  # warm-up iteration
-    config.max_iterations = 1 + args.iterations
+    return trainer
+
+
+def one_iteration_seconds(trainer) -> float:
+    trainer.config.max_iterations = trainer.state.step + 1
     sync()
-    start = time.perf_counter()
+    start = clock()
     trainer.train()
     sync()
-    return (time.perf_counter() - start) / args.iterations
+    return clock() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,10 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--policy-steps", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--reward-steps", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput runs")
+    parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args(argv)
     args.seq_len = args.prompt_len + args.answer_len
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # CPU time of one thread: see `clock`
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -229,34 +249,50 @@ def main(argv: list[str] | None = None) -> None:
         prefs, demos = make_data(
             load_tokenizer(str(model_dir / "policy")), 64, args.prompt_len, args.answer_len
         )
-        device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+        device = "cuda (wall clock)" if torch.cuda.is_available() else "cpu (1 thread, process CPU time)"
         print(
             f"device={device} model: n_embd={args.n_embd} n_layer={args.n_layer}; batch={args.batch_size} "
             f"prompt={args.prompt_len} answer={args.answer_len} tokens; {args.steps} timed steps"
         )
         reset_peak()
-        trl_tps = trl_dpo_tokens_per_second(model_dir, prefs, args, out)
-        print(f"TRL DPOTrainer: {trl_tps:.0f} tokens/s, peak memory {peak_memory_mb():.0f} MB")
-        reset_peak()
-        ours_tps = direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=1.0)
-        print(f"Direct AIHF (alpha=1): {ours_tps:.0f} tokens/s, peak memory {peak_memory_mb():.0f} MB")
-        reset_peak()
-        dpo_tps = direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=0.0)
+        speeds: dict[str, list[float]] = {"trl": [], "ours": [], "ours0": []}
+        peaks: dict[str, float] = {}
+        for _ in range(args.rounds):  # alternate the three, so load from other jobs hits them alike
+            for name, measure in (
+                ("trl", lambda: trl_dpo_tokens_per_second(model_dir, prefs, args, out)),
+                (
+                    "ours",
+                    lambda: direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=1.0),
+                ),
+                (
+                    "ours0",
+                    lambda: direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=0.0),
+                ),
+            ):
+                reset_peak()
+                speeds[name] += measure()
+                peaks[name] = max(peaks.get(name, 0.0), peak_memory_mb())
+        trl_tps, ours_tps, dpo_tps = (statistics.median(speeds[k]) for k in ("trl", "ours", "ours0"))
+        print(f"TRL DPOTrainer: {trl_tps:.0f} tokens/s (median step), peak memory {peaks['trl']:.0f} MB")
+        print(f"Direct AIHF (alpha=1): {ours_tps:.0f} tokens/s, peak memory {peaks['ours']:.0f} MB")
         print(
             f"Direct AIHF (alpha=0, i.e. DPO in our loop): {dpo_tps:.0f} tokens/s, "
-            f"peak memory {peak_memory_mb():.0f} MB; over TRL: {dpo_tps / trl_tps:.3f}"
+            f"peak memory {peaks['ours0']:.0f} MB; over TRL: {dpo_tps / trl_tps:.3f}"
         )
         reset_peak()
-        rlhf = iteration_seconds(model_dir, prefs, demos, args, out, learn=False)
+        trainers = {"rlhf": rl_trainer(model_dir, prefs, demos, args, out, learn=False)}
+        trainers["aihf"] = rl_trainer(model_dir, prefs, demos, args, out, learn=True)
+        times: dict[str, list[float]] = {"rlhf": [], "aihf": []}
+        for _ in range(args.iterations):  # interleaved, so load from other jobs hits both alike
+            for name, trainer in trainers.items():
+                times[name].append(one_iteration_seconds(trainer))
+        rlhf, aihf = statistics.median(times["rlhf"]), statistics.median(times["aihf"])
         print(
-            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s, "
-            f"peak memory {peak_memory_mb():.0f} MB"
+            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s (median of {args.iterations})"
         )
-        reset_peak()
-        aihf = iteration_seconds(model_dir, prefs, demos, args, out, learn=True)
         print(
-            f"AIHF iteration ({args.policy_steps} policy steps + 1 reward step): {aihf:.3f} s, "
-            f"peak memory {peak_memory_mb():.0f} MB"
+            f"AIHF iteration ({args.policy_steps} policy steps + {args.reward_steps} reward steps): "
+            f"{aihf:.3f} s (median); peak memory of both {peak_memory_mb():.0f} MB"
         )
         print(f"aihf_over_rlhf_iteration={aihf / rlhf:.3f}")
         print(f"ratio={ours_tps / trl_tps:.3f}")

@@ -130,19 +130,41 @@ class AIHFTrainer:
             model, self.reward_tokenizer, self.config.reward_max_length or self.config.max_length
         )
 
-    def reward_step(self) -> dict[str, float]:
-        """One step on alpha * demonstration term + Bradley-Terry (upper level, METHOD.md section 3)."""
+    def demo_batches(self, steps: int) -> list[list[tuple[dict[str, str], str]]]:
+        """Demonstration batches for `steps` reward steps, each row paired with a fresh policy sample.
+
+        The policy does not change during the reward steps, so all agent samples of an iteration come
+        from one batched `generate` call (in chunks of `generation_batch_size` prompts).
+        """
+        rows = [[self.demos.rows[i] for i in self.samplers["demos"].next()] for _ in range(steps)]
+        prompts = [r["prompt"] for batch in rows for r in batch]
+        chunk = self.config.generation_batch_size
+        agent = [
+            c
+            for i in range(0, len(prompts), chunk)
+            for c in self.policy_step.sample(prompts[i : i + chunk], 1).completions
+        ]
+        pairs, start = [], 0
+        for batch in rows:
+            pairs.append(list(zip(batch, agent[start : start + len(batch)])))
+            start += len(batch)
+        return pairs
+
+    def reward_step(self, demo_batch: list[tuple[dict[str, str], str]] | None = None) -> dict[str, float]:
+        """One step on alpha * demonstration term + Bradley-Terry (upper level, METHOD.md section 3).
+
+        `demo_batch`: demonstrations paired with the current policy's samples (drawn here if omitted).
+        """
         c = self.config
         prompts: list[str] = []
         completions: list[str] = []
         n_demo = n_pref = 0
         if self.demos is not None:
-            rows = [self.demos.rows[i] for i in self.samplers["demos"].next()]
-            demo_prompts = [r["prompt"] for r in rows]
-            agent = self.policy_step.sample(demo_prompts, 1)  # fresh samples of the current policy
+            demo_batch = demo_batch if demo_batch is not None else self.demo_batches(1)[0]
+            demo_prompts = [r["prompt"] for r, _ in demo_batch]
             prompts += demo_prompts + demo_prompts
-            completions += [r["completion"] for r in rows] + agent.completions
-            n_demo = len(rows)
+            completions += [r["completion"] for r, _ in demo_batch] + [agent for _, agent in demo_batch]
+            n_demo = len(demo_batch)
         if self.prefs is not None:
             rows = [self.prefs.rows[i] for i in self.samplers["prefs"].next()]
             prompts += [r["prompt"] for r in rows] * 2
@@ -203,9 +225,9 @@ class AIHFTrainer:
                 records.append(self.policy_step(prompts, self.current_reward()))
             metrics = runtime.mean_metrics(records)
             if self.train_reward:
-                metrics |= runtime.mean_metrics(
-                    [self.reward_step() for _ in range(c.reward_steps_per_iteration)]
-                )
+                steps = c.reward_steps_per_iteration
+                demo_batches = self.demo_batches(steps) if self.demos is not None else [None] * steps
+                metrics |= runtime.mean_metrics([self.reward_step(batch) for batch in demo_batches])
             self.state.step += 1
             metrics = runtime.gather_mean(acc, metrics)
             if self.state.step % c.logging_steps == 0 or self.state.step == c.max_iterations:

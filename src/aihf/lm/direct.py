@@ -22,7 +22,7 @@ from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import DirectAIHFConfig, LMConfig, SelfPlayAIHFConfig
 from aihf.lm.data import TextData
-from aihf.lm.modeling import sample_completions, tokenize_pair
+from aihf.lm.modeling import encode, sample_completions
 from aihf.losses import dpo_loss, ipo_loss, sequence_logprobs, sft_loss, spin_loss
 
 
@@ -64,16 +64,8 @@ class _OfflineTrainer:
         self.tokens_seen = 0
 
     def batch(self, rows: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        from aihf.lm.modeling import collate
-
-        pairs = [tokenize_pair(self.tokenizer, p, c) for p, c in rows]
-        return collate(
-            [p for p, _ in pairs],
-            [c for _, c in pairs],
-            self.tokenizer.pad_token_id,
-            self.config.max_length,
-            self.accelerator.device,
-        )
+        prompts, completions = [p for p, _ in rows], [c for _, c in rows]
+        return encode(self.tokenizer, prompts, completions, self.config.max_length, self.accelerator.device)
 
     @torch.no_grad()
     def reference_logps(

@@ -66,17 +66,21 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def tokenize_pair(
-    tokenizer: Any, prompt: str, completion: str, add_eos: bool = True
-) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids), tokenised as TRL does: the answer starts where the prompt diverges."""
+def tokenize_pairs(
+    tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], add_eos: bool = True
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids) per pair, tokenised as TRL does: the prompt alone and prompt + answer
+    (+ EOS), the answer starting where the two diverge. Two batched tokenizer calls for the whole list."""
     eos = tokenizer.eos_token or ""
-    if add_eos and eos and not completion.endswith(eos):
-        completion = completion + eos
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
-    cut = _common_prefix(prompt_ids, full_ids)
-    return prompt_ids[:cut], full_ids[cut:]
+    if add_eos and eos:
+        completions = [c if c.endswith(eos) else c + eos for c in completions]
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer([p + c for p, c in zip(prompts, completions)], add_special_tokens=False)["input_ids"]
+    pairs = []
+    for p_ids, f_ids in zip(prompt_ids, full_ids):
+        cut = _common_prefix(p_ids, f_ids)
+        pairs.append((p_ids[:cut], f_ids[cut:]))
+    return pairs
 
 
 def collate(
@@ -93,13 +97,9 @@ def collate(
         seqs = [s[:max_length] for s in seqs]
         masks = [m[:max_length] for m in masks]
     width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    completion = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, m) in enumerate(zip(seqs, masks)):
-        input_ids[i, : len(s)] = torch.tensor(s)
-        attention[i, : len(s)] = 1
-        completion[i, : len(m)] = torch.tensor(m)
+    input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+    completion = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.long)
     return {
         "input_ids": input_ids.to(device),
         "attention_mask": attention.to(device),
@@ -114,7 +114,7 @@ def encode(
     max_length: int | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, torch.Tensor]:
-    pairs = [tokenize_pair(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    pairs = tokenize_pairs(tokenizer, prompts, completions)
     return collate([p for p, _ in pairs], [c for _, c in pairs], tokenizer.pad_token_id, max_length, device)
 
 
