@@ -116,6 +116,7 @@ class SelfPlayAIHFConfig(LMConfig):
     steps_per_iteration: int = 10
     max_new_tokens: int = 32
     temperature: float = 1.0
+    generation_batch_size: int = 64  # prompts per generate call when sampling the iteration's y'
 
 
 @dataclass

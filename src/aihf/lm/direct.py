@@ -232,20 +232,22 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         c = self.config
         opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
-        rows = []
-        for _ in range(c.steps_per_iteration):
-            batch_rows = [self.demos.rows[i] for i in self.samplers["demos"].next()]
-            samples = sample_completions(
+        rows = [
+            self.demos.rows[i] for _ in range(c.steps_per_iteration) for i in self.samplers["demos"].next()
+        ]
+        answers: list[str] = []
+        for start in range(0, len(rows), c.generation_batch_size):  # pi_t is fixed: batch the generation
+            chunk = rows[start : start + c.generation_batch_size]
+            answers += sample_completions(
                 self.opponent,
                 self.tokenizer,
-                [r["prompt"] for r in batch_rows],
+                [r["prompt"] for r in chunk],
                 1,
                 c.max_new_tokens,
                 c.temperature,
                 max_prompt_length=c.max_prompt_length,
-            )
-            rows += list(zip(batch_rows, samples.completions))
-        return rows
+            ).completions
+        return list(zip(rows, answers))
 
     def compute_loss(
         self, spin_rows: list[tuple[dict[str, str], str]], pref_rows: list[dict[str, str]]
