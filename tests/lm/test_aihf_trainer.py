@@ -43,8 +43,9 @@ def _reward_gaps(trainer):
     return demo_gap.mean().item(), (margins > 0).float().mean().item()
 
 
-def test_reward_step_raises_demo_margin_and_preference_accuracy(tiny_dir, data_dir, tmp_path):
-    trainer = _trainer(tiny_dir, data_dir, tmp_path, learning_rate=3e-3)
+@pytest.mark.parametrize("demo_form", ["logistic", "linear"])
+def test_reward_step_raises_demo_margin_and_preference_accuracy(tiny_dir, data_dir, tmp_path, demo_form):
+    trainer = _trainer(tiny_dir, data_dir, tmp_path, learning_rate=3e-3, demo_form=demo_form)
     gap_before, acc_before = _reward_gaps(trainer)
     for _ in range(15):
         metrics = trainer.reward_step()
