@@ -37,7 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("control", help="AIHF with SAC on gymnasium / MuJoCo environments")
     sub = parser.add_subparsers(dest="control_command", required=True)
 
-    train = sub.add_parser("train", help="train one algorithm; writes results.json and curve.csv")
+    train = sub.add_parser(
+        "train",
+        help="train one algorithm; writes results.json and curve.csv",
+        description="Options not given by flags or --config come from the environment's preset "
+        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1), then the defaults.",
+    )
     train.add_argument("--config", help="YAML file of AIHFControlConfig options (flags override it)")
     for flag, dest, kind, help_text in _TRAIN_FLAGS:
         train.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
@@ -52,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--env", default="Pendulum-v1")
     collect.add_argument("--out", required=True)
     collect.add_argument("--seed", type=int, default=0)
-    collect.add_argument("--expert-steps", type=int, default=15_000, help="SAC steps of the expert run")
+    collect.add_argument("--expert-steps", type=int, default=12_000, help="SAC steps of the expert run")
     collect.add_argument("--checkpoint-every", type=int, default=1000)
-    collect.add_argument("--episodes-per-checkpoint", type=int, default=4)
+    collect.add_argument("--episodes-per-checkpoint", type=int, default=5)
     collect.add_argument("--num-preferences", type=int, default=500)
     collect.add_argument("--segment-length", type=int, default=50, help="0: whole trajectories")
     collect.add_argument("--label-mode", choices=("deterministic", "bradley-terry"), default="deterministic")
@@ -79,14 +84,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):
-    from aihf.control.config import AIHFControlConfig
+    """Defaults < the environment's preset (config.PRESETS) < the YAML file < the flags given."""
+    from aihf.control.config import AIHFControlConfig, preset
 
-    overrides = {
-        dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None
-    }
+    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
     if args.config:
-        return AIHFControlConfig.from_yaml(args.config, **overrides)
-    return AIHFControlConfig.from_dict(overrides)
+        return AIHFControlConfig.from_yaml(
+            args.config, base=preset(flags.get("env_id", "Pendulum-v1")), **flags
+        )
+    return AIHFControlConfig.from_dict({**preset(flags.get("env_id", "Pendulum-v1")), **flags})
 
 
 def resolve_data(env_id: str, demos: str | None, prefs: str | None) -> tuple[str | None, str | None]:

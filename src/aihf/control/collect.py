@@ -31,9 +31,9 @@ from aihf.io import write_json, write_text
 class CollectConfig:
     env_id: str = "Pendulum-v1"
     seed: int = 0
-    expert_steps: int = 15_000
+    expert_steps: int = 12_000
     checkpoint_every: int = 1000
-    episodes_per_checkpoint: int = 4
+    episodes_per_checkpoint: int = 5
     split: tuple[float, float] = (1 / 3, 2 / 3)  # return quantiles separating low / medium / high
     num_preferences: int = 500
     segment_length: int = 50  # 0 means whole trajectories

@@ -112,8 +112,10 @@ class AIHFControlConfig:
         return cls(**values)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> AIHFControlConfig:
-        """Load a YAML mapping of options; `overrides` (e.g. CLI flags that were given) win."""
+    def from_yaml(
+        cls, path: str | os.PathLike[str], base: dict[str, Any] | None = None, **overrides: Any
+    ) -> AIHFControlConfig:
+        """Load a YAML mapping of options over `base`; `overrides` (e.g. CLI flags that were given) win."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: config file not found")
@@ -123,8 +125,7 @@ class AIHFControlConfig:
             raise InputError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(values, dict):
             raise InputError(f"{path}: expected a mapping of option: value")
-        values.update(overrides)
-        return cls.from_dict(values, str(path))
+        return cls.from_dict({**(base or {}), **values, **overrides}, str(path))
 
 
 def config_field_names() -> list[str]:

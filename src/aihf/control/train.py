@@ -65,19 +65,20 @@ class RewardDivergedError(RuntimeError):
 
 def make_env(env_id: str, seed: int) -> DummyVecEnv:
     """A seeded one-env DummyVecEnv with a Monitor, so episode statistics are true returns."""
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as err:
-        raise InputError(f"--env {env_id}: not a registered gymnasium environment ({err})") from err
+    env_dims(env_id)
     venv = DummyVecEnv([lambda: Monitor(gym.make(env_id))])
-    if not isinstance(venv.action_space, gym.spaces.Box):
-        raise InputError(f"--env {env_id}: action space is {venv.action_space}, SAC needs a Box action space")
     venv.seed(seed)
     return venv
 
 
 def env_dims(env_id: str) -> tuple[int, int]:
-    env = gym.make(env_id)
+    """Observation and action sizes; a clear error for an unknown id or a non-Box action space."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as err:
+        raise InputError(f"--env {env_id}: not a registered gymnasium environment ({err})") from err
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise InputError(f"--env {env_id}: action space is {env.action_space}, SAC needs a Box action space")
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     env.close()
     return obs_dim, act_dim
@@ -362,7 +363,8 @@ def _load_checkpoint(
     optimizer,
     rng: np.random.Generator,
 ) -> tuple[SAC, dict[str, Any]]:
-    model = SAC.load(path / "sac.zip", env=venv, device=cfg.device)
+    # force_reset=False keeps the saved last observation: the restored env continues its episode
+    model = SAC.load(path / "sac.zip", env=venv, device=cfg.device, force_reset=False)
     model.load_replay_buffer(path / "replay.pkl")
     if net is not None:
         saved = torch.load(path / "reward.pt", map_location="cpu", weights_only=True)
@@ -402,11 +404,12 @@ def load_run_data(
                 f"algo {cfg.algo} needs demonstrations: pass --demos (no shipped data for {cfg.env_id})"
             )
         demos = load_trajectories(demos_path, obs_dim, act_dim)
-    if needs_prefs:
-        if prefs_path is None:
-            raise InputError(
-                f"algo {cfg.algo} needs preferences: pass --prefs (no shipped data for {cfg.env_id})"
-            )
+    if needs_prefs and prefs_path is None:
+        raise InputError(
+            f"algo {cfg.algo} needs preferences: pass --prefs (no shipped data for {cfg.env_id})"
+        )
+    if prefs_path is not None and cfg.algo != "sac-true":
+        # demo-only does not train on them, but its learned reward is still scored on the held-out pairs
         prefs = load_preferences(prefs_path, obs_dim, act_dim)
     return demos, prefs
 
