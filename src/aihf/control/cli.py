@@ -27,6 +27,7 @@ _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--centering-coef", "centering_coef", float, "weight of the mean R^2 penalty"),
     ("--reward-weight-decay", "reward_weight_decay", float, "reward weight decay"),
     ("--termination", "termination", str, "env | bootstrap: how falls are treated with a learned reward"),
+    ("--reward-scale", "reward_scale", float, "SAC optimises reward_scale * r_theta (1/beta)"),
     ("--learning-starts", "learning_starts", int, "random-action steps before SAC updates"),
     ("--eval-episodes", "eval_episodes", int, "evaluation episodes"),
     ("--eval-interval", "eval_interval", int, "steps between evaluations (0: every iteration)"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import scipy.special
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import CheckpointCallback
 from tqdm.auto import tqdm
@@ -92,7 +93,7 @@ def make_preferences(pool: Trajectories, cfg: CollectConfig, rng: np.random.Gene
     if cfg.label_mode == "deterministic":
         labels = np.where(ret_a > ret_b, 1.0, np.where(ret_a < ret_b, 0.0, 0.5))
     else:
-        p = 1.0 / (1.0 + np.exp(-(ret_a - ret_b) / cfg.temperature))
+        p = scipy.special.expit((ret_a - ret_b) / cfg.temperature)
         labels = (rng.random(len(p)) < p).astype(np.float64)
     return Preferences(pool, segments, labels.astype(np.float32))
 

@@ -59,6 +59,7 @@ class AIHFControlConfig:
     # time-outs (SAC bootstraps through falls); reward_offset is added to every learned reward
     termination: str = "env"
     reward_offset: float = 0.0
+    reward_scale: float = 1.0  # SAC optimises reward_scale * r_theta (+ offset): 1/beta of the lower level
     # baselines
     bc_steps: int = 2000
     bc_lr: float = 1e-3

@@ -111,7 +111,10 @@ class RewardNet(nn.Module):
 
 
 class LearnedRewardVecEnv(VecEnvWrapper):
-    """Replace the environment's reward by `reward_offset + r_theta(s, a [, s', terminated])`.
+    """Replace the environment's reward by `reward_offset + reward_scale * r_theta(s, a [, s', terminated])`.
+
+    `reward_scale` is 1/beta of the lower-level problem max E[R] - beta KL: the learned reward is only
+    defined up to scale by the data (and kept small by centring), so SAC may need it magnified.
 
     `termination="bootstrap"` marks every ending as a time-out for SB3 (`TimeLimit.truncated`), so SAC
     bootstraps through falls: with a learned reward, the zero value the environment implies after a fall
@@ -126,12 +129,14 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         reward_net: RewardNet,
         reward_offset: float = 0.0,
         termination: str = "env",
+        reward_scale: float = 1.0,
     ) -> None:
         super().__init__(venv)
         if termination not in ("env", "bootstrap"):
             raise InputError(f"termination={termination!r}: expected 'env' or 'bootstrap'")
         self.reward_net = reward_net
         self.reward_offset = reward_offset
+        self.reward_scale = reward_scale
         self.termination = termination
         self._last_obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -157,7 +162,7 @@ class LearnedRewardVecEnv(VecEnvWrapper):
                 # what the replay buffer will record too, so re-scoring sees the same input
                 terminated[i] = float(not info.get("TimeLimit.truncated", False))
         assert self._last_obs is not None and self._actions is not None, "step before reset"
-        rewards = self.reward_offset + self.reward_net.predict(
+        rewards = self.reward_offset + self.reward_scale * self.reward_net.predict(
             self._last_obs.astype(np.float32), self._actions, next_obs, terminated
         )
         self._last_obs = obs
@@ -170,7 +175,9 @@ def buffer_actions_to_env(buffer: ReplayBuffer, actions: np.ndarray) -> np.ndarr
     return (low + 0.5 * (actions + 1.0) * (high - low)).astype(np.float32)
 
 
-def rescore_replay_buffer(buffer: ReplayBuffer, reward_net: RewardNet, reward_offset: float = 0.0) -> int:
+def rescore_replay_buffer(
+    buffer: ReplayBuffer, reward_net: RewardNet, reward_offset: float = 0.0, reward_scale: float = 1.0
+) -> int:
     """Overwrite the stored rewards with the current r_theta, in place; returns the number re-scored.
 
     SAC's targets read rewards from the buffer, so after a reward step the old ones are stale.
@@ -182,6 +189,6 @@ def rescore_replay_buffer(buffer: ReplayBuffer, reward_net: RewardNet, reward_of
     act = buffer_actions_to_env(buffer, buffer.actions[:size].reshape(size * buffer.n_envs, -1))
     next_obs = buffer.next_observations[:size].reshape(size * buffer.n_envs, -1)
     terminated = (buffer.dones[:size] * (1 - buffer.timeouts[:size])).reshape(-1)
-    rewards = reward_offset + reward_net.predict(obs, act, next_obs, terminated)
+    rewards = reward_offset + reward_scale * reward_net.predict(obs, act, next_obs, terminated)
     buffer.rewards[:size] = rewards.reshape(size, buffer.n_envs)
     return size * buffer.n_envs

@@ -89,8 +89,13 @@ def _env_snapshot(env: gym.Env) -> dict[str, Any]:
     unpickled, so their physics state and RNG are stored separately."""
     unwrapped = env.unwrapped
     snap: dict[str, Any] = {"env": env, "np_random": unwrapped.np_random.bit_generator.state}
-    if hasattr(unwrapped, "data") and hasattr(unwrapped, "set_state"):
-        snap["mujoco"] = (unwrapped.data.qpos.copy(), unwrapped.data.qvel.copy())
+    if hasattr(unwrapped, "data") and hasattr(unwrapped, "model"):
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION  # qpos, qvel, act, warm-start, time, ...: bit-exact
+        state = np.empty(mujoco.mj_stateSize(unwrapped.model, spec))
+        mujoco.mj_getState(unwrapped.model, unwrapped.data, state, spec)
+        snap["mujoco"] = state
     return snap
 
 
@@ -100,7 +105,13 @@ def _env_restore(snap: dict[str, Any]) -> gym.Env:
     generator.bit_generator.state = snap["np_random"]
     env.unwrapped.np_random = generator
     if "mujoco" in snap:
-        env.unwrapped.set_state(*snap["mujoco"])
+        import mujoco
+
+        unwrapped = env.unwrapped
+        mujoco.mj_setState(
+            unwrapped.model, unwrapped.data, snap["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION
+        )
+        mujoco.mj_forward(unwrapped.model, unwrapped.data)
     return env
 
 
@@ -478,7 +489,7 @@ def train(
     if learns_reward:
         net = RewardNet(obs_dim, act_dim, cfg.reward_hidden, cfg.reward_use_next_obs, cfg.reward_use_done)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.reward_lr, weight_decay=cfg.reward_weight_decay)
-        sac_env = LearnedRewardVecEnv(venv, net, cfg.reward_offset, cfg.termination)
+        sac_env = LearnedRewardVecEnv(venv, net, cfg.reward_offset, cfg.termination, cfg.reward_scale)
 
     if resume:
         model, state = _load_checkpoint(ckpt_path, sac_env, cfg, net, optimizer, rng)
@@ -538,7 +549,7 @@ def train(
                         cfg.alpha if cfg.algo != "pref-only" else 0.0,
                         cfg.reward_updates_per_iter,
                     )
-                    rescore_replay_buffer(model.replay_buffer, net, cfg.reward_offset)
+                    rescore_replay_buffer(model.replay_buffer, net, cfg.reward_offset, cfg.reward_scale)
                     for key, value in stats.items():
                         model.logger.record(f"reward/{key}", value)
                     state["reward_stats"].append({"iteration": iteration, **stats})
