@@ -69,7 +69,8 @@ def main() -> None:
     sac_sps = args.repeats * args.steps / sac_time
     aihf_sps = args.repeats * args.steps / aihf_time
     print(
-        f"plain SAC: {sac_sps:.1f} steps/s; AIHF loop: {aihf_sps:.1f} steps/s ({args.env}, {args.steps} steps)"
+        f"plain SAC: {sac_sps:.1f} steps/s; AIHF loop: {aihf_sps:.1f} steps/s "
+        f"({args.env}, {args.steps} steps, {args.repeats} repeats)"
     )
     print(f"ratio={aihf_sps / sac_sps:.3f}")
 

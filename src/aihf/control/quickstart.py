@@ -18,10 +18,11 @@ def run(out_dir: Path) -> str:
     table = run_bench(ENV, ALGOS, [0], sub, total_steps=TOTAL_STEPS, progress=False)
     quality = (shipped_data_dir(ENV) / "quality.md").read_text()
     return (
-        f"AIHF learns the reward jointly with SAC from the shipped demonstrations (the best third of the "
-        f"expert's checkpoint rollouts) and preferences (pairs from the worse two thirds); RLHF fits the reward "
-        f"on the preferences alone, starting SAC from a behaviour-cloned actor. One seed, {TOTAL_STEPS} SAC "
-        f"steps (the paper's runs are about 1M steps on MuJoCo; `aihf control bench` runs more seeds).\n\n"
+        "AIHF learns the reward jointly with SAC from the shipped demonstrations (the best third of the "
+        "expert's checkpoint rollouts) and preferences (pairs from the worse two thirds); RLHF fits the "
+        "reward on the preferences alone, starting SAC from a behaviour-cloned actor. "
+        f"One seed, {TOTAL_STEPS} SAC steps (the paper's runs are about 1M steps on MuJoCo; "
+        "`aihf control bench` runs more seeds).\n\n"
         f"Shipped data quality (true return):\n\n{quality}\n{table}\n"
         f"![true return vs SAC steps](control/curves.png)\n\n"
         f"Reproduce one run: `aihf control train --env {ENV} --algo aihf --total-steps {TOTAL_STEPS} "
