@@ -87,3 +87,17 @@ def test_reward_step_raises_demo_margin_and_preference_accuracy(tiny_data, demo_
     assert margin() > margin0 + 0.5
     assert prefs.accuracy(net) > max(acc0, 0.75)
     assert stats["preference"] < np.log(2)
+
+
+@pytest.mark.parametrize("termination", ["env", "bootstrap"])
+def test_falls_become_timeouts_only_with_bootstrap(termination):
+    """Hopper ends an episode when it falls; with 'bootstrap' SAC must see that ending as a time-out."""
+    net = RewardNet(11, 3, hidden=(8,), use_done=True)
+    venv = LearnedRewardVecEnv(make_env("Hopper-v5", seed=0), net, termination=termination)
+    venv.reset()
+    for _ in range(1000):
+        _, _, dones, infos = venv.step(np.ones((1, 3), dtype=np.float32))
+        if dones[0]:
+            break
+    assert dones[0] and "terminal_observation" in infos[0]
+    assert infos[0].get("TimeLimit.truncated", False) == (termination == "bootstrap")

@@ -112,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            results = train(None, args.resume, resume=True, progress=not args.no_progress)  # type: ignore[arg-type]
+            results = train(None, args.resume, resume=True, progress=not args.no_progress)
         else:
             if not args.out:
                 raise InputError("--out is required (or --resume DIR)")

@@ -140,6 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_steps": 6000,
         "steps_per_iter": 500,
         "learning_starts": 500,
+        "reward_scale": 10.0,  # learned rewards are ~20x smaller than the true ones (centring); see README
         "reward_lr": 1e-3,
         "reward_updates_per_iter": 20,
         "bc_steps": 1000,

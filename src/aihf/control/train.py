@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import pickle
 import random
 import shutil
@@ -392,8 +393,6 @@ def _load_checkpoint(
     random.setstate(runtime["random"])
     rng.bit_generator.state = runtime["data_rng"]
     model.action_space.np_random.bit_generator.state = runtime["action_space"]
-    import json
-
     return model, json.loads((path / "state.json").read_text())
 
 
@@ -426,7 +425,7 @@ def load_run_data(
 
 
 def train(
-    cfg: AIHFControlConfig,
+    cfg: AIHFControlConfig | None,
     out_dir: str | Path,
     demos: Trajectories | None = None,
     prefs: Preferences | None = None,
@@ -437,7 +436,8 @@ def train(
     """Run `cfg.algo`; writes results.json, curve.csv, the reward net and a checkpoint per iteration.
 
     With `resume=True`, `out_dir` must hold a checkpoint; the run continues from it with its saved
-    config and data (a seeded CPU run then ends exactly as an uninterrupted one would).
+    config and data, ignoring `cfg`, `demos` and `prefs`; a seeded CPU run then ends exactly as an
+    uninterrupted one would.
     """
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint"
@@ -445,8 +445,6 @@ def train(
     if resume:
         if not (ckpt_path / "state.json").is_file():
             raise InputError(f"{out_dir}: no checkpoint to resume from ({ckpt_path}/state.json missing)")
-        import json
-
         cfg = AIHFControlConfig.from_dict(json.loads((ckpt_path / "state.json").read_text())["config"])
         obs_dim, act_dim = env_dims(cfg.env_id)
         demos = (
@@ -460,6 +458,8 @@ def train(
             else None
         )
     else:
+        if cfg is None:
+            raise ValueError("train() needs a config unless resume=True")
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(ckpt_path, ignore_errors=True)
         if demos is not None:
