@@ -556,7 +556,7 @@ def train(
                 state["iteration"] = iteration + 1
                 done = model.num_timesteps >= cfg.total_steps
                 if done or model.num_timesteps // eval_every > (model.num_timesteps - steps) // eval_every:
-                    final = evaluate(model, cfg.env_id, cfg.seed + 10_000, cfg.eval_episodes)
+                    final = evaluate(model, cfg.env_id, cfg.seed + 10_000, cfg.eval_episodes, net)
                     state["curve"].append(
                         {
                             "step": model.num_timesteps,
@@ -591,7 +591,12 @@ def train(
         "wall_time_s": round(time.perf_counter() - start_time, 2),
     }
     if net is not None:
-        diag = evaluate(model, cfg.env_id, cfg.seed + 10_000, cfg.eval_episodes, net)
+        # learned vs true return on the final policy's own (evaluation) rollouts
+        diag = (
+            final
+            if "return_correlation" in final
+            else evaluate(model, cfg.env_id, cfg.seed + 10_000, cfg.eval_episodes, net)
+        )
         results["reward_diagnostics"] = {
             "heldout_preference_accuracy": prefs_held.accuracy(net) if prefs_held is not None else None,
             "train_preference_accuracy": prefs_train.accuracy(net) if prefs_train is not None else None,
