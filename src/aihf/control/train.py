@@ -292,7 +292,7 @@ def evaluate(
         obs, _ = env.reset(seed=seed + ep)
         rows, total, done = [], 0.0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action = _deterministic_action(model, obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rows.append((obs, action, next_obs, float(terminated), float(reward)))
             total += float(reward)
@@ -315,6 +315,13 @@ def evaluate(
         out["return_correlation"] = _corr(true_returns, learned_returns)
         out["step_reward_correlation"] = _corr(np.concatenate(true_steps), np.concatenate(learned_steps))
     return out
+
+
+@torch.no_grad()
+def _deterministic_action(model: SAC, obs: np.ndarray) -> np.ndarray:
+    """`model.predict(obs, deterministic=True)` without its per-call bookkeeping (~1.5x faster)."""
+    scaled = model.actor(torch.as_tensor(obs, dtype=torch.float32).reshape(1, -1), deterministic=True)
+    return model.policy.unscale_action(scaled.numpy()[0])
 
 
 def _corr(x, y) -> float | None:
