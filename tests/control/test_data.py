@@ -102,3 +102,27 @@ def test_minari_import_is_guarded():
 def test_save_is_atomic_file(tiny_data, tmp_path):
     save_trajectories(tmp_path / "x.npz", tiny_data["demos"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_minari_demos_on_the_cli_need_minari(tmp_path, monkeypatch, capsys):
+    try:
+        import minari  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("minari is installed")
+    from aihf.cli import main
+
+    monkeypatch.setattr("aihf.cli.DOMAINS", ("aihf.control.cli",))
+    argv = [
+        "control",
+        "train",
+        "--algo",
+        "demo-only",
+        "--demos",
+        "minari:mujoco/pendulum-v0",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    assert "pip install 'aihf[minari]'" in capsys.readouterr().err

@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="YAML file of AIHFControlConfig options (flags override it)")
     for flag, dest, kind, help_text in _TRAIN_FLAGS:
         train.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
-    train.add_argument("--demos", help="demonstrations .npz (default: the data shipped for --env)")
+    train.add_argument(
+        "--demos", help="demonstrations .npz, or minari:DATASET_ID (default: the data shipped for --env)"
+    )
     train.add_argument("--prefs", help="preferences .npz (default: the data shipped for --env)")
     train.add_argument("--out", help="output directory")
     train.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")

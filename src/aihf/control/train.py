@@ -43,6 +43,7 @@ from aihf.control.config import AIHFControlConfig
 from aihf.control.data import (
     Preferences,
     Trajectories,
+    load_minari,
     load_preferences,
     load_trajectories,
     save_preferences,
@@ -407,6 +408,14 @@ def _load_checkpoint(
 # the run
 
 
+def _check_sizes(traj: Trajectories, source: str, obs_dim: int, act_dim: int) -> None:
+    if traj.observations.shape[1] != obs_dim or traj.actions.shape[1] != act_dim:
+        raise InputError(
+            f"{source}: observation/action sizes {traj.observations.shape[1]}/{traj.actions.shape[1]}, "
+            f"the environment's are {obs_dim}/{act_dim}"
+        )
+
+
 def load_run_data(
     cfg: AIHFControlConfig, demos_path: str | Path | None, prefs_path: str | Path | None
 ) -> tuple[Trajectories | None, Preferences | None]:
@@ -420,7 +429,11 @@ def load_run_data(
             raise InputError(
                 f"algo {cfg.algo} needs demonstrations: pass --demos (no shipped data for {cfg.env_id})"
             )
-        demos = load_trajectories(demos_path, obs_dim, act_dim)
+        if str(demos_path).startswith("minari:"):
+            demos = load_minari(str(demos_path).removeprefix("minari:"))
+            _check_sizes(demos, str(demos_path), obs_dim, act_dim)
+        else:
+            demos = load_trajectories(demos_path, obs_dim, act_dim)
     if needs_prefs and prefs_path is None:
         raise InputError(
             f"algo {cfg.algo} needs preferences: pass --prefs (no shipped data for {cfg.env_id})"
