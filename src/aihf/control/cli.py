@@ -9,9 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from aihf.control.config import ALGOS
 from aihf.errors import InputError
-
-ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true")
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (

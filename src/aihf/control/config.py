@@ -129,10 +129,6 @@ class AIHFControlConfig:
         return cls.from_dict({**(base or {}), **values, **overrides}, str(path))
 
 
-def config_field_names() -> list[str]:
-    return [f.name for f in fields(AIHFControlConfig)]
-
-
 # Scaled-down settings that fit a small CPU budget; the paper's scale is 5k SAC steps per iteration
 # and about 1M steps in all. `preset(env_id)` gives the starting point of `aihf control bench`.
 PRESETS: dict[str, dict[str, Any]] = {
