@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 
@@ -31,6 +32,8 @@ def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
         "reward_updates_per_iter": 3,
         "tensorboard": False,
     }
+    yaml_path = tmp_path / "bench.yaml"
+    yaml_path.write_text("centering_coef: 0.05\nsteps_per_iter: 999\n")
     table = run_bench(
         "Pendulum-v1",
         ["aihf", "bc"],
@@ -41,9 +44,13 @@ def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
         prefs_path=str(tiny_data["prefs_path"]),
         progress=False,
         overrides=overrides,
+        config_path=str(yaml_path),
     )
     assert "| AIHF |" in table and "| behaviour cloning |" in table
     rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
     assert [int(r["step"]) for r in rows if r["algo"] == "aihf"] == [0, 100, 200]
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "aihf" / "seed1" / "results.json").is_file()
+    config = json.loads((tmp_path / "aihf" / "seed0" / "results.json").read_text())["config"]
+    # preset (reward_scale) < YAML (centering_coef) < explicit arguments (steps_per_iter)
+    assert (config["reward_scale"], config["centering_coef"], config["steps_per_iter"]) == (10.0, 0.05, 100)

@@ -49,20 +49,19 @@ def run_bench(
 
     out_dir = Path(out_dir)
     demos_path, prefs_path = resolve_data(env_id, demos_path, prefs_path)
-    base = dict(preset(env_id))
-    base.update(overrides or {})
-    base["env_id"] = env_id
+    # precedence: the environment's preset < the YAML file < the arguments given here
+    explicit = {**(overrides or {}), "env_id": env_id}
     if total_steps is not None:
-        base["total_steps"] = total_steps
+        explicit["total_steps"] = total_steps
     runs: dict[str, list[dict[str, Any]]] = {}
     data: tuple[Trajectories | None, Preferences | None] | None = None
     for algo in algos:
         for seed in seeds:
-            values = {**base, "algo": algo, "seed": seed}
+            values = {**explicit, "algo": algo, "seed": seed}
             cfg = (
-                AIHFControlConfig.from_yaml(config_path, **values)
+                AIHFControlConfig.from_yaml(config_path, base=preset(env_id), **values)
                 if config_path
-                else AIHFControlConfig.from_dict(values)
+                else AIHFControlConfig.from_dict({**preset(env_id), **values})
             )
             if data is None:
                 data = load_run_data(
@@ -77,7 +76,7 @@ def run_bench(
     curves = _aggregate(runs)
     _write_curves(out_dir / "curves.csv", curves)
     _plot(out_dir / "curves.png", curves, env_id)
-    table = _table(runs, env_id, base.get("total_steps"))
+    table = _table(runs, env_id, cfg.total_steps)
     summary = {
         algo: {
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
