@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aihf.control.config import AIHFControlConfig, preset
-from aihf.control.data import Preferences, Trajectories
 from aihf.control.train import load_run_data, train
 from aihf.io import atomic_path, write_json, write_text
 
@@ -53,8 +52,7 @@ def run_bench(
     explicit = {**(overrides or {}), "env_id": env_id}
     if total_steps is not None:
         explicit["total_steps"] = total_steps
-    runs: dict[str, list[dict[str, Any]]] = {}
-    data: tuple[Trajectories | None, Preferences | None] | None = None
+    plan = []  # every config and data set is checked before the first (long) run starts
     for algo in algos:
         for seed in seeds:
             values = {**explicit, "algo": algo, "seed": seed}
@@ -63,15 +61,14 @@ def run_bench(
                 if config_path
                 else AIHFControlConfig.from_dict({**preset(env_id), **values})
             )
-            if data is None:
-                data = load_run_data(
-                    AIHFControlConfig.from_dict({**values, "algo": "aihf"}), demos_path, prefs_path
-                )
-            demos, prefs = data
-            result = train(cfg, out_dir / algo / f"seed{seed}", demos, prefs, progress=progress)
-            curve = list(csv.DictReader((out_dir / algo / f"seed{seed}" / "curve.csv").open()))
-            result["curve"] = [(int(r["step"]), float(r["eval_return_mean"])) for r in curve]
-            runs.setdefault(algo, []).append(result)
+            plan.append((cfg, *load_run_data(cfg, demos_path, prefs_path)))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for cfg, demos, prefs in plan:
+        run_dir = out_dir / cfg.algo / f"seed{cfg.seed}"
+        result = train(cfg, run_dir, demos, prefs, progress=progress)
+        curve = list(csv.DictReader((run_dir / "curve.csv").open()))
+        result["curve"] = [(int(r["step"]), float(r["eval_return_mean"])) for r in curve]
+        runs.setdefault(cfg.algo, []).append(result)
 
     curves = _aggregate(runs)
     _write_curves(out_dir / "curves.csv", curves)
