@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
@@ -523,7 +524,6 @@ def train(
             batch_size=cfg.sac_batch_size,
             gamma=cfg.gamma,
             policy_kwargs={"net_arch": list(cfg.sac_hidden)},
-            tensorboard_log=str(out_dir / "tensorboard") if cfg.tensorboard else None,
             seed=cfg.seed,
             device=cfg.device,
         )
@@ -539,6 +539,8 @@ def train(
         if cfg.algo != "bc":
             _save_checkpoint(ckpt_path, model, net, optimizer, rng, state)
 
+    if cfg.tensorboard:  # one logger for the whole run (SB3 would open a new event file per learn())
+        model.set_logger(configure_logger(str(out_dir / "tensorboard" / cfg.algo), ["tensorboard"]))
     final: dict[str, Any] = {
         "return_mean": state["curve"][-1]["eval_return_mean"],
         "return_std": state["curve"][-1]["eval_return_std"],
