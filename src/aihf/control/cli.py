@@ -1,0 +1,161 @@
+"""`aihf control {train,collect,bench}`: AIHF and its baselines on gymnasium environments with SAC.
+
+Only argparse work happens at import time; torch / stable-baselines3 load inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aihf.control.config import ALGOS
+from aihf.errors import InputError
+
+# CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
+_TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--env", "env_id", str, "gymnasium id with a Box action space (default Pendulum-v1)"),
+    ("--algo", "algo", str, "aihf | rlhf | bc | pref-only | demo-only | sac-true"),
+    ("--total-steps", "total_steps", int, "environment steps of SAC"),
+    ("--seed", "seed", int, "random seed"),
+    ("--steps-per-iter", "steps_per_iter", int, "SAC steps per AIHF iteration (paper: 5000)"),
+    ("--alpha", "alpha", float, "weight of the demonstration term"),
+    ("--demo-form", "demo_form", str, "linear (paper) or logistic"),
+    ("--reward-lr", "reward_lr", float, "reward Adam learning rate (paper: 1e-4)"),
+    ("--reward-updates", "reward_updates_per_iter", int, "reward updates per iteration"),
+    ("--centering-coef", "centering_coef", float, "weight of the mean R^2 penalty"),
+    ("--reward-weight-decay", "reward_weight_decay", float, "reward weight decay"),
+    ("--termination", "termination", str, "env | bootstrap: how falls are treated with a learned reward"),
+    ("--reward-scale", "reward_scale", float, "SAC optimises reward_scale * r_theta (1/beta)"),
+    ("--learning-starts", "learning_starts", int, "random-action steps before SAC updates"),
+    ("--eval-episodes", "eval_episodes", int, "evaluation episodes"),
+    ("--eval-interval", "eval_interval", int, "steps between evaluations (0: every iteration)"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("control", help="AIHF with SAC on gymnasium / MuJoCo environments")
+    sub = parser.add_subparsers(dest="control_command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train one algorithm; writes results.json and curve.csv",
+        description="Options not given by flags or --config come from the environment's preset "
+        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1), then the defaults.",
+    )
+    train.add_argument("--config", help="YAML file of AIHFControlConfig options (flags override it)")
+    for flag, dest, kind, help_text in _TRAIN_FLAGS:
+        train.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    train.add_argument(
+        "--demos", help="demonstrations .npz, or minari:DATASET_ID (default: the data shipped for --env)"
+    )
+    train.add_argument("--prefs", help="preferences .npz (default: the data shipped for --env)")
+    train.add_argument("--out", help="output directory")
+    train.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    collect = sub.add_parser("collect", help="expert-data pipeline: SAC checkpoints -> demos.npz, prefs.npz")
+    collect.add_argument("--env", default="Pendulum-v1")
+    collect.add_argument("--out", required=True)
+    collect.add_argument("--seed", type=int, default=0)
+    collect.add_argument("--expert-steps", type=int, default=12_000, help="SAC steps of the expert run")
+    collect.add_argument("--checkpoint-every", type=int, default=1000)
+    collect.add_argument("--episodes-per-checkpoint", type=int, default=5)
+    collect.add_argument("--num-preferences", type=int, default=500)
+    collect.add_argument("--segment-length", type=int, default=50, help="0: whole trajectories")
+    collect.add_argument("--label-mode", choices=("deterministic", "bradley-terry"), default="deterministic")
+    collect.add_argument("--temperature", type=float, default=1.0, help="Bradley-Terry label temperature")
+    collect.set_defaults(handler=_collect)
+
+    bench = sub.add_parser("bench", help="compare AIHF with the baselines over seeds (paper Fig. 3)")
+    bench.add_argument("--env", default="Pendulum-v1")
+    bench.add_argument(
+        "--algos",
+        nargs="+",
+        choices=ALGOS,
+        default=["aihf", "rlhf", "pref-only", "demo-only", "bc", "sac-true"],
+    )
+    bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    bench.add_argument("--total-steps", type=int, default=None)
+    bench.add_argument("--config", help="YAML file of AIHFControlConfig options shared by all runs")
+    bench.add_argument("--demos")
+    bench.add_argument("--prefs")
+    bench.add_argument("--out", required=True)
+    bench.set_defaults(handler=_bench)
+
+
+def _config_from_args(args: argparse.Namespace):
+    """Defaults < the environment's preset (config.PRESETS) < the YAML file < the flags given."""
+    from aihf.control.config import AIHFControlConfig, preset
+
+    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
+    if args.config:
+        return AIHFControlConfig.from_yaml(
+            args.config, base=preset(flags.get("env_id", "Pendulum-v1")), **flags
+        )
+    return AIHFControlConfig.from_dict({**preset(flags.get("env_id", "Pendulum-v1")), **flags})
+
+
+def resolve_data(env_id: str, demos: str | None, prefs: str | None) -> tuple[str | None, str | None]:
+    """Fall back on the data shipped with the package for `env_id`."""
+    from aihf.control.data import shipped_data_dir
+
+    shipped = shipped_data_dir(env_id)
+    if shipped is not None:
+        demos = demos or str(shipped / "demos.npz")
+        prefs = prefs or str(shipped / "prefs.npz")
+    return demos, prefs
+
+
+def _train(args: argparse.Namespace) -> int:
+    from aihf.control.train import RewardDivergedError, load_run_data, train
+
+    try:
+        if args.resume:
+            results = train(None, args.resume, resume=True, progress=not args.no_progress)
+        else:
+            if not args.out:
+                raise InputError("--out is required (or --resume DIR)")
+            cfg = _config_from_args(args)
+            demos_path, prefs_path = resolve_data(cfg.env_id, args.demos, args.prefs)
+            demos, prefs = load_run_data(cfg, demos_path, prefs_path)
+            results = train(cfg, args.out, demos, prefs, progress=not args.no_progress)
+    except RewardDivergedError as err:
+        print(f"aihf: error: {err}; the last good checkpoint is kept", file=sys.stderr)
+        return 1
+    print(
+        f"{results['algo']} on {results['env']}: true return {results['eval_return_mean']:.1f} "
+        f"+- {results['eval_return_std']:.1f} after {results['env_steps']} steps "
+        f"-> {Path(args.resume or args.out)}"
+    )
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from aihf.control.collect import CollectConfig, collect, format_quality
+
+    cfg = CollectConfig(
+        env_id=args.env,
+        seed=args.seed,
+        expert_steps=args.expert_steps,
+        checkpoint_every=args.checkpoint_every,
+        episodes_per_checkpoint=args.episodes_per_checkpoint,
+        num_preferences=args.num_preferences,
+        segment_length=args.segment_length,
+        label_mode=args.label_mode,
+        temperature=args.temperature,
+    )
+    table = collect(cfg, args.out)
+    print(format_quality(table, args.env), end="")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from aihf.control.bench import run_bench
+
+    report = run_bench(
+        args.env, args.algos, args.seeds, args.out, args.total_steps, args.config, args.demos, args.prefs
+    )
+    print(report, end="")
+    return 0
