@@ -1,0 +1,44 @@
+import pytest
+
+from aihf import __version__
+from aihf.cli import build_parser, main
+from aihf.io import atomic_path, write_json
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    help_text = build_parser().format_help()
+    for command in ("choice", "control", "lm", "quickstart"):
+        assert command in help_text
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no-such-command"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "results.json"
+    write_json(target, {"ok": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("crash mid-write")
+    assert target.read_text().strip().startswith('{\n  "ok": 1')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_atomic_path_replaces_a_directory_whole(tmp_path):
+    target = tmp_path / "checkpoint"
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("first")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
