@@ -220,6 +220,7 @@ def evaluate(
     metrics: dict[str, float] = {
         "gold_reward_mean": float(gold_scores.mean()),
         "gold_reward_std": float(gold_scores.std()),
+        "gold_reward_sem": float(gold_scores.std() / len(gold_scores) ** 0.5),
         "kl_to_ref": float(log_ratio.mean()),
         "kl_to_ref_sem": float(log_ratio.std() / max(1, len(log_ratio)) ** 0.5),
         "win_rate": win_rate(samples.gold, ref.gold),

@@ -61,7 +61,7 @@ class BenchConfig:
     n_prefs: int = 1000
     sizes: list[int] = field(default_factory=list)  # data-size sweep (demos = prefs = n), main size excluded
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
-    n_test: int = 128
+    n_test: int = 256
     steps: int = 60  # optimiser steps of the one-stage methods
     iterations: int = 30  # AIHF / RLHF iterations (one policy and one reward step each)
     rlhf_reward_steps: int = 60  # RLHF's reward-model stage
@@ -77,7 +77,7 @@ class BenchConfig:
             quick=False,
             seeds=[0, 1, 2],
             sizes=[250, 500],
-            n_test=512,
+            n_test=1024,
             steps=200,
             iterations=100,
             rlhf_reward_steps=200,
@@ -144,9 +144,14 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
     ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
     reward_init = init_reward_model(cfg.base_model, out / "reward_init")
 
+    # The untrained base policy, evaluated like a method: KL 0 and a win rate near 1/2 calibrate the table.
+    base = evaluate(reference, tokenizer, reference, test_prompts, gold, config=cfg.sampling, ref=ref)
+    runs: list[dict[str, Any]] = [
+        {"method": "base", "size": cfg.n_demos, "seed": 0, "config": {}, "train_seconds": 0.0}
+        | {"metrics": base.metrics, "samples": base.rows()}
+    ]
     jobs = [(m, cfg.n_demos, s) for m in cfg.methods for s in cfg.seeds]
     jobs += [(m, n, s) for n in cfg.sizes for m in cfg.sweep_methods if m in cfg.methods for s in cfg.seeds]
-    runs: list[dict[str, Any]] = []
     for index, (method, size, seed) in enumerate(jobs):
         trainer, needs, values = method_config(method, cfg, seed)
         run_dir = out / "runs" / f"{method}_n{size}_s{seed}"
@@ -209,7 +214,7 @@ def summarise(
 ) -> dict[str, Any]:
     """Per method at the main data size: the metrics averaged over seeds (std across seeds beside)."""
     methods: dict[str, dict[str, Any]] = {}
-    for method in cfg.methods:
+    for method in ["base", *cfg.methods]:
         done = [r for r in runs if r["method"] == method and r["size"] == cfg.n_demos and "metrics" in r]
         failed = [r["error"] for r in runs if r["method"] == method and "error" in r]
         if not done:
@@ -282,10 +287,9 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     fig.savefig(out / plots["reward_vs_kl"], dpi=120)
     plt.close(fig)
 
+    main_size = results["config"]["n_demos"]
     learned = [
-        r
-        for r in runs
-        if r.get("samples") and "learned" in r["samples"][0] and r["size"] == r["config"].get("_", r["size"])
+        r for r in runs if r.get("samples") and "learned" in r["samples"][0] and r["size"] == main_size
     ]
     if learned:
         fig, axes = plt.subplots(1, len({r["method"] for r in learned}), figsize=(9, 3.5), squeeze=False)
@@ -335,7 +339,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
         f"seeds {cfg['seeds']}; total {results['seconds'] / 60:.1f} min.",
         "",
-        "| method | gold reward (mean +- std) | KL to base | win rate vs base | learned-reward acc. "
+        "| method | gold reward (mean +- std, s.e.) | KL to base | win rate vs base | learned-reward acc. "
         "| learned-gold Spearman | train s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -345,7 +349,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             continue
         cells = [
             method,
-            f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')}",
+            f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')} ({_fmt(e, 'gold_reward_sem')})",
             _fmt(e, "kl_to_ref", 2),
             _fmt(e, "win_rate", 2),
             _fmt(e, "reward_accuracy", 2),

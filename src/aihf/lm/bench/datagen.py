@@ -34,12 +34,12 @@ GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated
 
 @dataclass
 class DataGenConfig:
-    rl_steps: int = 300
-    save_every: int = 60
+    rl_steps: int = 150
+    save_every: int = 30
     rl_prompts: int = 2000
     rl_batch_size: int = 32
     num_generations: int = 8
-    learning_rate: float = 3e-4
+    learning_rate: float = 5e-4
     kl_beta: float = 0.02
     max_new_tokens: int = 24
     samples_per_prompt: int = 2
