@@ -1,0 +1,267 @@
+"""Throughput of the LM trainers against TRL, measured in the same run on the same model and data.
+
+1. Training tokens per second of Direct AIHF (DPO on P + alpha * SFT on D, one fused forward per
+   step; alpha = 1, and alpha = 0 printed too) against TRL's DPOTrainer, with the same model,
+   per-device batch size and sequence lengths. Only steps after `--warmup` count. TRL's time is
+   taken between its own step callbacks, ours around the loop body of `DirectAIHFTrainer.train`.
+   Every sequence has the same length, so tokens per step are exact (no padding).
+2. Time of one AIHF iteration (policy steps + reward step) over one RLHF iteration (the same policy
+   steps with the reward frozen), at equal `policy_steps_per_iteration`.
+3. Peak memory (CUDA allocator peak per phase, or the process's peak RSS on CPU).
+
+Last line: `ratio=<Direct AIHF tokens/s over TRL DPO tokens/s>`. Targets: ratio >= 1.0 and
+AIHF/RLHF iteration time <= 1.3.
+
+    python benchmarks/lm_throughput.py                 # CPU-sized defaults (a few minutes on 2 shared cores)
+    python benchmarks/lm_throughput.py --n-embd 768 --n-layer 12 --batch-size 16 --seq-len 256   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def build_models(root: Path, args: argparse.Namespace) -> Path:
+    from aihf.lm.tiny import DEFAULT_TEXT, save_tiny_models
+
+    sizes = {
+        "n_embd": args.n_embd,
+        "n_layer": args.n_layer,
+        "n_head": args.n_head,
+        "n_positions": 2 * args.seq_len,
+    }
+    return save_tiny_models(root / "models", DEFAULT_TEXT.splitlines(), seed=0, **sizes)
+
+
+def fixed_length_text(tokenizer, n_tokens: int, rng: random.Random) -> str:
+    """A string of exactly `n_tokens` tokens (single-token words drawn from the vocabulary)."""
+    words = [w for w in tokenizer.get_vocab() if w.startswith("Ġ") and w[1:].isalpha()]
+    while True:
+        text = "".join(tokenizer.convert_tokens_to_string([rng.choice(words)]) for _ in range(n_tokens))
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n_tokens:
+            return text
+
+
+def make_data(tokenizer, n: int, prompt_len: int, answer_len: int) -> tuple[list[dict], list[dict]]:
+    rng = random.Random(0)
+    prefs, demos = [], []
+    for _ in range(n):
+        prompt = fixed_length_text(tokenizer, prompt_len, rng)
+        answers = [fixed_length_text(tokenizer, answer_len - 1, rng) for _ in range(3)]  # + EOS
+        prefs.append({"prompt": prompt, "chosen": answers[0], "rejected": answers[1]})
+        demos.append({"prompt": prompt, "completion": answers[2]})
+    return prefs, demos
+
+
+def trl_dpo_tokens_per_second(
+    model_dir: Path, prefs: list[dict], args: argparse.Namespace, out: Path
+) -> float:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from aihf.lm.modeling import load_causal_lm, load_tokenizer
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_end(self, *_, **__) -> None:
+            sync()
+            self.times.append(time.perf_counter())
+
+    clock = StepClock()
+    config = DPOConfig(
+        output_dir=str(out / "trl"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps,
+        learning_rate=1e-5,
+        beta=0.1,
+        max_length=args.seq_len,
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        bf16=args.bf16,
+    )
+    trainer = DPOTrainer(
+        model=load_causal_lm(str(model_dir / "policy")),
+        args=config,
+        train_dataset=Dataset.from_list(prefs),
+        processing_class=load_tokenizer(str(model_dir / "policy")),
+        callbacks=[clock],
+    )
+    trainer.train()
+    elapsed = clock.times[-1] - clock.times[args.warmup - 1]
+    tokens_per_step = 2 * args.batch_size * (args.prompt_len + args.answer_len)
+    return args.steps * tokens_per_step / elapsed
+
+
+def direct_aihf_tokens_per_second(
+    model_dir: Path, prefs: list[dict], demos: list[dict], args: argparse.Namespace, out: Path, alpha: float
+) -> float:
+    from aihf.lm.config import DirectAIHFConfig
+    from aihf.lm.data import prepare_text_data
+    from aihf.lm.direct import DirectAIHFTrainer
+    from aihf.lm.modeling import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir / "policy"))
+    config = DirectAIHFConfig(
+        output_dir=str(out / "direct"),
+        alpha=alpha,
+        beta=0.1,
+        batch_size=args.batch_size,
+        max_length=args.seq_len,
+        tensorboard=False,
+        bf16=args.bf16,
+    )
+    trainer = DirectAIHFTrainer(
+        load_causal_lm(str(model_dir / "policy")),
+        tokenizer,
+        config,
+        prefs=prepare_text_data(prefs, "prefs", tokenizer),
+        demos=prepare_text_data(demos, "demos", tokenizer) if alpha > 0 else None,
+    )
+    tokens = 0
+    for step in range(args.warmup + args.steps):  # the body of DirectAIHFTrainer.train
+        if step == args.warmup:
+            sync()
+            start, tokens = time.perf_counter(), 0
+        pref_rows = [trainer.prefs.rows[i] for i in trainer.samplers["prefs"].next()]
+        demo_rows = [trainer.demos.rows[i] for i in trainer.samplers["demos"].next()] if alpha > 0 else []
+        loss, _, n_tokens = trainer.compute_loss(pref_rows, demo_rows)
+        trainer.optimise(loss)
+        tokens += n_tokens
+    sync()
+    return tokens / (time.perf_counter() - start)
+
+
+def iteration_seconds(
+    model_dir: Path, prefs: list[dict], demos: list[dict], args: argparse.Namespace, out: Path, learn: bool
+) -> float:
+    """Seconds per outer iteration of AIHF (learn=True) or of RLHF's RL stage (reward frozen)."""
+    from aihf.lm.aihf_trainer import AIHFTrainer
+    from aihf.lm.config import AIHFConfig
+    from aihf.lm.data import prepare_text_data
+    from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir / "policy"))
+    config = AIHFConfig(
+        output_dir=str(out / ("aihf" if learn else "rlhf")),
+        batch_size=args.batch_size,
+        prompt_batch_size=args.batch_size,
+        num_samples=args.num_samples,
+        max_new_tokens=args.answer_len,
+        policy_steps_per_iteration=args.policy_steps,
+        reward_steps_per_iteration=1,
+        max_iterations=1,
+        max_length=args.seq_len,
+        tensorboard=False,
+        bf16=args.bf16,
+    )
+    trainer = AIHFTrainer(
+        load_causal_lm(str(model_dir / "policy")),
+        tokenizer,
+        config,
+        reward_model=load_reward_model(str(model_dir / "reward_model")),
+        demos=prepare_text_data(demos, "demos", tokenizer),
+        prefs=prepare_text_data(prefs, "prefs", tokenizer),
+        train_reward=learn,
+        method="aihf" if learn else "rlhf",
+    )
+    trainer.save = lambda: None  # time the iterations, not the final save_pretrained
+    trainer.logger.enabled = False
+    trainer.train()  # warm-up iteration
+    config.max_iterations = 1 + args.iterations
+    sync()
+    start = time.perf_counter()
+    trainer.train()
+    sync()
+    return (time.perf_counter() - start) / args.iterations
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-embd", type=int, default=64)
+    parser.add_argument("--n-layer", type=int, default=2)
+    parser.add_argument("--n-head", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--answer-len", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--num-samples", type=int, default=4)
+    parser.add_argument("--policy-steps", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args(argv)
+    args.seq_len = args.prompt_len + args.answer_len
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        model_dir = build_models(out, args)
+        from aihf.lm.modeling import load_tokenizer
+
+        prefs, demos = make_data(
+            load_tokenizer(str(model_dir / "policy")), 64, args.prompt_len, args.answer_len
+        )
+        device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+        print(
+            f"device={device} model: n_embd={args.n_embd} n_layer={args.n_layer}; batch={args.batch_size} "
+            f"prompt={args.prompt_len} answer={args.answer_len} tokens; {args.steps} timed steps"
+        )
+        reset_peak()
+        trl_tps = trl_dpo_tokens_per_second(model_dir, prefs, args, out)
+        print(f"TRL DPOTrainer: {trl_tps:.0f} tokens/s, peak memory {peak_memory_mb():.0f} MB")
+        reset_peak()
+        ours_tps = direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=1.0)
+        print(f"Direct AIHF (alpha=1): {ours_tps:.0f} tokens/s, peak memory {peak_memory_mb():.0f} MB")
+        reset_peak()
+        dpo_tps = direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=0.0)
+        print(
+            f"Direct AIHF (alpha=0, i.e. DPO in our loop): {dpo_tps:.0f} tokens/s, "
+            f"peak memory {peak_memory_mb():.0f} MB; over TRL: {dpo_tps / trl_tps:.3f}"
+        )
+        reset_peak()
+        rlhf = iteration_seconds(model_dir, prefs, demos, args, out, learn=False)
+        print(
+            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s, "
+            f"peak memory {peak_memory_mb():.0f} MB"
+        )
+        reset_peak()
+        aihf = iteration_seconds(model_dir, prefs, demos, args, out, learn=True)
+        print(
+            f"AIHF iteration ({args.policy_steps} policy steps + 1 reward step): {aihf:.3f} s, "
+            f"peak memory {peak_memory_mb():.0f} MB"
+        )
+        print(f"aihf_over_rlhf_iteration={aihf / rlhf:.3f}")
+        print(f"ratio={ours_tps / trl_tps:.3f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

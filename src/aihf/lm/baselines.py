@@ -1,0 +1,152 @@
+"""The baselines TRL already implements, run through TRL: SFT, BTL reward model, DPO and IPO.
+
+Our part is only the plumbing: map our config onto TRL's, hand TRL the validated text data, copy
+TRL's logs into OUT/metrics.jsonl, and save the result as OUT/policy or OUT/reward_model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from aihf.lm import runtime
+from aihf.lm.config import LMConfig
+from aihf.lm.data import TextData
+
+
+def _jsonl_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class JsonlMetrics(TrainerCallback):
+        """Append every TRL log record to OUT/metrics.jsonl (main process only)."""
+
+        def __init__(self) -> None:
+            self.last: dict[str, float] = {}
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+        ) -> None:
+            if not state.is_world_process_zero or not logs:
+                return
+            record = {
+                "step": state.global_step,
+                **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+            }
+            self.last.update(record)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    return JsonlMetrics()
+
+
+def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
+    out = Path(config.output_dir)
+    if "disable_dropout" in {f.name for f in dataclasses.fields(config_cls)}:  # SFTConfig has no such field
+        extra["disable_dropout"] = config.disable_dropout
+    return config_cls(
+        output_dir=str(out / "checkpoints"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        max_grad_norm=config.max_grad_norm,
+        max_length=config.max_length,
+        bf16=config.bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        report_to=["tensorboard"] if config.tensorboard else [],
+        use_cpu=config.cpu,
+        disable_tqdm=False,
+        **extra,
+    )
+
+
+def _peft_config(config: LMConfig, task_type: str) -> Any:
+    if not config.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+    )
+
+
+def _finish(
+    trainer: Any, callback: Any, config: LMConfig, method: str, target: str, sources: dict, notes: list
+) -> dict:
+    resume = config.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=resume if resume else None)
+    card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
+    runtime.save_model(
+        trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
+    )
+    return dict(callback.last)
+
+
+def run_sft(model: Any, tokenizer: Any, config: LMConfig, demos: TextData, sources: dict) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
+    trainer = SFTTrainer(
+        model=model,
+        args=_trl_args(config, SFTConfig),
+        train_dataset=Dataset.from_list(demos.rows),
+        processing_class=tokenizer,
+        peft_config=_peft_config(config, "CAUSAL_LM"),
+        callbacks=[callback],
+    )
+    return _finish(trainer, callback, config, "sft", "policy", sources, demos.notes)
+
+
+def run_reward(
+    model: Any, tokenizer: Any, config: LMConfig, prefs: TextData, sources: dict, target: str = "reward_model"
+) -> dict:
+    """BTL reward model (TRL RewardTrainer), optionally with TRL's reward centring."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
+    centring = getattr(config, "center_rewards_coefficient", None)
+    trainer = RewardTrainer(
+        model=model,
+        args=_trl_args(config, RewardConfig, center_rewards_coefficient=centring),
+        train_dataset=Dataset.from_list(prefs.rows),
+        processing_class=tokenizer,
+        peft_config=_peft_config(config, "SEQ_CLS"),
+        callbacks=[callback],
+    )
+    return _finish(trainer, callback, config, "reward", target, sources, prefs.notes)
+
+
+def run_dpo(model: Any, tokenizer: Any, config: Any, prefs: TextData, sources: dict, loss_type: str) -> dict:
+    """DPO (loss_type 'sigmoid') or IPO ('ipo') with TRL's DPOTrainer."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
+    args = _trl_args(
+        config, DPOConfig, beta=config.beta, loss_type=[loss_type], label_smoothing=config.label_smoothing
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(prefs.rows),
+        processing_class=tokenizer,
+        peft_config=_peft_config(config, "CAUSAL_LM"),
+        callbacks=[callback],
+    )
+    method = "dpo" if loss_type == "sigmoid" else loss_type
+    return _finish(trainer, callback, config, method, "policy", sources, prefs.notes)

@@ -1,0 +1,76 @@
+"""`aihf lm ...`: train the LM methods and build tiny local models. Heavy imports stay in handlers.
+
+Each subcommand is a `register_*(subparsers)` function listed in `SUBCOMMANDS`; adding one is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+TRAINER_NAMES = ("aihf", "direct-aihf", "self-play-aihf", "sft", "reward", "rlhf", "dpo", "ipo", "spin")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from aihf.lm.train import run_training
+
+    metrics = run_training(
+        trainer=args.trainer,
+        model=args.model,
+        out=args.out,
+        reward_model=args.reward_model,
+        demos=args.demos,
+        prefs=args.prefs,
+        prompts=args.prompts,
+        max_iterations=args.max_iterations,
+        max_steps=args.max_steps,
+        config=args.config,
+    )
+    print(json.dumps({"out": args.out, "final_metrics": metrics}))
+    return 0
+
+
+def register_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train an LM with AIHF or a baseline",
+        description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
+        "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl.",
+    )
+    p.add_argument("--trainer", required=True, choices=TRAINER_NAMES)
+    p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
+    p.add_argument("--reward-model", help="one-label sequence classifier to start from (aihf, rlhf, reward)")
+    p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
+    p.add_argument("--prefs", help="preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)")
+    p.add_argument("--prompts", help="prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)")
+    p.add_argument("--max-iterations", type=int, help="outer iterations (aihf, rlhf, self-play-aihf, spin)")
+    p.add_argument("--max-steps", type=int, help="optimiser steps (sft, reward, dpo, ipo, direct-aihf)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", help="YAML file of the trainer's config fields (flags override it)")
+    p.set_defaults(handler=_train)
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from aihf.lm.tiny import save_tiny_models
+
+    out = save_tiny_models(args.out, seed=args.seed)
+    print(f"wrote {out / 'policy'} and {out / 'reward_model'}")
+    return 0
+
+
+def register_tiny_model(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("tiny-model", help="build a tiny causal LM and one-label reward model locally")
+    p.add_argument("--out", required=True, help="writes OUT/policy and OUT/reward_model")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_tiny_model)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_train, register_tiny_model)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("lm", help="language models: AIHF, Direct/Self-Play AIHF and baselines")
+    nested = parser.add_subparsers(dest="lm_command", required=True, parser_class=type(parser))
+    for add in SUBCOMMANDS:
+        add(nested)

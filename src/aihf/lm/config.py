@@ -1,0 +1,170 @@
+"""Configuration dataclasses of the LM trainers, loadable from YAML; CLI flags override their fields.
+
+One base (`LMConfig`: optimisation, lengths, precision, PEFT, logging, checkpoints) and one
+dataclass per trainer family. Defaults are small-model friendly; the paper's settings are in
+`configs/lm/*.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aihf.errors import InputError
+
+
+@dataclass
+class LMConfig:
+    output_dir: str = "aihf-lm-output"
+    seed: int = 0
+    learning_rate: float = 1e-5
+    batch_size: int = 8  # per process
+    max_steps: int = 100  # optimiser steps (non-iterative trainers)
+    max_length: int = 512  # prompt + answer tokens
+    max_prompt_length: int = 256
+    overlong: Literal["truncate", "drop", "error"] = "truncate"
+    chat_template: str | None = None  # Jinja template (or a file of one) for conversational data
+    max_grad_norm: float = 1.0
+    disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "constant_with_warmup"  # any transformers.get_scheduler name, e.g. "cosine"
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+    logging_steps: int = 1
+    save_steps: int = 0  # checkpoint every N iterations/steps; 0: only the final model
+    save_total_limit: int = 2
+    resume_from_checkpoint: str | bool | None = None  # a checkpoint directory, or True for the latest
+    tensorboard: bool = True
+    cpu: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise InputError(
+                f"{where}: unknown keys {unknown} for {cls.__name__}; valid keys: {sorted(names)}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PolicyStepConfig:
+    """The RL policy step shared by AIHF and RLHF (lower level of the bilevel problem)."""
+
+    policy_optimizer: Literal["rloo", "online_dpo"] = "rloo"
+    beta: float = 0.05  # KL weight to the reference policy
+    num_samples: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
+    prompt_batch_size: int = 4  # prompts per policy step, per process
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    normalize_advantages: bool = False
+    policy_learning_rate: float | None = None  # default: learning_rate
+    use_vllm: bool = False  # sample with vLLM (TRL's VLLMGeneration) when installed; weights synced each step
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+
+
+@dataclass
+class AIHFConfig(LMConfig, PolicyStepConfig):
+    """Algorithm 1: alternating policy (RL) and reward (demonstrations + preferences) steps."""
+
+    alpha: float = 1.0  # weight of the demonstration term
+    demo_form: Literal["linear", "logistic"] = "logistic"
+    centering_coef: float = 0.0
+    max_iterations: int = 10
+    policy_steps_per_iteration: int = 1
+    reward_steps_per_iteration: int = 1
+    reward_learning_rate: float | None = None  # default: learning_rate
+    reward_batch_size: int | None = None  # default: batch_size
+    reward_max_length: int | None = None  # default: max_length
+    reward_warmup_steps: int = 0  # RLHF: TRL RewardTrainer steps before RL (default: max_iterations)
+    sft_steps: int = 0  # RLHF: TRL SFTTrainer steps on the demonstrations before the reward model
+
+
+@dataclass
+class DirectAIHFConfig(LMConfig):
+    """Direct AIHF (DPO on P + alpha * SFT on D); also DPO / IPO through TRL (`loss_type`)."""
+
+    alpha: float = 1.0
+    beta: float = 0.1
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class SelfPlayAIHFConfig(LMConfig):
+    """Self-Play AIHF: SPIN on D against the current iterate's samples + DPO on P; SPIN alone without P."""
+
+    alpha: float = 1.0
+    beta: float = 0.1
+    max_iterations: int = 3
+    steps_per_iteration: int = 10
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+
+
+@dataclass
+class SFTRewardConfig(LMConfig):
+    """SFT and BTL reward-model baselines through TRL's SFTTrainer / RewardTrainer."""
+
+    center_rewards_coefficient: float | None = None
+
+
+CONFIGS: dict[str, type[LMConfig]] = {
+    "aihf": AIHFConfig,
+    "rlhf": AIHFConfig,
+    "direct-aihf": DirectAIHFConfig,
+    "dpo": DirectAIHFConfig,
+    "ipo": DirectAIHFConfig,
+    "self-play-aihf": SelfPlayAIHFConfig,
+    "spin": SelfPlayAIHFConfig,
+    "sft": SFTRewardConfig,
+    "reward": SFTRewardConfig,
+}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: config file not found") from err
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a mapping of config keys to values")
+    return values
+
+
+def build_config(
+    trainer: str, values: dict[str, Any] | None = None, where: str = "config", **overrides: Any
+) -> Any:
+    """The trainer's config from a dict (YAML keys), with non-None `overrides` (CLI flags) on top.
+
+    Keys that name data or models (`trainer`, `model`, `demos`, ...) are allowed in the YAML and ignored
+    here; the caller reads them.
+    """
+    if trainer not in CONFIGS:
+        raise InputError(f"unknown trainer {trainer!r}: expected one of {sorted(CONFIGS)}")
+    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    return CONFIGS[trainer].from_dict(values, where)
+
+
+# YAML keys that describe the run rather than the optimiser.
+RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts")

@@ -1,0 +1,249 @@
+"""Loading and validating the three kinds of LM data: demonstrations, preferences and prompts.
+
+Formats are TRL's: demonstrations `prompt`/`completion` (or conversational `messages`), preferences
+`prompt`/`chosen`/`rejected` (conversational too, and with an implicit prompt shared by both answers),
+prompt-only sets `prompt`. Sources: a Hub name, a `save_to_disk` directory, a data directory, JSONL
+or Parquet. Everything is validated and rendered to plain text before training starts, so a bad row
+stops the run with an `InputError` naming the file, row and field rather than failing mid-training.
+The trainers only ever see text; each model re-tokenises it with its own tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aihf.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["demos", "prefs", "prompts"]
+Overlong = Literal["truncate", "drop", "error"]
+
+_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # Accepted column sets per kind, first match wins. Demonstrations may come from a preference set
+    # (its chosen answers), as the paper builds them from Anthropic-HH.
+    "demos": (("prompt", "completion"), ("messages",), ("prompt", "chosen"), ("chosen", "rejected")),
+    "prefs": (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
+    "prompts": (("prompt",), ("messages",), ("chosen", "rejected")),
+}
+# The text fields each kind ends with.
+_FIELDS = {
+    "demos": ("prompt", "completion"),
+    "prefs": ("prompt", "chosen", "rejected"),
+    "prompts": ("prompt",),
+}
+
+
+@dataclass
+class TextData:
+    """Validated text rows: `prompt` plus `completion` (demos) or `chosen`/`rejected` (prefs)."""
+
+    kind: str
+    source: str
+    rows: list[dict[str, str]]
+    overlong: int = 0  # rows longer than max_length after tokenisation (truncated or dropped)
+    dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[str]:
+        return [row[name] for row in self.rows]
+
+
+def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[str, Any]], str]:
+    """Rows of a Hub dataset, a dataset directory, or a JSONL/JSON/Parquet file, with a display name."""
+    import datasets
+
+    path = Path(source)
+    name = str(source)
+    try:
+        if path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                loaded = datasets.load_from_disk(str(path))
+                ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            else:
+                ds = datasets.load_dataset(str(path), split=split)
+        elif path.suffix in {".jsonl", ".json"}:
+            if not path.exists():
+                raise InputError(f"{name}: file not found")
+            _check_json_lines(path)
+            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        elif path.suffix == ".parquet":
+            if not path.exists():
+                raise InputError(f"{name}: file not found")
+            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        elif path.exists():
+            raise InputError(
+                f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
+            )
+        else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
+            hub, _, hub_split = name.partition(":")
+            ds = datasets.load_dataset(hub, split=hub_split or split)
+    except InputError:
+        raise
+    except Exception as err:  # datasets raises many types; the user needs the source and the reason
+        raise InputError(f"{name}: could not load the dataset ({type(err).__name__}: {err})") from err
+    return [dict(row) for row in ds], name
+
+
+def _check_json_lines(path: Path) -> None:
+    """datasets' JSON reader reports a bad line as an Arrow error; name the line instead."""
+    import json
+
+    if path.suffix != ".jsonl":
+        return
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, where: str) -> str:
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InputError(
+            f"{where}: conversational data needs a tokenizer with a chat template; this one has none"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _split_conversation(tokenizer: Any, prompt_msgs: list, reply_msgs: list, where: str) -> tuple[str, str]:
+    """Render prompt and prompt+reply with the chat template; the reply text is the rendered difference."""
+    prompt = _render(tokenizer, prompt_msgs, True, where)
+    full = _render(tokenizer, prompt_msgs + reply_msgs, False, where)
+    if not full.startswith(prompt):
+        raise InputError(
+            f"{where}: the chat template does not render the prompt as a prefix of the conversation"
+        )
+    return prompt, full[len(prompt) :]
+
+
+def _implicit_prompt(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """Split a (chosen, rejected) pair that embeds its prompt: shared turns, or the shared text prefix."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    if _is_conversation(chosen) and _is_conversation(rejected):
+        if chosen[:-1] != rejected[:-1] or not chosen[:-1]:
+            raise InputError(
+                f"{where}: prompt mismatch: 'chosen' and 'rejected' must share every turn but the last"
+            )
+        return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        from trl.data_utils import extract_prompt  # TRL's rule for where the shared text prefix ends
+
+        split = extract_prompt({"chosen": chosen, "rejected": rejected})
+        if not split["prompt"].strip():
+            raise InputError(
+                f"{where}: 'chosen' and 'rejected' share no prompt and there is no 'prompt' field"
+            )
+        return split
+    raise InputError(f"{where}, fields 'chosen'/'rejected': expected two strings or two conversations")
+
+
+def _to_text(
+    kind: str, layout: tuple[str, ...], row: dict[str, Any], tokenizer: Any, where: str
+) -> dict[str, str]:
+    """One row to text fields; raises InputError for wrong types or a preference pair with two prompts."""
+    if layout == ("messages",):
+        msgs = row["messages"]
+        if kind == "prompts":
+            msgs = [m for m in msgs if m.get("role") != "assistant"] if _is_conversation(msgs) else None
+            if not msgs:
+                raise InputError(f"{where}, field 'messages': expected a conversation")
+            return {"prompt": _render(tokenizer, msgs, True, where)}
+        if not _is_conversation(msgs) or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
+            raise InputError(
+                f"{where}, field 'messages': expected a conversation ending with an assistant turn"
+            )
+        prompt, completion = _split_conversation(tokenizer, msgs[:-1], msgs[-1:], where)
+        return {"prompt": prompt, "completion": completion}
+    row = {k: row[k] for k in layout}
+    if "prompt" not in row:
+        row = _implicit_prompt(row, where)
+    elif isinstance(row["prompt"], str) and _is_conversation(row.get("chosen")):
+        # e.g. ultrafeedback_binarized: a text prompt and full conversations as answers
+        row = _implicit_prompt(row | {"rejected": row.get("rejected", row["chosen"])}, where)
+    if kind == "demos" and "chosen" in row:
+        row = {"prompt": row["prompt"], "completion": row["chosen"]}
+    names = _FIELDS[kind]
+    if _is_conversation(row["prompt"]):
+        out = {"prompt": _render(tokenizer, row["prompt"], True, where)}
+        for name in names[1:]:
+            if not _is_conversation(row[name]):
+                raise InputError(f"{where}, field {name!r}: expected messages like 'prompt'")
+            out["prompt"], out[name] = _split_conversation(tokenizer, row["prompt"], row[name], where)
+        return out
+    out = {}
+    for name in names:
+        value = row[name]
+        if not isinstance(value, str):
+            raise InputError(f"{where}, field {name!r}: expected a string, got {type(value).__name__}")
+        out[name] = value
+    return out
+
+
+def prepare_text_data(
+    source: str | Path | list[dict[str, Any]],
+    kind: Kind,
+    tokenizer: Any,
+    max_length: int | None = None,
+    overlong: Overlong = "truncate",
+    split: str = "train",
+) -> TextData:
+    """Load, check and render one data set to text; see the module docstring.
+
+    Rows whose prompt plus answer exceed `max_length` tokens (policy tokenizer) are counted and,
+    per `overlong`, kept for truncation at batch time, dropped, or rejected.
+    """
+    if isinstance(source, list):
+        records, name = source, f"<{kind}>"
+    else:
+        records, name = load_records(source, split)
+    if not records:
+        raise InputError(f"{name}: no rows ({kind} expected)")
+    columns = set(records[0])
+    layout = next((accepted for accepted in _COLUMNS[kind] if set(accepted) <= columns), None)
+    if layout is None:
+        wanted = " or ".join("/".join(accepted) for accepted in _COLUMNS[kind])
+        raise InputError(f"{name}: missing columns for {kind}: expected {wanted}, found {sorted(columns)}")
+    data = TextData(kind=kind, source=name, rows=[])
+    for index, record in enumerate(records):
+        where = f"{name}, row {index}"
+        for column in layout:
+            if record.get(column) is None:
+                raise InputError(f"{where}, field {column!r}: missing value")
+        row = _to_text(kind, layout, record, tokenizer, where)
+        for key, value in row.items():
+            if not value.strip():
+                raise InputError(f"{where}, field {key!r}: expected a non-empty string")
+        if max_length is not None:
+            answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [""]
+            longest = max(len(tokenizer(row["prompt"] + a)["input_ids"]) for a in answers)
+            if longest > max_length:
+                data.overlong += 1
+                if overlong == "error":
+                    raise InputError(f"{where}: {longest} tokens, more than max_length={max_length}")
+                if overlong == "drop":
+                    data.dropped += 1
+                    continue
+        data.rows.append(row)
+    if data.overlong:
+        action = "dropped" if overlong == "drop" else "truncated at batch time"
+        note = (
+            f"{name}: {data.overlong} of {len(records)} rows exceed max_length={max_length} tokens ({action})"
+        )
+        data.notes.append(note)
+        logger.warning(note)
+    if not data.rows:
+        raise InputError(f"{name}: every row was dropped as longer than max_length={max_length}")
+    return data

@@ -1,0 +1,190 @@
+"""The lower level of AIHF: a few RL steps of the policy toward argmax E[R] - beta * KL(pi || pi_0).
+
+`PolicyStep` is reusable on its own: AIHF calls it with the reward model being learned, RLHF with a
+frozen one, and the benchmark with a frozen Python `reward_fn(prompts, completions) -> scores`.
+
+Optimisers:
+  rloo        REINFORCE with the leave-one-out baseline over k samples per prompt (RLOO, Ahmadian et
+              al. 2024); the sequence-level KL to the reference is folded into the reward, as TRL's RLOO.
+  online_dpo  rank the k samples with the reward and take a DPO step on best vs worst (the paper's 7B
+              run); the KL is then implicit in DPO's reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from aihf.errors import InputError
+from aihf.lm import runtime
+from aihf.lm.config import PolicyStepConfig
+from aihf.lm.modeling import (
+    LogProbs,
+    RewardFn,
+    RewardScorer,
+    as_reward_fn,
+    completion_logprobs,
+    prompt_token_ids,
+    sample_completions,
+    samples_from_ids,
+)
+from aihf.losses import dpo_loss
+
+
+class PolicyStep:
+    def __init__(
+        self,
+        policy: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        tokenizer: Any,
+        config: PolicyStepConfig,
+        accelerator: Any,
+        ref_policy: Any | None = None,
+        max_prompt_length: int | None = None,
+        max_grad_norm: float = 1.0,
+    ) -> None:
+        if config.policy_optimizer not in ("rloo", "online_dpo"):
+            raise ValueError(
+                f"policy_optimizer must be 'rloo' or 'online_dpo', got {config.policy_optimizer!r}"
+            )
+        if config.num_samples < 2:
+            raise ValueError(
+                "the policy step needs num_samples >= 2 (a leave-one-out baseline or a ranked pair)"
+            )
+        self.policy = policy
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.tokenizer = tokenizer
+        self.config = config
+        self.accelerator = accelerator
+        self.ref_policy = ref_policy
+        self.max_prompt_length = max_prompt_length
+        self.max_grad_norm = max_grad_norm
+        if config.use_vllm:
+            from trl.import_utils import is_vllm_available
+
+            if not is_vllm_available():
+                raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")
+        self.updates = 0  # optimiser steps taken, so vLLM's weights are re-synced only when stale
+        self.vllm: Any = None
+        self.vllm_synced_at = -1
+
+    def _vllm_engine(self) -> Any:
+        """TRL's vLLM generation, created on first use; never needed (model.generate is the default)."""
+        if self.vllm is None:
+            from trl.generation.vllm_generation import VLLMGeneration
+
+            c = self.config
+            self.vllm = VLLMGeneration(
+                self.accelerator.unwrap_model(self.policy),
+                self.accelerator,
+                self.tokenizer,
+                mode=c.vllm_mode,
+                gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                top_k=c.top_k,
+                max_completion_length=c.max_new_tokens,
+            )
+        return self.vllm
+
+    def sample(self, prompts: Sequence[str], num_samples: int) -> Any:
+        c = self.config
+        if c.use_vllm:
+            engine = self._vllm_engine()
+            if self.vllm_synced_at != self.updates:  # push the current policy weights to vLLM
+                engine.sync_weights()
+                self.vllm_synced_at = self.updates
+            ids = prompt_token_ids(self.tokenizer, prompts, self.max_prompt_length)
+            repeated = [i for i in ids for _ in range(num_samples)]
+            _, completion_ids, *_ = engine.generate(repeated, None, num_samples)
+            return samples_from_ids(
+                self.tokenizer, prompts, ids, completion_ids, num_samples, self.accelerator.device
+            )
+        with runtime.generation_model(self.accelerator, self.policy) as model:
+            return sample_completions(
+                model,
+                self.tokenizer,
+                prompts,
+                num_samples,
+                c.max_new_tokens,
+                c.temperature,
+                c.top_k,
+                c.top_p,
+                self.max_prompt_length,
+            )
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> LogProbs:
+        if self.ref_policy is not None:
+            return completion_logprobs(self.ref_policy, batch)
+        with self.accelerator.unwrap_model(self.policy).disable_adapter():  # PEFT: the base is pi_0
+            return completion_logprobs(self.accelerator.unwrap_model(self.policy), batch)
+
+    def __call__(self, prompts: Sequence[str], reward: RewardScorer | RewardFn) -> dict[str, float]:
+        score = as_reward_fn(reward)
+        c = self.config
+        samples = self.sample(prompts, c.num_samples)
+        device = samples.batch["input_ids"].device
+        scores = score(samples.prompts, samples.completions).to(device)
+        ref = self.reference_logprobs(samples.batch)
+        if c.policy_optimizer == "rloo":
+            loss, metrics = self._rloo_loss(samples.batch, scores, ref)
+        else:
+            loss, metrics = self._online_dpo_loss(samples.batch, scores, ref)
+        runtime.optimizer_step(
+            self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.max_grad_norm
+        )
+        self.updates += 1
+        lengths = samples.batch["completion_mask"].sum(-1).float()
+        return metrics | {
+            "loss/policy": loss.item(),
+            "objective/scores": scores.mean().item(),
+            "policy/completion_length": lengths.mean().item(),
+        }
+
+    def _rloo_loss(
+        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        k = self.config.num_samples
+        out = completion_logprobs(self.policy, batch, with_entropy=True)
+        kl = (out.tokens.detach() - ref.tokens).sum(-1)  # sequence KL estimate, log pi/pi_0 of the sample
+        shaped = scores - self.config.beta * kl
+        grouped = shaped.view(-1, k)
+        baseline = (grouped.sum(1, keepdim=True) - grouped) / (k - 1)
+        advantages = (grouped - baseline).reshape(-1)
+        if self.config.normalize_advantages:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        loss = -(advantages.detach() * out.sums).mean()
+        tokens = out.mask.sum().clamp(min=1)
+        return loss, {
+            "objective/kl": kl.mean().item(),
+            "objective/entropy": (out.entropy.sum() / tokens).item(),
+            "objective/rlhf_reward": shaped.mean().item(),
+            "policy/advantage_std": advantages.std().item(),
+        }
+
+    def _online_dpo_loss(
+        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        k = self.config.num_samples
+        grouped = scores.view(-1, k)
+        offsets = torch.arange(grouped.size(0), device=scores.device) * k
+        best = grouped.argmax(1) + offsets
+        worst = grouped.argmin(1) + offsets
+        index = torch.cat([best, worst])
+        pair = {key: value[index] for key, value in batch.items()}
+        out = completion_logprobs(self.policy, pair, with_entropy=True)
+        ref_sums = ref.sums[index]
+        n = best.numel()
+        result = dpo_loss(out.sums[:n], out.sums[n:], ref_sums[:n], ref_sums[n:], self.config.beta)
+        tokens = out.mask.sum().clamp(min=1)
+        return result.loss, {
+            "objective/kl": ((out.sums.detach() - ref_sums).mean()).item(),
+            "objective/entropy": (out.entropy.sum() / tokens).item(),
+            "policy/score_margin": (scores[best] - scores[worst]).mean().item(),
+            "policy/dpo_margin": (result.chosen_rewards - result.rejected_rewards).mean().item(),
+        }

@@ -1,0 +1,333 @@
+"""What every hand-written LM trainer shares: accelerator, PEFT, batches, metrics, checkpoints, outputs.
+
+Checkpoints are `accelerate` states (models, optimisers, RNG of every process, and the trainer's
+own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, renamed into place
+only when complete. Metrics go to `OUT/metrics.jsonl`, TensorBoard (`OUT/runs`) and the tqdm bar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aihf.io import write_text
+from aihf.lm.config import LMConfig
+
+
+def make_accelerator(config: LMConfig) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+
+    # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(cpu=config.cpu, mixed_precision="bf16" if config.bf16 else "no")
+    set_seed(config.seed)
+    return accelerator
+
+
+def maybe_peft(model: Any, config: LMConfig, task_type: str) -> Any:
+    """Dropout off, gradient checkpointing, and a LoRA adapter when `use_peft` (whose base is then pi_0)."""
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    if config.gradient_checkpointing:  # renamed "activation checkpointing" in transformers 5
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.config.use_cache = False
+    if not config.use_peft:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+    )
+    return get_peft_model(model, lora)
+
+
+def frozen_copy(model: Any) -> Any:
+    """A frozen evaluation-mode copy (the reference policy pi_0, or the SPIN opponent pi_t)."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+def uses_deepspeed(accelerator: Any) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def prepare_trainable(accelerator: Any, model: Any, optimizer: Any, batch_size: int) -> tuple[Any, Any]:
+    """accelerator.prepare for one model + optimiser (DeepSpeed allows one model per prepare call)."""
+    if uses_deepspeed(accelerator):  # no dataloader is prepared, so DeepSpeed needs the micro-batch size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
+    return accelerator.prepare(model, optimizer)
+
+
+def prepare_frozen(accelerator: Any, model: Any, bf16: bool) -> Any:
+    """A frozen model on the device (bf16 when training in bf16); sharded for inference under ZeRO-3."""
+    model = model.requires_grad_(False).eval()
+    if bf16:
+        model = model.to(torch.bfloat16)
+    if uses_deepspeed(accelerator):
+        from trl.models.utils import prepare_deepspeed
+
+        return prepare_deepspeed(model, accelerator)
+    return model.to(accelerator.device)
+
+
+def generation_model(accelerator: Any, model: Any) -> Any:
+    """Context manager yielding the bare module for `generate` (ZeRO-3 parameters gathered meanwhile)."""
+    from trl.models.utils import unwrap_model_for_generation
+
+    return unwrap_model_for_generation(model, accelerator)
+
+
+def optimizer_step(
+    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, loss: torch.Tensor, max_grad_norm: float
+) -> None:
+    """backward, clip, step, zero_grad.
+
+    Under DeepSpeed each model is its own engine (clipping from its config); accelerate's `backward`
+    would always drive the last engine prepared, so each engine is driven directly.
+    """
+    if uses_deepspeed(accelerator):
+        model.backward(loss)
+        model.step()
+    else:
+        accelerator.backward(loss)
+        if max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+    scheduler.step()
+
+
+def make_optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(accelerator: Any, optimizer: Any, config: LMConfig, total_steps: int) -> Any:
+    """transformers' learning-rate schedule over this model's optimiser steps; part of the checkpoint.
+
+    Stepped by hand once per optimiser step (accelerate's wrapper would step it once per process).
+    """
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(
+        config.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=config.warmup_steps,
+        num_training_steps=total_steps,
+    )
+    accelerator.register_for_checkpointing(scheduler)
+    return scheduler
+
+
+class BatchSampler:
+    """Endless shuffled mini-batches of row indices; each process takes its slice of a global batch.
+
+    Every process draws the same permutation (same seed), so data parallelism splits one global batch
+    of `batch_size * num_processes` rows. Its generator state is part of the checkpoint.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self) -> list[int]:
+        need = self.batch_size * self.world
+        while len(self.order) < need:
+            self.order += torch.randperm(self.size, generator=self.generator).tolist()
+        batch, self.order = self.order[:need], self.order[need:]
+        return batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = list(state["order"])
+
+
+class TrainerState:
+    """Counters and samplers saved with each checkpoint (registered with accelerate)."""
+
+    def __init__(self, samplers: dict[str, BatchSampler]) -> None:
+        self.step = 0
+        self.samplers = samplers
+        self.extra: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "samplers": {k: s.state_dict() for k, s in self.samplers.items()},
+            "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = state["step"]
+        self.extra = state.get("extra", {})
+        for key, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][key])
+
+
+class MetricsLogger:
+    """TRL-style metric names to OUT/metrics.jsonl (one JSON object per logged step) and TensorBoard."""
+
+    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self.writer = None
+        if enabled:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self.writer = SummaryWriter(str(out_dir / "runs"))
+                except ImportError:
+                    self.writer = None
+        self.last: dict[str, float] = {}
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items()}
+        self.last = {"step": step, **clean}
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(self.last) + "\n")
+        if self.writer is not None:
+            for key, value in clean.items():
+                if math.isfinite(value):
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in records for k in r}
+    return {k: sum(r[k] for r in records if k in r) / sum(1 for r in records if k in r) for k in sorted(keys)}
+
+
+def gather_mean(accelerator: Any, metrics: dict[str, float]) -> dict[str, float]:
+    """Average scalar metrics over processes so the log describes the global batch."""
+    if accelerator.num_processes == 1 or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([metrics[k] for k in keys], device=accelerator.device, dtype=torch.float32)
+    values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+def checkpoint_dirs(out_dir: Path) -> list[Path]:
+    root = out_dir / "checkpoints"
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
+    from aihf.errors import InputError
+
+    if not resume:
+        return None
+    if resume is True or resume == "latest":
+        found = checkpoint_dirs(out_dir)
+        if not found:
+            raise InputError(f"{out_dir}/checkpoints: resume_from_checkpoint=True but there is no checkpoint")
+        return found[-1]
+    path = Path(str(resume))
+    if not path.is_dir():
+        raise InputError(f"{path}: resume_from_checkpoint names no checkpoint directory")
+    return path
+
+
+def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Path:
+    """accelerator.save_state into a temporary directory, renamed to checkpoint-N when complete."""
+    final = out_dir / "checkpoints" / f"checkpoint-{step}"
+    tmp = out_dir / "checkpoints" / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(out_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# --- outputs -----------------------------------------------------------------------------------------
+
+
+def model_card(
+    method: str, base: str, data: dict[str, str | None], config: dict[str, Any], notes: Sequence[str]
+) -> str:
+    import yaml
+
+    data_lines = "\n".join(f"- {k}: `{v}`" for k, v in data.items() if v) or "- (none)"
+    note_lines = "\n".join(f"- {n}" for n in notes)
+    return (
+        f"---\nlibrary_name: transformers\ntags: [aihf, {method}, trl]\nbase_model: {base}\n---\n\n"
+        f"# {method} model trained with aihf\n\n"
+        f"Method: **{method}** (aihf.lm, Alignment with Integrated Human Feedback, arXiv 2406.06874).\n"
+        f"Base model: `{base}`.\n\n## Data\n\n{data_lines}\n\n"
+        + (f"## Notes\n\n{note_lines}\n\n" if notes else "")
+        + f"## Configuration\n\n```yaml\n{yaml.safe_dump(config, sort_keys=True)}```\n"
+    )
+
+
+def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: str) -> None:
+    """save_pretrained (PEFT adapters merged into the base, so `Auto*.from_pretrained` loads it) + card."""
+    from aihf.io import atomic_path
+
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 shards
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        if hasattr(unwrapped, "merge_and_unload"):
+            import copy
+
+            unwrapped = copy.deepcopy(unwrapped)
+            unwrapped.load_state_dict(state_dict)
+            unwrapped, state_dict = unwrapped.merge_and_unload(), None
+        with atomic_path(path) as tmp:
+            unwrapped.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            write_text(tmp / "README.md", card)
+    accelerator.wait_for_everyone()
+
+
+def progress(total: int, initial: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True)

@@ -1,0 +1,221 @@
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from aihf.lm.aihf_trainer import AIHFTrainer
+from aihf.lm.config import AIHFConfig
+from aihf.lm.data import prepare_text_data
+from aihf.lm.modeling import RewardScorer, load_causal_lm, load_reward_model, load_tokenizer
+from aihf.lm.train import run_training
+
+SMALL = {"batch_size": 6, "prompt_batch_size": 3, "num_samples": 2, "max_new_tokens": 6, "tensorboard": False}
+
+
+def _trainer(tiny_dir, data_dir, tmp_path, **overrides):
+    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
+    config = AIHFConfig(output_dir=str(tmp_path / "aihf"), **(SMALL | overrides))
+    return AIHFTrainer(
+        load_causal_lm(str(tiny_dir / "policy")),
+        tokenizer,
+        config,
+        reward_model=load_reward_model(str(tiny_dir / "reward_model")),
+        demos=prepare_text_data(data_dir / "demos.jsonl", "demos", tokenizer),
+        prefs=prepare_text_data(data_dir / "prefs.jsonl", "prefs", tokenizer),
+    )
+
+
+@torch.no_grad()
+def _reward_gaps(trainer):
+    """Held-fixed agent samples: R(demo) - R(agent) and preference accuracy of the current reward model."""
+    scorer = trainer.current_reward()
+    demos, prefs = trainer.demos, trainer.prefs
+    torch.manual_seed(123)
+    agent = trainer.policy_step.sample(demos.column("prompt"), 1).completions
+    demo_gap = scorer(demos.column("prompt"), demos.column("completion")) - scorer(
+        demos.column("prompt"), agent
+    )
+    margins = scorer(prefs.column("prompt"), prefs.column("chosen")) - scorer(
+        prefs.column("prompt"), prefs.column("rejected")
+    )
+    return demo_gap.mean().item(), (margins > 0).float().mean().item()
+
+
+def test_reward_step_raises_demo_margin_and_preference_accuracy(tiny_dir, data_dir, tmp_path):
+    trainer = _trainer(tiny_dir, data_dir, tmp_path, learning_rate=3e-3)
+    gap_before, acc_before = _reward_gaps(trainer)
+    for _ in range(15):
+        metrics = trainer.reward_step()
+    gap_after, acc_after = _reward_gaps(trainer)
+    assert gap_after > gap_before + 1.0
+    assert acc_after == 1.0 and acc_before < 1.0
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("policy_optimizer", ["rloo", "online_dpo"])
+def test_aihf_run_trains_both_models_and_logs_finite_metrics(tiny_dir, data_dir, tmp_path, policy_optimizer):
+    out = tmp_path / "run"
+    final = run_training(
+        "aihf",
+        str(tiny_dir / "policy"),
+        str(out),
+        reward_model=str(tiny_dir / "reward_model"),
+        demos=str(data_dir / "demos.jsonl"),
+        prefs=str(data_dir / "prefs.jsonl"),
+        prompts=str(data_dir / "prompts.jsonl"),
+        max_iterations=2,
+        config=SMALL | {"policy_optimizer": policy_optimizer, "learning_rate": 1e-3},
+    )
+    before = AutoModelForCausalLM.from_pretrained(tiny_dir / "policy").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for key in (
+        "loss/policy",
+        "loss/reward",
+        "objective/kl",
+        "objective/entropy",
+        "rewards/demo",
+        "rewards/agent",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+    ):
+        assert all(math.isfinite(r[key]) for r in records), key
+    assert final["step"] == 2
+    assert (out / "reward_model" / "config.json").exists()
+    assert "aihf" in (out / "policy" / "README.md").read_text()
+
+
+def test_policy_step_takes_a_python_reward_function(tiny_dir, data_dir, tmp_path):
+    calls = []
+
+    def reward_fn(prompts, completions):
+        calls.append((list(prompts), list(completions)))
+        return [float(c.count("e")) for c in completions]
+
+    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
+    config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=2, learning_rate=1e-3, **SMALL)
+    trainer = AIHFTrainer(
+        load_causal_lm(str(tiny_dir / "policy")),
+        tokenizer,
+        config,
+        reward_fn=reward_fn,
+        prompts=prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer),
+        method="rlhf",
+    )
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics = trainer.train()
+    assert len(calls) == 2 and len(calls[0][0]) == 3 * 2  # prompt_batch_size * num_samples
+    assert calls[0][0][0] == calls[0][0][1]  # the k samples of one prompt are grouped
+    assert math.isfinite(metrics["objective/scores"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    assert not (tmp_path / "rl" / "reward_model").exists()  # nothing learned a reward
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
+    def run(out, iterations, **extra):
+        return run_training(
+            "aihf",
+            str(tiny_dir / "policy"),
+            str(out),
+            reward_model=str(tiny_dir / "reward_model"),
+            demos=str(data_dir / "demos.jsonl"),
+            prefs=str(data_dir / "prefs.jsonl"),
+            max_iterations=iterations,
+            config=SMALL | {"learning_rate": 1e-3, "save_steps": 2} | extra,
+        )
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "cut", 2)  # "interrupted" after iteration 2, leaving checkpoint-2
+    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2").is_dir()
+    run(tmp_path / "cut", 4, resume_from_checkpoint=True)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4]
+    for name in ("policy", "reward_model"):
+        straight = (tmp_path / "straight" / name / "model.safetensors").read_bytes()
+        resumed = (tmp_path / "cut" / name / "model.safetensors").read_bytes()
+        assert straight == resumed, name
+
+
+def test_reward_scorer_uses_the_reward_models_own_tokenizer(tiny_dir):
+    scorer = RewardScorer(
+        load_reward_model(str(tiny_dir / "reward_model")), load_tokenizer(str(tiny_dir / "reward_model"))
+    )
+    scores = scorer(["The film was", "A"], [" good", " longer answer here"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "rlhf"
+    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "learning_rate": 1e-3}
+    config |= {"model": str(tiny_dir / "policy"), "reward_model": str(tiny_dir / "reward_model")}
+    config |= {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
+    final = run_training("rlhf", None, str(out), max_iterations=2, config=config)
+    assert (out / "sft" / "policy" / "config.json").exists()
+    assert "sft/train_loss" in final and "reward_stage/train_loss" in final and final["step"] == 2
+    sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "policy").state_dict()
+    policy = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert any(not torch.equal(sft[k], policy[k]) for k in sft)  # RL moved the policy on from the SFT model
+
+
+@pytest.mark.parametrize(("policy_optimizer", "beta"), [("rloo", 0.0), ("online_dpo", 0.1)])
+def test_policy_step_raises_a_frozen_python_reward(tiny_dir, data_dir, tmp_path, policy_optimizer, beta):
+    """The lower level alone: 30 RL steps on 'share of vowels in the answer' lift it well above chance."""
+
+    def vowels(prompts, completions):
+        return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
+
+    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
+    config = AIHFConfig(
+        output_dir=str(tmp_path / "rl"),
+        max_iterations=30,
+        learning_rate=1e-2,
+        beta=beta,
+        policy_optimizer=policy_optimizer,
+        prompt_batch_size=3,
+        num_samples=4,
+        max_new_tokens=8,
+        tensorboard=False,
+    )
+    prompts = prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer)
+    trainer = AIHFTrainer(
+        load_causal_lm(str(tiny_dir / "policy")), tokenizer, config, reward_fn=vowels, prompts=prompts
+    )
+    trainer.train()
+    scores = [json.loads(line)["objective/scores"] for line in (tmp_path / "rl" / "metrics.jsonl").open()]
+    first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
+    assert last > first + 0.15, (first, last)
+
+
+def test_reward_model_with_its_own_tokenizer(tiny_dir, data_dir, tmp_path):
+    """The reward model re-tokenises the text: a different vocabulary from the policy's is fine."""
+    from aihf.lm.tiny import save_tiny_models
+
+    other = save_tiny_models(
+        tmp_path / "other", texts=["completely different words " * 20, "zebra quartz"], seed=1
+    )
+    assert (
+        load_tokenizer(str(other / "reward_model")).get_vocab()
+        != load_tokenizer(str(tiny_dir / "policy")).get_vocab()
+    )
+    out = tmp_path / "run"
+    final = run_training(
+        "aihf",
+        str(tiny_dir / "policy"),
+        str(out),
+        reward_model=str(other / "reward_model"),
+        demos=str(data_dir / "demos.jsonl"),
+        prefs=str(data_dir / "prefs.jsonl"),
+        max_iterations=2,
+        config=SMALL | {"learning_rate": 1e-3},
+    )
+    assert all(math.isfinite(v) for v in final.values())
+    saved = load_tokenizer(str(out / "reward_model"))
+    assert saved.get_vocab() == load_tokenizer(str(other / "reward_model")).get_vocab()

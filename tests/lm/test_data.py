@@ -1,0 +1,119 @@
+import pytest
+
+from aihf.errors import InputError
+from aihf.lm.data import prepare_text_data
+from aihf.lm.modeling import load_tokenizer
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture
+def tokenizer(tiny_dir):
+    return load_tokenizer(str(tiny_dir / "policy"))
+
+
+def test_loads_jsonl_and_parquet(tokenizer, data_dir, tmp_path):
+    import datasets
+
+    prefs = prepare_text_data(data_dir / "prefs.jsonl", "prefs", tokenizer)
+    assert len(prefs) == 6 and set(prefs.rows[0]) == {"prompt", "chosen", "rejected"}
+    datasets.Dataset.from_list(prefs.rows).to_parquet(str(tmp_path / "p.parquet"))
+    assert prepare_text_data(tmp_path / "p.parquet", "prefs", tokenizer).rows == prefs.rows
+    datasets.Dataset.from_list(prefs.rows).save_to_disk(str(tmp_path / "disk"))
+    assert prepare_text_data(tmp_path / "disk", "prefs", tokenizer).rows == prefs.rows
+
+
+@pytest.mark.parametrize(
+    ("kind", "rows", "message"),
+    [
+        ("demos", [{"prompt": "a", "answer": "b"}], "missing columns for demos"),
+        (
+            "prefs",
+            [
+                {"prompt": "a", "chosen": "b", "rejected": "c"},
+                {"prompt": "a", "chosen": " ", "rejected": "c"},
+            ],
+            "row 1, field 'chosen': expected a non-empty string",
+        ),
+        ("demos", [{"prompt": "a", "completion": 3}], "row 0, field 'completion': expected a string"),
+        (
+            "prefs",
+            [
+                {
+                    "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                    "rejected": [{"role": "user", "content": "HEY"}, {"role": "assistant", "content": "no"}],
+                }
+            ],
+            "row 0: prompt mismatch",
+        ),
+    ],
+)
+def test_bad_rows_name_file_row_and_field(tokenizer, tmp_path, jsonl, kind, rows, message):
+    path = jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(InputError, match=message) as err:
+        prepare_text_data(path, kind, tokenizer)
+    assert "bad.jsonl" in str(err.value)
+
+
+def test_invalid_json_line_is_reported(tokenizer, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
+    with pytest.raises(InputError, match=r"broken.jsonl, line 2: not valid JSON"):
+        prepare_text_data(path, "demos", tokenizer)
+
+
+def test_overlong_rows_are_counted_then_truncated_dropped_or_rejected(tokenizer, tmp_path, jsonl):
+    rows = [{"prompt": "a", "completion": "short"}, {"prompt": "a", "completion": " long" * 50}]
+    path = jsonl(tmp_path / "d.jsonl", rows)
+    kept = prepare_text_data(path, "demos", tokenizer, max_length=16, overlong="truncate")
+    assert (len(kept), kept.overlong, kept.dropped) == (2, 1, 0) and "1 of 2 rows" in kept.notes[0]
+    dropped = prepare_text_data(path, "demos", tokenizer, max_length=16, overlong="drop")
+    assert (len(dropped), dropped.dropped) == (1, 1)
+    with pytest.raises(InputError, match=r"row 1: .* tokens, more than max_length=16"):
+        prepare_text_data(path, "demos", tokenizer, max_length=16, overlong="error")
+
+
+def test_conversational_rows_render_with_the_chat_template(tokenizer):
+    conversation = [{"role": "user", "content": "Rate the film"}, {"role": "assistant", "content": "Lovely"}]
+    with pytest.raises(InputError, match="chat template"):
+        prepare_text_data([{"messages": conversation}], "demos", tokenizer)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    demo = prepare_text_data([{"messages": conversation}], "demos", tokenizer).rows[0]
+    assert demo == {"prompt": "<user>Rate the film\n<assistant>", "completion": "Lovely\n"}
+    pair = {"chosen": conversation, "rejected": [conversation[0], {"role": "assistant", "content": "Bad"}]}
+    pref = prepare_text_data([pair], "prefs", tokenizer).rows[0]
+    assert pref == {"prompt": "<user>Rate the film\n<assistant>", "chosen": "Lovely\n", "rejected": "Bad\n"}
+    prompt = prepare_text_data([{"prompt": conversation[:1]}], "prompts", tokenizer).rows[0]
+    assert prompt == {"prompt": "<user>Rate the film\n<assistant>"}
+
+
+def test_implicit_prompts_and_demonstrations_from_a_preference_set(tokenizer):
+    hh = {
+        "chosen": "\n\nHuman: Hi?\n\nAssistant: Hello there.",
+        "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away.",
+    }
+    pref = prepare_text_data([hh], "prefs", tokenizer).rows[0]
+    assert pref["prompt"] == "\n\nHuman: Hi?\n\nAssistant:"
+    assert pref["prompt"] + pref["chosen"] == hh["chosen"]
+    demo = prepare_text_data([hh], "demos", tokenizer).rows[0]  # the chosen answer is the demonstration
+    assert demo == {"prompt": pref["prompt"], "completion": pref["chosen"]}
+    with pytest.raises(InputError, match="share no prompt"):
+        prepare_text_data([{"chosen": "yes", "rejected": "no"}], "prefs", tokenizer)
+
+
+def test_text_prompt_with_conversation_answers_checks_the_pair_shares_its_prompt(tokenizer):
+    tokenizer.chat_template = CHAT_TEMPLATE
+    user = {"role": "user", "content": "Rate the film"}
+    row = {
+        "prompt": "Rate the film",
+        "chosen": [user, {"role": "assistant", "content": "Lovely"}],
+        "rejected": [user, {"role": "assistant", "content": "Bad"}],
+    }
+    pref = prepare_text_data([row], "prefs", tokenizer).rows[0]
+    assert pref == {"prompt": "<user>Rate the film\n<assistant>", "chosen": "Lovely\n", "rejected": "Bad\n"}
+    row["rejected"] = [{"role": "user", "content": "Another question"}, row["rejected"][1]]
+    with pytest.raises(InputError, match="row 0: prompt mismatch"):
+        prepare_text_data([row], "prefs", tokenizer)
