@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -219,9 +220,11 @@ def generate_data(
     quality table (quality.md / quality.json, with the gold-RL log) to `out_dir`."""
     cfg = cfg or DataGenConfig()
     out, work = Path(out_dir), Path(work_dir or Path(out_dir) / "gold_rl")
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     checkpoints = gold_rl(base_model, work, gold, train_prompts(cfg.rl_prompts, cfg.seed), cfg)
     rl_seconds = time.perf_counter() - start
+    shutil.copy(work / "gold_rl_log.json", out / "gold_rl_log.json")
     pool = generate_pool(checkpoints, load_prompts("datagen"), gold, cfg)
     data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed)
     write_jsonl(out / "demos.jsonl", data["demos"], ("prompt", "completion"))
