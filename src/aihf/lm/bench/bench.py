@@ -33,11 +33,12 @@ from aihf.lm.gold import gold_name, load_gold_reward
 # Settings shared by every trainer: a small model trains at larger learning rates than the 1e-5 default.
 COMMON = {"max_length": 64, "max_prompt_length": 16, "tensorboard": False, "cpu": True, "logging_steps": 10}
 RL = {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05, "learning_rate": 1e-4}
+RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
 
 # method -> (trainer, data it is given, config, how its length scales with the budget)
 METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
-    "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"reward_learning_rate": 1e-4, "batch_size": 16}),
-    "rlhf": ("rlhf", ("prefs", "prompts"), RL | {"reward_learning_rate": 1e-4, "batch_size": 16}),
+    "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
+    "rlhf": ("rlhf", ("prefs", "prompts"), RL | {"batch_size": 16}),
     "direct-aihf": (
         "direct-aihf",
         ("demos", "prefs"),
@@ -61,7 +62,7 @@ class BenchConfig:
     n_prefs: int = 1000
     sizes: list[int] = field(default_factory=list)  # data-size sweep (demos = prefs = n), main size excluded
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
-    n_test: int = 256
+    n_test: int = 200
     steps: int = 60  # optimiser steps of the one-stage methods
     iterations: int = 30  # AIHF / RLHF iterations (one policy and one reward step each)
     rlhf_reward_steps: int = 60  # RLHF's reward-model stage
@@ -130,6 +131,7 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
     from aihf.lm.train import run_training
 
     cfg = cfg or BenchConfig()
+    cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
     unknown = sorted(set(cfg.methods) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}")
