@@ -62,6 +62,7 @@ class BenchConfig:
     n_prefs: int = 1000
     sizes: list[int] = field(default_factory=list)  # data-size sweep (demos = prefs = n), main size excluded
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
+    sweep_seeds: list[int] | None = None  # default: `seeds`
     n_test: int = 200
     steps: int = 60  # optimiser steps of the one-stage methods
     iterations: int = 30  # AIHF / RLHF iterations (one policy and one reward step each)
@@ -153,13 +154,19 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
         | {"metrics": base.metrics, "samples": base.rows()}
     ]
     jobs = [(m, cfg.n_demos, s) for m in cfg.methods for s in cfg.seeds]
-    jobs += [(m, n, s) for n in cfg.sizes for m in cfg.sweep_methods if m in cfg.methods for s in cfg.seeds]
+    sweep_seeds = cfg.sweep_seeds if cfg.sweep_seeds is not None else cfg.seeds
+    jobs += [(m, n, s) for n in cfg.sizes for m in cfg.sweep_methods if m in cfg.methods for s in sweep_seeds]
     for index, (method, size, seed) in enumerate(jobs):
         trainer, needs, values = method_config(method, cfg, seed)
         run_dir = out / "runs" / f"{method}_n{size}_s{seed}"
         data = {"demos": demos[:size], "prefs": prefs[: min(size, cfg.n_prefs)], "prompts": rl_prompts}
         print(f"[bench {index + 1}/{len(jobs)}] {method} n={size} seed={seed}", flush=True)
         record: dict[str, Any] = {"method": method, "size": size, "seed": seed, "config": values}
+        done = _finished(run_dir, record, cfg)
+        if done is not None:  # resume: an earlier run of the same job and settings is reused
+            print(f"[bench] reusing {run_dir}", flush=True)
+            runs.append(done)
+            continue
         t0 = time.perf_counter()
         try:
             torch.manual_seed(seed)
@@ -197,6 +204,7 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
             record["traceback"] = traceback.format_exc()
             print(record["traceback"], flush=True)
         record["seconds"] = time.perf_counter() - t0
+        record["evaluation"] = _eval_settings(cfg)
         runs.append(record)
         write_json(run_dir / "eval.json", record)
 
@@ -205,6 +213,26 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, data_dir))
     return results
+
+
+def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
+    return {
+        "n_test": cfg.n_test,
+        "gold": cfg.gold,
+        "sampling": asdict(cfg.sampling),
+        "base_model": cfg.base_model,
+        "data_dir": cfg.data_dir,
+    }
+
+
+def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[str, Any] | None:
+    """The saved record of this job if it finished with the same training and evaluation settings."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    same = saved.get("config") == record["config"] and saved.get("evaluation") == _eval_settings(cfg)
+    return saved if same and "metrics" in saved else None
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -17,9 +17,13 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p = lm_subparsers.add_parser("bench", help="train every method on the shipped data and compare them")
     p.add_argument("--out", required=True, help="output directory (report.md, results.json, PNG plots)")
     p.add_argument("--quick", action="store_true", help="one seed, short runs (~10 min on 2 CPU cores)")
+    p.add_argument(
+    )
     p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
     p.add_argument("--n-test", type=int, help="number of test prompts")
+    p.add_argument("--sizes", nargs="+", type=int, help="data-size sweep (demonstrations = preference pairs)")
+    p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
     p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
@@ -65,7 +69,7 @@ def _bench(args: argparse.Namespace) -> int:
     from aihf.lm.bench.bench import BenchConfig, run_bench
 
     cfg = BenchConfig() if args.quick else BenchConfig.full()
-    for name in ("methods", "seeds", "n_test", "gold", "data_dir", "base_model"):
+    for name in ("methods", "seeds", "n_test", "sizes", "sweep_seeds", "gold", "data_dir", "base_model"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     run_bench(args.out, cfg)
