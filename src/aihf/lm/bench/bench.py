@@ -39,6 +39,8 @@ RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
 METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     "rlhf": ("rlhf", ("prefs", "prompts"), RL | {"batch_size": 16}),
+    # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
+    "aihf-warm": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     "direct-aihf": (
         "direct-aihf",
         ("demos", "prefs"),
@@ -50,7 +52,11 @@ METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "spin": ("spin", ("demos",), {"learning_rate": 1e-4, "batch_size": 16}),
     "sft": ("sft", ("demos",), {"learning_rate": 1e-4, "batch_size": 16}),
 }
-PAIRS = (("aihf", "rlhf"), ("direct-aihf", "dpo"), ("self-play-aihf", "spin"))
+# Methods whose reward model is first fitted to the preferences (TRL RewardTrainer, `rlhf_reward_steps`
+# steps): plain AIHF starts its reward from a fresh head, so its first policy steps chase an untrained
+# reward, while RLHF's reward stage gives it a trained one; this variant separates the two effects.
+WARM_START = {"aihf-warm"}
+PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("direct-aihf", "dpo"), ("self-play-aihf", "spin"))
 
 
 @dataclass
@@ -170,11 +176,24 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
         t0 = time.perf_counter()
         try:
             torch.manual_seed(seed)
+            start_reward = reward_init
+            if method in WARM_START:
+                warm = {k: v for k, v in values.items() if k in COMMON or k in ("seed", "batch_size")}
+                warm |= {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
+                run_training(
+                    "reward",
+                    cfg.base_model,
+                    str(run_dir / "warmup"),
+                    str(reward_init),
+                    config=warm,
+                    prefs=data["prefs"],
+                )
+                start_reward = run_dir / "warmup" / "reward_model"
             train_metrics = run_training(
                 trainer,
                 cfg.base_model,
                 str(run_dir),
-                reward_model=str(reward_init) if trainer in ("aihf", "rlhf") else None,
+                reward_model=str(start_reward) if trainer in ("aihf", "rlhf") else None,
                 config=values,
                 **{k: data[k] for k in needs},
             )
