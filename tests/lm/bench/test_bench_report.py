@@ -39,7 +39,7 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert set(plots) == {"gold_reward", "reward_vs_kl", "learned_vs_gold", "size_sweep"}
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
-    assert "| aihf | 0.300 +- 0.100 (0.010) | 2.00 |" in report
+    assert "| aihf | 0.300 +- 0.100 (0.010) | 0.100 | 2.00 |" in report
     assert "- aihf vs rlhf: +0.200 (aihf higher" in report
     assert "| dpo | failed: RuntimeError: boom" in report
 

@@ -386,19 +386,21 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"Gold reward: `{results['gold_reward']}`. Base policy on the test prompts: "
         f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f}. "
         f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
-        f"seeds {cfg['seeds']}; total {results['seconds'] / 60:.1f} min.",
+        f"seeds {cfg['seeds']}; total {results['seconds'] / 60:.1f} min. Gold reward: mean +- std over "
+        "samples (standard error), averaged over seeds; seed std: std of the per-seed means.",
         "",
-        "| method | gold reward (mean +- std, s.e.) | KL to base | win rate vs base | learned-reward acc. "
-        "| learned-gold Spearman | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
+        "| learned-reward acc. | learned-gold Spearman | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, e in results["methods"].items():
         if "error" in e:
-            lines.append(f"| {method} | failed: {e['error'][:80]} | | | | | |")
+            lines.append(f"| {method} | failed: {e['error'][:80]} | | | | | | |")
             continue
         cells = [
             method,
             f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')} ({_fmt(e, 'gold_reward_sem')})",
+            _fmt(e.get("across_seeds_std", {}), "gold_reward_mean"),
             _fmt(e, "kl_to_ref", 2),
             _fmt(e, "win_rate", 2),
             _fmt(e, "reward_accuracy", 2),
