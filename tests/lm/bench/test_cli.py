@@ -61,3 +61,12 @@ def test_bench_options_reach_the_config():
         ["bench", "--quick", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", "--sizes", "50"]
     )
     assert (args.quick, args.methods, args.seeds, args.sizes) == (True, ["sft", "dpo"], [1, 2], [50])
+
+
+def test_overrides_are_parsed_per_method():
+    assert cli._parse_overrides(["aihf.beta=0.1", "aihf.alpha=2", "dpo.loss_type=ipo"]) == {
+        "aihf": {"beta": 0.1, "alpha": 2},
+        "dpo": {"loss_type": "ipo"},
+    }
+    with pytest.raises(InputError, match=r"expected METHOD\.KEY=VALUE"):
+        cli._parse_overrides(["beta=0.1"])

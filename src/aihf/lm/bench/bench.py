@@ -69,6 +69,7 @@ class BenchConfig:
     sizes: list[int] = field(default_factory=list)  # data-size sweep (demos = prefs = n), main size excluded
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
     sweep_seeds: list[int] | None = None  # default: `seeds`
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> trainer config keys
     n_test: int = 200
     steps: int = 60  # optimiser steps of the one-stage methods
     iterations: int = 30  # AIHF / RLHF iterations (one policy and one reward step each)
@@ -114,7 +115,7 @@ def method_config(method: str, cfg: BenchConfig, seed: int) -> tuple[str, tuple[
         }
     else:
         values |= {"max_steps": cfg.steps}
-    return trainer, needs, values
+    return trainer, needs, values | cfg.overrides.get(method, {})
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:

@@ -22,6 +22,13 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-test", type=int, help="number of test prompts")
     p.add_argument("--sizes", nargs="+", type=int, help="data-size sweep (demonstrations = preference pairs)")
     p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
+    p.add_argument(
+        "--override",
+        nargs="+",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="trainer config of one method, e.g. aihf.reward_steps_per_iteration=3 (YAML values)",
+    )
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
     p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
@@ -67,12 +74,26 @@ def _bench(args: argparse.Namespace) -> int:
     from aihf.lm.bench.bench import BenchConfig, run_bench
 
     cfg = BenchConfig() if args.quick else BenchConfig.full()
+    cfg.overrides = _parse_overrides(args.override)
     for name in ("methods", "seeds", "n_test", "sizes", "sweep_seeds", "gold", "data_dir", "base_model"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     run_bench(args.out, cfg)
     print(f"report written to {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict]:
+    import yaml
+
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise InputError(f"--override {item!r}: expected METHOD.KEY=VALUE, e.g. aihf.beta=0.1")
+        overrides.setdefault(method, {})[name] = yaml.safe_load(value)
+    return overrides
 
 
 def _read_rows(path: str, field: str) -> list[dict]:
