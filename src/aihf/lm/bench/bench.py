@@ -290,6 +290,7 @@ def summarise(
         "runs": sweep,
         "config": asdict(cfg),
         "seconds": seconds,
+        "run_seconds": float(sum(r.get("seconds", 0.0) for r in runs)),
     }
 
 
@@ -387,8 +388,10 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"Gold reward: `{results['gold_reward']}`. Base policy on the test prompts: "
         f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f}. "
         f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
-        f"seeds {cfg['seeds']}; total {results['seconds'] / 60:.1f} min. Gold reward: mean +- std over "
-        "samples (standard error), averaged over seeds; seed std: std of the per-seed means.",
+        f"seeds {cfg['seeds']}. Training + evaluation of all runs: {results['run_seconds'] / 60:.1f} min "
+        f"(this invocation: {results['seconds'] / 60:.1f} min; finished runs are reused). "
+        "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
+        "seed std: std of the per-seed means.",
         "",
         "| method | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
         "| learned-reward acc. | learned-gold Spearman | train s |",
