@@ -16,7 +16,12 @@ from aihf.errors import InputError
 def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p = lm_subparsers.add_parser("bench", help="train every method on the shipped data and compare them")
     p.add_argument("--out", required=True, help="output directory (report.md, results.json, PNG plots)")
-    p.add_argument("--quick", action="store_true", help="one seed, short runs (~10 min on 2 CPU cores)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, short runs (~7 min on 2 CPU cores); without it the full benchmark runs "
+        "(3 seeds, longer runs, size sweep: an estimated 3-4 hours on 2 CPU cores)",
+    )
     p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
     p.add_argument("--n-test", type=int, help="number of test prompts")
