@@ -9,6 +9,8 @@ import argparse
 import json
 from collections.abc import Callable
 
+from aihf.lm.bench.cli import register as register_bench
+
 TRAINER_NAMES = ("aihf", "direct-aihf", "self-play-aihf", "sft", "reward", "rlhf", "dpo", "ipo", "spin")
 
 
@@ -66,7 +68,11 @@ def register_tiny_model(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_tiny_model)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_train, register_tiny_model)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_train,
+    register_tiny_model,
+    register_bench,  # bench, eval, pretrain, generate-data (aihf.lm.bench.cli)
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,183 @@
+"""`aihf lm bench | eval | pretrain | generate-data`: the offline sentiment benchmark from the shell.
+
+`register(lm_subparsers)` adds the four subcommands to the `aihf lm` group; heavy imports stay inside
+the handlers so `aihf --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aihf.errors import InputError
+
+
+def register(lm_subparsers: argparse._SubParsersAction) -> None:
+    p = lm_subparsers.add_parser("bench", help="train every method on the shipped data and compare them")
+    p.add_argument("--out", required=True, help="output directory (report.md, results.json, PNG plots)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, short runs (~7 min on 2 CPU cores); without it the full benchmark runs "
+        "(3 seeds, longer runs, size sweep: an estimated 3-4 hours on 2 CPU cores)",
+    )
+    p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
+    p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
+    p.add_argument("--n-test", type=int, help="number of test prompts")
+    p.add_argument("--sizes", nargs="+", type=int, help="data-size sweep (demonstrations = preference pairs)")
+    p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
+    p.add_argument(
+        "--override",
+        nargs="+",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="trainer config of one method, e.g. aihf.reward_steps_per_iteration=3 (YAML values)",
+    )
+    p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
+    p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
+    p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
+    p.set_defaults(handler=_bench)
+
+    p = lm_subparsers.add_parser("eval", help="evaluate a policy under a gold reward against a reference")
+    p.add_argument("--policy", required=True, help="policy directory (save_pretrained)")
+    p.add_argument("--reference", help="reference policy (default: the shipped base model)")
+    p.add_argument("--reward-model", help="learned reward model to check against the gold reward")
+    p.add_argument("--prefs", help="held-out preferences JSONL for the learned reward's accuracy")
+    p.add_argument("--prompts", help="prompts JSONL (default: the shipped test prompts)")
+    p.add_argument(
+        "--n-prompts", type=int, default=256, help="use the first N prompts (default: %(default)s)"
+    )
+    p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write metrics and samples as JSON here")
+    p.set_defaults(handler=_eval)
+
+    p = lm_subparsers.add_parser(
+        "pretrain", help="pretrain the benchmark's base policy on the shipped corpus"
+    )
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: 1000)")
+    p.add_argument("--build-corpus", action="store_true", help="first rebuild the corpus from fortune files")
+    p.add_argument("--fortune-dir", default="/usr/share/games/fortunes", help="Debian `fortunes` data files")
+    p.set_defaults(handler=_pretrain)
+
+    p = lm_subparsers.add_parser("generate-data", help="gold-reward RL, checkpoints, bucketed demos/prefs")
+    p.add_argument(
+        "--out", required=True, help="directory for demos/prefs/prompts JSONL and the quality table"
+    )
+    p.add_argument("--base-model", help="base policy (default: the shipped one)")
+    p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
+    p.add_argument("--rl-steps", type=int, help="GRPO steps on the gold reward")
+    p.add_argument("--save-every", type=int, help="checkpoint interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_generate)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from aihf.lm.bench.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig() if args.quick else BenchConfig.full()
+    cfg.overrides = _parse_overrides(args.override)
+    for name in ("methods", "seeds", "n_test", "sizes", "sweep_seeds", "gold", "data_dir", "base_model"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    run_bench(args.out, cfg)
+    print(f"report written to {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _parse_overrides(items: list[str]) -> dict[str, dict]:
+    import yaml
+
+    overrides: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise InputError(f"--override {item!r}: expected METHOD.KEY=VALUE, e.g. aihf.beta=0.1")
+        overrides.setdefault(method, {})[name] = yaml.safe_load(value)
+    return overrides
+
+
+def _read_rows(path: str, field: str) -> list[dict]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row.get(field), str):
+                raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
+            rows.append(row)
+    return rows
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from aihf.io import write_json
+    from aihf.lm.bench.corpus import load_prompts
+    from aihf.lm.bench.pretrain import BASE_MODEL_DIR
+    from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
+    from aihf.lm.gold import load_gold_reward
+
+    for path in (args.prompts, args.prefs):
+        if path and not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+    prompts = (
+        [r["prompt"] for r in _read_rows(args.prompts, "prompt")][: args.n_prompts]
+        if args.prompts
+        else load_prompts("test", limit=args.n_prompts)
+    )
+    prefs = _read_rows(args.prefs, "chosen") if args.prefs else None
+    gold = load_gold_reward(args.gold)
+    policy, tokenizer = load_model(args.policy)
+    reference, ref_tokenizer = load_model(args.reference or BASE_MODEL_DIR)
+    check_same_vocab(tokenizer, ref_tokenizer)
+    rm = rm_tok = None
+    if args.reward_model:
+        rm, rm_tok = load_model(args.reward_model, kind="reward")
+    result = evaluate(
+        policy,
+        tokenizer,
+        reference,
+        prompts,
+        gold,
+        config=SamplingConfig(max_new_tokens=args.max_new_tokens),
+        reward_model=rm,
+        reward_tokenizer=rm_tok,
+        prefs=prefs,
+        seed=args.seed,
+    )
+    print(json.dumps(result.metrics, indent=2))
+    if args.out:
+        write_json(args.out, {"metrics": result.metrics, "samples": result.rows()})
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from aihf.lm.bench import corpus
+    from aihf.lm.bench.pretrain import PretrainConfig, pretrain
+
+    if args.build_corpus:
+        corpus.write_corpus(corpus.build_corpus(corpus.read_cookies(args.fortune_dir)))
+    cfg = PretrainConfig()
+    if args.steps is not None:
+        cfg.steps = args.steps
+    pretrain(args.out, cfg)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from aihf.lm.bench.datagen import DataGenConfig, generate_data
+    from aihf.lm.bench.pretrain import BASE_MODEL_DIR
+    from aihf.lm.gold import load_gold_reward
+
+    cfg = DataGenConfig(seed=args.seed)
+    if args.rl_steps is not None:
+        cfg.rl_steps = args.rl_steps
+    if args.save_every is not None:
+        cfg.save_every = args.save_every
+    generate_data(args.out, args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold), cfg)
+    return 0

@@ -1,0 +1,251 @@
+"""Data generation as in the paper (v3 appendix A.1.2): graded-quality data from gold-reward RL.
+
+1. RL on the gold reward from the base model (TRL's `GRPOTrainer`, the gold reward as its reward
+   function) on prompts from the *pretraining* cookies, saving checkpoints at intervals.
+2. Every checkpoint (the base model included) samples completions for the data-generation prompts.
+3. The completions are bucketed by gold score into low / medium / high thirds. Demonstrations are
+   high-bucket completions; preferences pair two completions of the same prompt from the low and
+   medium buckets, the one with the higher gold score chosen. So demonstrations are better than
+   either side of a preference pair, the regime where the paper finds demonstrations add information.
+4. The quality table (mean +- std gold score of rejected, chosen and demonstration data; the paper's
+   Table 3) is printed and saved next to the JSONL files (TRL columns).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aihf.errors import InputError
+from aihf.io import write_json, write_text
+from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, split_sentences
+from aihf.lm.gold import RewardFn
+
+GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated"
+
+
+@dataclass
+class DataGenConfig:
+    rl_steps: int = 150
+    save_every: int = 30
+    rl_prompts: int = 2000
+    rl_batch_size: int = 32
+    num_generations: int = 8
+    learning_rate: float = 5e-4
+    kl_beta: float = 0.02
+    max_new_tokens: int = 24
+    samples_per_prompt: int = 2
+    n_demos: int = 1000
+    n_prefs: int = 1000
+    n_heldout_prefs: int = 100
+    seed: int = 0
+
+
+def train_prompts(limit: int | None = None, seed: int = 0) -> list[str]:
+    """Prompts cut from the pretraining cookies: the gold-RL run never sees the held-out prompts."""
+    rng = random.Random(seed)
+    prompts = []
+    for cookie in load_pretrain_text():
+        for sentence in split_sentences(cookie):
+            prompt = make_prompt(sentence, rng)
+            if prompt:
+                prompts.append(prompt)
+    rng.shuffle(prompts)
+    return prompts[:limit]
+
+
+def gold_rl(
+    base_model: str | Path, out_dir: str | Path, gold: RewardFn, prompts: Sequence[str], cfg: DataGenConfig
+) -> list[Path]:
+    """GRPO on the gold reward; returns the base model and every saved checkpoint, in training order."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    def reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return list(gold(prompts, completions))
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+    model = AutoModelForCausalLM.from_pretrained(str(base_model))
+    args = GRPOConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=cfg.rl_batch_size,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens,
+        learning_rate=cfg.learning_rate,
+        beta=cfg.kl_beta,
+        max_steps=cfg.rl_steps,
+        save_steps=cfg.save_every,
+        save_only_model=True,
+        logging_steps=10,
+        report_to=[],
+        use_cpu=True,
+        seed=cfg.seed,
+        temperature=1.0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": list(prompts)}),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    log = [row for row in trainer.state.log_history if "reward" in row]
+    write_json(Path(out_dir) / "gold_rl_log.json", log)
+    checkpoints = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for ckpt in checkpoints:  # GRPO checkpoints lack the tokenizer when save_only_model is set
+        tokenizer.save_pretrained(ckpt)
+    return [Path(base_model), *checkpoints]
+
+
+def generate_pool(
+    checkpoints: Sequence[Path], prompts: Sequence[str], gold: RewardFn, cfg: DataGenConfig
+) -> list[dict[str, Any]]:
+    """`samples_per_prompt` completions per prompt from every checkpoint, each with its gold score."""
+    from aihf.lm.evaluation import SamplingConfig, load_model, sample
+
+    pool = []
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens)
+    for index, path in enumerate(checkpoints):
+        model, tokenizer = load_model(path)
+        for k in range(cfg.samples_per_prompt):
+            drawn = sample(model, tokenizer, prompts, sampling, seed=cfg.seed + 1000 * index + k)
+            scores = gold(drawn.prompts, drawn.completions)
+            for p, c, s in zip(drawn.prompts, drawn.completions, scores):
+                if c.strip():
+                    pool.append({"prompt": p, "completion": c, "gold": float(s), "checkpoint": index})
+    return pool
+
+
+def bucket(pool: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Label each row low / medium / high by the rank of its gold score (ties broken at random)."""
+    if len(pool) < 3:
+        raise InputError(f"data generation: need at least 3 completions to bucket, got {len(pool)}")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(pool)), [r["gold"] for r in pool]))
+    names = ("low", "medium", "high")
+    out = [dict(r) for r in pool]
+    for rank, i in enumerate(order):
+        out[i]["bucket"] = names[min(2, 3 * rank // len(pool))]
+    return out
+
+
+def build_datasets(
+    pool: list[dict[str, Any]], n_demos: int, n_prefs: int, n_heldout_prefs: int = 0, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """Demonstrations from the high bucket, preference pairs from low + medium, one per prompt each.
+
+    A prompt gives at most one demonstration and one pair, so the data sets cover many prompts.
+    Held-out preference pairs (for the learned reward's accuracy) come from prompts used by neither.
+    """
+    rng = random.Random(seed)
+    by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in bucket(pool, seed):
+        by_prompt[row["prompt"]].append(row)
+    prompts = sorted(by_prompt)
+    rng.shuffle(prompts)
+    demos, prefs, heldout = [], [], []
+    for prompt in prompts:
+        rows = by_prompt[prompt]
+        high = [r for r in rows if r["bucket"] == "high"]
+        lower = [r for r in rows if r["bucket"] != "high"]
+        pair = None
+        if len(lower) >= 2:
+            a, b = rng.sample(lower, 2)
+            if a["gold"] != b["gold"]:
+                chosen, rejected = (a, b) if a["gold"] > b["gold"] else (b, a)
+                pair = {
+                    "prompt": prompt,
+                    "chosen": chosen["completion"],
+                    "rejected": rejected["completion"],
+                    "chosen_gold": chosen["gold"],
+                    "rejected_gold": rejected["gold"],
+                }
+        if pair and len(heldout) < n_heldout_prefs and (not high or len(demos) >= n_demos):
+            heldout.append(pair)
+            continue
+        if high and len(demos) < n_demos:
+            best = rng.choice(high)
+            demos.append({"prompt": prompt, "completion": best["completion"], "gold": best["gold"]})
+        if pair and len(prefs) < n_prefs:
+            prefs.append(pair)
+    return {"demos": demos, "prefs": prefs, "prefs_heldout": heldout}
+
+
+def quality_table(
+    demos: Sequence[dict[str, Any]], prefs: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """Mean / std gold score of rejected, chosen and demonstration data (the paper's Table 3)."""
+
+    def stats(values: Sequence[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+    return {
+        "non_preferred": stats([p["rejected_gold"] for p in prefs]),
+        "preferred": stats([p["chosen_gold"] for p in prefs]),
+        "demonstrations": stats([d["gold"] for d in demos]),
+    }
+
+
+def quality_markdown(table: dict[str, dict[str, float]]) -> str:
+    lines = ["| data | gold reward (mean +- std) | n |", "| --- | --- | --- |"]
+    for name, s in table.items():
+        lines.append(f"| {name.replace('_', '-')} | {s['mean']:.3f} +- {s['std']:.3f} | {s['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    text = "".join(json.dumps({k: r[k] for k in columns} if columns else r) + "\n" for r in rows)
+    write_text(path, text)
+
+
+def generate_data(
+    out_dir: str | Path,
+    base_model: str | Path,
+    gold: RewardFn,
+    cfg: DataGenConfig | None = None,
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """The whole pipeline; writes demos.jsonl, prefs.jsonl, prefs_heldout.jsonl, prompts.jsonl and the
+    quality table (quality.md / quality.json, with the gold-RL log) to `out_dir`."""
+    cfg = cfg or DataGenConfig()
+    out, work = Path(out_dir), Path(work_dir or Path(out_dir) / "gold_rl")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    checkpoints = gold_rl(base_model, work, gold, train_prompts(cfg.rl_prompts, cfg.seed), cfg)
+    rl_seconds = time.perf_counter() - start
+    shutil.copy(work / "gold_rl_log.json", out / "gold_rl_log.json")
+    pool = generate_pool(checkpoints, load_prompts("datagen"), gold, cfg)
+    data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed)
+    write_jsonl(out / "demos.jsonl", data["demos"], ("prompt", "completion"))
+    write_jsonl(out / "prefs.jsonl", data["prefs"], ("prompt", "chosen", "rejected"))
+    write_jsonl(out / "prefs_heldout.jsonl", data["prefs_heldout"], ("prompt", "chosen", "rejected"))
+    write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in load_prompts("rl")])
+    by_checkpoint = defaultdict(list)
+    for row in pool:
+        by_checkpoint[row["checkpoint"]].append(row["gold"])
+    table = quality_table(data["demos"], data["prefs"])
+    summary = {
+        "quality": table,
+        "checkpoint_gold_mean": {
+            str(checkpoints[i].name): float(np.mean(v)) for i, v in sorted(by_checkpoint.items())
+        },
+        "pool_size": len(pool),
+        "gold_rl_seconds": rl_seconds,
+        "seconds": time.perf_counter() - start,
+        "config": asdict(cfg),
+    }
+    write_json(out / "quality.json", summary)
+    write_text(out / "quality.md", quality_markdown(table))
+    print(quality_markdown(table))
+    return summary

@@ -1,0 +1,129 @@
+"""Gold rewards: the "true" reward a benchmark measures policies with, and trains its data generator on.
+
+The paper scores IMDb continuations with a sentiment classifier (distilbert-imdb) and safety with
+beaver-7b. Here the default is VADER's compound sentiment score (`vaderSentiment`, a rule-based
+scorer that needs no download), in [-1, 1]. Every gold reward has one signature,
+
+    reward_fn(prompts: list[str], completions: list[str]) -> list[float]
+
+and `load_gold_reward(spec)` builds one from a spec string:
+
+- ``vader`` (default): VADER compound score of prompt + completion (the whole text, as the paper's
+  classifier sees the whole review); ``vader-completion`` scores the completion alone.
+- ``module:function``: any importable callable with the signature above.
+- a directory or Hub name of a Hugging Face sequence-classification model, optionally ``PATH#LABEL``
+  to pick the logit of a label (name or index; default: the label named like "positive", else the
+  last logit); e.g. ``lvwerra/distilbert-imdb#POSITIVE`` reproduces the paper's gold reward.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aihf.errors import InputError
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
+
+
+def _check_lengths(prompts: Sequence[str], completions: Sequence[str]) -> None:
+    if len(prompts) != len(completions):
+        raise InputError(f"gold reward: got {len(prompts)} prompts but {len(completions)} completions")
+
+
+class VaderGold:
+    """VADER compound sentiment in [-1, 1]: positive text scores high."""
+
+    def __init__(self, completion_only: bool = False) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+        self.completion_only = completion_only
+        self.name = "vader-completion" if completion_only else "vader"
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        _check_lengths(prompts, completions)
+        texts = completions if self.completion_only else [p + c for p, c in zip(prompts, completions)]
+        return [float(self.analyzer.polarity_scores(t)["compound"]) for t in texts]
+
+
+class ClassifierGold:
+    """The logit of one label of a Hugging Face sequence classifier, on prompt + completion."""
+
+    def __init__(
+        self, path: str, label: str | None = None, batch_size: int = 32, device: str = "cpu"
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        except OSError as err:
+            raise InputError(
+                f"gold reward {path!r}: could not load a sequence-classification model ({err})"
+            ) from err
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"  # natural positions; classifiers read the last real token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.index = self._label_index(label)
+        self.batch_size, self.device, self.name = batch_size, device, f"{path}#{self.index}"
+        self._torch = torch
+
+    def _label_index(self, label: str | None) -> int:
+        id2label = {int(i): str(name) for i, name in self.model.config.id2label.items()}
+        n = self.model.config.num_labels
+        if label is None:
+            positive = [i for i, name in id2label.items() if name.lower() in {"positive", "pos", "label_1"}]
+            return positive[0] if positive and n > 1 else n - 1
+        if label.isdigit() and int(label) < n:
+            return int(label)
+        for i, name in id2label.items():
+            if name.lower() == label.lower():
+                return i
+        raise InputError(
+            f"gold reward: label {label!r} not among the model's labels {sorted(id2label.values())}"
+        )
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        _check_lengths(prompts, completions)
+        texts = [p + c for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        with self._torch.no_grad():
+            for i in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True
+                ).to(self.device)
+                scores.extend(self.model(**batch).logits[:, self.index].float().tolist())
+        return scores
+
+
+def _import_callable(spec: str) -> RewardFn:
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise InputError(
+            f"gold reward {spec!r}: cannot import {attr!r} from module {module_name!r} ({err})"
+        ) from err
+    if not callable(fn):
+        raise InputError(f"gold reward {spec!r}: {attr!r} is not callable")
+    return fn
+
+
+def load_gold_reward(spec: str | RewardFn = "vader") -> RewardFn:
+    """A gold reward from a spec string (see the module docstring), or `spec` itself if it is callable."""
+    if callable(spec):
+        return spec
+    if spec in {"vader", "vader-completion"}:
+        return VaderGold(completion_only=spec == "vader-completion")
+    path, _, label = spec.partition("#")
+    if ":" in path and not Path(path).exists() and "/" not in path.partition(":")[0]:
+        return _import_callable(path)
+    return ClassifierGold(path, label or None)
+
+
+def gold_name(fn: RewardFn) -> str:
+    return getattr(fn, "name", getattr(fn, "__name__", type(fn).__name__))

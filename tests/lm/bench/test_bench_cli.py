@@ -1,0 +1,72 @@
+import argparse
+import json
+
+import pytest
+
+from aihf.errors import InputError
+from aihf.lm.bench import cli
+from aihf.lm.tiny import save_tiny_models
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return save_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def test_eval_command_writes_metrics_and_samples(tiny, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"The film {i} was"}) + "\n" for i in range(6)))
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "A", "chosen": " good", "rejected": " bad"}) + "\n")
+    out = tmp_path / "eval.json"
+    policy, rm = str(tiny / "policy"), str(tiny / "reward_model")
+    argv = [
+        "eval",
+        "--policy",
+        policy,
+        "--reference",
+        policy,
+        "--prompts",
+        str(prompts),
+        "--reward-model",
+        rm,
+    ]
+    args = parse([*argv, "--prefs", str(prefs), "--max-new-tokens", "4", "--out", str(out)])
+    assert args.handler(args) == 0
+    saved = json.loads(out.read_text())
+    assert saved["metrics"]["kl_to_ref"] == pytest.approx(0.0, abs=1e-5)
+    assert saved["metrics"]["n_prompts"] == 6 and len(saved["samples"]) == 6
+    assert {"reward_accuracy", "learned_gold_spearman", "win_rate"} <= set(saved["metrics"])
+
+
+def test_eval_command_names_bad_input(tiny, tmp_path):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    args = parse(["eval", "--policy", str(tiny / "policy"), "--prompts", str(bad)])
+    with pytest.raises(InputError, match=r"prompts.jsonl, line 2, field 'prompt'"):
+        args.handler(args)
+    args = parse(["eval", "--policy", str(tiny / "policy"), "--prompts", str(tmp_path / "missing.jsonl")])
+    with pytest.raises(InputError, match="file not found"):
+        args.handler(args)
+
+
+def test_bench_options_reach_the_config():
+    args = parse(
+        ["bench", "--quick", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", "--sizes", "50"]
+    )
+    assert (args.quick, args.methods, args.seeds, args.sizes) == (True, ["sft", "dpo"], [1, 2], [50])
+
+
+def test_overrides_are_parsed_per_method():
+    assert cli._parse_overrides(["aihf.beta=0.1", "aihf.alpha=2", "dpo.loss_type=ipo"]) == {
+        "aihf": {"beta": 0.1, "alpha": 2},
+        "dpo": {"loss_type": "ipo"},
+    }
+    with pytest.raises(InputError, match=r"expected METHOD\.KEY=VALUE"):
+        cli._parse_overrides(["beta=0.1"])

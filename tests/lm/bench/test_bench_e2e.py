@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from aihf.lm.bench import bench
+from aihf.lm.tiny import save_tiny_models
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tmp_path / "data"
+    data.mkdir()
+    prompts = [f"The film {i} was" for i in range(8)]
+    rows = {
+        "demos.jsonl": [{"prompt": p, "completion": " great fun"} for p in prompts],
+        "prefs.jsonl": [{"prompt": p, "chosen": " good", "rejected": " bad"} for p in prompts],
+        "prefs_heldout.jsonl": [{"prompt": "A", "chosen": " nice", "rejected": " awful"}],
+        "prompts.jsonl": [{"prompt": p} for p in prompts],
+    }
+    for name, items in rows.items():
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    monkeypatch.setattr(bench, "load_prompts", lambda split, limit=None: prompts[:limit])
+    cfg = bench.BenchConfig(
+        methods=["sft", "dpo", "aihf"],
+        n_demos=8,
+        n_prefs=8,
+        n_test=4,
+        steps=2,
+        iterations=1,
+        base_model=str(base),
+        data_dir=str(data),
+    )
+    results = bench.run_bench(tmp_path / "out", cfg)
+    for method in ("base", "sft", "dpo", "aihf"):
+        assert {"gold_reward_mean", "gold_reward_std", "kl_to_ref", "win_rate"} <= set(
+            results["methods"][method]
+        )
+    assert "reward_accuracy" in results["methods"]["aihf"]
+    assert (tmp_path / "out" / "report.md").read_text().count("| sft |") == 1
+    assert (tmp_path / "out" / "gold_reward.png").is_file()

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from aihf.errors import InputError
+from aihf.lm.bench import datagen
+from aihf.lm.tiny import save_tiny_models
+
+
+def pool_of(golds, prompts=1):
+    return [
+        {"prompt": f"p{i % prompts}", "completion": f" c{i}", "gold": float(g), "checkpoint": 0}
+        for i, g in enumerate(golds)
+    ]
+
+
+def test_bucket_splits_by_gold_rank_into_thirds():
+    rows = datagen.bucket(pool_of([5, 1, 9, 3, 7, 2, 8, 4, 6]))
+    by_bucket = {b: sorted(r["gold"] for r in rows if r["bucket"] == b) for b in ("low", "medium", "high")}
+    assert by_bucket == {"low": [1, 2, 3], "medium": [4, 5, 6], "high": [7, 8, 9]}
+    with pytest.raises(InputError):
+        datagen.bucket(pool_of([1, 2]))
+
+
+def test_datasets_take_demos_from_high_and_pairs_from_low_and_medium():
+    golds = [(i * 37) % 101 / 100 for i in range(1200)]
+    data = datagen.build_datasets(
+        pool_of(golds, prompts=200), n_demos=40, n_prefs=40, n_heldout_prefs=10, seed=1
+    )
+    cut = sorted(golds)[2 * len(golds) // 3]
+    assert len(data["demos"]) == 40 and len(data["prefs"]) == 40 and len(data["prefs_heldout"]) == 10
+    assert all(d["gold"] >= cut for d in data["demos"])
+    for p in data["prefs"] + data["prefs_heldout"]:
+        assert p["rejected_gold"] < p["chosen_gold"] <= cut
+    train_prompts = {d["prompt"] for d in data["demos"]} | {p["prompt"] for p in data["prefs"]}
+    assert not train_prompts & {p["prompt"] for p in data["prefs_heldout"]}
+    table = datagen.quality_table(data["demos"], data["prefs"])
+    assert table["non_preferred"]["mean"] < table["preferred"]["mean"] < table["demonstrations"]["mean"]
+    assert "| demonstrations |" in datagen.quality_markdown(table)
+
+
+def test_quality_table_by_hand():
+    demos = [{"gold": 0.8}, {"gold": 0.6}]
+    prefs = [{"chosen_gold": 0.2, "rejected_gold": -0.4}, {"chosen_gold": 0.0, "rejected_gold": -0.2}]
+    table = datagen.quality_table(demos, prefs)
+    assert table["demonstrations"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 2})
+    assert table["preferred"]["mean"] == pytest.approx(0.1)
+    assert table["non_preferred"] == pytest.approx({"mean": -0.3, "std": 0.1, "n": 2})
+
+
+def test_generate_data_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    prompts = [f"The film number {i} was" for i in range(24)]
+    monkeypatch.setattr(datagen, "load_prompts", lambda split: prompts)
+    monkeypatch.setattr(datagen, "train_prompts", lambda limit, seed: prompts[:8])
+
+    def gold(ps, cs):
+        return [float(len(c)) for c in cs]
+
+    cfg = datagen.DataGenConfig(
+        rl_steps=2,
+        save_every=1,
+        rl_batch_size=4,
+        num_generations=2,
+        max_new_tokens=4,
+        samples_per_prompt=2,
+        n_demos=6,
+        n_prefs=6,
+        n_heldout_prefs=2,
+    )
+    summary = datagen.generate_data(tmp_path / "out", base, gold, cfg)
+    out = tmp_path / "out"
+    demos = [json.loads(line) for line in (out / "demos.jsonl").read_text().splitlines()]
+    prefs = [json.loads(line) for line in (out / "prefs.jsonl").read_text().splitlines()]
+    assert set(demos[0]) == {"prompt", "completion"} and set(prefs[0]) == {"prompt", "chosen", "rejected"}
+    assert len(demos) == 6 and 1 <= len(prefs) <= 6
+    assert list(summary["checkpoint_gold_mean"]) == ["policy", "checkpoint-1", "checkpoint-2"]
+    assert summary["pool_size"] <= 3 * 2 * len(prompts)
+    assert (out / "quality.md").read_text().startswith("| data |")

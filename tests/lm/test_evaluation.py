@@ -1,0 +1,115 @@
+import copy
+
+import pytest
+import torch
+
+from aihf.errors import InputError
+from aihf.lm.evaluation import (
+    SamplingConfig,
+    completion_logprobs,
+    correlations,
+    evaluate,
+    load_model,
+    preference_accuracy,
+    sample,
+    win_rate,
+)
+from aihf.lm.tiny import save_tiny_models
+
+PROMPTS = ["The film was", "I think the plot", "She walked to the", "A quiet movie"]
+CONFIG = SamplingConfig(max_new_tokens=6, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = save_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
+    policy, tokenizer = load_model(root / "policy")
+    reward, reward_tokenizer = load_model(root / "reward_model", kind="reward")
+    return policy, tokenizer, reward, reward_tokenizer
+
+
+def length_gold(prompts, completions):
+    return [float(len(c.split())) for c in completions]
+
+
+def test_win_rate_counts_ties_as_half():
+    assert win_rate([1.0, 0.0, 0.5, 2.0], [0.0, 1.0, 0.5, 1.0]) == pytest.approx(2.5 / 4)
+    with pytest.raises(InputError):
+        win_rate([1.0], [1.0, 2.0])
+
+
+def test_correlations_of_monotone_scores():
+    corr = correlations([1.0, 2.0, 3.0, 10.0], [0.1, 0.2, 0.3, 0.4])
+    assert corr["spearman"] == pytest.approx(1.0)
+    assert 0 < corr["pearson"] < 1
+
+
+def test_sampling_is_seeded_and_keeps_exact_ids(models):
+    policy, tokenizer, *_ = models
+    a = sample(policy, tokenizer, PROMPTS, CONFIG, seed=3)
+    b = sample(policy, tokenizer, PROMPTS, CONFIG, seed=3)
+    assert a.completion_ids == b.completion_ids
+    for prompt, ids in zip(PROMPTS, a.prompt_ids):
+        assert ids == tokenizer(prompt)["input_ids"]
+    assert all(1 <= len(c) <= CONFIG.max_new_tokens for c in a.completion_ids)
+
+
+def test_completion_logprobs_match_a_token_by_token_computation(models):
+    policy, tokenizer, *_ = models
+    samples = sample(policy, tokenizer, PROMPTS, CONFIG, seed=1)
+    batched = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
+    for i in range(len(PROMPTS)):
+        ids = samples.prompt_ids[i] + samples.completion_ids[i]
+        with torch.no_grad():
+            logps = policy(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        start = len(samples.prompt_ids[i])
+        expected = sum(logps[t - 1, ids[t]].item() for t in range(start, len(ids)))
+        assert batched[i].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_evaluate_identical_policy_has_zero_kl_and_a_perturbed_one_positive(models):
+    policy, tokenizer, reward, reward_tokenizer = models
+    same = evaluate(policy, tokenizer, policy, PROMPTS, length_gold, config=CONFIG)
+    assert same.metrics["kl_to_ref"] == pytest.approx(0.0, abs=1e-5)
+    assert same.metrics["gold_reward_mean"] == pytest.approx(sum(same.samples.gold) / len(PROMPTS))
+    other = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    prefs = [
+        {"prompt": "A", "chosen": " good", "rejected": " bad"},
+        {"prompt": "B", "chosen": " x", "rejected": " yy"},
+    ]
+    result = evaluate(
+        other,
+        tokenizer,
+        policy,
+        PROMPTS * 4,
+        length_gold,
+        config=CONFIG,
+        reward_model=reward,
+        reward_tokenizer=reward_tokenizer,
+        prefs=prefs,
+    )
+    assert result.metrics["kl_to_ref"] > 0.1
+    assert {"learned_gold_pearson", "learned_gold_spearman", "reward_accuracy"} <= set(result.metrics)
+    assert len(result.learned) == len(PROMPTS) * 4 and "learned" in result.rows()[0]
+
+
+def test_preference_accuracy_flips_when_pairs_are_swapped(models):
+    *_, reward, reward_tokenizer = models
+    prefs = [{"prompt": p, "chosen": " good and kind", "rejected": " no"} for p in PROMPTS]
+    swapped = [{"prompt": r["prompt"], "chosen": r["rejected"], "rejected": r["chosen"]} for r in prefs]
+    acc = preference_accuracy(reward, reward_tokenizer, prefs)
+    assert acc + preference_accuracy(reward, reward_tokenizer, swapped) == pytest.approx(1.0)
+    with pytest.raises(InputError):
+        preference_accuracy(reward, reward_tokenizer, [])
+
+
+def test_reference_samples_must_match_prompts(models):
+    policy, tokenizer, *_ = models
+    from aihf.lm.evaluation import reference_samples
+
+    ref = reference_samples(policy, tokenizer, PROMPTS[:2], length_gold, CONFIG)
+    with pytest.raises(InputError, match="other prompts"):
+        evaluate(policy, tokenizer, policy, PROMPTS, length_gold, config=CONFIG, ref=ref)
