@@ -160,7 +160,7 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id:
     ax.set_xlabel("SAC environment steps")
     ax.set_ylabel("true return (deterministic policy)")
     ax.set_title(f"{env_id}: mean +- std over seeds")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
