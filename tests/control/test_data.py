@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from aihf.control.data import (
     load_trajectories,
     save_preferences,
     save_trajectories,
+    shipped_data_dir,
 )
 from aihf.errors import InputError
 
@@ -126,3 +129,20 @@ def test_minari_demos_on_the_cli_need_minari(tmp_path, monkeypatch, capsys):
     ]
     assert main(argv) == 2
     assert "pip install 'aihf[minari]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
+def test_shipped_data_is_valid_and_matches_its_quality_table(env_id):
+    from aihf.control.train import env_dims
+
+    shipped = shipped_data_dir(env_id)
+    assert shipped is not None
+    obs_dim, act_dim = env_dims(env_id)
+    demos = load_trajectories(shipped / "demos.npz", obs_dim, act_dim)
+    prefs = load_preferences(shipped / "prefs.npz", obs_dim, act_dim)
+    quality = json.loads((shipped / "quality.json").read_text())["quality"]
+    high = quality["high trajectories (demonstrations)"]
+    assert len(demos) == high["count"] and len(prefs) == quality["preferred segments"]["count"]
+    assert demos.returns().mean() == pytest.approx(high["mean"], rel=1e-5)
+    # every demonstration beats every trajectory the preferences were drawn from
+    assert demos.returns().min() >= prefs.trajectories.returns().max()

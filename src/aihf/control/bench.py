@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from aihf.control.config import AIHFControlConfig, preset
 from aihf.control.train import load_run_data, train
+from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 
 LABELS = {
@@ -65,15 +67,46 @@ def run_bench(
     runs: dict[str, list[dict[str, Any]]] = {}
     for cfg, demos, prefs in plan:
         run_dir = out_dir / cfg.algo / f"seed{cfg.seed}"
-        result = train(cfg, run_dir, demos, prefs, progress=progress)
-        curve = list(csv.DictReader((run_dir / "curve.csv").open()))
-        result["curve"] = [(int(r["step"]), float(r["eval_return_mean"])) for r in curve]
+        result = _with_curve(train(cfg, run_dir, demos, prefs, progress=progress), run_dir)
         runs.setdefault(cfg.algo, []).append(result)
+    return _summarize(runs, out_dir, env_id, cfg.total_steps)
 
+
+def report(out_dir: str | Path) -> str:
+    """Rebuild the summary files from every finished run under `out_dir` (its <algo>/seed<N>/ dirs).
+
+    For benches split over several processes or machines writing to one directory: the table and plot
+    then cover all of them. Returns the Markdown table.
+    """
+    out_dir = Path(out_dir)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out_dir.glob("*/seed*/results.json")):
+        result = _with_curve(json.loads(path.read_text()), path.parent)
+        runs.setdefault(result["algo"], []).append(result)
+    if not runs:
+        raise InputError(f"{out_dir}: no finished runs (<algo>/seed<N>/results.json) to report on")
+    envs = {r["env"] for rs in runs.values() for r in rs}
+    if len(envs) > 1:
+        raise InputError(f"{out_dir}: runs on several environments ({', '.join(sorted(envs))}); expected one")
+    budgets = {r["total_steps"] for algo, rs in runs.items() for r in rs if algo != "bc"}
+    ordered = {algo: sorted(runs[algo], key=lambda r: r["seed"]) for algo in LABELS if algo in runs}
+    return _summarize(ordered, out_dir, envs.pop(), budgets.pop() if len(budgets) == 1 else None)
+
+
+def _with_curve(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    curve = list(csv.DictReader((run_dir / "curve.csv").open()))
+    return {**result, "curve": [(int(r["step"]), float(r["eval_return_mean"])) for r in curve]}
+
+
+def _summarize(
+    runs: dict[str, list[dict[str, Any]]], out_dir: Path, env_id: str, total_steps: int | None
+) -> str:
+    """Write curves.csv, curves.png, results.json and results.md for `runs` (algo -> results)."""
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     curves = _aggregate(runs)
     _write_curves(out_dir / "curves.csv", curves)
     _plot(out_dir / "curves.png", curves, env_id)
-    table = _table(runs, env_id, cfg.total_steps)
+    table = _table(runs, env_id, total_steps)
     summary = {
         algo: {
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
@@ -127,7 +160,7 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id:
     ax.set_xlabel("SAC environment steps")
     ax.set_ylabel("true return (deterministic policy)")
     ax.set_title(f"{env_id}: mean +- std over seeds")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -139,15 +172,15 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
     lines = [
         f"{env_id}, {total_steps} SAC steps, seeds {seeds}: "
         "final deterministic true return (mean +- std over seeds)\n",
-        "| algorithm | true return | held-out pref. accuracy | corr(learned, true return) |",
-        "|---|---:|---:|---:|",
+        "| algorithm | seeds | true return | held-out pref. accuracy | corr(learned, true return) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for algo, rs in runs.items():
         finals = [r["eval_return_mean"] for r in rs]
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
         score = f"{np.mean(finals):.1f} +- {np.std(finals):.1f}"
-        lines.append(f"| {LABELS.get(algo, algo)} | {score} | {_fmt(acc)} | {_fmt(corr)} |")
+        lines.append(f"| {LABELS.get(algo, algo)} | {len(rs)} | {score} | {_fmt(acc)} | {_fmt(corr)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--demos")
     bench.add_argument("--prefs")
     bench.add_argument("--out", required=True)
+    bench.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild results.md / curves.png from every finished run under --out "
+        "(e.g. after benches run in parallel processes into one directory)",
+    )
     bench.set_defaults(handler=_bench)
 
 
@@ -152,8 +158,12 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
 
+    if args.report_only:
+        print(rebuild_report(args.out), end="")
+        return 0
     report = run_bench(
         args.env, args.algos, args.seeds, args.out, args.total_steps, args.config, args.demos, args.prefs
     )
