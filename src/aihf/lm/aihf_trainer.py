@@ -213,11 +213,15 @@ class AIHFTrainer:
 
     def train(self) -> dict[str, float]:
         c, acc = self.config, self.accelerator
-        resume = runtime.resolve_resume(self.out_dir, c.resume_from_checkpoint)
-        if resume is not None:
-            acc.load_state(str(resume))
-            self.logger.drop_after(self.state.step)  # records an interrupted run wrote past its checkpoint
-        bar = runtime.progress(c.max_iterations, self.state.step, acc.is_local_main_process, self.method)
+        bar = runtime.start_or_resume(
+            acc,
+            self.out_dir,
+            c.resume_from_checkpoint,
+            self.state,
+            self.logger,
+            c.max_iterations,
+            self.method,
+        )
         while self.state.step < c.max_iterations:
             records = []
             for _ in range(c.policy_steps_per_iteration):

@@ -273,6 +273,21 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
     return path
 
 
+def start_or_resume(
+    accelerator: Any, out_dir: Path, resume: str | bool | None, state: Any, logger: Any, total: int, desc: str
+) -> Any:
+    """Load the checkpoint a run resumes from, if any, and return the run's progress bar.
+
+    Log records that an interrupted run wrote after its last checkpoint are dropped, so the resumed
+    run's `metrics.jsonl` reads as one uninterrupted run.
+    """
+    checkpoint = resolve_resume(out_dir, resume)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logger.drop_after(state.step)
+    return progress(total, state.step, accelerator.is_local_main_process, desc)
+
+
 def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Path:
     """accelerator.save_state into a temporary directory, renamed to checkpoint-N when complete."""
     final = out_dir / "checkpoints" / f"checkpoint-{step}"
