@@ -56,11 +56,27 @@ def test_eval_command_names_bad_input(tiny, tmp_path):
         args.handler(args)
 
 
-def test_bench_options_reach_the_config():
-    args = parse(
-        ["bench", "--quick", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", "--sizes", "50"]
+def test_bench_options_reach_the_config(monkeypatch):
+    from aihf.lm.bench import bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_bench", lambda out, cfg: seen.update(out=out, cfg=cfg))
+    sweeps = ["--pref-sizes", "50", "--demo-sizes", "20", "--kl-scales", "0.5"]
+    rest = ["--shard", "1/3", "--override", "dpo.beta=0.2"]
+    args = parse(["bench", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", *sweeps, *rest])
+    assert args.handler(args) == 0
+    cfg = seen["cfg"]
+    assert (cfg.quick, cfg.methods, cfg.seeds, cfg.pref_sizes, cfg.demo_sizes) == (
+        False,
+        ["sft", "dpo"],
+        [1, 2],
+        [50],
+        [20],
     )
-    assert (args.quick, args.methods, args.seeds, args.sizes) == (True, ["sft", "dpo"], [1, 2], [50])
+    assert (cfg.kl_scales, cfg.shard, cfg.overrides) == ([0.5], (1, 3), {"dpo": {"beta": 0.2}})
+    for bad in ("3/3", "1", "a/2"):
+        with pytest.raises(InputError, match="expected I/N"):
+            cli._parse_shard(bad)
 
 
 def test_overrides_are_parsed_per_method():

@@ -23,6 +23,9 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "load_prompts", lambda split, limit=None: prompts[:limit])
     cfg = bench.BenchConfig(
         methods=["sft", "dpo", "aihf"],
+        sweep_methods=["dpo"],
+        pref_sizes=[4],
+        kl_scales=[2.0],
         n_demos=8,
         n_prefs=8,
         n_test=4,
@@ -31,6 +34,10 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
         base_model=str(base),
         data_dir=str(data),
     )
+    cfg.shard = (1, 2)  # half of the jobs in one process...
+    assert bench.run_bench(tmp_path / "out", cfg) == {"shard": [1, 2], "runs": 2}  # jobs 1 and 3 of 5
+    assert not (tmp_path / "out" / "report.md").exists()
+    cfg.shard = None  # ...then the rest, reusing those, and the report
     results = bench.run_bench(tmp_path / "out", cfg)
     for method in ("base", "sft", "dpo", "aihf"):
         assert {"gold_reward_mean", "gold_reward_std", "kl_to_ref", "win_rate"} <= set(
@@ -39,3 +46,8 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     assert "reward_accuracy" in results["methods"]["aihf"]
     assert (tmp_path / "out" / "report.md").read_text().count("| sft |") == 1
     assert (tmp_path / "out" / "gold_reward.png").is_file()
+    assert (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0" / "sft" / "policy").is_dir()  # DPO starts from SFT
+    assert {(r["method"], r["prefs"], r["kl_scale"]) for r in results["runs"]} >= {
+        ("dpo", 4, 1.0),
+        ("dpo", 8, 2.0),
+    }

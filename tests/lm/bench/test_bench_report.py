@@ -5,7 +5,7 @@ import pytest
 from aihf.lm.bench.bench import BenchConfig, make_plots, method_config, render_report, summarise
 
 
-def fake_run(method, gold, kl, seed=0, size=1000, learned=False):
+def fake_run(method, gold, kl, seed=0, demos=1000, prefs=1000, kl_scale=1.0, learned=False):
     metrics = {"gold_reward_mean": gold, "gold_reward_std": 0.1, "gold_reward_sem": 0.01, "kl_to_ref": kl}
     metrics["win_rate"] = 0.5 + gold
     samples = [{"prompt": "p", "completion": " c", "gold": gold + 0.1 * i} for i in range(5)]
@@ -13,28 +13,34 @@ def fake_run(method, gold, kl, seed=0, size=1000, learned=False):
         metrics |= {"reward_accuracy": 0.7, "learned_gold_spearman": 0.6}
         for i, s in enumerate(samples):
             s["learned"] = float(i)
-    run = {"method": method, "size": size, "seed": seed, "config": {}, "train_seconds": 3.0}
+    run = {"method": method, "demos": demos, "prefs": prefs, "kl_scale": kl_scale, "seed": seed}
+    run |= {"config": {"beta": 0.1 * kl_scale}, "train_seconds": 3.0}
     return run | {"metrics": metrics, "samples": samples}
 
 
 def test_summary_averages_seeds_and_reports_failures(tmp_path):
-    cfg = BenchConfig(methods=["aihf", "rlhf", "dpo"], seeds=[0, 1], sizes=[250])
+    cfg = BenchConfig(methods=["aihf", "rlhf", "dpo"], seeds=[0, 1], sweep_seeds=[0])
+    cfg.pref_sizes, cfg.demo_sizes, cfg.kl_scales = [2000], [250], [3.0]
     runs = [
         fake_run("base", 0.0, 0.0),
         fake_run("aihf", 0.2, 1.0, seed=0, learned=True),
         fake_run("aihf", 0.4, 3.0, seed=1, learned=True),
         fake_run("rlhf", 0.1, 2.0, learned=True),
-        fake_run("aihf", 0.05, 0.5, size=250),
-        {"method": "dpo", "size": 1000, "seed": 0, "config": {}, "error": "RuntimeError: boom"},
+        fake_run("aihf", 0.05, 0.5, demos=250),
+        fake_run("aihf", 0.6, 0.5, prefs=2000),
+        fake_run("rlhf", 0.3, 0.5, prefs=2000),
+        fake_run("aihf", 0.15, 0.2, kl_scale=3.0),
+        {"method": "dpo", "demos": 1000, "prefs": 1000, "kl_scale": 1.0, "seed": 0, "config": {}}
+        | {"error": "RuntimeError: boom"},
     ]
     ref = SimpleNamespace(gold=[0.0, 0.2])
     results = summarise(runs, cfg, ref, "vader", 12.0)
-    aihf = results["methods"]["aihf"]
+    aihf = results["methods"]["aihf"]  # the main runs only: sweep points do not enter the average
     assert aihf["gold_reward_mean"] == pytest.approx(0.3) and aihf["kl_to_ref"] == pytest.approx(2.0)
     assert aihf["seeds"] == 2 and aihf["across_seeds_std"]["gold_reward_mean"] == pytest.approx(0.1)
     assert results["methods"]["dpo"] == {"error": "RuntimeError: boom"}
     assert results["reference"]["gold_reward_mean"] == pytest.approx(0.1)
-    assert len(results["runs"]) == 5
+    assert len(results["runs"]) == 8
     plots = make_plots(tmp_path, results, runs)
     assert set(plots) == {"gold_reward", "reward_vs_kl", "learned_vs_gold", "size_sweep"}
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
@@ -42,12 +48,35 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert "| aihf | 0.300 +- 0.100 (0.010) | 0.100 | 2.00 |" in report
     assert "- aihf vs rlhf: +0.200 (aihf higher" in report
     assert "| dpo | failed: RuntimeError: boom" in report
+    assert (
+        "| method | 1000 | 2000 |\n| --- | --- | --- |\n| aihf | 0.200 | 0.600 |\n| rlhf | 0.100 | 0.300 |"
+        in report
+    )
+    assert "| aihf | 0.1 | 0.200 | 1.00 |\n| aihf | 0.3 | 0.150 | 0.20 |" in report  # seed 0 only
+    assert "| method | 250 | 1000 |\n| --- | --- | --- |\n| aihf | 0.050 | 0.200 |\n\n" in report
+
+
+def test_jobs_put_main_runs_first_and_share_the_main_point():
+    cfg = BenchConfig(
+        methods=["aihf", "dpo", "sft"], seeds=[0, 1], sweep_seeds=[0], sweep_methods=["aihf", "dpo"]
+    )
+    cfg.pref_sizes, cfg.demo_sizes, cfg.kl_scales = [2000], [250, 1000], [0.5]
+    jobs = cfg.jobs()
+    assert [j.name for j in jobs[:2]] == ["aihf_d1000_p1000_k1_s0", "aihf_d1000_p1000_k1_s1"]
+    assert len(jobs) == len(set(jobs)) == 6 + 2 + 2 + 2  # demo size 1000 is the main point, not repeated
+    assert {j.method for j in jobs[6:]} == {"aihf", "dpo"} and {j.seed for j in jobs[6:]} == {0}
 
 
 def test_method_configs_scale_with_the_budget():
-    cfg = BenchConfig(steps=40, iterations=7, spin_iterations=2, rlhf_reward_steps=9)
-    assert method_config("aihf", cfg, 3)[2]["max_iterations"] == 7
-    assert method_config("rlhf", cfg, 0)[2]["reward_warmup_steps"] == 9
+    cfg = BenchConfig(steps=40, iterations=7, spin_iterations=2, rlhf_reward_steps=21)
+    aihf = method_config("aihf", cfg, 3)[2]
+    assert (aihf["max_iterations"], aihf["reward_steps_per_iteration"]) == (7, 3)  # RLHF's reward budget
+    assert "reward_steps_per_iteration" not in method_config("aihf-warm", cfg, 0)[2]
+    trainer, needs, rlhf = method_config("rlhf", cfg, 0)
+    assert (rlhf["reward_warmup_steps"], rlhf["sft_steps"], needs) == (21, 40, ("demos", "prefs", "prompts"))
     trainer, needs, values = method_config("spin", cfg, 1)
     assert (trainer, needs, values["steps_per_iteration"], values["seed"]) == ("spin", ("demos",), 20, 1)
     assert method_config("dpo", cfg, 0)[2]["max_steps"] == 40
+    assert method_config("dpo", cfg, 0, kl_scale=3.0)[2]["beta"] == pytest.approx(0.3)
+    cfg.overrides = {"aihf": {"beta": 0.2}}
+    assert method_config("aihf", cfg, 0, kl_scale=0.5)[2]["beta"] == pytest.approx(0.1)

@@ -6,14 +6,22 @@ scores its policy on the test prompts (gold reward, KL to the base model, win ra
 for methods that learn a reward (AIHF, RLHF), that reward's accuracy on held-out preferences and its
 correlation with the gold reward on the policy's own samples (the paper's Fig. 8).
 
+As in the paper's IMDb runs, the baselines that need a starting policy (RLHF, DPO, IPO) start from the
+SFT model trained on the demonstrations; the AIHF variants start from the base policy. AIHF's reward
+gets the same number of gradient steps as RLHF's reward stage (spread over the iterations).
+
 `quick=True` is the main job's version (one seed, short runs, a small test set, at most ~10 minutes on
-2 CPU cores); the full version adds seeds and a data-size sweep. Output: report.md, results.json and
-PNG plots in the output directory.
+2 CPU cores); the full version adds seeds, the data-size sweeps (preferences varied with demonstrations
+fixed, and the reverse) and the reward-vs-KL frontier (each method's KL weight scaled). Output:
+report.md, results.json and PNG plots in the output directory. `shard=(i, n)` runs every n-th job only
+(for parallel processes or machines); a final unsharded call reuses their runs and writes the report.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -38,7 +46,7 @@ RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
 # method -> (trainer, data it is given, config, how its length scales with the budget)
 METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
-    "rlhf": ("rlhf", ("prefs", "prompts"), RL | {"batch_size": 16}),
+    "rlhf": ("rlhf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
     "aihf-warm": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     "direct-aihf": (
@@ -56,6 +64,9 @@ METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
 # steps): plain AIHF starts its reward from a fresh head, so its first policy steps chase an untrained
 # reward, while RLHF's reward stage gives it a trained one; this variant separates the two effects.
 WARM_START = {"aihf-warm"}
+# Methods trained from the SFT policy (`steps` SFT steps on the demonstrations), as in the paper; RLHF's
+# trainer runs its own SFT stage (`sft_steps`).
+SFT_START = {"dpo", "ipo"}
 PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("direct-aihf", "dpo"), ("self-play-aihf", "spin"))
 
 
@@ -66,15 +77,18 @@ class BenchConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     n_demos: int = 1000
     n_prefs: int = 1000
-    sizes: list[int] = field(default_factory=list)  # data-size sweep (demos = prefs = n), main size excluded
+    pref_sizes: list[int] = field(default_factory=list)  # sweep: preference pairs, demonstrations fixed
+    demo_sizes: list[int] = field(default_factory=list)  # sweep: demonstrations, preference pairs fixed
+    kl_scales: list[float] = field(default_factory=list)  # frontier: each method's beta times these
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
     sweep_seeds: list[int] | None = None  # default: `seeds`
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> trainer config keys
     n_test: int = 200
-    steps: int = 60  # optimiser steps of the one-stage methods
-    iterations: int = 30  # AIHF / RLHF iterations (one policy and one reward step each)
-    rlhf_reward_steps: int = 60  # RLHF's reward-model stage
+    steps: int = 60  # optimiser steps of the one-stage methods (and of the SFT starts)
+    iterations: int = 30  # AIHF / RLHF iterations (one policy step each)
+    rlhf_reward_steps: int = 60  # RLHF's reward-model stage; AIHF spreads as many over its iterations
     spin_iterations: int = 2
+    shard: tuple[int, int] | None = None  # (i, n): run jobs i, i + n, ... only; no report
     gold: str = "vader"
     base_model: str = str(BASE_MODEL_DIR)
     data_dir: str = str(GENERATED_DIR)
@@ -84,14 +98,42 @@ class BenchConfig:
     def full(cls) -> BenchConfig:
         return cls(
             quick=False,
+            methods=[m for m in METHODS if m != "aihf-warm"],
             seeds=[0, 1, 2],
-            sizes=[250, 500],
-            n_test=1024,
-            steps=200,
-            iterations=100,
-            rlhf_reward_steps=200,
-            spin_iterations=3,
+            pref_sizes=[2000, 3000],
+            demo_sizes=[250, 500],
+            kl_scales=[0.3, 3.0],
+            sweep_seeds=[0],
+            n_test=500,
+            steps=80,
+            iterations=40,
+            rlhf_reward_steps=80,
         )
+
+    def jobs(self) -> list[Job]:
+        """Every (method, demonstrations, preference pairs, KL scale, seed) to train, main runs first."""
+        main = [Job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.methods for s in self.seeds]
+        seeds = self.sweep_seeds if self.sweep_seeds is not None else self.seeds
+        methods = [m for m in self.sweep_methods if m in self.methods]
+        sweep = [Job(m, self.n_demos, n, 1.0, s) for n in self.pref_sizes for m in methods for s in seeds]
+        sweep += [Job(m, n, self.n_prefs, 1.0, s) for n in self.demo_sizes for m in methods for s in seeds]
+        sweep += [
+            Job(m, self.n_demos, self.n_prefs, k, s) for k in self.kl_scales for m in methods for s in seeds
+        ]
+        return main + [job for job in sweep if job not in main]
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    demos: int
+    prefs: int
+    kl_scale: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_d{self.demos}_p{self.prefs}_k{self.kl_scale:g}_s{self.seed}"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -100,13 +142,17 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def method_config(method: str, cfg: BenchConfig, seed: int) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+def method_config(
+    method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     trainer, needs, values = METHODS[method]
     values = COMMON | values | {"seed": seed}
     if trainer in ("aihf", "rlhf"):
         values |= {"max_iterations": cfg.iterations}
         if trainer == "rlhf":
-            values["reward_warmup_steps"] = cfg.rlhf_reward_steps
+            values |= {"reward_warmup_steps": cfg.rlhf_reward_steps, "sft_steps": cfg.steps}
+        elif method not in WARM_START:  # the same reward-update budget as RLHF's reward stage
+            values["reward_steps_per_iteration"] = max(1, round(cfg.rlhf_reward_steps / cfg.iterations))
     elif trainer in ("self-play-aihf", "spin"):
         values |= {
             "max_iterations": cfg.spin_iterations,
@@ -115,7 +161,10 @@ def method_config(method: str, cfg: BenchConfig, seed: int) -> tuple[str, tuple[
         }
     else:
         values |= {"max_steps": cfg.steps}
-    return trainer, needs, values | cfg.overrides.get(method, {})
+    values |= cfg.overrides.get(method, {})
+    if kl_scale != 1.0:
+        values["beta"] = values.get("beta", 0.1) * kl_scale
+    return trainer, needs, values
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:
@@ -127,16 +176,19 @@ def init_reward_model(base_model: str, out: Path) -> Path:
         model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
         tokenizer = AutoTokenizer.from_pretrained(base_model)
         model.config.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")  # shards may race: write aside, then rename
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp)
     return out
 
 
 def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, Any]:
     """Train and evaluate every (method, data size, seed); write report.md, results.json and plots."""
     import torch
-
-    from aihf.lm.train import run_training
 
     cfg = cfg or BenchConfig()
     cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
@@ -156,19 +208,20 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
 
     # The untrained base policy, evaluated like a method: KL 0 and a win rate near 1/2 calibrate the table.
     base = evaluate(reference, tokenizer, reference, test_prompts, gold, config=cfg.sampling, ref=ref)
+    main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
     runs: list[dict[str, Any]] = [
-        {"method": "base", "size": cfg.n_demos, "seed": 0, "config": {}, "train_seconds": 0.0}
+        {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
         | {"metrics": base.metrics, "samples": base.rows()}
     ]
-    jobs = [(m, cfg.n_demos, s) for m in cfg.methods for s in cfg.seeds]
-    sweep_seeds = cfg.sweep_seeds if cfg.sweep_seeds is not None else cfg.seeds
-    jobs += [(m, n, s) for n in cfg.sizes for m in cfg.sweep_methods if m in cfg.methods for s in sweep_seeds]
-    for index, (method, size, seed) in enumerate(jobs):
-        trainer, needs, values = method_config(method, cfg, seed)
-        run_dir = out / "runs" / f"{method}_n{size}_s{seed}"
-        data = {"demos": demos[:size], "prefs": prefs[: min(size, cfg.n_prefs)], "prompts": rl_prompts}
-        print(f"[bench {index + 1}/{len(jobs)}] {method} n={size} seed={seed}", flush=True)
-        record: dict[str, Any] = {"method": method, "size": size, "seed": seed, "config": values}
+    jobs = cfg.jobs()
+    for index, job in enumerate(jobs):
+        if cfg.shard and index % cfg.shard[1] != cfg.shard[0]:
+            continue
+        trainer, needs, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+        run_dir = out / "runs" / job.name
+        data = {"demos": demos[: job.demos], "prefs": prefs[: job.prefs], "prompts": rl_prompts}
+        print(f"[bench {index + 1}/{len(jobs)}] {job.name}", flush=True)
+        record: dict[str, Any] = asdict(job) | {"config": values}
         done = _finished(run_dir, record, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
             print(f"[bench] reusing {run_dir}", flush=True)
@@ -176,30 +229,11 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
             continue
         t0 = time.perf_counter()
         try:
-            torch.manual_seed(seed)
-            start_reward = reward_init
-            if method in WARM_START:
-                warm = {k: v for k, v in values.items() if k in COMMON or k in ("seed", "batch_size")}
-                warm |= {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
-                run_training(
-                    "reward",
-                    cfg.base_model,
-                    str(run_dir / "warmup"),
-                    str(reward_init),
-                    config=warm,
-                    prefs=data["prefs"],
-                )
-                start_reward = run_dir / "warmup" / "reward_model"
-            train_metrics = run_training(
-                trainer,
-                cfg.base_model,
-                str(run_dir),
-                reward_model=str(start_reward) if trainer in ("aihf", "rlhf") else None,
-                config=values,
-                **{k: data[k] for k in needs},
+            torch.manual_seed(job.seed)
+            record["train_metrics"] = _train(
+                job.method, trainer, values, cfg, run_dir, reward_init, needs, data
             )
             record["train_seconds"] = time.perf_counter() - t0
-            record["train_metrics"] = {k: v for k, v in train_metrics.items() if isinstance(v, (int, float))}
             policy, _ = load_model(run_dir / "policy")
             rm = rm_tok = None
             if (run_dir / "reward_model").is_dir():
@@ -215,7 +249,7 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
                 reward_model=rm,
                 reward_tokenizer=rm_tok,
                 prefs=heldout,
-                seed=seed,
+                seed=job.seed,
             )
             record["metrics"] = result.metrics
             record["samples"] = result.rows()
@@ -227,12 +261,55 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None) -> dict[str, 
         record["evaluation"] = _eval_settings(cfg)
         runs.append(record)
         write_json(run_dir / "eval.json", record)
+    if cfg.shard:
+        return {"shard": list(cfg.shard), "runs": len(runs) - 1}
 
     results = summarise(runs, cfg, ref, gold_name(gold), time.perf_counter() - start)
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, data_dir))
     return results
+
+
+def _train(
+    method: str,
+    trainer: str,
+    values: dict[str, Any],
+    cfg: BenchConfig,
+    run_dir: Path,
+    reward_init: Path,
+    needs: tuple[str, ...],
+    data: dict[str, list[dict[str, Any]]],
+) -> dict[str, float]:
+    """One method's training, with its warm starts (an SFT policy, a Bradley-Terry reward) first."""
+    from aihf.lm.train import run_training
+
+    stage = {k: v for k, v in values.items() if k in COMMON or k in ("seed", "batch_size")}
+    policy_start, reward_start = cfg.base_model, reward_init
+    if method in SFT_START:
+        sft = stage | {"max_steps": cfg.steps, "learning_rate": METHODS["sft"][2]["learning_rate"]}
+        run_training("sft", cfg.base_model, str(run_dir / "sft"), config=sft, demos=data["demos"])
+        policy_start = str(run_dir / "sft" / "policy")
+    if method in WARM_START:
+        warm = stage | {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
+        run_training(
+            "reward",
+            cfg.base_model,
+            str(run_dir / "warmup"),
+            str(reward_init),
+            config=warm,
+            prefs=data["prefs"],
+        )
+        reward_start = run_dir / "warmup" / "reward_model"
+    metrics = run_training(
+        trainer,
+        policy_start,
+        str(run_dir),
+        reward_model=str(reward_start) if trainer in ("aihf", "rlhf") else None,
+        config=values,
+        **{k: data[k] for k in needs},
+    )
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
@@ -255,6 +332,11 @@ def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[s
     return saved if same and "metrics" in saved else None
 
 
+def _is_main(run: dict[str, Any], cfg: BenchConfig) -> bool:
+    """A run at the main data sizes and KL weight (not a sweep point)."""
+    return (run["demos"], run["prefs"], run["kl_scale"]) == (cfg.n_demos, cfg.n_prefs, 1.0)
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
 
@@ -265,7 +347,7 @@ def summarise(
     """Per method at the main data size: the metrics averaged over seeds (std across seeds beside)."""
     methods: dict[str, dict[str, Any]] = {}
     for method in ["base", *cfg.methods]:
-        done = [r for r in runs if r["method"] == method and r["size"] == cfg.n_demos and "metrics" in r]
+        done = [r for r in runs if r["method"] == method and _is_main(r, cfg) and "metrics" in r]
         failed = [r["error"] for r in runs if r["method"] == method and "error" in r]
         if not done:
             methods[method] = {"error": failed[0] if failed else "not run"}
@@ -278,7 +360,9 @@ def summarise(
             entry["across_seeds_std"] = {k: float(np.std([r["metrics"][k] for r in done])) for k in keys}
         methods[method] = entry
     sweep = [
-        {"method": r["method"], "size": r["size"], "seed": r["seed"], **r["metrics"]}
+        {k: r[k] for k in ("method", "demos", "prefs", "kl_scale", "seed")}
+        | r["metrics"]
+        | {"beta": r["config"].get("beta")}
         for r in runs
         if "metrics" in r
     ]
@@ -323,25 +407,37 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     fig.savefig(out / plots["gold_reward"], dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, method in enumerate(results["config"]["methods"]):
-        pts = [(r["kl_to_ref"], r["gold_reward_mean"]) for r in results["runs"] if r["method"] == method]
-        if pts:
-            ax.scatter(*zip(*pts), label=method, color=f"C{i}", marker="o" if "aihf" in method else "x")
+    cfg = results["config"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, method in enumerate(cfg["methods"]):
+        main = [r for r in results["runs"] if r["method"] == method and _is_main_row(r, cfg)]
+        if main:
+            ax.scatter(
+                [r["kl_to_ref"] for r in main],
+                [r["gold_reward_mean"] for r in main],
+                label=method,
+                color=f"C{i}",
+                marker="o" if "aihf" in method else "x",
+            )
+        frontier = sorted(_frontier(results["runs"], method, cfg), key=lambda r: r["kl_to_ref"])
+        if len(frontier) > 1:
+            ax.plot(
+                [r["kl_to_ref"] for r in frontier],
+                [r["gold_reward_mean"] for r in frontier],
+                color=f"C{i}",
+                lw=1,
+            )
     ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base")
     ax.set_xlabel("KL to the base policy (nats per completion)")
     ax.set_ylabel("gold reward")
-    ax.set_title("Reward vs KL (every run)")
+    ax.set_title("Reward vs KL (markers: main runs; lines: KL-weight sweep)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     plots["reward_vs_kl"] = "reward_vs_kl.png"
     fig.savefig(out / plots["reward_vs_kl"], dpi=120)
     plt.close(fig)
 
-    main_size = results["config"]["n_demos"]
-    learned = [
-        r for r in runs if r.get("samples") and "learned" in r["samples"][0] and r["size"] == main_size
-    ]
+    learned = [r for r in runs if r.get("samples") and "learned" in r["samples"][0] and _is_main_row(r, cfg)]
     if learned:
         fig, axes = plt.subplots(1, len({r["method"] for r in learned}), figsize=(9, 3.5), squeeze=False)
         for ax, method in zip(axes[0], sorted({r["method"] for r in learned})):
@@ -355,26 +451,64 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         fig.savefig(out / plots["learned_vs_gold"], dpi=120)
         plt.close(fig)
 
-    sizes = sorted({r["size"] for r in results["runs"]})
-    if len(sizes) > 1:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, method in enumerate(results["config"]["sweep_methods"]):
-            means = []
-            for n in sizes:
-                vals = [
-                    r["gold_reward_mean"] for r in results["runs"] if r["method"] == method and r["size"] == n
-                ]
-                means.append(np.mean(vals) if vals else np.nan)
-            ax.plot(sizes, means, marker="o", color=f"C{i}", label=method)
-        ax.set_xlabel("demonstrations = preference pairs")
-        ax.set_ylabel("gold reward")
-        ax.set_title("Data-size sweep")
-        ax.legend()
+    sweeps = [(axis, _size_sweep(results["runs"], cfg, axis)) for axis in ("prefs", "demos")]
+    sweeps = [(axis, table) for axis, table in sweeps if table]
+    if sweeps:
+        fig, axes = plt.subplots(1, len(sweeps), figsize=(6 * len(sweeps), 4), squeeze=False)
+        for ax, (axis, table) in zip(axes[0], sweeps):
+            for i, (method, points) in enumerate(table.items()):
+                sizes = sorted(points)
+                ax.plot(sizes, [points[n] for n in sizes], marker="o", color=f"C{i}", label=method)
+            fixed = "demonstrations" if axis == "prefs" else "preference pairs"
+            ax.set_xlabel(f"{'preference pairs' if axis == 'prefs' else 'demonstrations'} ({fixed} fixed)")
+            ax.set_ylabel("gold reward")
+            ax.legend()
+        axes[0][0].set_title("Data-size sweeps")
         fig.tight_layout()
         plots["size_sweep"] = "size_sweep.png"
         fig.savefig(out / plots["size_sweep"], dpi=120)
         plt.close(fig)
     return plots
+
+
+def _is_main_row(row: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    return (row["demos"], row["prefs"], row["kl_scale"]) == (cfg["n_demos"], cfg["n_prefs"], 1.0)
+
+
+def _sweep_seeds(cfg: dict[str, Any]) -> list[int]:
+    return cfg["sweep_seeds"] if cfg["sweep_seeds"] is not None else cfg["seeds"]
+
+
+def _frontier(rows: list[dict[str, Any]], method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The method's runs at the main data sizes, every KL weight, on the sweep seeds."""
+    return [
+        r
+        for r in rows
+        if r["method"] == method
+        and (r["demos"], r["prefs"]) == (cfg["n_demos"], cfg["n_prefs"])
+        and r["seed"] in _sweep_seeds(cfg)
+    ]
+
+
+def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> dict[str, dict[int, float]]:
+    """method -> {size: gold reward averaged over the sweep seeds} along `axis` ("prefs" or "demos")."""
+    other = "demos" if axis == "prefs" else "prefs"
+    if not cfg["pref_sizes" if axis == "prefs" else "demo_sizes"]:
+        return {}
+    table: dict[str, dict[int, float]] = {}
+    for method in cfg["sweep_methods"]:
+        points: dict[int, list[float]] = {}
+        for r in rows:
+            if (
+                r["method"] == method
+                and r["kl_scale"] == 1.0
+                and r[other] == cfg[f"n_{other}"]
+                and r["seed"] in _sweep_seeds(cfg)
+            ):
+                points.setdefault(r[axis], []).append(r["gold_reward_mean"])
+        if len(points) > 1:
+            table[method] = {n: float(np.mean(v)) for n, v in points.items()}
+    return table
 
 
 def _fmt(entry: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -419,6 +553,28 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             diff = ea["gold_reward_mean"] - eb["gold_reward_mean"]
             kl = f"KL {ea['kl_to_ref']:.2f} vs {eb['kl_to_ref']:.2f}"
             lines.append(f"- {a} vs {b}: {diff:+.3f} ({a} {'higher' if diff > 0 else 'lower'}; {kl})")
+    for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
+        table = _size_sweep(results["runs"], cfg, axis)
+        if table:
+            sizes = sorted({n for points in table.values() for n in points})
+            fixed = f"{cfg['n_demos']} demonstrations" if axis == "prefs" else f"{cfg['n_prefs']} pairs"
+            lines += ["", f"{title} ({fixed}; gold reward, seeds {_sweep_seeds(cfg)}):", ""]
+            lines += [
+                "| method | " + " | ".join(str(n) for n in sizes) + " |",
+                "| --- |" + " --- |" * len(sizes),
+            ]
+            for method, points in table.items():
+                lines.append(f"| {method} | " + " | ".join(_fmt(points, n) for n in sizes) + " |")
+    if cfg["kl_scales"]:
+        lines += ["", f"Reward-vs-KL frontier (KL weight beta varied; seeds {_sweep_seeds(cfg)}):", ""]
+        lines += ["| method | beta | gold reward | KL to base |", "| --- | --- | --- | --- |"]
+        for method in cfg["sweep_methods"]:
+            for r in sorted(
+                _frontier(results["runs"], method, cfg), key=lambda r: (r["beta"] or 0, r["seed"])
+            ):
+                lines.append(
+                    f"| {method} | {r['beta']:g} | {r['gold_reward_mean']:.3f} | {r['kl_to_ref']:.2f} |"
+                )
     quality = data_dir / "quality.md"
     if quality.is_file():
         lines += [

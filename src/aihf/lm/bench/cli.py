@@ -19,13 +19,21 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="one seed, short runs (~7 min on 2 CPU cores); without it the full benchmark runs "
-        "(3 seeds, longer runs, size sweep: an estimated 3-4 hours on 2 CPU cores)",
+        help="one seed, short runs (~5-7 min on 2 CPU cores); without it the full benchmark runs "
+        "(3 seeds, longer runs, data-size sweeps and the KL frontier; see docs/lm_bench.md for its time)",
     )
     p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
     p.add_argument("--n-test", type=int, help="number of test prompts")
-    p.add_argument("--sizes", nargs="+", type=int, help="data-size sweep (demonstrations = preference pairs)")
+    p.add_argument("--pref-sizes", nargs="+", type=int, help="sweep: preference pairs (demonstrations fixed)")
+    p.add_argument("--demo-sizes", nargs="+", type=int, help="sweep: demonstrations (preference pairs fixed)")
+    p.add_argument("--kl-scales", nargs="+", type=float, help="frontier: each method's beta times these")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run every N-th job from the I-th (0-based) only, e.g. 0/2 and 1/2 in two processes; "
+        "a final call without --shard reuses their runs and writes the report",
+    )
     p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
     p.add_argument(
         "--override",
@@ -72,6 +80,10 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rl-steps", type=int, help="GRPO steps on the gold reward")
     p.add_argument("--save-every", type=int, help="checkpoint interval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--work-dir",
+        help="gold-RL checkpoints (default: OUT/gold_rl); a finished run there is reused, not repeated",
+    )
     p.set_defaults(handler=_generate)
 
 
@@ -80,12 +92,25 @@ def _bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig() if args.quick else BenchConfig.full()
     cfg.overrides = _parse_overrides(args.override)
-    for name in ("methods", "seeds", "n_test", "sizes", "sweep_seeds", "gold", "data_dir", "base_model"):
+    names = ("methods", "seeds", "n_test", "pref_sizes", "demo_sizes", "kl_scales", "sweep_seeds")
+    for name in (*names, "gold", "data_dir", "base_model"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.shard:
+        cfg.shard = _parse_shard(args.shard)
     run_bench(args.out, cfg)
-    print(f"report written to {Path(args.out) / 'report.md'}")
+    if cfg.shard:
+        print(f"shard {args.shard} done; run again without --shard to write the report")
+    else:
+        print(f"report written to {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise InputError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -179,5 +204,6 @@ def _generate(args: argparse.Namespace) -> int:
         cfg.rl_steps = args.rl_steps
     if args.save_every is not None:
         cfg.save_every = args.save_every
-    generate_data(args.out, args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold), cfg)
+    base, gold = args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold)
+    generate_data(args.out, base, gold, cfg, work_dir=args.work_dir)
     return 0

@@ -7,6 +7,9 @@
    high-bucket completions; preferences pair two completions of the same prompt from the low and
    medium buckets, the one with the higher gold score chosen. So demonstrations are better than
    either side of a preference pair, the regime where the paper finds demonstrations add information.
+   A prompt first gives one pair; further, disjoint pairs of the same prompt come after every prompt
+   has given one, so the first N pairs of prefs.jsonl are a data set of N pairs in its own right
+   (the preference-size sweep takes prefixes).
 4. The quality table (mean +- std gold score of rejected, chosen and demonstration data; the paper's
    Table 3) is printed and saved next to the JSONL files (TRL columns).
 """
@@ -45,7 +48,8 @@ class DataGenConfig:
     max_new_tokens: int = 24
     samples_per_prompt: int = 2
     n_demos: int = 1000
-    n_prefs: int = 1000
+    n_prefs: int = 3000
+    pairs_per_prompt: int = 4
     n_heldout_prefs: int = 100
     seed: int = 0
 
@@ -140,13 +144,34 @@ def bucket(pool: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def build_datasets(
-    pool: list[dict[str, Any]], n_demos: int, n_prefs: int, n_heldout_prefs: int = 0, seed: int = 0
-) -> dict[str, list[dict[str, Any]]]:
-    """Demonstrations from the high bucket, preference pairs from low + medium, one per prompt each.
+def _pair(prompt: str, rows: list[dict[str, Any]], rng: random.Random) -> dict[str, Any] | None:
+    """Two of `rows` at random, the higher gold score chosen; None on a tie (no preference)."""
+    a, b = rng.sample(rows, 2)
+    if a["gold"] == b["gold"]:
+        return None
+    chosen, rejected = (a, b) if a["gold"] > b["gold"] else (b, a)
+    return {
+        "prompt": prompt,
+        "chosen": chosen["completion"],
+        "rejected": rejected["completion"],
+        "chosen_gold": chosen["gold"],
+        "rejected_gold": rejected["gold"],
+    }
 
-    A prompt gives at most one demonstration and one pair, so the data sets cover many prompts.
-    Held-out preference pairs (for the learned reward's accuracy) come from prompts used by neither.
+
+def build_datasets(
+    pool: list[dict[str, Any]],
+    n_demos: int,
+    n_prefs: int,
+    n_heldout_prefs: int = 0,
+    seed: int = 0,
+    pairs_per_prompt: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
+    """Demonstrations from the high bucket, preference pairs from low + medium.
+
+    A prompt gives at most one demonstration and, in the first pass, one pair, so the data sets cover
+    many prompts; later passes add disjoint pairs of prompts already used (up to `pairs_per_prompt`)
+    until `n_prefs`. Held-out pairs (for the learned reward's accuracy) come from prompts used by neither.
     """
     rng = random.Random(seed)
     by_prompt: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -155,22 +180,12 @@ def build_datasets(
     prompts = sorted(by_prompt)
     rng.shuffle(prompts)
     demos, prefs, heldout = [], [], []
+    unpaired: dict[str, list[dict[str, Any]]] = {}  # lower-bucket rows not yet in a pair, per used prompt
     for prompt in prompts:
         rows = by_prompt[prompt]
         high = [r for r in rows if r["bucket"] == "high"]
         lower = [r for r in rows if r["bucket"] != "high"]
-        pair = None
-        if len(lower) >= 2:
-            a, b = rng.sample(lower, 2)
-            if a["gold"] != b["gold"]:
-                chosen, rejected = (a, b) if a["gold"] > b["gold"] else (b, a)
-                pair = {
-                    "prompt": prompt,
-                    "chosen": chosen["completion"],
-                    "rejected": rejected["completion"],
-                    "chosen_gold": chosen["gold"],
-                    "rejected_gold": rejected["gold"],
-                }
+        pair = _pair(prompt, lower, rng) if len(lower) >= 2 else None
         if pair and len(heldout) < n_heldout_prefs and (not high or len(demos) >= n_demos):
             heldout.append(pair)
             continue
@@ -179,6 +194,17 @@ def build_datasets(
             demos.append({"prompt": prompt, "completion": best["completion"], "gold": best["gold"]})
         if pair and len(prefs) < n_prefs:
             prefs.append(pair)
+            used = {pair["chosen"], pair["rejected"]}
+            unpaired[prompt] = [r for r in lower if r["completion"] not in used]
+    for _ in range(pairs_per_prompt - 1):
+        for prompt, rest in unpaired.items():
+            if len(prefs) >= n_prefs or len(rest) < 2:
+                continue
+            pair = _pair(prompt, rest, rng)
+            if pair:
+                prefs.append(pair)
+                used = {pair["chosen"], pair["rejected"]}
+                unpaired[prompt] = [r for r in rest if r["completion"] not in used]
     return {"demos": demos, "prefs": prefs, "prefs_heldout": heldout}
 
 
@@ -217,16 +243,24 @@ def generate_data(
     work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The whole pipeline; writes demos.jsonl, prefs.jsonl, prefs_heldout.jsonl, prompts.jsonl and the
-    quality table (quality.md / quality.json, with the gold-RL log) to `out_dir`."""
+    quality table (quality.md / quality.json, with the gold-RL log) to `out_dir`.
+
+    A `work_dir` that already holds a finished gold-RL run (its log and checkpoints) is reused, so the
+    data sets can be rebuilt with other sizes without repeating the RL."""
     cfg = cfg or DataGenConfig()
     out, work = Path(out_dir), Path(work_dir or Path(out_dir) / "gold_rl")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    checkpoints = gold_rl(base_model, work, gold, train_prompts(cfg.rl_prompts, cfg.seed), cfg)
-    rl_seconds = time.perf_counter() - start
+    done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if (work / "gold_rl_log.json").is_file() and done:  # a finished gold-RL run is reused
+        print(f"reusing the gold-RL checkpoints in {work}", flush=True)
+        checkpoints, rl_seconds = [Path(base_model), *done], None
+    else:
+        checkpoints = gold_rl(base_model, work, gold, train_prompts(cfg.rl_prompts, cfg.seed), cfg)
+        rl_seconds = time.perf_counter() - start
     shutil.copy(work / "gold_rl_log.json", out / "gold_rl_log.json")
     pool = generate_pool(checkpoints, load_prompts("datagen"), gold, cfg)
-    data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed)
+    data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed, cfg.pairs_per_prompt)
     write_jsonl(out / "demos.jsonl", data["demos"], ("prompt", "completion"))
     write_jsonl(out / "prefs.jsonl", data["prefs"], ("prompt", "chosen", "rejected"))
     write_jsonl(out / "prefs_heldout.jsonl", data["prefs_heldout"], ("prompt", "chosen", "rejected"))
