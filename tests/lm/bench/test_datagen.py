@@ -39,6 +39,27 @@ def test_datasets_take_demos_from_high_and_pairs_from_low_and_medium():
     assert "| demonstrations |" in datagen.quality_markdown(table)
 
 
+def test_extra_pairs_per_prompt_are_disjoint_and_keep_the_one_pair_data_as_a_prefix():
+    golds = [(i * 37) % 101 / 100 for i in range(1200)]
+    pool = pool_of(golds, prompts=100)  # 12 completions per prompt
+    one = datagen.build_datasets(pool, n_demos=30, n_prefs=500, n_heldout_prefs=5, seed=2)
+    many = datagen.build_datasets(
+        pool, n_demos=30, n_prefs=500, n_heldout_prefs=5, seed=2, pairs_per_prompt=3
+    )
+    n_first = len(one["prefs"])
+    assert n_first == 95 and n_first < len(many["prefs"]) <= 3 * n_first
+    assert many["prefs"][:n_first] == one["prefs"]
+    assert many["demos"] == one["demos"] and many["prefs_heldout"] == one["prefs_heldout"]
+    first_pass_prompts = {p["prompt"] for p in one["prefs"]}
+    used: dict[str, set[str]] = {}
+    for pair in many["prefs"]:
+        assert pair["prompt"] in first_pass_prompts and pair["rejected_gold"] < pair["chosen_gold"]
+        seen = used.setdefault(pair["prompt"], set())
+        assert not seen & {pair["chosen"], pair["rejected"]}  # no completion in two pairs of a prompt
+        seen |= {pair["chosen"], pair["rejected"]}
+    assert max(sum(p["prompt"] == q for p in many["prefs"]) for q in first_pass_prompts) == 3
+
+
 def test_quality_table_by_hand():
     demos = [{"gold": 0.8}, {"gold": 0.6}]
     prefs = [{"chosen_gold": 0.2, "rejected_gold": -0.4}, {"chosen_gold": 0.0, "rejected_gold": -0.2}]
@@ -77,3 +98,12 @@ def test_generate_data_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert list(summary["checkpoint_gold_mean"]) == ["policy", "checkpoint-1", "checkpoint-2"]
     assert summary["pool_size"] <= 3 * 2 * len(prompts)
     assert (out / "quality.md").read_text().startswith("| data |")
+
+    def no_rl(*args, **kwargs):
+        raise AssertionError("the finished gold-RL run should have been reused")
+
+    monkeypatch.setattr(datagen, "gold_rl", no_rl)  # rebuilding the data sets reuses the checkpoints
+    again = datagen.generate_data(tmp_path / "again", base, gold, cfg, work_dir=out / "gold_rl")
+    assert (
+        again["checkpoint_gold_mean"] == summary["checkpoint_gold_mean"] and again["gold_rl_seconds"] is None
+    )
