@@ -43,12 +43,14 @@ COMMON = {"max_length": 64, "max_prompt_length": 16, "tensorboard": False, "cpu"
 RL = {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05, "learning_rate": 1e-4}
 RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
 
-# method -> (trainer, data it is given, config, how its length scales with the budget)
+# method -> (trainer, data it is given, trainer config); `method_config` adds the budget
 METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     "rlhf": ("rlhf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
     "aihf-warm": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
+    # AIHF started from the SFT policy, as RLHF is (see SFT_START); the paper starts AIHF from the base.
+    "aihf-sft": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
     "direct-aihf": (
         "direct-aihf",
         ("demos", "prefs"),
@@ -66,8 +68,9 @@ METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
 WARM_START = {"aihf-warm"}
 # Methods trained from the SFT policy (`steps` SFT steps on the demonstrations), as in the paper; RLHF's
 # trainer runs its own SFT stage (`sft_steps`).
-SFT_START = {"dpo", "ipo"}
-PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("direct-aihf", "dpo"), ("self-play-aihf", "spin"))
+SFT_START = {"dpo", "ipo", "aihf-sft"}
+PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("aihf-sft", "rlhf"), ("direct-aihf", "dpo"))
+PAIRS += (("self-play-aihf", "spin"),)
 
 
 @dataclass
@@ -98,13 +101,11 @@ class BenchConfig:
     def full(cls) -> BenchConfig:
         return cls(
             quick=False,
-            methods=[m for m in METHODS if m != "aihf-warm"],
             seeds=[0, 1, 2],
             pref_sizes=[2000, 3000],
             demo_sizes=[250, 500],
-            kl_scales=[0.3, 3.0],
-            sweep_seeds=[0],
-            n_test=500,
+            kl_scales=[0.3, 0.5, 2.0, 3.0],
+            n_test=1024,
             steps=80,
             iterations=40,
             rlhf_reward_steps=80,
