@@ -60,9 +60,9 @@ def test_bench_options_reach_the_config(monkeypatch):
     from aihf.lm.bench import bench
 
     seen = {}
-    monkeypatch.setattr(bench, "run_bench", lambda out, cfg: seen.update(out=out, cfg=cfg))
+    monkeypatch.setattr(bench, "run_bench", lambda out, cfg, workers: seen.update(cfg=cfg, workers=workers))
     sweeps = ["--pref-sizes", "50", "--demo-sizes", "20", "--kl-scales", "0.5"]
-    rest = ["--shard", "1/3", "--override", "dpo.beta=0.2"]
+    rest = ["--shard", "1/3", "--override", "dpo.beta=0.2", "--workers", "2"]
     args = parse(["bench", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", *sweeps, *rest])
     assert args.handler(args) == 0
     cfg = seen["cfg"]
@@ -74,6 +74,7 @@ def test_bench_options_reach_the_config(monkeypatch):
         [20],
     )
     assert (cfg.kl_scales, cfg.shard, cfg.overrides) == ([0.5], (1, 3), {"dpo": {"beta": 0.2}})
+    assert seen["workers"] == 2
     for bad in ("3/3", "1", "a/2"):
         with pytest.raises(InputError, match="expected I/N"):
             cli._parse_shard(bad)

@@ -6,12 +6,9 @@ from aihf.lm.bench import bench
 from aihf.lm.tiny import save_tiny_models
 
 
-@pytest.mark.slow
-def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
-    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+def tiny_bench_data(tmp_path, prompts):
     data = tmp_path / "data"
     data.mkdir()
-    prompts = [f"The film {i} was" for i in range(8)]
     rows = {
         "demos.jsonl": [{"prompt": p, "completion": " great fun"} for p in prompts],
         "prefs.jsonl": [{"prompt": p, "chosen": " good", "rejected": " bad"} for p in prompts],
@@ -20,6 +17,14 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     }
     for name, items in rows.items():
         (data / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+    return data
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    prompts = [f"The film {i} was" for i in range(8)]
+    data = tiny_bench_data(tmp_path, prompts)
     monkeypatch.setattr(bench, "load_prompts", lambda split, limit=None: prompts[:limit])
     cfg = bench.BenchConfig(
         methods=["sft", "dpo", "aihf"],
@@ -51,3 +56,21 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
         ("dpo", 4, 1.0),
         ("dpo", 8, 2.0),
     }
+
+
+@pytest.mark.slow
+def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsys):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(
+        methods=["sft", "dpo"],
+        n_demos=8,
+        n_prefs=8,
+        n_test=4,
+        steps=2,
+        base_model=str(base),
+        data_dir=str(data),
+    )
+    results = bench.run_bench(tmp_path / "out", cfg, workers=2)
+    assert capsys.readouterr().out.count("[bench] reusing") == 2  # both jobs came from the workers
+    assert {"sft", "dpo"} <= set(results["methods"]) and (tmp_path / "out" / "report.md").is_file()

@@ -29,6 +29,12 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demo-sizes", nargs="+", type=int, help="sweep: demonstrations (preference pairs fixed)")
     p.add_argument("--kl-scales", nargs="+", type=float, help="frontier: each method's beta times these")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes of one thread each that share the jobs (e.g. 2 on a 2-core machine; default 1)",
+    )
+    p.add_argument(
         "--shard",
         metavar="I/N",
         help="run every N-th job from the I-th (0-based) only, e.g. 0/2 and 1/2 in two processes; "
@@ -98,7 +104,9 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
         cfg.shard = _parse_shard(args.shard)
-    run_bench(args.out, cfg)
+    if args.workers < 1:
+        raise InputError(f"--workers {args.workers}: expected at least 1")
+    run_bench(args.out, cfg, workers=args.workers)
     if cfg.shard:
         print(f"shard {args.shard} done; run again without --shard to write the report")
     else:
