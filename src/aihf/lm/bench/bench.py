@@ -201,8 +201,6 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int 
     unknown = sorted(set(cfg.methods) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}")
-    if workers > 1 and cfg.shard is None:
-        _run_shards(out_dir, cfg, workers)
     out, data_dir = Path(out_dir), Path(cfg.data_dir)
     start = time.perf_counter()
     demos, prefs = _read_jsonl(data_dir / "demos.jsonl"), _read_jsonl(data_dir / "prefs.jsonl")
@@ -210,6 +208,8 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int 
     rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
     test_prompts = load_prompts("test", limit=cfg.n_test)
     gold = load_gold_reward(cfg.gold)
+    if workers > 1 and cfg.shard is None:  # inputs are checked above, before the workers start
+        _run_shards(out_dir, cfg, workers)
     reference, tokenizer = load_model(cfg.base_model)
     ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
     reward_init = init_reward_model(cfg.base_model, out / "reward_init")
@@ -549,8 +549,9 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"Gold reward: `{results['gold_reward']}`. Base policy on the test prompts: "
         f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f}. "
         f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
-        f"seeds {cfg['seeds']}. Training + evaluation of all runs: {results['run_seconds'] / 60:.1f} min "
-        f"(this invocation: {results['seconds'] / 60:.1f} min; finished runs are reused). "
+        f"seeds {cfg['seeds']}. {len(results['runs']) - 1} runs; training + evaluation summed over runs: "
+        f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
+        "(finished runs are reused; parallel workers overlap runs). "
         "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
         "seed std: std of the per-seed means.",
         "",
