@@ -16,7 +16,8 @@ def run(out_dir: Path) -> str:
     intro = (
         "Every method is trained on the same shipped data (demonstrations from the best third of "
         "gold-RL samples, preferences from the lower two thirds) and scored on held-out prompts under "
-        "the gold reward (VADER sentiment), as in the paper's IMDb experiment. Full results: "
-        "`lm/results.json`; the longer benchmark is `aihf lm bench --out DIR`.\n\n"
+        "the gold reward (VADER sentiment), as in the paper's IMDb experiment: RLHF, DPO and IPO start "
+        "from the SFT policy, the AIHF variants from the base policy. Full results: `lm/results.json`; "
+        "the full benchmark (3 seeds, data-size sweeps, KL frontier) is `aihf lm bench --out DIR`.\n\n"
     )
     return intro + re.sub(r"\]\(([^)/]+\.png)\)", r"](lm/\1)", report)

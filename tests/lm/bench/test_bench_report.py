@@ -2,7 +2,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from aihf.lm.bench.bench import BenchConfig, make_plots, method_config, render_report, summarise
+from aihf.lm.bench.bench import (
+    BenchConfig,
+    _frontier,
+    make_plots,
+    method_config,
+    render_report,
+    summarise,
+)
 
 
 def fake_run(method, gold, kl, seed=0, demos=1000, prefs=1000, kl_scale=1.0, learned=False):
@@ -52,8 +59,24 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
         "| method | 1000 | 2000 |\n| --- | --- | --- |\n| aihf | 0.200 | 0.600 |\n| rlhf | 0.100 | 0.300 |"
         in report
     )
-    assert "| aihf | 0.1 | 0.200 | 1.00 |\n| aihf | 0.3 | 0.150 | 0.20 |" in report  # seed 0 only
+    frontier = (
+        "| aihf | 0.1 | 0.200 (0.000) | 1.0 (0.0) | 1 |\n| aihf | 0.3 | 0.150 (0.000) | 0.2 (0.0) | 1 |"
+    )
+    assert frontier in report  # the sweep seed only
     assert "| method | 250 | 1000 |\n| --- | --- | --- |\n| aihf | 0.050 | 0.200 |\n\n" in report
+
+
+def test_frontier_averages_seeds_per_beta():
+    rows = [
+        {"method": "dpo", "demos": 10, "prefs": 10, "kl_scale": k, "seed": seed, "beta": 0.1 * k}
+        | {"gold_reward_mean": gold, "kl_to_ref": kl}
+        for k, seed, gold, kl in [(1.0, 0, 0.5, 4.0), (1.0, 1, 0.7, 6.0), (2.0, 0, 0.2, 1.0), (2.0, 5, 9, 9)]
+    ]
+    cfg = {"n_demos": 10, "n_prefs": 10, "seeds": [0, 1], "sweep_seeds": None}
+    points = _frontier(rows, "dpo", cfg)
+    assert [(p["beta"], p["n"]) for p in points] == [(pytest.approx(0.1), 2), (pytest.approx(0.2), 1)]
+    assert points[0]["gold"] == pytest.approx(0.6) and points[0]["gold_std"] == pytest.approx(0.1)
+    assert points[0]["kl"] == pytest.approx(5.0) and points[1]["gold"] == pytest.approx(0.2)
 
 
 def test_jobs_put_main_runs_first_and_share_the_main_point():

@@ -446,18 +446,21 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 color=f"C{i}",
                 marker="o" if "aihf" in method else "x",
             )
-        frontier = sorted(_frontier(results["runs"], method, cfg), key=lambda r: r["kl_to_ref"])
+        frontier = _frontier(results["runs"], method, cfg)
         if len(frontier) > 1:
-            ax.plot(
-                [r["kl_to_ref"] for r in frontier],
-                [r["gold_reward_mean"] for r in frontier],
+            ax.errorbar(
+                [f["kl"] for f in frontier],
+                [f["gold"] for f in frontier],
+                xerr=[f["kl_std"] for f in frontier],
+                yerr=[f["gold_std"] for f in frontier],
                 color=f"C{i}",
                 lw=1,
+                capsize=2,
             )
     ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base")
     ax.set_xlabel("KL to the base policy (nats per completion)")
     ax.set_ylabel("gold reward")
-    ax.set_title("Reward vs KL (markers: main runs; lines: KL-weight sweep)")
+    ax.set_title("Reward vs KL (markers: main runs; lines: KL-weight sweep, mean +- seed std)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     plots["reward_vs_kl"] = "reward_vs_kl.png"
@@ -506,15 +509,22 @@ def _sweep_seeds(cfg: dict[str, Any]) -> list[int]:
     return cfg["sweep_seeds"] if cfg["sweep_seeds"] is not None else cfg["seeds"]
 
 
-def _frontier(rows: list[dict[str, Any]], method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The method's runs at the main data sizes, every KL weight, on the sweep seeds."""
-    return [
-        r
-        for r in rows
-        if r["method"] == method
-        and (r["demos"], r["prefs"]) == (cfg["n_demos"], cfg["n_prefs"])
-        and r["seed"] in _sweep_seeds(cfg)
-    ]
+def _frontier(rows: list[dict[str, Any]], method: str, cfg: dict[str, Any]) -> list[dict[str, float]]:
+    """The method's frontier at the main data sizes: per KL weight beta, gold reward and KL to the base
+    averaged over the sweep seeds (with their std across seeds), in increasing beta."""
+    by_beta: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        main_data = (r["demos"], r["prefs"]) == (cfg["n_demos"], cfg["n_prefs"])
+        if r["method"] == method and main_data and r["seed"] in _sweep_seeds(cfg) and r["beta"] is not None:
+            by_beta.setdefault(r["beta"], []).append(r)
+    points = []
+    for beta, runs in sorted(by_beta.items()):
+        gold, kl = [r["gold_reward_mean"] for r in runs], [r["kl_to_ref"] for r in runs]
+        points.append(
+            {"beta": beta, "gold": float(np.mean(gold)), "gold_std": float(np.std(gold))}
+            | {"kl": float(np.mean(kl)), "kl_std": float(np.std(kl)), "n": len(runs)}
+        )
+    return points
 
 
 def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> dict[str, dict[int, float]]:
@@ -595,13 +605,13 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
                 lines.append(f"| {method} | " + " | ".join(_fmt(points, n) for n in sizes) + " |")
     if cfg["kl_scales"]:
         lines += ["", f"Reward-vs-KL frontier (KL weight beta varied; seeds {_sweep_seeds(cfg)}):", ""]
-        lines += ["| method | beta | gold reward | KL to base |", "| --- | --- | --- | --- |"]
+        lines += ["| method | beta | gold reward (seed std) | KL to base (seed std) | seeds |"]
+        lines += ["| --- | --- | --- | --- | --- |"]
         for method in cfg["sweep_methods"]:
-            for r in sorted(
-                _frontier(results["runs"], method, cfg), key=lambda r: (r["beta"] or 0, r["seed"])
-            ):
+            for f in _frontier(results["runs"], method, cfg):
                 lines.append(
-                    f"| {method} | {r['beta']:g} | {r['gold_reward_mean']:.3f} | {r['kl_to_ref']:.2f} |"
+                    f"| {method} | {f['beta']:g} | {f['gold']:.3f} ({f['gold_std']:.3f}) "
+                    f"| {f['kl']:.1f} ({f['kl_std']:.1f}) | {f['n']} |"
                 )
     quality = data_dir / "quality.md"
     if quality.is_file():
