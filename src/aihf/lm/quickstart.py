@@ -8,10 +8,10 @@ from pathlib import Path
 
 def run(out_dir: Path) -> str:
     """Run the quick benchmark into `out_dir/lm`; return its report with plot paths relative to `out_dir`."""
-    from aihf.lm.bench.bench import BenchConfig, run_bench
+    from aihf.lm.bench.bench import BenchConfig, default_workers, run_bench
 
     bench_dir = Path(out_dir) / "lm"
-    run_bench(bench_dir, BenchConfig())
+    run_bench(bench_dir, BenchConfig(), workers=default_workers())
     report = (bench_dir / "report.md").read_text()
     intro = (
         "Every method is trained on the same shipped data (demonstrations from the best third of "

@@ -78,6 +78,10 @@ def test_bench_options_reach_the_config(monkeypatch):
     for bad in ("3/3", "1", "a/2"):
         with pytest.raises(InputError, match="expected I/N"):
             cli._parse_shard(bad)
+    assert 1 <= cli._parse_workers("auto") <= 4
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(InputError, match="expected auto or a whole number"):
+            cli._parse_workers(bad)
 
 
 def test_overrides_are_parsed_per_method():

@@ -30,9 +30,9 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kl-scales", nargs="+", type=float, help="frontier: each method's beta times these")
     p.add_argument(
         "--workers",
-        type=int,
-        default=1,
-        help="processes of one thread each that share the jobs (e.g. 2 on a 2-core machine; default 1)",
+        default="auto",
+        help="processes of one thread each that share the runs; auto (default): one per CPU core, at "
+        "most 4, or 1 on a GPU",
     )
     p.add_argument(
         "--shard",
@@ -104,14 +104,22 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
         cfg.shard = _parse_shard(args.shard)
-    if args.workers < 1:
-        raise InputError(f"--workers {args.workers}: expected at least 1")
-    run_bench(args.out, cfg, workers=args.workers)
+    run_bench(args.out, cfg, workers=_parse_workers(args.workers))
     if cfg.shard:
         print(f"shard {args.shard} done; run again without --shard to write the report")
     else:
         print(f"report written to {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _parse_workers(text: str) -> int:
+    from aihf.lm.bench.bench import default_workers
+
+    if text == "auto":
+        return default_workers()
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"--workers {text!r}: expected auto or a whole number >= 1")
+    return int(text)
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
