@@ -59,7 +59,7 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsys):
+def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsys, monkeypatch):
     base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
     data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
     cfg = bench.BenchConfig(
@@ -74,3 +74,10 @@ def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsy
     results = bench.run_bench(tmp_path / "out", cfg, workers=2)
     assert capsys.readouterr().out.count("[bench] reusing") == 2  # both jobs came from the workers
     assert {"sft", "dpo"} <= set(results["methods"]) and (tmp_path / "out" / "report.md").is_file()
+
+    def no_workers(*args):
+        raise AssertionError("nothing is pending: no workers should start")
+
+    monkeypatch.setattr(bench, "_run_workers", no_workers)
+    again = bench.run_bench(tmp_path / "out", cfg, workers=2)
+    assert again["methods"]["dpo"]["gold_reward_mean"] == results["methods"]["dpo"]["gold_reward_mean"]

@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,12 +187,15 @@ def init_reward_model(base_model: str, out: Path) -> Path:
     return out
 
 
-def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int = 1) -> dict[str, Any]:
+def run_bench(
+    out_dir: str | Path, cfg: BenchConfig | None = None, workers: int = 1, only: list[str] | None = None
+) -> dict[str, Any]:
     """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
 
     `workers` > 1 splits the jobs over that many processes of one thread each (the small models here
     train faster that way than on several threads), then reuses their runs for the report. A run's
     numbers depend on its thread count in the last digits, so compare runs made with the same setting.
+    `only` (job names) runs just those jobs and writes no report: that is what each worker does.
     """
     import torch
 
@@ -208,8 +211,11 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int 
     rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
     test_prompts = load_prompts("test", limit=cfg.n_test)
     gold = load_gold_reward(cfg.gold)
-    if workers > 1 and cfg.shard is None:  # inputs are checked above, before the workers start
-        _run_shards(out_dir, cfg, workers)
+    pending = [
+        job.name for job in cfg.jobs() if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None
+    ]
+    if min(workers, len(pending)) > 1 and cfg.shard is None and only is None:  # inputs are checked above
+        _run_workers(out_dir, cfg, pending, workers)
     reference, tokenizer = load_model(cfg.base_model)
     ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
     reward_init = init_reward_model(cfg.base_model, out / "reward_init")
@@ -223,13 +229,15 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int 
     ]
     jobs = cfg.jobs()
     for index, job in enumerate(jobs):
-        if cfg.shard and index % cfg.shard[1] != cfg.shard[0]:
+        if (cfg.shard and index % cfg.shard[1] != cfg.shard[0]) or (
+            only is not None and job.name not in only
+        ):
             continue
         trainer, needs, values = method_config(job.method, cfg, job.seed, job.kl_scale)
         run_dir = out / "runs" / job.name
         data = {"demos": demos[: job.demos], "prefs": prefs[: job.prefs], "prompts": rl_prompts}
         print(f"[bench {index + 1}/{len(jobs)}] {job.name}", flush=True)
-        record: dict[str, Any] = asdict(job) | {"config": values}
+        record = _record(job, cfg)
         done = _finished(run_dir, record, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
             print(f"[bench] reusing {run_dir}", flush=True)
@@ -269,8 +277,8 @@ def run_bench(out_dir: str | Path, cfg: BenchConfig | None = None, workers: int 
         record["evaluation"] = _eval_settings(cfg)
         runs.append(record)
         write_json(run_dir / "eval.json", record)
-    if cfg.shard:
-        return {"shard": list(cfg.shard), "runs": len(runs) - 1}
+    if cfg.shard or only is not None:
+        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs) - 1}
 
     results = summarise(runs, cfg, ref, gold_name(gold), time.perf_counter() - start)
     plots = make_plots(out, results, runs)
@@ -288,23 +296,24 @@ def default_workers() -> int:
     return 1 if torch.cuda.is_available() else max(1, min(4, os.cpu_count() or 1))
 
 
-def _run_shards(out_dir: str | Path, cfg: BenchConfig, workers: int) -> None:
+def _run_workers(out_dir: str | Path, cfg: BenchConfig, pending: list[str], workers: int) -> None:
+    """The pending jobs dealt round-robin to `workers` single-threaded processes."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    shards = [replace(cfg, shard=(i, workers)) for i in range(workers)]
-    processes = [context.Process(target=_shard_worker, args=(str(out_dir), shard)) for shard in shards]
+    shares = [pending[i::workers] for i in range(min(workers, len(pending)))]
+    processes = [context.Process(target=_worker, args=(str(out_dir), cfg, share)) for share in shares]
     for process in processes:
         process.start()
     for process in processes:
-        process.join()  # a shard that died leaves its jobs to the caller, which runs what is missing
+        process.join()  # a worker that died leaves its jobs to the caller, which runs what is missing
 
 
-def _shard_worker(out_dir: str, cfg: BenchConfig) -> None:
+def _worker(out_dir: str, cfg: BenchConfig, jobs: list[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    run_bench(out_dir, cfg)
+    run_bench(out_dir, cfg, only=jobs)
 
 
 def _train(
@@ -356,6 +365,11 @@ def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
         "base_model": cfg.base_model,
         "data_dir": cfg.data_dir,
     }
+
+
+def _record(job: Job, cfg: BenchConfig) -> dict[str, Any]:
+    """The start of a run's eval.json: the job and the trainer config it ran with."""
+    return asdict(job) | {"config": method_config(job.method, cfg, job.seed, job.kl_scale)[2]}
 
 
 def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[str, Any] | None:
