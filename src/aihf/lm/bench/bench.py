@@ -382,9 +382,9 @@ def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[s
     return saved if same and "metrics" in saved else None
 
 
-def _is_main(run: dict[str, Any], cfg: BenchConfig) -> bool:
-    """A run at the main data sizes and KL weight (not a sweep point)."""
-    return (run["demos"], run["prefs"], run["kl_scale"]) == (cfg.n_demos, cfg.n_prefs, 1.0)
+def _is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:
+    """A run at the main data sizes and KL weight (not a sweep point); `cfg` as in results.json."""
+    return (run["demos"], run["prefs"], run["kl_scale"]) == (cfg["n_demos"], cfg["n_prefs"], 1.0)
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -396,8 +396,9 @@ def summarise(
 ) -> dict[str, Any]:
     """Per method at the main data size: the metrics averaged over seeds (std across seeds beside)."""
     methods: dict[str, dict[str, Any]] = {}
+    config = asdict(cfg)
     for method in ["base", *cfg.methods]:
-        done = [r for r in runs if r["method"] == method and _is_main(r, cfg) and "metrics" in r]
+        done = [r for r in runs if r["method"] == method and _is_main(r, config) and "metrics" in r]
         failed = [r["error"] for r in runs if r["method"] == method and "error" in r]
         if not done:
             methods[method] = {"error": failed[0] if failed else "not run"}
@@ -422,7 +423,7 @@ def summarise(
         "reference": {"gold_reward_mean": float(ref_gold.mean()), "gold_reward_std": float(ref_gold.std())},
         "methods": methods,
         "runs": sweep,
-        "config": asdict(cfg),
+        "config": config,
         "seconds": seconds,
         "run_seconds": float(sum(r.get("seconds", 0.0) for r in runs)),
     }
@@ -460,7 +461,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, method in enumerate(cfg["methods"]):
-        main = [r for r in results["runs"] if r["method"] == method and _is_main_row(r, cfg)]
+        main = [r for r in results["runs"] if r["method"] == method and _is_main(r, cfg)]
         if main:
             ax.scatter(
                 [r["kl_to_ref"] for r in main],
@@ -490,7 +491,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     fig.savefig(out / plots["reward_vs_kl"], dpi=120)
     plt.close(fig)
 
-    learned = [r for r in runs if r.get("samples") and "learned" in r["samples"][0] and _is_main_row(r, cfg)]
+    learned = [r for r in runs if r.get("samples") and "learned" in r["samples"][0] and _is_main(r, cfg)]
     if learned:
         fig, axes = plt.subplots(1, len({r["method"] for r in learned}), figsize=(9, 3.5), squeeze=False)
         for ax, method in zip(axes[0], sorted({r["method"] for r in learned})):
@@ -522,10 +523,6 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         fig.savefig(out / plots["size_sweep"], dpi=120)
         plt.close(fig)
     return plots
-
-
-def _is_main_row(row: dict[str, Any], cfg: dict[str, Any]) -> bool:
-    return (row["demos"], row["prefs"], row["kl_scale"]) == (cfg["n_demos"], cfg["n_prefs"], 1.0)
 
 
 def _sweep_seeds(cfg: dict[str, Any]) -> list[int]:
