@@ -106,10 +106,15 @@ def gold_rl(
     trainer.train()
     log = [row for row in trainer.state.log_history if "reward" in row]
     write_json(Path(out_dir) / "gold_rl_log.json", log)
-    checkpoints = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = saved_checkpoints(Path(out_dir))
     for ckpt in checkpoints:  # GRPO checkpoints lack the tokenizer when save_only_model is set
         tokenizer.save_pretrained(ckpt)
     return [Path(base_model), *checkpoints]
+
+
+def saved_checkpoints(work_dir: Path) -> list[Path]:
+    """The `checkpoint-N` directories of a gold-RL run, in training order."""
+    return sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
 def generate_pool(
@@ -159,6 +164,11 @@ def _pair(prompt: str, rows: list[dict[str, Any]], rng: random.Random) -> dict[s
     }
 
 
+def _outside(pair: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose completion is in neither side of `pair`: what later pairs may still use."""
+    return [r for r in rows if r["completion"] not in (pair["chosen"], pair["rejected"])]
+
+
 def build_datasets(
     pool: list[dict[str, Any]],
     n_demos: int,
@@ -194,8 +204,7 @@ def build_datasets(
             demos.append({"prompt": prompt, "completion": best["completion"], "gold": best["gold"]})
         if pair and len(prefs) < n_prefs:
             prefs.append(pair)
-            used = {pair["chosen"], pair["rejected"]}
-            unpaired[prompt] = [r for r in lower if r["completion"] not in used]
+            unpaired[prompt] = _outside(pair, lower)
     for _ in range(pairs_per_prompt - 1):
         for prompt, rest in unpaired.items():
             if len(prefs) >= n_prefs or len(rest) < 2:
@@ -203,8 +212,7 @@ def build_datasets(
             pair = _pair(prompt, rest, rng)
             if pair:
                 prefs.append(pair)
-                used = {pair["chosen"], pair["rejected"]}
-                unpaired[prompt] = [r for r in rest if r["completion"] not in used]
+                unpaired[prompt] = _outside(pair, rest)
     return {"demos": demos, "prefs": prefs, "prefs_heldout": heldout}
 
 
@@ -251,7 +259,7 @@ def generate_data(
     out, work = Path(out_dir), Path(work_dir or Path(out_dir) / "gold_rl")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    done = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    done = saved_checkpoints(work)
     if (work / "gold_rl_log.json").is_file() and done:  # a finished gold-RL run is reused
         print(f"reusing the gold-RL checkpoints in {work}", flush=True)
         checkpoints, rl_seconds = [Path(base_model), *done], None
