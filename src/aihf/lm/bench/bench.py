@@ -233,11 +233,12 @@ def run_bench(
             only is not None and job.name not in only
         ):
             continue
-        trainer, needs, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+        record = _record(job, cfg)
+        trainer, needs, _ = METHODS[job.method]
+        values = record["config"]  # method_config's, with the budget and KL scale of this job
         run_dir = out / "runs" / job.name
         data = {"demos": demos[: job.demos], "prefs": prefs[: job.prefs], "prompts": rl_prompts}
         print(f"[bench {index + 1}/{len(jobs)}] {job.name}", flush=True)
-        record = _record(job, cfg)
         done = _finished(run_dir, record, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
             print(f"[bench] reusing {run_dir}", flush=True)
