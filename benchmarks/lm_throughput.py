@@ -148,7 +148,7 @@ def direct_aihf_tokens_per_second(
         beta=0.1,
         batch_size=args.batch_size,
         max_length=args.seq_len,
-        tensorboard=False,
+        report_to="none",
         bf16=args.bf16,
     )
     trainer = DirectAIHFTrainer(
@@ -192,7 +192,7 @@ def rl_trainer(
         reward_steps_per_iteration=args.reward_steps,
         max_iterations=1,
         max_length=args.seq_len,
-        tensorboard=False,
+        report_to="none",
         bf16=args.bf16,
     )
     trainer = AIHFTrainer(

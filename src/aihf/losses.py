@@ -184,13 +184,22 @@ def spin_loss(
     )
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Token-mean negative log-likelihood of next-token prediction (labels aligned with logits' inputs)."""
+def sft_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, num_tokens: int | None = None
+) -> torch.Tensor:
+    """Token-mean negative log-likelihood of next-token prediction (labels aligned with logits' inputs).
+
+    `num_tokens` divides the summed loss instead of this batch's token count: under gradient
+    accumulation it is the count over all micro-batches of the step, so the step's update is the
+    token mean over the whole batch (transformers' `num_items_in_batch`).
+    """
     shifted_logits = logits[..., :-1, :].contiguous()
     shifted_labels = labels[..., 1:].contiguous()
-    return F.cross_entropy(
-        shifted_logits.view(-1, shifted_logits.size(-1)), shifted_labels.view(-1), ignore_index=ignore_index
-    )
+    flat_logits, flat_labels = shifted_logits.view(-1, shifted_logits.size(-1)), shifted_labels.view(-1)
+    if num_tokens is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index)
+    summed = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
+    return summed / max(num_tokens, 1)
 
 
 def sequence_logprobs(

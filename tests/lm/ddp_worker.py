@@ -32,7 +32,7 @@ def main(tiny: Path, data: Path, out: Path) -> None:
         num_samples=2,
         max_new_tokens=5,
         learning_rate=1e-3,
-        tensorboard=False,
+        report_to="none",
         cpu=True,
     )
     initial = fingerprint(load_causal_lm(str(tiny / "policy")))

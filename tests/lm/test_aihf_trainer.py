@@ -11,7 +11,7 @@ from aihf.lm.data import prepare_text_data
 from aihf.lm.modeling import RewardScorer, load_causal_lm, load_reward_model, load_tokenizer
 from aihf.lm.train import run_training
 
-SMALL = {"batch_size": 6, "prompt_batch_size": 3, "num_samples": 2, "max_new_tokens": 6, "tensorboard": False}
+SMALL = {"batch_size": 6, "prompt_batch_size": 3, "num_samples": 2, "max_new_tokens": 6, "report_to": "none"}
 
 
 def _trainer(tiny_dir, data_dir, tmp_path, **overrides):
@@ -183,7 +183,7 @@ def test_policy_step_raises_a_frozen_python_reward(tiny_dir, data_dir, tmp_path,
         prompt_batch_size=3,
         num_samples=4,
         max_new_tokens=8,
-        tensorboard=False,
+        report_to="none",
     )
     prompts = prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer)
     trainer = AIHFTrainer(

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aihf.lm.config import CONFIGS, build_config, load_yaml
+from aihf.lm.config import load_yaml
+from aihf.lm.methods import METHODS, build_config
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2] / "configs"
 def test_paper_configs_build(path):
     values = load_yaml(path)
     config = build_config(values["trainer"], values, str(path))
-    assert isinstance(config, CONFIGS[values["trainer"]])
+    assert isinstance(config, METHODS[values["trainer"]].config)
     for key in set(values) & {f.name for f in dataclasses.fields(config)}:
         assert getattr(config, key) == values[key]
     assert values.get("model")

@@ -10,7 +10,7 @@ from aihf.losses import sft_loss
 
 
 def _direct(tiny_dir, tmp_path, prefs, demos, alpha):
-    config = DirectAIHFConfig(output_dir=str(tmp_path / "direct"), alpha=alpha, beta=0.1, tensorboard=False)
+    config = DirectAIHFConfig(output_dir=str(tmp_path / "direct"), alpha=alpha, beta=0.1, report_to="none")
     policy = load_causal_lm(str(tiny_dir / "policy"))
     return DirectAIHFTrainer(
         policy, load_tokenizer(str(tiny_dir / "policy")), config, prefs=prefs, demos=demos

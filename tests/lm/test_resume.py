@@ -9,7 +9,7 @@ from aihf.lm.train import run_training
 
 def _run(trainer, tiny_dir, data_dir, out, limit, **extra):
     data = {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
-    config = {"batch_size": 3, "learning_rate": 1e-3, "tensorboard": False, "save_steps": 2} | extra
+    config = {"batch_size": 3, "learning_rate": 1e-3, "report_to": "none", "save_steps": 2} | extra
     if trainer in ("self-play-aihf",):
         config |= {"steps_per_iteration": 1, "max_new_tokens": 5}
     return run_training(
@@ -44,7 +44,7 @@ def test_trl_baseline_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
         str(out),
         prefs=str(data_dir / "prefs.jsonl"),
         max_steps=2,
-        config={"batch_size": 3, "save_steps": 2, "tensorboard": False, "logging_steps": 1},
+        config={"batch_size": 3, "save_steps": 2, "report_to": "none", "logging_steps": 1},
     )
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
     final = run_training(
@@ -56,7 +56,7 @@ def test_trl_baseline_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
         config={
             "batch_size": 3,
             "save_steps": 2,
-            "tensorboard": False,
+            "report_to": "none",
             "logging_steps": 1,
             "resume_from_checkpoint": True,
         },

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from aihf.lm.train import run_training
 
-RL = {"batch_size": 3, "prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 5, "tensorboard": False}
+RL = {"batch_size": 3, "prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 5, "report_to": "none"}
 
 
 def _changed(loader, before_dir, after_dir):
@@ -53,7 +53,7 @@ def test_direct_aihf_with_lora_uses_the_base_as_reference(tiny_dir, data_dir, tm
         demos=str(data_dir / "demos.jsonl"),
         prefs=str(data_dir / "prefs.jsonl"),
         max_steps=3,
-        config=options | {"tensorboard": False},
+        config=options | {"report_to": "none"},
     )
     assert math.isfinite(final["loss"]) and final["rewards/margins"] != 0.0  # pi moved away from pi_0
     assert _changed(AutoModelForCausalLM, tiny_dir / "policy", out / "policy")

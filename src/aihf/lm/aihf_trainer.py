@@ -11,19 +11,28 @@ RLHF. The reward model may use its own tokenizer: it always scores text.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import AIHFConfig
 from aihf.lm.data import TextData
+from aihf.lm.loop import LoopTrainer
 from aihf.lm.modeling import RewardFn, RewardScorer
 from aihf.lm.policy_step import PolicyStep
 from aihf.losses import aihf_reward_loss
 
 
-class AIHFTrainer:
+class AIHFTrainer(LoopTrainer):
+    bar_keys = (
+        "loss/policy",
+        "loss/reward",
+        "objective/scores",
+        "objective/kl",
+        "rewards/accuracies",
+        "rewards/demo_margin",
+    )
+
     def __init__(
         self,
         policy: Any,
@@ -48,9 +57,6 @@ class AIHFTrainer:
             raise InputError(
                 f"{method}: learning the reward needs demonstrations (with alpha > 0) or preferences"
             )
-        self.config, self.method, self.sources = config, method, sources or {}
-        self.demos = demos if uses_demos else None
-        self.prefs = prefs if self.train_reward else None
         policy_prompts = prompts.column("prompt") if prompts is not None else []
         if not policy_prompts:
             policy_prompts = [r["prompt"] for d in (demos, prefs) if d is not None for r in d.rows]
@@ -58,67 +64,64 @@ class AIHFTrainer:
             raise InputError(
                 f"{method}: the policy step needs prompts (--prompts, or demonstrations/preferences)"
             )
-        self.policy_prompts = policy_prompts
-        self.tokenizer = tokenizer
+        self.method = method
+        super().__init__(
+            policy,
+            tokenizer,
+            config,
+            sources=sources,
+            learning_rate=config.policy_learning_rate or config.learning_rate,
+            total_policy_steps=config.max_iterations * config.policy_steps_per_iteration,
+            micro_batch_size=config.prompt_batch_size,
+        )
+        self.demos = demos if uses_demos else None
+        self.prefs = prefs if self.train_reward else None
+        self.prompt_data = TextData(
+            kind="prompts", source="<policy prompts>", rows=[{"prompt": p} for p in policy_prompts]
+        )
         self.reward_tokenizer = reward_tokenizer or tokenizer
         self.reward_fn = reward_fn
-
-        self.accelerator = acc = runtime.make_accelerator(config)
-        policy = runtime.maybe_peft(policy, config, "CAUSAL_LM")
-        ref_policy = None if config.use_peft else runtime.frozen_copy(policy)
-        policy_opt = runtime.make_optimizer(
-            policy, config.policy_learning_rate or config.learning_rate, config.weight_decay
-        )
-        self.policy, self.policy_opt = runtime.prepare_trainable(
-            acc, policy, policy_opt, config.prompt_batch_size
-        )
-        policy_total = config.max_iterations * config.policy_steps_per_iteration
-        policy_schedule = runtime.make_scheduler(acc, self.policy_opt, config, policy_total)
-        self.ref_policy = (
-            runtime.prepare_frozen(acc, ref_policy, config.bf16) if ref_policy is not None else None
-        )
+        acc = self.accelerator
+        reward_bs = config.reward_batch_size or config.batch_size
         self.reward_model = None
-        if reward_model is not None:
-            if self.train_reward:
-                reward_model = runtime.maybe_peft(reward_model, config, "SEQ_CLS")
-                reward_opt = runtime.make_optimizer(
-                    reward_model, config.reward_learning_rate or config.learning_rate, config.weight_decay
-                )
-                self.reward_model, self.reward_opt = runtime.prepare_trainable(
-                    acc, reward_model, reward_opt, config.reward_batch_size or config.batch_size
-                )
-                reward_total = config.max_iterations * config.reward_steps_per_iteration
-                self.reward_schedule = runtime.make_scheduler(acc, self.reward_opt, config, reward_total)
-            else:
-                self.reward_model = runtime.prepare_frozen(acc, reward_model, config.bf16)
+        if reward_model is not None and self.train_reward:
+            # Trained only inside `reward_step`; it scores the policy's samples in evaluation mode.
+            reward_model = runtime.prepare_model(reward_model, config, "SEQ_CLS").eval()
+            reward_opt = runtime.make_optimizer(
+                reward_model, config.reward_learning_rate or config.learning_rate, config
+            )
+            self.reward_model, self.reward_opt = runtime.prepare_trainable(
+                acc, reward_model, reward_opt, reward_bs
+            )
+            reward_total = config.max_iterations * config.reward_steps_per_iteration
+            self.reward_schedule = runtime.make_scheduler(acc, self.reward_opt, config, reward_total)
+        elif reward_model is not None:
+            self.reward_model = runtime.prepare_frozen(acc, reward_model, config.bf16)
 
         self.policy_step = PolicyStep(
             self.policy,
-            self.policy_opt,
-            policy_schedule,
+            self.optimizer,
+            self.scheduler,
             tokenizer,
             config,
             acc,
-            ref_policy=self.ref_policy,
+            ref_policy=self.ref,
             max_prompt_length=config.max_prompt_length,
             max_grad_norm=config.max_grad_norm,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
-        rank, world = acc.process_index, acc.num_processes
-        reward_bs = config.reward_batch_size or config.batch_size
-        samplers = {
-            "prompts": runtime.BatchSampler(
-                len(policy_prompts), config.prompt_batch_size, config.seed, rank, world
-            )
-        }
+        self.add_sampler("prompts", self.prompt_data, config.prompt_batch_size, 0)
         if self.demos is not None:
-            samplers["demos"] = runtime.BatchSampler(len(self.demos), reward_bs, config.seed + 1, rank, world)
+            self.add_sampler("demos", self.demos, reward_bs, 1)
         if self.prefs is not None:
-            samplers["prefs"] = runtime.BatchSampler(len(self.prefs), reward_bs, config.seed + 2, rank, world)
-        self.samplers = samplers
-        self.state = runtime.TrainerState(samplers)
-        acc.register_for_checkpointing(self.state)
-        self.out_dir = Path(config.output_dir)
-        self.logger = runtime.MetricsLogger(self.out_dir, acc.is_main_process, config.tensorboard)
+            self.add_sampler("prefs", self.prefs, reward_bs, 2)
+
+    @property
+    def total(self) -> int:
+        return self.config.max_iterations
+
+    def data(self) -> tuple[TextData | None, ...]:
+        return (self.demos, self.prefs)
 
     # --- the two steps ------------------------------------------------------------------------------
 
@@ -130,47 +133,66 @@ class AIHFTrainer:
             model, self.reward_tokenizer, self.config.reward_max_length or self.config.max_length
         )
 
-    def demo_batches(self, steps: int) -> list[list[tuple[dict[str, str], str]]]:
-        """Demonstration batches for `steps` reward steps, each row paired with a fresh policy sample.
+    def demo_batches(self, steps: int) -> list[list[list[tuple[dict[str, str], str]]]]:
+        """Demonstration micro-batches for `steps` reward steps, each row paired with a fresh policy sample.
 
         The policy does not change during the reward steps, so all agent samples of an iteration come
         from one batched `generate` call (in chunks of `generation_batch_size` prompts).
         """
-        rows = [[self.demos.rows[i] for i in self.samplers["demos"].next()] for _ in range(steps)]
-        prompts = [r["prompt"] for batch in rows for r in batch]
+        rows = [self.draw("demos", self.demos) for _ in range(steps)]
+        prompts = [r["prompt"] for step in rows for micro in step for r in micro]
         chunk = self.config.generation_batch_size
-        agent = [
+        agent = iter(
             c
             for i in range(0, len(prompts), chunk)
             for c in self.policy_step.sample(prompts[i : i + chunk], 1).completions
-        ]
-        pairs, start = [], 0
-        for batch in rows:
-            pairs.append(list(zip(batch, agent[start : start + len(batch)])))
-            start += len(batch)
-        return pairs
+        )
+        return [[[(r, next(agent)) for r in micro] for micro in step] for step in rows]
 
-    def reward_step(self, demo_batch: list[tuple[dict[str, str], str]] | None = None) -> dict[str, float]:
-        """One step on alpha * demonstration term + Bradley-Terry (upper level, METHOD.md section 3).
+    def reward_step(
+        self, demo_batches: list[list[tuple[dict[str, str], str]]] | None = None
+    ) -> dict[str, float]:
+        """One reward optimiser step on alpha * demonstration term + Bradley-Terry (METHOD.md section 3),
+        over `gradient_accumulation_steps` micro-batches.
 
-        `demo_batch`: demonstrations paired with the current policy's samples (drawn here if omitted).
+        `demo_batches`: demonstration micro-batches paired with the current policy's samples (drawn here
+        if omitted).
         """
+        c = self.config
+        if self.demos is not None and demo_batches is None:
+            demo_batches = self.demo_batches(1)[0]
+        prefs = self.draw("prefs", self.prefs) if self.prefs is not None else None
+        parts = c.gradient_accumulation_steps
+        self.reward_model.train()
+        records = []
+        for i in range(parts):
+            loss, metrics = self._reward_loss(
+                demo_batches[i] if demo_batches is not None else None, prefs[i] if prefs is not None else None
+            )
+            runtime.backward(self.accelerator, self.reward_model, loss / parts, sync=i == parts - 1)
+            records.append(metrics)
+        runtime.optimizer_step(
+            self.accelerator, self.reward_model, self.reward_opt, self.reward_schedule, c.max_grad_norm
+        )
+        self.reward_model.eval()
+        return runtime.mean_metrics(records)
+
+    def _reward_loss(
+        self, demo_batch: list[tuple[dict[str, str], str]] | None, pref_rows: list[dict[str, str]] | None
+    ) -> tuple[Any, dict[str, float]]:
         c = self.config
         prompts: list[str] = []
         completions: list[str] = []
         n_demo = n_pref = 0
-        if self.demos is not None:
-            demo_batch = demo_batch if demo_batch is not None else self.demo_batches(1)[0]
+        if demo_batch is not None:
             demo_prompts = [r["prompt"] for r, _ in demo_batch]
             prompts += demo_prompts + demo_prompts
             completions += [r["completion"] for r, _ in demo_batch] + [agent for _, agent in demo_batch]
             n_demo = len(demo_batch)
-        if self.prefs is not None:
-            rows = [self.prefs.rows[i] for i in self.samplers["prefs"].next()]
-            prompts += [r["prompt"] for r in rows] * 2
-            completions += [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
-            n_pref = len(rows)
-        self.reward_model.train()
+        if pref_rows is not None:
+            prompts += [r["prompt"] for r in pref_rows] * 2
+            completions += [r["chosen"] for r in pref_rows] + [r["rejected"] for r in pref_rows]
+            n_pref = len(pref_rows)
         scorer = RewardScorer(self.reward_model, self.reward_tokenizer, c.reward_max_length or c.max_length)
         scores = scorer(prompts, completions)  # one forward pass over every text (one DDP forward)
         demo, agent_r, rest = scores.split([n_demo, n_demo, 2 * n_pref])
@@ -183,14 +205,6 @@ class AIHFTrainer:
             alpha=c.alpha,
             demo_form=c.demo_form,
             centering_coef=c.centering_coef,
-        )
-        runtime.optimizer_step(
-            self.accelerator,
-            self.reward_model,
-            self.reward_opt,
-            self.reward_schedule,
-            parts.loss,
-            c.max_grad_norm,
         )
         metrics = {"loss/reward": parts.loss.item(), "loss/preference": parts.preference.item()}
         if n_demo:
@@ -207,68 +221,31 @@ class AIHFTrainer:
                 "rewards/accuracies": (chosen > rejected).float().mean().item(),
                 "rewards/margins": (chosen - rejected).mean().item(),
             }
-        return metrics
+        return parts.loss, metrics
 
-    # --- the loop ---------------------------------------------------------------------------------
+    # --- one iteration --------------------------------------------------------------------------------
 
-    def train(self) -> dict[str, float]:
-        c, acc = self.config, self.accelerator
-        bar = runtime.start_or_resume(
-            acc,
-            self.out_dir,
-            c.resume_from_checkpoint,
-            self.state,
-            self.logger,
-            c.max_iterations,
-            self.method,
-        )
-        while self.state.step < c.max_iterations:
-            records = []
-            for _ in range(c.policy_steps_per_iteration):
-                prompts = [self.policy_prompts[i] for i in self.samplers["prompts"].next()]
-                records.append(self.policy_step(prompts, self.current_reward()))
-            metrics = runtime.mean_metrics(records)
-            if self.train_reward:
-                steps = c.reward_steps_per_iteration
-                demo_batches = self.demo_batches(steps) if self.demos is not None else [None] * steps
-                metrics |= runtime.mean_metrics([self.reward_step(batch) for batch in demo_batches])
-            self.state.step += 1
-            metrics = runtime.gather_mean(acc, metrics)
-            if self.state.step % c.logging_steps == 0 or self.state.step == c.max_iterations:
-                self.logger.log(self.state.step, {"iteration": self.state.step, **metrics})
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in _BAR_KEYS})
-            bar.update(1)
-            if c.save_steps and self.state.step % c.save_steps == 0:
-                runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
-        bar.close()
-        self.save()
-        self.logger.close()
-        return self.logger.last
+    def training_step(self) -> dict[str, float]:
+        """(a) policy steps toward the current reward, (b) reward steps on demonstrations + preferences."""
+        c = self.config
+        records = []
+        for _ in range(c.policy_steps_per_iteration):
+            prompts = [r["prompt"] for micro in self.draw("prompts", self.prompt_data) for r in micro]
+            records.append(self.policy_step(prompts, self.current_reward()))
+        metrics = runtime.mean_metrics(records)
+        if self.train_reward:
+            steps = c.reward_steps_per_iteration
+            batches = self.demo_batches(steps) if self.demos is not None else [None] * steps
+            metrics |= runtime.mean_metrics([self.reward_step(batch) for batch in batches])
+        return {"iteration": self.state.step + 1, **metrics}
 
     def save(self) -> None:
-        config = self.config.to_dict()
-        card = runtime.model_card(
-            self.method, self.sources.get("model", "?"), self.sources, config, self._notes()
-        )
-        runtime.save_model(self.accelerator, self.policy, self.tokenizer, self.out_dir / "policy", card)
+        super().save()
         if self.train_reward:
             runtime.save_model(
                 self.accelerator,
                 self.reward_model,
                 self.reward_tokenizer,
                 self.out_dir / "reward_model",
-                card,
+                self.model_card(),
             )
-
-    def _notes(self) -> list[str]:
-        return [n for d in (self.demos, self.prefs) if d is not None for n in d.notes]
-
-
-_BAR_KEYS = (
-    "loss/policy",
-    "loss/reward",
-    "objective/scores",
-    "objective/kl",
-    "rewards/accuracies",
-    "rewards/demo_margin",
-)

@@ -1,4 +1,4 @@
-"""The baselines TRL already implements, run through TRL: SFT, BTL reward model, DPO and IPO.
+"""The baselines TRL already implements, run through TRL: SFT, BTL reward model, DPO, IPO, RPO, ORPO.
 
 Our part is only the plumbing: map our config onto TRL's, hand TRL the validated text data, copy
 TRL's logs into OUT/metrics.jsonl, and save the result as OUT/policy or OUT/reward_model.
@@ -42,7 +42,13 @@ def _jsonl_callback(path: Path) -> Any:
     return JsonlMetrics()
 
 
-def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
+def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
+    """TRL's arguments from our config: every shared field keeps the meaning it has in our trainers.
+
+    Optimiser (torch AdamW, decay off biases and norms), schedule and warm-up, micro-batch and
+    accumulation, logging and saving units (optimiser steps: TRL stages are step-based), trackers, and
+    the stage's own checkpoint directory OUT/checkpoints (RLHF gives each stage its own OUT).
+    """
     out = Path(config.output_dir)
     if "disable_dropout" in {f.name for f in dataclasses.fields(config_cls)}:  # SFTConfig has no such field
         extra["disable_dropout"] = config.disable_dropout
@@ -50,8 +56,14 @@ def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
         output_dir=str(out / "checkpoints"),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
+        optim="adamw_torch",
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
         weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_steps,
         max_grad_norm=config.max_grad_norm,
         max_length=config.max_length,
@@ -62,7 +74,7 @@ def _trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
         save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500,
         save_total_limit=config.save_total_limit,
-        report_to=["tensorboard"] if config.tensorboard else [],
+        report_to=runtime.trackers(config),
         use_cpu=config.cpu,
         disable_tqdm=False,
         **extra,
@@ -102,7 +114,7 @@ def run_sft(model: Any, tokenizer: Any, config: LMConfig, demos: TextData, sourc
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
     trainer = SFTTrainer(
         model=model,
-        args=_trl_args(config, SFTConfig),
+        args=trl_args(config, SFTConfig),
         train_dataset=Dataset.from_list(demos.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "CAUSAL_LM"),
@@ -122,7 +134,7 @@ def run_reward(
     centring = getattr(config, "center_rewards_coefficient", None)
     trainer = RewardTrainer(
         model=model,
-        args=_trl_args(config, RewardConfig, center_rewards_coefficient=centring),
+        args=trl_args(config, RewardConfig, center_rewards_coefficient=centring),
         train_dataset=Dataset.from_list(prefs.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "SEQ_CLS"),
@@ -131,16 +143,29 @@ def run_reward(
     return _finish(trainer, callback, config, "reward", target, sources, prefs.notes)
 
 
-def run_dpo(model: Any, tokenizer: Any, config: Any, prefs: TextData, sources: dict, loss_type: str) -> dict:
-    """DPO (loss_type 'sigmoid') or IPO ('ipo') with TRL's DPOTrainer."""
+def run_pairwise(
+    model: Any, tokenizer: Any, config: Any, prefs: TextData, sources: dict, method: str
+) -> dict:
+    """The preference baselines TRL implements: DPO, IPO, RPO (DPO + alpha * SFT on chosen) and ORPO."""
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
 
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig as TRLConfig
+        from trl.experimental.orpo import ORPOTrainer as TRLTrainer
+
+        args = trl_args(config, TRLConfig, beta=config.beta)
+    else:
+        from trl import DPOConfig as TRLConfig
+        from trl import DPOTrainer as TRLTrainer
+
+        losses = {
+            "dpo": {"loss_type": [config.loss_type]},
+            "ipo": {"loss_type": ["ipo"]},
+            "rpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.alpha]},
+        }[method]
+        args = trl_args(config, TRLConfig, beta=config.beta, label_smoothing=config.label_smoothing, **losses)
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
-    args = _trl_args(
-        config, DPOConfig, beta=config.beta, loss_type=[loss_type], label_smoothing=config.label_smoothing
-    )
-    trainer = DPOTrainer(
+    trainer = TRLTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prefs.rows),
@@ -148,5 +173,4 @@ def run_dpo(model: Any, tokenizer: Any, config: Any, prefs: TextData, sources: d
         peft_config=_peft_config(config, "CAUSAL_LM"),
         callbacks=[callback],
     )
-    method = "dpo" if loss_type == "sigmoid" else loss_type
     return _finish(trainer, callback, config, method, "policy", sources, prefs.notes)

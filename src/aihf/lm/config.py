@@ -20,7 +20,8 @@ class LMConfig:
     output_dir: str = "aihf-lm-output"
     seed: int = 0
     learning_rate: float = 1e-5
-    batch_size: int = 8  # per process
+    batch_size: int = 8  # per process and micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimiser step (effective batch = product)
     max_steps: int = 100  # optimiser steps (non-iterative trainers)
     max_length: int = 512  # prompt + answer tokens
     max_prompt_length: int = 256
@@ -28,8 +29,12 @@ class LMConfig:
     chat_template: str | None = None  # Jinja template (or a file of one) for conversational data
     max_grad_norm: float = 1.0
     disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
+    # The optimiser is AdamW (torch) everywhere, weight decay off biases and norms, as transformers' Trainer.
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    warmup_steps: int = 0  # optimiser steps of linear warm-up
     lr_scheduler_type: str = "constant_with_warmup"  # any transformers.get_scheduler name, e.g. "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -38,11 +43,15 @@ class LMConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = None
+    # logging_steps and save_steps count the run's own unit: iterations for the iterative methods
+    # (aihf, rlhf's RL stage, self-play-aihf, spin), optimiser steps for the others.
     logging_steps: int = 1
-    save_steps: int = 0  # checkpoint every N iterations/steps; 0: only the final model
+    save_steps: int = 0  # checkpoint every N units; 0: only the final model
     save_total_limit: int = 2
     resume_from_checkpoint: str | bool | None = None  # a checkpoint directory, or True for the latest
-    tensorboard: bool = True
+    # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
+    # offline unless their own environment variables say otherwise. metrics.jsonl is always written.
+    report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False
 
     @classmethod
@@ -71,7 +80,7 @@ class PolicyStepConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
-    normalize_advantages: bool = False
+    normalize_advantages: bool = False  # over each micro-batch of prompt groups
     policy_learning_rate: float | None = None  # default: learning_rate
     use_vllm: bool = False  # sample with vLLM (TRL's VLLMGeneration) when installed; weights synced each step
     vllm_mode: Literal["colocate", "server"] = "colocate"
@@ -100,10 +109,17 @@ class AIHFConfig(LMConfig, PolicyStepConfig):
 class DirectAIHFConfig(LMConfig):
     """Direct AIHF (DPO on P + alpha * SFT on D); also DPO / IPO through TRL (`loss_type`)."""
 
-    alpha: float = 1.0
+    alpha: float = 1.0  # direct-aihf: SFT weight on D; rpo: SFT weight on P's chosen answers
     beta: float = 0.1
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
     label_smoothing: float = 0.0
+
+
+@dataclass
+class OddsRatioConfig(LMConfig):
+    """ORPO through TRL: SFT on the chosen answers + beta * odds-ratio term, no reference model."""
+
+    beta: float = 0.1  # ORPO's lambda, the weight of the odds-ratio term
 
 
 @dataclass
@@ -126,19 +142,6 @@ class SFTRewardConfig(LMConfig):
     center_rewards_coefficient: float | None = None
 
 
-CONFIGS: dict[str, type[LMConfig]] = {
-    "aihf": AIHFConfig,
-    "rlhf": AIHFConfig,
-    "direct-aihf": DirectAIHFConfig,
-    "dpo": DirectAIHFConfig,
-    "ipo": DirectAIHFConfig,
-    "self-play-aihf": SelfPlayAIHFConfig,
-    "spin": SelfPlayAIHFConfig,
-    "sft": SFTRewardConfig,
-    "reward": SFTRewardConfig,
-}
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -151,22 +154,3 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise InputError(f"{path}: expected a mapping of config keys to values")
     return values
-
-
-def build_config(
-    trainer: str, values: dict[str, Any] | None = None, where: str = "config", **overrides: Any
-) -> Any:
-    """The trainer's config from a dict (YAML keys), with non-None `overrides` (CLI flags) on top.
-
-    Keys that name data or models (`trainer`, `model`, `demos`, ...) are allowed in the YAML and ignored
-    here; the caller reads them.
-    """
-    if trainer not in CONFIGS:
-        raise InputError(f"unknown trainer {trainer!r}: expected one of {sorted(CONFIGS)}")
-    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS}
-    values |= {k: v for k, v in overrides.items() if v is not None}
-    return CONFIGS[trainer].from_dict(values, where)
-
-
-# YAML keys that describe the run rather than the optimiser.
-RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts")

@@ -13,7 +13,6 @@ Both are one concatenated forward pass per step (chosen, rejected and demonstrat
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,14 +21,13 @@ from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import DirectAIHFConfig, LMConfig, SelfPlayAIHFConfig
 from aihf.lm.data import TextData
+from aihf.lm.loop import LoopTrainer
 from aihf.lm.modeling import encode, sample_completions
 from aihf.losses import dpo_loss, ipo_loss, sequence_logprobs, sft_loss, spin_loss
 
 
-class _OfflineTrainer:
-    """Shared set-up of the two trainers: accelerator, frozen reference, optimiser, samplers, logging."""
-
-    method = "?"
+class _OfflineTrainer(LoopTrainer):
+    """Policy-only trainers: TRL's batch layout and a frozen reference (or the PEFT base)."""
 
     def __init__(
         self,
@@ -40,28 +38,27 @@ class _OfflineTrainer:
         prefs: TextData | None,
         sources: dict[str, str | None] | None,
         total_steps: int,
+        keep_reference: bool = True,
     ) -> None:
-        self.config, self.tokenizer, self.sources = config, tokenizer, sources or {}
+        super().__init__(
+            policy,
+            tokenizer,
+            config,
+            sources=sources,
+            learning_rate=config.learning_rate,
+            total_policy_steps=total_steps,
+            micro_batch_size=config.batch_size,
+            keep_reference=keep_reference,
+        )
         self.demos, self.prefs = demos, prefs
-        self.accelerator = acc = runtime.make_accelerator(config)
-        policy = runtime.maybe_peft(policy, config, "CAUSAL_LM")
-        ref = None if config.use_peft else runtime.frozen_copy(policy)
-        optimizer = runtime.make_optimizer(policy, config.learning_rate, config.weight_decay)
-        self.policy, self.optimizer = runtime.prepare_trainable(acc, policy, optimizer, config.batch_size)
-        self.scheduler = runtime.make_scheduler(acc, self.optimizer, config, total_steps)
-        self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
-        rank, world = acc.process_index, acc.num_processes
-        self.samplers: dict[str, runtime.BatchSampler] = {}
         for offset, (key, data) in enumerate((("demos", demos), ("prefs", prefs))):
             if data is not None:
-                self.samplers[key] = runtime.BatchSampler(
-                    len(data), config.batch_size, config.seed + offset, rank, world
-                )
-        self.state = runtime.TrainerState(self.samplers)
-        acc.register_for_checkpointing(self.state)
-        self.out_dir = Path(config.output_dir)
-        self.logger = runtime.MetricsLogger(self.out_dir, acc.is_main_process, config.tensorboard)
+                self.add_sampler(key, data, config.batch_size, offset)
         self.tokens_seen = 0
+        self.started: float | None = None  # the first step's start, for tokens per second
+
+    def data(self) -> tuple[TextData | None, ...]:
+        return (self.demos, self.prefs)
 
     def batch(self, rows: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
         prompts, completions = [p for p, _ in rows], [c for _, c in rows]
@@ -82,30 +79,22 @@ class _OfflineTrainer:
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
         return sequence_logprobs(logits.float(), labels, average=average)
 
-    def optimise(self, loss: torch.Tensor) -> None:
-        runtime.optimizer_step(
-            self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.config.max_grad_norm
-        )
-
-    def save(self) -> None:
-        notes = [n for d in (self.demos, self.prefs) if d is not None for n in d.notes]
-        card = runtime.model_card(
-            self.method, self.sources.get("model", "?"), self.sources, self.config.to_dict(), notes
-        )
-        runtime.save_model(self.accelerator, self.policy, self.tokenizer, self.out_dir / "policy", card)
-
 
 def pairwise_forward(
-    policy: Any, batch: dict[str, torch.Tensor], n_pairs: int, average: bool
+    policy: Any, batch: dict[str, torch.Tensor], n_pairs: int, average: bool, sft_tokens: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One forward over [chosen; rejected; extra]: chosen and rejected logps, SFT loss on extra, logits."""
+    """One forward over [chosen; rejected; extra]: chosen and rejected logps, SFT loss on extra, logits.
+
+    `sft_tokens` normalises the SFT sum (the step's token count under gradient accumulation)."""
     logits = policy(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
     ).logits
     logits = logits.float()
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     logps = sequence_logprobs(logits[: 2 * n_pairs], labels[: 2 * n_pairs], average=average)
-    extra = sft_loss(logits[2 * n_pairs :], labels[2 * n_pairs :]) if logits.size(0) > 2 * n_pairs else None
+    extra = None
+    if logits.size(0) > 2 * n_pairs:
+        extra = sft_loss(logits[2 * n_pairs :], labels[2 * n_pairs :], num_tokens=sft_tokens)
     return logps[:n_pairs], logps[n_pairs:], extra, logits
 
 
@@ -122,6 +111,7 @@ class DirectAIHFTrainer(_OfflineTrainer):
     """DPO (or IPO) on preferences + alpha * token-mean SFT on the demonstration set."""
 
     method = "direct-aihf"
+    bar_keys = ("loss", "rewards/accuracies")
 
     def __init__(
         self,
@@ -141,10 +131,21 @@ class DirectAIHFTrainer(_OfflineTrainer):
             policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources, config.max_steps
         )
 
+    @property
+    def total(self) -> int:
+        return self.config.max_steps
+
     def compute_loss(
-        self, pref_rows: list[dict[str, str]], demo_rows: list[dict[str, str]]
+        self,
+        pref_rows: list[dict[str, str]],
+        demo_rows: list[dict[str, str]],
+        share: float = 1.0,
+        sft_tokens: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, float], int]:
-        """The Direct AIHF loss on one batch; also the number of tokens it trained on."""
+        """The Direct AIHF loss on one micro-batch, scaled by its `share` of the step, and its token count.
+
+        `sft_tokens`: demonstration tokens over the whole step, so the SFT term is the step's token mean.
+        """
         c = self.config
         rows = [(r["prompt"], r["chosen"]) for r in pref_rows] + [
             (r["prompt"], r["rejected"]) for r in pref_rows
@@ -153,48 +154,51 @@ class DirectAIHFTrainer(_OfflineTrainer):
         batch = self.batch(rows)
         n = len(pref_rows)
         average = c.loss_type == "ipo"
-        chosen, rejected, sft, _ = pairwise_forward(self.policy, batch, n, average)
+        chosen, rejected, sft, _ = pairwise_forward(self.policy, batch, n, average, sft_tokens)
         pair_batch = {k: v[: 2 * n] for k, v in batch.items()}
         ref = self.reference_logps(self.ref, pair_batch, average)
         if c.loss_type == "ipo":
             pair = ipo_loss(chosen, rejected, ref[:n], ref[n:], c.beta)
         else:
             pair = dpo_loss(chosen, rejected, ref[:n], ref[n:], c.beta, c.label_smoothing)
-        loss = pair.loss
+        loss = share * pair.loss
         metrics = {"loss/dpo": pair.loss.item(), "logps/chosen": chosen.mean().item()}
         metrics |= {"logps/rejected": rejected.mean().item()}
         metrics |= _pair_metrics("rewards", pair.chosen_rewards, pair.rejected_rewards)
         if sft is not None:
             loss = loss + c.alpha * sft
-            metrics["loss/sft"] = sft.item()
-        metrics["loss"] = loss.item()
+            metrics["loss/sft"] = sft.item() / share
+        metrics["loss"] = loss.item() / share
         return loss, metrics, int(batch["attention_mask"].sum())
 
-    def train(self) -> dict[str, float]:
-        c, acc = self.config, self.accelerator
-        bar = runtime.start_or_resume(
-            acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, c.max_steps, self.method
-        )
-        start = time.perf_counter()
-        while self.state.step < c.max_steps:
-            pref_rows = [self.prefs.rows[i] for i in self.samplers["prefs"].next()]
-            demo_rows = [self.demos.rows[i] for i in self.samplers["demos"].next()] if self.demos else []
-            loss, metrics, tokens = self.compute_loss(pref_rows, demo_rows)
-            self.optimise(loss)
-            self.tokens_seen += tokens
-            self.state.step += 1
-            metrics = runtime.gather_mean(acc, metrics)
-            if self.state.step % c.logging_steps == 0 or self.state.step == c.max_steps:
-                speed = self.tokens_seen / max(time.perf_counter() - start, 1e-9)
-                self.logger.log(self.state.step, metrics | {"train/tokens_per_second": speed})
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", acc=f"{metrics['rewards/accuracies']:.2f}")
-            bar.update(1)
-            if c.save_steps and self.state.step % c.save_steps == 0:
-                runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
-        bar.close()
-        self.save()
-        self.logger.close()
-        return self.logger.last
+    def training_step(self) -> dict[str, float]:
+        """One optimiser step over `gradient_accumulation_steps` micro-batches of pairs (and demos)."""
+        prefs = self.draw("prefs", self.prefs)
+        demos = self.draw("demos", self.demos) if self.demos else [[] for _ in prefs]
+        share = 1.0 / len(prefs)
+        sft_tokens = sum(_completion_tokens(self.tokenizer, rows, self.config.max_length) for rows in demos)
+        tokens = 0
+
+        def micro_loss(micro: tuple[list, list]) -> tuple[torch.Tensor, dict[str, float]]:
+            nonlocal tokens
+            loss, metrics, n_tokens = self.compute_loss(*micro, share=share, sft_tokens=sft_tokens or None)
+            tokens += n_tokens
+            return loss, metrics
+
+        if self.started is None:
+            self.started = time.perf_counter()
+        metrics = self.accumulate(list(zip(prefs, demos)), micro_loss)
+        self.tokens_seen += tokens
+        speed = self.tokens_seen / max(time.perf_counter() - self.started, 1e-9)
+        return metrics | {"train/tokens_per_second": speed}
+
+
+def _completion_tokens(tokenizer: Any, rows: list[dict[str, str]], max_length: int) -> int:
+    """Completion tokens that the SFT term predicts for these demonstration rows (after truncation)."""
+    if not rows:
+        return 0
+    batch = encode(tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], max_length)
+    return int(batch["completion_mask"][:, 1:].sum())
 
 
 class SelfPlayAIHFTrainer(_OfflineTrainer):
@@ -217,7 +221,8 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
             raise InputError(f"{method}: needs demonstrations (--demos)")
         self.method = method
         total_steps = config.max_iterations * config.steps_per_iteration
-        super().__init__(policy, tokenizer, config, demos, prefs, sources, total_steps)
+        # The reference is the current iterate pi_t, copied every iteration: no frozen pi_0 is kept.
+        super().__init__(policy, tokenizer, config, demos, prefs, sources, total_steps, keep_reference=False)
         acc = self.accelerator
         if runtime.uses_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3:
             raise InputError(
@@ -230,9 +235,8 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         c = self.config
         opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
-        rows = [
-            self.demos.rows[i] for _ in range(c.steps_per_iteration) for i in self.samplers["demos"].next()
-        ]
+        draws = c.steps_per_iteration * c.gradient_accumulation_steps
+        rows = [self.demos.rows[i] for _ in range(draws) for i in self.samplers["demos"].next()]
         answers: list[str] = []
         for start in range(0, len(rows), c.generation_batch_size):  # pi_t is fixed: batch the generation
             chunk = rows[start : start + c.generation_batch_size]
@@ -247,9 +251,14 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
             ).completions
         return list(zip(rows, answers))
 
+    @property
+    def total(self) -> int:
+        return self.config.max_iterations
+
     def compute_loss(
-        self, spin_rows: list[tuple[dict[str, str], str]], pref_rows: list[dict[str, str]]
+        self, spin_rows: list[tuple[dict[str, str], str]], pref_rows: list[dict[str, str]], share: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """alpha * SPIN + DPO on one micro-batch, scaled by its `share` of the optimiser step."""
         c = self.config
         pairs = [(r["prompt"], r["completion"], generated) for r, generated in spin_rows]
         pairs += [(r["prompt"], r["chosen"], r["rejected"]) for r in pref_rows]
@@ -269,35 +278,24 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
             metrics["loss/dpo"] = pair.loss.item()
             metrics |= _pair_metrics("rewards", pair.chosen_rewards, pair.rejected_rewards)
         metrics["loss"] = loss.item()
-        return loss, metrics
+        return share * loss, metrics
 
-    def train(self) -> dict[str, float]:
-        c, acc = self.config, self.accelerator
-        bar = runtime.start_or_resume(
-            acc,
-            self.out_dir,
-            c.resume_from_checkpoint,
-            self.state,
-            self.logger,
-            c.max_iterations,
-            self.method,
-        )
-        while self.state.step < c.max_iterations:
-            generated = self.generate_opponent_answers()
-            records = []
-            for start in range(0, len(generated), c.batch_size):
-                pref_rows = [self.prefs.rows[i] for i in self.samplers["prefs"].next()] if self.prefs else []
-                loss, metrics = self.compute_loss(generated[start : start + c.batch_size], pref_rows)
-                self.optimise(loss)
-                records.append(metrics)
-            self.state.step += 1
-            metrics = runtime.gather_mean(acc, runtime.mean_metrics(records))
-            self.logger.log(self.state.step, {"iteration": self.state.step, **metrics})
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}")
-            bar.update(1)
-            if c.save_steps and self.state.step % c.save_steps == 0:
-                runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
-        bar.close()
-        self.save()
-        self.logger.close()
-        return self.logger.last
+    def training_step(self) -> dict[str, float]:
+        """One outer iteration: pi_t := pi, sample y' ~ pi_t, then `steps_per_iteration` optimiser steps."""
+        c = self.config
+        generated = self.generate_opponent_answers()
+        micro = [generated[i : i + c.batch_size] for i in range(0, len(generated), c.batch_size)]
+        steps = [
+            micro[i : i + c.gradient_accumulation_steps]
+            for i in range(0, len(micro), c.gradient_accumulation_steps)
+        ]
+        records = []
+        for step in steps:
+            prefs = self.draw("prefs", self.prefs) if self.prefs else [[] for _ in step]
+            share = 1.0 / len(step)
+            records.append(
+                self.accumulate(
+                    list(zip(step, prefs)), lambda m, share=share: self.compute_loss(*m, share=share)
+                )
+            )
+        return {"iteration": self.state.step + 1, **runtime.mean_metrics(records)}

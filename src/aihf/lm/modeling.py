@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,39 @@ from aihf.errors import InputError
 from aihf.losses import sequence_logprobs
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
+def check_model_source(source: str, what: str = "model") -> None:
+    """A local model directory must hold a config, weights and tokenizer files; say which are missing.
+
+    transformers would otherwise fall back to a one-token tokenizer, or fail only when training starts.
+    A path that does not exist is taken for a Hub name and left to `from_pretrained`.
+    """
+    path = Path(source)
+    if not path.exists():
+        if source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise InputError(f"{source}: {what} directory not found (expected a save_pretrained directory)")
+        return
+    if not path.is_dir():
+        raise InputError(f"{source}: {what} is a file; expected a save_pretrained directory or a Hub name")
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json or tokenizer_config.json)")
+    if missing:
+        raise InputError(f"{source}: {what} directory is missing {', '.join(missing)}")
 
 
 def load_tokenizer(path: str) -> Any:

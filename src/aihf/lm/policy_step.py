@@ -12,6 +12,7 @@ Optimisers:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ class PolicyStep:
         ref_policy: Any | None = None,
         max_prompt_length: int | None = None,
         max_grad_norm: float = 1.0,
+        gradient_accumulation_steps: int = 1,
     ) -> None:
         if config.policy_optimizer not in ("rloo", "online_dpo"):
             raise ValueError(
@@ -63,6 +65,7 @@ class PolicyStep:
         self.ref_policy = ref_policy
         self.max_prompt_length = max_prompt_length
         self.max_grad_norm = max_grad_norm
+        self.gradient_accumulation_steps = gradient_accumulation_steps
         if config.use_vllm:
             from trl.import_utils import is_vllm_available
 
@@ -125,23 +128,30 @@ class PolicyStep:
             return completion_logprobs(self.accelerator.unwrap_model(self.policy), batch)
 
     def __call__(self, prompts: Sequence[str], reward: RewardScorer | RewardFn) -> dict[str, float]:
+        """One optimiser step on `prompts`: sample k answers each in one call, score them, then the
+        loss and backward in `gradient_accumulation_steps` micro-batches of whole prompt groups."""
         score = as_reward_fn(reward)
         c = self.config
         samples = self.sample(prompts, c.num_samples)
         device = samples.batch["input_ids"].device
         scores = score(samples.prompts, samples.completions).to(device)
-        ref = self.reference_logprobs(samples.batch)
-        if c.policy_optimizer == "rloo":
-            loss, metrics = self._rloo_loss(samples.batch, scores, ref)
-        else:
-            loss, metrics = self._online_dpo_loss(samples.batch, scores, ref)
+        chunks = _micro_slices(len(prompts), self.gradient_accumulation_steps, c.num_samples)
+        records = []
+        for i, rows in enumerate(chunks):
+            batch = _trim({key: value[rows] for key, value in samples.batch.items()})
+            ref = self.reference_logprobs(batch)
+            if c.policy_optimizer == "rloo":
+                loss, metrics = self._rloo_loss(batch, scores[rows], ref)
+            else:
+                loss, metrics = self._online_dpo_loss(batch, scores[rows], ref)
+            runtime.backward(self.accelerator, self.policy, loss / len(chunks), sync=i == len(chunks) - 1)
+            records.append(metrics | {"loss/policy": loss.item()})
         runtime.optimizer_step(
-            self.accelerator, self.policy, self.optimizer, self.scheduler, loss, self.max_grad_norm
+            self.accelerator, self.policy, self.optimizer, self.scheduler, self.max_grad_norm
         )
         self.updates += 1
         lengths = samples.batch["completion_mask"].sum(-1).float()
-        return metrics | {
-            "loss/policy": loss.item(),
+        return runtime.mean_metrics(records) | {
             "objective/scores": scores.mean().item(),
             "policy/completion_length": lengths.mean().item(),
         }
@@ -188,3 +198,16 @@ class PolicyStep:
             "policy/score_margin": (scores[best] - scores[worst]).mean().item(),
             "policy/dpo_margin": (result.chosen_rewards - result.rejected_rewards).mean().item(),
         }
+
+
+def _micro_slices(n_prompts: int, parts: int, k: int) -> list[slice]:
+    """Row slices of `parts` micro-batches of whole prompt groups (k consecutive samples per prompt)."""
+    parts = max(1, min(parts, n_prompts))
+    bounds = [round(i * n_prompts / parts) for i in range(parts + 1)]
+    return [slice(a * k, b * k) for a, b in itertools.pairwise(bounds)]
+
+
+def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the padding columns that no row of this (right-padded) micro-batch uses."""
+    width = int(batch["attention_mask"].sum(-1).max())
+    return {key: value[:, :width] for key, value in batch.items()}

@@ -2,7 +2,8 @@
 
 Checkpoints are `accelerate` states (models, optimisers, RNG of every process, and the trainer's
 own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, renamed into place
-only when complete. Metrics go to `OUT/metrics.jsonl`, TensorBoard (`OUT/runs`) and the tqdm bar.
+only when complete. Metrics go to `OUT/metrics.jsonl`, accelerate's trackers (`report_to`;
+TensorBoard under `OUT/runs`) and the tqdm bar.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ from aihf.io import write_text
 from aihf.lm.config import LMConfig
 
 
+def trackers(config: LMConfig) -> list[str]:
+    """`report_to` as accelerate tracker names; wandb runs offline unless WANDB_MODE says otherwise."""
+    names = [config.report_to] if isinstance(config.report_to, str) else list(config.report_to)
+    names = [n for n in names if n != "none"]
+    if "wandb" in names or "all" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return names
+
+
 def make_accelerator(config: LMConfig) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -28,17 +38,23 @@ def make_accelerator(config: LMConfig) -> Any:
 
     # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
     AcceleratorState._reset_state()
-    accelerator = Accelerator(cpu=config.cpu, mixed_precision="bf16" if config.bf16 else "no")
+    accelerator = Accelerator(
+        cpu=config.cpu,
+        mixed_precision="bf16" if config.bf16 else "no",
+        log_with=trackers(config) or None,
+        project_dir=str(Path(config.output_dir) / "runs"),
+    )
     set_seed(config.seed)
     return accelerator
 
 
-def maybe_peft(model: Any, config: LMConfig, task_type: str) -> Any:
-    """Dropout off, gradient checkpointing, and a LoRA adapter when `use_peft` (whose base is then pi_0)."""
-    if config.disable_dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+def prepare_model(model: Any, config: LMConfig, task_type: str) -> Any:
+    """Gradient checkpointing, a LoRA adapter when `use_peft` (whose base is then pi_0), dropout off.
+
+    Dropout is switched off after wrapping, so LoRA's own dropout goes too. The model is left in
+    training mode: transformers checkpoints activations only there (with dropout off, training mode
+    computes the same values as evaluation mode).
+    """
     if config.gradient_checkpointing:  # renamed "activation checkpointing" in transformers 5
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):
@@ -46,18 +62,22 @@ def maybe_peft(model: Any, config: LMConfig, task_type: str) -> Any:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
-    if not config.use_peft:
-        return model
-    from peft import LoraConfig, get_peft_model
+    if config.use_peft:
+        from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(
-        task_type=task_type,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",
-    )
-    return get_peft_model(model, lora)
+        lora = LoraConfig(
+            task_type=task_type,
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules or "all-linear",
+        )
+        model = get_peft_model(model, lora)
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    return model.train()
 
 
 def frozen_copy(model: Any) -> Any:
@@ -101,19 +121,39 @@ def generation_model(accelerator: Any, model: Any) -> Any:
     return unwrap_model_for_generation(model, accelerator)
 
 
+def check_accumulation(accelerator: Any, config: LMConfig) -> None:
+    if config.gradient_accumulation_steps > 1 and uses_deepspeed(accelerator):
+        from aihf.errors import InputError
+
+        raise InputError(
+            "gradient_accumulation_steps > 1 with DeepSpeed: set gradient_accumulation_steps in the "
+            "DeepSpeed config instead and keep it 1 here"
+        )
+
+
+def backward(accelerator: Any, model: Any, loss: torch.Tensor, sync: bool = True) -> None:
+    """Backward of one micro-batch; `sync=False` skips DDP's gradient all-reduce (not the last one)."""
+    if uses_deepspeed(accelerator):
+        model.backward(loss)
+        return
+    if sync or accelerator.num_processes == 1:
+        accelerator.backward(loss)
+    else:
+        with accelerator.no_sync(model):
+            accelerator.backward(loss)
+
+
 def optimizer_step(
-    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, loss: torch.Tensor, max_grad_norm: float
+    accelerator: Any, model: Any, optimizer: Any, scheduler: Any, max_grad_norm: float
 ) -> None:
-    """backward, clip, step, zero_grad.
+    """Clip, step, zero_grad, schedule: once per optimiser step, after its micro-batches' backward.
 
     Under DeepSpeed each model is its own engine (clipping from its config); accelerate's `backward`
     would always drive the last engine prepared, so each engine is driven directly.
     """
     if uses_deepspeed(accelerator):
-        model.backward(loss)
         model.step()
     else:
-        accelerator.backward(loss)
         if max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
@@ -121,9 +161,22 @@ def optimizer_step(
     scheduler.step()
 
 
-def make_optimizer(model: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def make_optimizer(model: Any, lr: float, config: LMConfig) -> torch.optim.Optimizer:
+    """torch AdamW with weight decay off biases and norms: the optimiser transformers' Trainer builds."""
+    from transformers import Trainer
+
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if n in decay], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        lr=lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+    )
 
 
 def make_scheduler(accelerator: Any, optimizer: Any, config: LMConfig, total_steps: int) -> Any:
@@ -193,34 +246,32 @@ class TrainerState:
 
 
 class MetricsLogger:
-    """TRL-style metric names to OUT/metrics.jsonl (one JSON object per logged step) and TensorBoard."""
+    """TRL-style metric names to OUT/metrics.jsonl (one JSON object per logged step) and the trackers."""
 
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, accelerator: Any, out_dir: Path, project: str, config: LMConfig) -> None:
+        self.accelerator = accelerator
+        self.enabled = accelerator.is_main_process
         self.path = out_dir / "metrics.jsonl"
-        self.writer = None
-        if enabled:
+        if self.enabled:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self.writer = SummaryWriter(str(out_dir / "runs"))
-                except ImportError:
-                    self.writer = None
+        self.tracking = bool(trackers(config))
+        if self.tracking:  # hyper-parameters as scalars/strings, which every tracker accepts
+            flat = {
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in config.to_dict().items()
+            }
+            accelerator.init_trackers(project, config=flat)
         self.last: dict[str, float] = {}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
         self.last = {"step": step, **clean}
+        if self.tracking:
+            self.accelerator.log({k: v for k, v in clean.items() if math.isfinite(v)}, step=step)
         if not self.enabled:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(self.last) + "\n")
-        if self.writer is not None:
-            for key, value in clean.items():
-                if math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
 
     def drop_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -229,8 +280,8 @@ class MetricsLogger:
         write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.tracking:
+            self.accelerator.end_training()
 
 
 def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:

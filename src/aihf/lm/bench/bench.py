@@ -39,7 +39,7 @@ from aihf.lm.evaluation import SamplingConfig, evaluate, load_model, reference_s
 from aihf.lm.gold import gold_name, load_gold_reward
 
 # Settings shared by every trainer: a small model trains at larger learning rates than the 1e-5 default.
-COMMON = {"max_length": 64, "max_prompt_length": 16, "tensorboard": False, "cpu": True, "logging_steps": 10}
+COMMON = {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True, "logging_steps": 10}
 RL = {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05, "learning_rate": 1e-4}
 RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
 

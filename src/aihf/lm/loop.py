@@ -1,0 +1,132 @@
+"""`LoopTrainer`: the one training loop of the hand-written trainers (AIHF, Direct AIHF, Self-Play AIHF).
+
+A subclass says what one unit of progress is (`training_step`: an optimiser step, or an outer
+iteration of several) and how many there are (`total`); this class owns everything around it:
+the accelerator, the policy with its PEFT adapter, optimiser, schedule and frozen reference, the
+data samplers, logging every `logging_steps` units, checkpoints every `save_steps` units, resume,
+the progress bar, and saving OUT/policy at the end.
+
+Why not transformers' `Trainer`: AIHF updates two models with two optimisers and samples from the
+policy inside the step; Self-Play regenerates its opponent's answers every iteration. TRL's own
+on-policy trainers bend `Trainer` to this by overriding most of it; a short explicit loop on
+accelerate keeps each algorithm readable top to bottom and gives the same features (accumulation,
+checkpointing, mixed precision, DDP/DeepSpeed, trackers). The TRL-backed baselines share the
+config's meaning through `baselines.trl_args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aihf.lm import runtime
+from aihf.lm.config import LMConfig
+from aihf.lm.data import TextData
+
+
+class LoopTrainer:
+    method = "?"
+    bar_keys: tuple[str, ...] = ("loss",)
+
+    def __init__(
+        self,
+        policy: Any,
+        tokenizer: Any,
+        config: LMConfig,
+        *,
+        sources: dict[str, str | None] | None,
+        learning_rate: float,
+        total_policy_steps: int,
+        micro_batch_size: int,
+        keep_reference: bool = True,
+    ) -> None:
+        self.config, self.tokenizer, self.sources = config, tokenizer, sources or {}
+        self.accelerator = acc = runtime.make_accelerator(config)
+        runtime.check_accumulation(acc, config)
+        policy = runtime.prepare_model(policy, config, "CAUSAL_LM")
+        ref = runtime.frozen_copy(policy) if keep_reference and not config.use_peft else None
+        optimizer = runtime.make_optimizer(policy, learning_rate, config)
+        self.policy, self.optimizer = runtime.prepare_trainable(acc, policy, optimizer, micro_batch_size)
+        self.scheduler = runtime.make_scheduler(acc, self.optimizer, config, total_policy_steps)
+        # pi_0: a frozen copy, or (PEFT) the base model with the adapter switched off.
+        self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
+        self.samplers: dict[str, runtime.BatchSampler] = {}
+        self.state = runtime.TrainerState(self.samplers)
+        acc.register_for_checkpointing(self.state)
+        self.out_dir = Path(config.output_dir)
+        self.logger = runtime.MetricsLogger(acc, self.out_dir, self.method, config)
+
+    # --- what a subclass provides --------------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        raise NotImplementedError
+
+    def training_step(self) -> dict[str, float]:
+        """One unit of progress; returns its metrics (already averaged over micro-batches)."""
+        raise NotImplementedError
+
+    def data(self) -> Sequence[TextData | None]:
+        """The data sets whose notes go into the model card."""
+        return ()
+
+    # --- shared helpers --------------------------------------------------------------------------------
+
+    def add_sampler(self, key: str, data: TextData, batch_size: int, seed_offset: int) -> None:
+        acc = self.accelerator
+        self.samplers[key] = runtime.BatchSampler(
+            len(data), batch_size, self.config.seed + seed_offset, acc.process_index, acc.num_processes
+        )
+
+    def draw(self, key: str, data: TextData) -> list[list[dict[str, str]]]:
+        """The rows of one optimiser step: `gradient_accumulation_steps` micro-batches."""
+        steps = self.config.gradient_accumulation_steps
+        return [[data.rows[i] for i in self.samplers[key].next()] for _ in range(steps)]
+
+    def accumulate(
+        self, micro_batches: Sequence[Any], loss_fn: Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+    ) -> dict[str, float]:
+        """backward over the micro-batches (each loss already scaled to its share), then one policy step."""
+        records = []
+        for i, micro in enumerate(micro_batches):
+            loss, metrics = loss_fn(micro)
+            runtime.backward(self.accelerator, self.policy, loss, sync=i == len(micro_batches) - 1)
+            records.append(metrics)
+        runtime.optimizer_step(
+            self.accelerator, self.policy, self.optimizer, self.scheduler, self.config.max_grad_norm
+        )
+        return runtime.mean_metrics(records)
+
+    # --- the loop --------------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, float]:
+        c, acc, total = self.config, self.accelerator, self.total
+        bar = runtime.start_or_resume(
+            acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, total, self.method
+        )
+        while self.state.step < total:
+            metrics = runtime.gather_mean(acc, self.training_step())
+            self.state.step += 1
+            if self.state.step % c.logging_steps == 0 or self.state.step == total:
+                self.logger.log(self.state.step, metrics)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
+            bar.update(1)
+            if c.save_steps and self.state.step % c.save_steps == 0:
+                runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
+        bar.close()
+        self.save()
+        self.logger.close()
+        return self.logger.last
+
+    def save(self) -> None:
+        card = self.model_card()
+        runtime.save_model(self.accelerator, self.policy, self.tokenizer, self.out_dir / "policy", card)
+
+    def model_card(self) -> str:
+        notes = [n for d in self.data() if d is not None for n in d.notes]
+        return runtime.model_card(
+            self.method, self.sources.get("model") or "?", self.sources, self.config.to_dict(), notes
+        )

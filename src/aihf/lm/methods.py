@@ -1,0 +1,293 @@
+"""The one registry of LM methods: name, config class, data, outputs, and how each one trains.
+
+`aihf lm train --trainer NAME`, `run_training`, the docs and the tests all read `METHODS`; adding a
+method is one `Method(...)` entry and its `run` function here. Heavy imports stay inside the runners.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aihf.errors import InputError
+from aihf.lm.config import (
+    AIHFConfig,
+    DirectAIHFConfig,
+    LMConfig,
+    OddsRatioConfig,
+    SelfPlayAIHFConfig,
+    SFTRewardConfig,
+)
+from aihf.lm.data import TextData
+
+if TYPE_CHECKING:  # torch and transformers load only when a method runs, not for `aihf --help`
+    from aihf.lm.modeling import RewardFn
+
+
+@dataclass
+class RunInputs:
+    """What `run_training` has loaded and validated before a method's runner starts."""
+
+    config: Any
+    model: str
+    tokenizer: Any
+    reward_model: str | None
+    data: dict[str, TextData | None]
+    sources: dict[str, str | None]
+    reward_fn: RewardFn | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type[LMConfig]
+    summary: str
+    run: Callable[[RunInputs], dict[str, float]]
+    required: tuple[str, ...] = ()  # data it cannot run without (demos / prefs / prompts)
+    optional: tuple[str, ...] = ()  # data it uses when given
+    iterative: bool = False  # limited by max_iterations (else max_steps)
+    outputs: tuple[str, ...] = ("policy",)
+    needs_reward_model: bool = False  # --reward-model, unless a Python reward_fn is given
+
+
+# --- runners -----------------------------------------------------------------------------------------
+
+
+def _sft(run: RunInputs) -> dict[str, float]:
+    from aihf.lm import baselines
+    from aihf.lm.modeling import load_causal_lm
+
+    return baselines.run_sft(
+        load_causal_lm(run.model), run.tokenizer, run.config, run.data["demos"], run.sources
+    )
+
+
+def _reward(run: RunInputs) -> dict[str, float]:
+    from aihf.lm import baselines
+    from aihf.lm.modeling import load_reward_model, load_tokenizer
+
+    path = run.reward_model or run.model
+    return baselines.run_reward(
+        load_reward_model(path), load_tokenizer(path), run.config, run.data["prefs"], run.sources
+    )
+
+
+def _trl_pairwise(loss: str) -> Callable[[RunInputs], dict[str, float]]:
+    def run_pairwise(run: RunInputs) -> dict[str, float]:
+        from aihf.lm import baselines
+        from aihf.lm.modeling import load_causal_lm
+
+        policy = load_causal_lm(run.model)
+        return baselines.run_pairwise(policy, run.tokenizer, run.config, run.data["prefs"], run.sources, loss)
+
+    return run_pairwise
+
+
+def _direct_aihf(run: RunInputs) -> dict[str, float]:
+    from aihf.lm.direct import DirectAIHFTrainer
+    from aihf.lm.modeling import load_causal_lm
+
+    return DirectAIHFTrainer(
+        load_causal_lm(run.model),
+        run.tokenizer,
+        run.config,
+        prefs=run.data["prefs"],
+        demos=run.data["demos"],
+        sources=run.sources,
+    ).train()
+
+
+def _self_play(method: str) -> Callable[[RunInputs], dict[str, float]]:
+    def run_self_play(run: RunInputs) -> dict[str, float]:
+        from aihf.lm.direct import SelfPlayAIHFTrainer
+        from aihf.lm.modeling import load_causal_lm
+
+        prefs = run.data["prefs"] if method == "self-play-aihf" else None
+        return SelfPlayAIHFTrainer(
+            load_causal_lm(run.model),
+            run.tokenizer,
+            run.config,
+            demos=run.data["demos"],
+            prefs=prefs,
+            sources=run.sources,
+            method=method,
+        ).train()
+
+    return run_self_play
+
+
+def _aihf(run: RunInputs) -> dict[str, float]:
+    """Algorithm 1: the reward is learned from demonstrations and preferences during RL."""
+    return _rl_stage(run, run.model, run.reward_model, train_reward=True)
+
+
+def _rlhf(run: RunInputs) -> dict[str, float]:
+    """SFT -> BTL reward model -> RL against the frozen reward; each stage in its own directory."""
+    from aihf.lm import baselines
+    from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
+
+    cfg, out = run.config, Path(run.config.output_dir)
+    metrics: dict[str, float] = {}
+    model = run.model
+    if cfg.sft_steps > 0:
+        if run.data["demos"] is None:
+            raise InputError("rlhf: sft_steps > 0 needs demonstrations (--demos)")
+        sft_cfg = dataclasses.replace(cfg, max_steps=cfg.sft_steps, output_dir=str(out / "sft"))
+        stage = baselines.run_sft(
+            load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources
+        )
+        metrics |= {f"sft/{k}": v for k, v in stage.items()}
+        model = str(out / "sft" / "policy")
+    reward_model = run.reward_model
+    if run.reward_fn is None and run.data["prefs"] is not None:
+        rm_cfg = dataclasses.replace(
+            cfg,
+            max_steps=cfg.reward_warmup_steps or cfg.max_iterations,
+            learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
+            batch_size=cfg.reward_batch_size or cfg.batch_size,
+            output_dir=str(out / "reward_stage"),
+        )
+        stage = baselines.run_reward(
+            load_reward_model(reward_model),
+            load_tokenizer(reward_model),
+            rm_cfg,
+            run.data["prefs"],
+            run.sources,
+        )
+        metrics |= {f"reward_stage/{k}": v for k, v in stage.items()}
+        reward_model = str(out / "reward_stage" / "reward_model")
+    return metrics | _rl_stage(run, model, reward_model, train_reward=False)
+
+
+def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward: bool) -> dict[str, float]:
+    from aihf.lm.aihf_trainer import AIHFTrainer
+    from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
+
+    rm = rm_tokenizer = None
+    if run.reward_fn is None:
+        rm_tokenizer, rm = load_tokenizer(reward_model), load_reward_model(reward_model)
+    prompts = run.data["prompts"]
+    if prompts is None:  # the policy step defaults to every prompt of the data
+        rows = [{"prompt": r["prompt"]} for d in (run.data["demos"], run.data["prefs"]) if d for r in d.rows]
+        prompts = TextData(kind="prompts", source="<demos+prefs prompts>", rows=rows) if rows else None
+    return AIHFTrainer(
+        load_causal_lm(model),
+        run.tokenizer,
+        run.config,
+        reward_model=rm,
+        reward_tokenizer=rm_tokenizer,
+        reward_fn=run.reward_fn,
+        demos=run.data["demos"] if train_reward else None,
+        prefs=run.data["prefs"] if train_reward else None,
+        prompts=prompts,
+        train_reward=train_reward,
+        method="aihf" if train_reward else "rlhf",
+        sources=run.sources,
+    ).train()
+
+
+# --- the registry ------------------------------------------------------------------------------------
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "aihf",
+            AIHFConfig,
+            "Algorithm 1: RL policy steps alternating with reward steps on demonstrations + preferences",
+            _aihf,
+            optional=("demos", "prefs", "prompts"),
+            iterative=True,
+            outputs=("policy", "reward_model"),
+            needs_reward_model=True,
+        ),
+        Method(
+            "direct-aihf",
+            DirectAIHFConfig,
+            "DPO on the preferences + alpha * SFT on the separate demonstration set",
+            _direct_aihf,
+            required=("prefs",),
+            optional=("demos",),
+        ),
+        Method(
+            "self-play-aihf",
+            SelfPlayAIHFConfig,
+            "SPIN on the demonstrations against the current iterate + DPO on the preferences",
+            _self_play("self-play-aihf"),
+            required=("demos",),
+            optional=("prefs",),
+            iterative=True,
+        ),
+        Method(
+            "rlhf",
+            AIHFConfig,
+            "SFT -> BTL reward model (TRL) -> RL against the frozen reward",
+            _rlhf,
+            optional=("prefs", "prompts", "demos"),
+            iterative=True,
+            outputs=("policy", "reward_stage/reward_model"),
+            needs_reward_model=True,
+        ),
+        Method("sft", SFTRewardConfig, "TRL SFTTrainer on the demonstrations", _sft, required=("demos",)),
+        Method(
+            "reward",
+            SFTRewardConfig,
+            "TRL RewardTrainer (Bradley-Terry) on the preferences",
+            _reward,
+            required=("prefs",),
+            outputs=("reward_model",),
+        ),
+        Method("dpo", DirectAIHFConfig, "TRL DPOTrainer", _trl_pairwise("dpo"), required=("prefs",)),
+        Method(
+            "ipo", DirectAIHFConfig, "TRL DPOTrainer, IPO loss", _trl_pairwise("ipo"), required=("prefs",)
+        ),
+        Method(
+            "rpo",
+            DirectAIHFConfig,
+            "TRL DPOTrainer, DPO + alpha * SFT on the chosen answers (loss_type sigmoid + sft)",
+            _trl_pairwise("rpo"),
+            required=("prefs",),
+        ),
+        Method(
+            "orpo",
+            OddsRatioConfig,
+            "TRL ORPOTrainer: SFT on chosen + beta * odds ratio, no reference model",
+            _trl_pairwise("orpo"),
+            required=("prefs",),
+        ),
+        Method(
+            "spin",
+            SelfPlayAIHFConfig,
+            "SPIN on the demonstrations (Self-Play AIHF without preferences)",
+            _self_play("spin"),
+            required=("demos",),
+            iterative=True,
+        ),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InputError(f"unknown trainer {name!r}: expected one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def build_config(
+    trainer: str, values: dict[str, Any] | None = None, where: str = "config", **overrides: Any
+) -> Any:
+    """The trainer's config from a dict (YAML keys), with non-None `overrides` (CLI flags) on top.
+
+    Keys that name data or models (`trainer`, `model`, `demos`, ...) are allowed in the YAML and ignored
+    here; the caller reads them.
+    """
+    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS}
+    values |= {k: v for k, v in overrides.items() if v is not None}
+    return get_method(trainer).config.from_dict(values, where)
+
+
+# YAML keys that describe the run rather than the optimiser.
+RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts")
