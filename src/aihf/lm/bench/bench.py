@@ -37,6 +37,7 @@ from aihf.lm.bench.datagen import GENERATED_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.evaluation import SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
+from aihf.lm.methods import METHODS as TRAINERS
 
 # Settings shared by every trainer: a small model trains at larger learning rates than the 1e-5 default.
 COMMON = {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True, "logging_steps": 10}
@@ -253,8 +254,9 @@ def run_bench(
             record["train_seconds"] = time.perf_counter() - t0
             policy, _ = load_model(run_dir / "policy")
             rm = rm_tok = None
-            if (run_dir / "reward_model").is_dir():
-                rm, rm_tok = load_model(run_dir / "reward_model", kind="reward")
+            learned = [o for o in TRAINERS[trainer].outputs if Path(o).name == "reward_model"]
+            if learned:
+                rm, rm_tok = load_model(run_dir / learned[0], kind="reward")
             result = evaluate(
                 policy,
                 tokenizer,
@@ -351,7 +353,7 @@ def _train(
         trainer,
         policy_start,
         str(run_dir),
-        reward_model=str(reward_start) if trainer in ("aihf", "rlhf") else None,
+        reward_model=str(reward_start) if TRAINERS[trainer].needs_reward_model else None,
         config=values,
         **{k: data[k] for k in needs},
     )
