@@ -155,7 +155,8 @@ def test_reward_scorer_uses_the_reward_models_own_tokenizer(tiny_dir):
 
 def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(tiny_dir, data_dir, tmp_path):
     out = tmp_path / "rlhf"
-    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "learning_rate": 1e-3}
+    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "learning_rate": 1e-3, "save_steps": 1}
+    config |= {"save_total_limit": 1}
     config |= {"model": str(tiny_dir / "policy"), "reward_model": str(tiny_dir / "reward_model")}
     config |= {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
     final = run_training("rlhf", None, str(out), max_iterations=2, config=config)
@@ -164,6 +165,10 @@ def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(t
     sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "policy").state_dict()
     policy = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
     assert any(not torch.equal(sft[k], policy[k]) for k in sft)  # RL moved the policy on from the SFT model
+    # Each stage checkpoints into its own directory, so rotation in one never deletes another's.
+    for stage in ("", "sft/", "reward_stage/"):
+        assert [p.name for p in (out / f"{stage}checkpoints").glob("checkpoint-*")] == ["checkpoint-2"], stage
+    assert (out / "reward_stage" / "reward_model" / "config.json").exists()
 
 
 @pytest.mark.parametrize(("policy_optimizer", "beta"), [("rloo", 0.0), ("online_dpo", 0.1)])

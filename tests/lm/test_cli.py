@@ -115,3 +115,41 @@ def test_use_vllm_without_vllm_is_a_clear_input_error(tiny_dir, data_dir, tmp_pa
     argv += ["--reward-model", str(tiny_dir / "reward_model"), "--prefs", str(data_dir / "prefs.jsonl")]
     assert aihf.cli.main([*argv, "--config", str(tmp_path / "c.yaml")]) == 2
     assert "vLLM is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("keep", "missing"),
+    [
+        (("config.json", "model.safetensors"), "tokenizer files"),
+        (("tokenizer.json", "tokenizer_config.json", "model.safetensors"), "config.json"),
+        (("config.json", "tokenizer.json", "tokenizer_config.json"), "weights"),
+    ],
+)
+def test_incomplete_model_directory_stops_before_any_work(
+    keep, missing, tiny_dir, data_dir, tmp_path, capsys
+):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in keep:
+        (model / name).write_bytes((tiny_dir / "policy" / name).read_bytes())
+    out = tmp_path / "out"
+    argv = [
+        "lm",
+        "train",
+        "--trainer",
+        "sft",
+        "--model",
+        str(model),
+        "--demos",
+        str(data_dir / "demos.jsonl"),
+    ]
+    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(model) in err[0] and missing in err[0]
+    assert not out.exists()
+
+
+def test_model_given_as_a_file_is_an_input_error(data_dir, tmp_path, capsys):
+    argv = ["lm", "train", "--trainer", "sft", "--model", str(data_dir / "demos.jsonl")]
+    assert aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "is a file" in capsys.readouterr().err
