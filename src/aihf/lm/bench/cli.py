@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from aihf.errors import InputError
@@ -66,7 +67,7 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write metrics and samples as JSON here")
-    p.set_defaults(handler=_eval)
+    p.set_defaults(handler=_eval, out_is_file=True)
 
     p = lm_subparsers.add_parser(
         "pretrain", help="pretrain the benchmark's base policy on the shipped corpus"
@@ -104,7 +105,15 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
         cfg.shard = _parse_shard(args.shard)
-    run_bench(args.out, cfg, workers=_parse_workers(args.workers))
+    failed = run_bench(args.out, cfg, workers=_parse_workers(args.workers))["failed"]
+    if failed:
+        where = Path(args.out) / "runs"
+        print(
+            f"aihf: error: {len(failed)} bench job(s) failed: {', '.join(failed)} "
+            f"(tracebacks in {where}/JOB/eval.json)",
+            file=sys.stderr,
+        )
+        return 1
     if cfg.shard:
         print(f"shard {args.shard} done; run again without --shard to write the report")
     else:
