@@ -70,10 +70,11 @@ def _add_beta_alpha(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_beta_alpha(args: argparse.Namespace) -> None:
-    if not (args.beta > 0 and args.beta < float("inf")):
-        raise InputError(f"--beta must be a positive number, got {args.beta}")
-    if not (args.alpha >= 0 and args.alpha < float("inf")):
-        raise InputError(f"--alpha must be a non-negative number, got {args.alpha}")
+    """Outside these ranges exp(r / beta) and alpha * n overflow float64: the answers would be noise."""
+    if not 1e-6 <= args.beta <= 1e6:
+        raise InputError(f"--beta must be a number in [1e-06, 1e+06], got {args.beta}")
+    if not 0 <= args.alpha <= 1e6:
+        raise InputError(f"--alpha must be a number in [0, 1e+06], got {args.alpha}")
 
 
 def _solve(args: argparse.Namespace) -> int:

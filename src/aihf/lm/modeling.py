@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,8 +21,30 @@ from aihf.losses import sequence_logprobs
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
+# A saved tokenizer has at least one of these; without them transformers builds a useless one-token one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+
+
+def check_model_source(path: str, option: str) -> None:
+    """Refuse a local model path that cannot load, before anything is loaded: a file, or a directory
+    without config.json or tokenizer files. Hub names pass (they are checked when loaded)."""
+    local = Path(path)
+    if not local.exists():
+        if path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise InputError(f"{option} {path}: no such model directory")
+        return
+    if not local.is_dir():
+        raise InputError(f"{option} {path}: is a file, expected a model directory (save_pretrained)")
+    if not (local / "config.json").is_file():
+        raise InputError(f"{option} {path}: no config.json, expected a save_pretrained model directory")
+    if not any((local / name).is_file() for name in TOKENIZER_FILES):
+        raise InputError(f"{option} {path}: no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
+
+
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
+
+    check_model_source(path, "model")
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

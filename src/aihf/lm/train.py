@@ -14,7 +14,7 @@ from typing import Any
 from aihf.errors import InputError
 from aihf.lm.config import CONFIGS, build_config, load_yaml
 from aihf.lm.data import TextData, prepare_text_data
-from aihf.lm.modeling import RewardFn, load_causal_lm, load_reward_model, load_tokenizer
+from aihf.lm.modeling import RewardFn, check_model_source, load_causal_lm, load_reward_model, load_tokenizer
 
 TRAINERS = tuple(CONFIGS)
 ITERATIVE = ("aihf", "rlhf", "self-play-aihf", "spin")
@@ -85,6 +85,16 @@ def run_training(
     needs_reward = trainer in ("aihf", "rlhf") and reward_fn is None
     if needs_reward and reward_model is None:
         raise InputError(f"{trainer}: needs --reward-model (a one-label sequence classifier to start from)")
+    from transformers import SchedulerType
+
+    if cfg.lr_scheduler_type not in {s.value for s in SchedulerType}:
+        names = ", ".join(s.value for s in SchedulerType)
+        raise InputError(
+            f"{where}: field 'lr_scheduler_type' = {cfg.lr_scheduler_type!r}: expected one of {names}"
+        )
+    check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
+    if reward_model is not None:
+        check_model_source(reward_model, "--reward-model")
 
     tokenizer = load_tokenizer(model)
     if cfg.chat_template:
