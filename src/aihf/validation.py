@@ -67,17 +67,17 @@ def validate_config(config: Any, ranges: dict[str, Range]) -> None:
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        checked = check_value(f.name, value, hints[f.name], ranges.get(f.name))
+        checked = check_value(f"field {f.name!r}", value, hints[f.name], ranges.get(f.name))
         if checked is not value:
             object.__setattr__(config, f.name, checked)
 
 
 def check_value(name: str, value: Any, hint: Any, limits: Range | None = None) -> Any:
-    """The value converted to `hint`, or InputError "field 'name' = value: expected ..."."""
+    """The value converted to `hint`, or InputError "name = value: expected ..." (name: a field or flag)."""
     try:
         return _convert(value, hint, limits)
     except _Mismatch as err:
-        raise InputError(f"field {name!r} = {value!r}: expected {err}") from None
+        raise InputError(f"{name} = {value!r}: expected {err}") from None
 
 
 class _Mismatch(Exception):

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from aihf.errors import InputError
 
@@ -105,6 +106,7 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
         cfg.shard = _parse_shard(args.shard)
+    _check_bench(cfg)
     failed = run_bench(args.out, cfg, workers=_parse_workers(args.workers))["failed"]
     if failed:
         where = Path(args.out) / "runs"
@@ -119,6 +121,32 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         print(f"report written to {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _check_bench(cfg: Any) -> None:
+    """Every option and every job's trainer config (with its --override) checked before any run starts."""
+    from aihf.lm.bench.bench import METHODS, method_config
+    from aihf.lm.config import build_config
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
+
+    for name, values in (("--methods", cfg.methods), ("--override", list(cfg.overrides))):
+        unknown = sorted(set(values) - set(METHODS))
+        if unknown:
+            raise InputError(f"{name}: unknown methods {unknown}: expected some of {', '.join(METHODS)}")
+    check_value("--n-test", cfg.n_test, int, AT_LEAST_1)
+    for flag, values, limits in (
+        ("--seeds", cfg.seeds, SEED),
+        ("--sweep-seeds", cfg.sweep_seeds or [], SEED),
+        ("--pref-sizes", cfg.pref_sizes, AT_LEAST_1),
+        ("--demo-sizes", cfg.demo_sizes, AT_LEAST_1),
+    ):
+        check_value(flag, values, list[int], limits)
+    check_value("--kl-scales", cfg.kl_scales, list[float], POSITIVE)
+    check_model_source(cfg.base_model, "--base-model")
+    for job in cfg.jobs():
+        trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+        build_config(trainer, values, f"{job.method} config (with --override)")
 
 
 def _parse_workers(text: str) -> int:
