@@ -92,6 +92,9 @@ def run_training(
         raise InputError(
             f"{where}: field 'lr_scheduler_type' = {cfg.lr_scheduler_type!r}: expected one of {names}"
         )
+    from aihf.lm.runtime import resolve_resume
+
+    resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged checkpoint stops here
     check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
     if reward_model is not None:
         check_model_source(reward_model, "--reward-model")
