@@ -199,7 +199,19 @@ def _eval(args: argparse.Namespace) -> int:
     from aihf.lm.bench.pretrain import BASE_MODEL_DIR
     from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
     from aihf.lm.gold import load_gold_reward
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
 
+    check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
+    check_value("--max-new-tokens", args.max_new_tokens, int, LENGTH)
+    check_value("--seed", args.seed, int, SEED)
+    for flag, model in (
+        ("--policy", args.policy),
+        ("--reference", args.reference),
+        ("--reward-model", args.reward_model),
+    ):
+        if model:
+            check_model_source(model, flag)  # all of them before the first loads (and prints its bar)
     for path in (args.prompts, args.prefs):
         if path and not Path(path).is_file():
             raise InputError(f"{path}: file not found")
@@ -240,9 +252,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.build_corpus:
         corpus.write_corpus(corpus.build_corpus(corpus.read_cookies(args.fortune_dir)))
+    from aihf.validation import AT_LEAST_1, check_value
+
     cfg = PretrainConfig()
     if args.steps is not None:
-        cfg.steps = args.steps
+        cfg.steps = check_value("--steps", args.steps, int, AT_LEAST_1)
     pretrain(args.out, cfg)
     return 0
 
@@ -251,12 +265,16 @@ def _generate(args: argparse.Namespace) -> int:
     from aihf.lm.bench.datagen import DataGenConfig, generate_data
     from aihf.lm.bench.pretrain import BASE_MODEL_DIR
     from aihf.lm.gold import load_gold_reward
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, SEED, check_value
 
-    cfg = DataGenConfig(seed=args.seed)
+    cfg = DataGenConfig(seed=check_value("--seed", args.seed, int, SEED))
     if args.rl_steps is not None:
-        cfg.rl_steps = args.rl_steps
+        cfg.rl_steps = check_value("--rl-steps", args.rl_steps, int, AT_LEAST_1)
     if args.save_every is not None:
-        cfg.save_every = args.save_every
+        cfg.save_every = check_value("--save-every", args.save_every, int, AT_LEAST_1)
+    if args.base_model:
+        check_model_source(args.base_model, "--base-model")
     base, gold = args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold)
     generate_data(args.out, base, gold, cfg, work_dir=args.work_dir)
     return 0
