@@ -63,11 +63,16 @@ LENGTH = Range(1, 2**20)  # token counts: larger values are typos, not models
 
 
 def validate_config(config: Any, ranges: dict[str, Range]) -> None:
-    """Check (and normalise in place: int -> float, list -> tuple) every field of a dataclass instance."""
-    hints = typing.get_type_hints(type(config))
+    """Check (and normalise in place: int -> float, list -> tuple) every field of a dataclass instance.
+
+    `ranges` maps a field name to its Range; a key "ClassName.field" overrides it for one class.
+    """
+    cls = type(config)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        checked = check_value(f"field {f.name!r}", value, hints[f.name], ranges.get(f.name))
+        limits = ranges.get(f"{cls.__name__}.{f.name}", ranges.get(f.name))
+        checked = check_value(f"field {f.name!r}", value, hints[f.name], limits)
         if checked is not value:
             object.__setattr__(config, f.name, checked)
 

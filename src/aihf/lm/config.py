@@ -184,7 +184,8 @@ RANGES: dict[str, Range] = {
     "logging_steps": AT_LEAST_1,
     "save_steps": NON_NEGATIVE,
     "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
-    "beta": POSITIVE,
+    "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
+    "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation
     "num_samples": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
     "prompt_batch_size": AT_LEAST_1,
     "max_new_tokens": LENGTH,
