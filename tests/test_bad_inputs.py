@@ -169,6 +169,7 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("yaml-bool", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "tensorboard: maybe\n"}, "field 'tensorboard'"),
     ("yaml-nan", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "bc_lr: .nan\n"}, "field 'bc_lr' = nan"),
     ("yaml-int-float", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "total_steps: 1.5e3\n"}, "field 'total_steps'"),
+    ("yaml-device", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "device: tpu\n"}, "c.yaml: field 'device' = 'tpu'"),
     ("yaml-syntax", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "alpha: 1\nbeta: [1, 2\n"}, "c.yaml, line 3: not valid YAML"),
     ("yaml-indent", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "alpha: 1\n  gamma: 2\n"}, "c.yaml, line 2: not valid YAML"),
     ("yaml-list", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "- alpha\n"}, "c.yaml: expected a mapping"),

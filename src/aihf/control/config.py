@@ -81,6 +81,7 @@ class AIHFControlConfig:
         validate_config(self, RANGES)  # every field's type and range (RANGES, below the class)
         if self.algo not in ALGOS:
             raise InputError(f"field 'algo' = {self.algo!r}: expected one of {', '.join(ALGOS)}")
+        _check_device(self.device)
 
     @property
     def iterations(self) -> int:
@@ -110,6 +111,18 @@ class AIHFControlConfig:
     ) -> AIHFControlConfig:
         """Load a YAML mapping of options over `base`; `overrides` (e.g. CLI flags that were given) win."""
         return cls.from_dict({**(base or {}), **load_yaml(path), **overrides}, str(path))
+
+
+def _check_device(device: str) -> None:
+    """A torch device that exists here (or SB3's "auto"), so SAC does not fail on its first tensor."""
+    import torch
+
+    try:
+        usable = device == "auto" or torch.device(device).type == "cpu" or torch.cuda.is_available()
+    except RuntimeError:
+        usable = False
+    if not usable:
+        raise InputError(f"field 'device' = {device!r}: expected cpu, auto, or cuda[:N] where a GPU is")
 
 
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).
