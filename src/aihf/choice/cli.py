@@ -141,9 +141,7 @@ def _experiment(args: argparse.Namespace) -> int:
     repeats = getattr(args, "repeats", None)
     if repeats is not None and repeats < 2:
         raise InputError(f"--repeats must be at least 2, got {repeats}")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    out_dir = Path(args.out)  # already checked to be usable (aihf.cli.main)
     kwargs: dict = {"beta": args.beta, "alpha": args.alpha}
     if args.experiment != "example1":
         kwargs["seed"] = args.seed
