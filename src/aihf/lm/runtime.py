@@ -1,8 +1,9 @@
 """What every hand-written LM trainer shares: accelerator, PEFT, batches, metrics, checkpoints, outputs.
 
 Checkpoints are `accelerate` states (models, optimisers, RNG of every process, and the trainer's
-own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, renamed into place
-only when complete. Metrics go to `OUT/metrics.jsonl`, TensorBoard (`OUT/runs`) and the tqdm bar.
+own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, sealed with a
+manifest and renamed into place only when complete, verified before a resume (`aihf.checkpoints`).
+Metrics go to `OUT/metrics.jsonl`, TensorBoard (`OUT/runs`) and the tqdm bar.
 """
 
 from __future__ import annotations
