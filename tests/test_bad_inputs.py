@@ -130,6 +130,10 @@ CHOICE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("sweep-sizes", ["choice", "sweep", "--out", "{out}", "--demo-sizes", "10,0"], {}, "--demo-sizes"),
     ("sweep-text", ["choice", "sweep", "--out", "{out}", "--pref-sizes", "a"], {}, "--pref-sizes"),
     ("sweep-actions", ["choice", "sweep", "--out", "{out}", "--actions", "1"], {}, "--actions"),
+    ("sweep-huge-size", ["choice", "sweep", "--out", "{out}", "--demo-sizes", "99999999999999999999"], {}, "--demo-sizes"),
+    ("sweep-many-actions", ["choice", "sweep", "--out", "{out}", "--actions", "100000000"], {}, "--actions = 100000000"),
+    ("repeats-huge", ["choice", "example2", "--out", "{out}", "--repeats", "99999999999999999999"], {}, "--repeats"),
+    ("seed-negative", ["choice", "sweep", "--out", "{out}", "--seed", "-1"], {}, "--seed = -1"),
     ("variance-beta", ["choice", "variance", "--out", "{out}", "--beta", "-1"], {}, "--beta"),
 ]
 
