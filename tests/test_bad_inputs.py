@@ -144,6 +144,7 @@ TRAIN = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", "
 BAD_YAML = "{t}/c.yaml"
 CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("total-steps-zero", [*TRAIN, "--total-steps", "0"], {}, "field 'total_steps' = 0"),
+    ("total-steps-huge", [*TRAIN, "--total-steps", "1000000000000"], {}, "field 'total_steps' = 1000000000000"),
     ("total-steps-negative", [*TRAIN, "--total-steps", "-5"], {}, "field 'total_steps' = -5"),
     ("steps-per-iter", [*TRAIN, "--steps-per-iter", "0"], {}, "field 'steps_per_iter'"),
     ("alpha-negative", [*TRAIN, "--alpha", "-1"], {}, "arguments: field 'alpha' = -1.0"),
@@ -230,6 +231,7 @@ LM_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("prefs-suffix", [*LM, "--trainer", "dpo", "--prefs", "{t}/p.txt"], {"p.txt": PAIR}, "p.txt: unsupported file type"),
     ("demos-columns", [*LM, "--trainer", "sft", "--demos", "{t}/d.jsonl"], {"d.jsonl": _jsonl('{"prompt": "a"}')}, "d.jsonl, line 1: missing columns"),
     ("demos-messages", [*LM, "--trainer", "sft", "--demos", "{t}/d.jsonl"], {"d.jsonl": _jsonl('{"messages": "hi"}')}, "d.jsonl, line 1, field 'messages'"),
+    ("chat-template", [*LM, "--trainer", "sft", "--demos", "{t}/d.jsonl", "--config", "{t}/c.yaml"], {"d.jsonl": _jsonl('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'), "c.yaml": "chat_template: '{{ x }'\n"}, "d.jsonl, line 1: the chat template cannot render it"),
     ("sft-no-demos", [*LM, "--trainer", "sft"], {}, "sft: needs --demos"),
     ("dpo-demos", [*DPO, "--demos", "{t}/p.jsonl"], OK_PREFS, "dpo: does not use --demos"),
     ("aihf-no-reward", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl"], OK_PREFS, "needs --reward-model"),

@@ -128,7 +128,7 @@ def _check_device(device: str) -> None:
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).
 RANGES: dict[str, Range] = {
     "seed": SEED,
-    "total_steps": AT_LEAST_1,
+    "total_steps": Range(1, 10**8),  # SAC's replay buffer holds them all
     "sac_hidden": AT_LEAST_1,
     "sac_lr": POSITIVE,
     "sac_batch_size": AT_LEAST_1,

@@ -146,7 +146,13 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: b
         raise InputError(
             f"{where}: conversational data needs a tokenizer with a chat template; this one has none"
         )
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as err:  # Jinja syntax, or a message the template cannot render (e.g. no 'content')
+        reason = f"{type(err).__name__}: {err}"
+        raise InputError(f"{where}: the chat template cannot render it ({reason})") from err
 
 
 def _split_conversation(tokenizer: Any, prompt_msgs: list, reply_msgs: list, where: str) -> tuple[str, str]:
