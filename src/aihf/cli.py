@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from aihf import __version__
 from aihf.errors import InputError
+from aihf.io import check_output_path
 
 # Domain CLI modules, in the order they appear in `aihf --help`.
 DOMAINS = ("aihf.choice.cli", "aihf.control.cli", "aihf.lm.cli", "aihf.quickstart")
@@ -31,16 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aihf {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module_name in DOMAINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            # A domain whose optional extra (e.g. `aihf[lm]`) is not installed is left out of the CLI.
-            if err.name == module_name:
-                continue  # this domain has no CLI (yet)
-            if err.name and err.name.startswith("aihf"):
-                raise
-            continue
-        module.register(subparsers)
+        # Domain CLI modules import only argparse-level code, so every domain is listed even when its
+        # optional extra is missing; running it then says which extra to install (see `main`).
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
@@ -48,9 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "out", None):
+            check_output_path(args.out, is_file=getattr(args, "out_is_file", False))
         result = args.handler(args)
     except InputError as err:
         print(f"aihf: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if not err.name or err.name.split(".")[0] == "aihf":
+            raise  # a bug, not a missing extra
+        extra = f"aihf[{args.command}]" if args.command in ("control", "lm") else "aihf[all]"
+        print(
+            f"aihf: error: `aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("aihf: interrupted", file=sys.stderr)

@@ -43,3 +43,22 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def check_output_path(path: str | os.PathLike[str], is_file: bool = False, option: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work: an existing file where a directory
+    is wanted (or the reverse), a file among its parents, or a parent directory that is not writable.
+    Creates nothing."""
+    from aihf.errors import InputError
+
+    target = Path(path)
+    if target.exists() and target.is_dir() == is_file:
+        wanted, found = ("a file", "a directory") if is_file else ("a directory", "an existing file")
+        raise InputError(f"{option} {target}: is {found}, expected {wanted}")
+    existing = target if target.is_dir() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {target}: {existing} is a file, so no directory can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {target}: {existing} is not writable")

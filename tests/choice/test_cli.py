@@ -118,7 +118,7 @@ BAD_FILES = [
     ("empty.json", '{"demo_counts": []}', "empty"),
     ("header.csv", "a,b,c,d\ndemo,0,,3\n", "header"),
     ("kind.csv", "kind,i,j,count\nfoo,0,,3\n", "field 'kind'"),
-    ("count.csv", "kind,i,j,count\ndemo,0,,-3\n", "row 2, field 'count'"),
+    ("count.csv", "kind,i,j,count\ndemo,0,,-3\n", "line 2, field 'count'"),
     ("self.csv", "kind,i,j,count\ndemo,0,,3\npref,1,1,2\n", "over itself"),
     ("rows.csv", "kind,i,j,count\n", "no data rows"),
     ("data.txt", "hello", "unknown data format"),

@@ -16,7 +16,7 @@ def test_yaml_config_flags_override_and_unknown_keys(tmp_path):
     path.write_text("alpah: 0.5\n")
     with pytest.raises(InputError, match=r"c\.yaml: unknown option\(s\) alpah"):
         AIHFControlConfig.from_yaml(path)
-    with pytest.raises(InputError, match="algo='ppo'"):
+    with pytest.raises(InputError, match="field 'algo' = 'ppo'"):
         AIHFControlConfig(algo="ppo")
     with pytest.raises(InputError, match="termination"):
         AIHFControlConfig(termination="ignore")

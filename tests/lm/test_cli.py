@@ -75,8 +75,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
     out = tmp_path / "out"
     argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--prefs", str(bad)]
     assert aihf.cli.main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # (above it: datasets' progress bar)
-    assert err.startswith("aihf: error: ") and "prefs.jsonl, row 1, field 'rejected': missing value" in err
+    [err] = capsys.readouterr().err.strip().splitlines()  # the error line and nothing else
+    assert err.startswith("aihf: error: ") and "prefs.jsonl, line 2, field 'rejected': missing value" in err
     assert not out.exists()
 
 
@@ -152,4 +152,4 @@ def test_incomplete_model_directory_stops_before_any_work(
 def test_model_given_as_a_file_is_an_input_error(data_dir, tmp_path, capsys):
     argv = ["lm", "train", "--trainer", "sft", "--model", str(data_dir / "demos.jsonl")]
     assert aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--out", str(tmp_path / "o")]) == 2
-    assert "is a file" in capsys.readouterr().err
+    assert ": is a file" in capsys.readouterr().err

@@ -36,9 +36,9 @@ def test_loads_jsonl_and_parquet(tokenizer, data_dir, tmp_path):
                 {"prompt": "a", "chosen": "b", "rejected": "c"},
                 {"prompt": "a", "chosen": " ", "rejected": "c"},
             ],
-            "row 1, field 'chosen': expected a non-empty string",
+            "line 2, field 'chosen': expected a non-empty string",
         ),
-        ("demos", [{"prompt": "a", "completion": 3}], "row 0, field 'completion': expected a string"),
+        ("demos", [{"prompt": "a", "completion": 3}], "line 1, field 'completion': expected a string"),
         (
             "prefs",
             [
@@ -47,7 +47,7 @@ def test_loads_jsonl_and_parquet(tokenizer, data_dir, tmp_path):
                     "rejected": [{"role": "user", "content": "HEY"}, {"role": "assistant", "content": "no"}],
                 }
             ],
-            "row 0: prompt mismatch",
+            "line 1: prompt mismatch",
         ),
     ],
 )
@@ -72,7 +72,7 @@ def test_overlong_rows_are_counted_then_truncated_dropped_or_rejected(tokenizer,
     assert (len(kept), kept.overlong, kept.dropped) == (2, 1, 0) and "1 of 2 rows" in kept.notes[0]
     dropped = prepare_text_data(path, "demos", tokenizer, max_length=16, overlong="drop")
     assert (len(dropped), dropped.dropped) == (1, 1)
-    with pytest.raises(InputError, match=r"row 1: .* tokens, more than max_length=16"):
+    with pytest.raises(InputError, match=r"d.jsonl, line 2: .* tokens, more than max_length=16"):
         prepare_text_data(path, "demos", tokenizer, max_length=16, overlong="error")
 
 
@@ -115,5 +115,5 @@ def test_text_prompt_with_conversation_answers_checks_the_pair_shares_its_prompt
     pref = prepare_text_data([row], "prefs", tokenizer).rows[0]
     assert pref == {"prompt": "<user>Rate the film\n<assistant>", "chosen": "Lovely\n", "rejected": "Bad\n"}
     row["rejected"] = [{"role": "user", "content": "Another question"}, row["rejected"][1]]
-    with pytest.raises(InputError, match="row 0: prompt mismatch"):
+    with pytest.raises(InputError, match="row 1: prompt mismatch"):
         prepare_text_data([row], "prefs", tokenizer)

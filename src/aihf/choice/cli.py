@@ -70,10 +70,11 @@ def _add_beta_alpha(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_beta_alpha(args: argparse.Namespace) -> None:
-    if not (args.beta > 0 and args.beta < float("inf")):
-        raise InputError(f"--beta must be a positive number, got {args.beta}")
-    if not (args.alpha >= 0 and args.alpha < float("inf")):
-        raise InputError(f"--alpha must be a non-negative number, got {args.alpha}")
+    """Outside these ranges exp(r / beta) and alpha * n overflow float64: the answers would be noise."""
+    if not 1e-6 <= args.beta <= 1e6:
+        raise InputError(f"--beta must be a number in [1e-06, 1e+06], got {args.beta}")
+    if not 0 <= args.alpha <= 1e6:
+        raise InputError(f"--alpha must be a number in [0, 1e+06], got {args.alpha}")
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -137,12 +138,15 @@ def _experiment(args: argparse.Namespace) -> int:
     from aihf.choice import experiments
 
     _check_beta_alpha(args)
+    from aihf.choice.data import MAX_ACTIONS
+    from aihf.validation import SEED, Range, check_value
+
     repeats = getattr(args, "repeats", None)
-    if repeats is not None and repeats < 2:
-        raise InputError(f"--repeats must be at least 2, got {repeats}")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    if repeats is not None and not 2 <= repeats <= MAX_REPEATS:
+        raise InputError(f"--repeats must be in [2, {MAX_REPEATS}], got {repeats}")
+    if hasattr(args, "seed"):
+        check_value("--seed", args.seed, int, SEED)
+    out_dir = Path(args.out)  # already checked to be usable (aihf.cli.main)
     kwargs: dict = {"beta": args.beta, "alpha": args.alpha}
     if args.experiment != "example1":
         kwargs["seed"] = args.seed
@@ -151,8 +155,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.experiment == "sweep":
         kwargs["demo_sizes"] = _sizes(args.demo_sizes, "--demo-sizes")
         kwargs["pref_sizes"] = _sizes(args.pref_sizes, "--pref-sizes")
-        if args.actions < 2:
-            raise InputError(f"--actions must be at least 2, got {args.actions}")
+        check_value("--actions", args.actions, int, Range(2, MAX_ACTIONS))
         kwargs["n_actions"] = args.actions
     report = getattr(experiments, args.experiment)(out_dir, **kwargs)
     print(report.table())
@@ -160,11 +163,16 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_REPEATS = 10**6  # Monte-Carlo repeats; more is a typo, not a plan
+
+
 def _sizes(text: str, option: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(t) for t in text.split(","))
     except ValueError:
         raise InputError(f"{option}: expected comma-separated positive integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise InputError(f"{option}: expected comma-separated positive integers, got {text!r}")
+    from aihf.choice.data import MAX_COUNT
+
+    if not sizes or min(sizes) < 1 or max(sizes) > MAX_COUNT:
+        raise InputError(f"{option}: expected comma-separated integers in [1, {MAX_COUNT:.0e}], got {text!r}")
     return sizes

@@ -56,8 +56,14 @@ class ChoiceData:
         return int(self.pref_counts.sum())
 
 
+# Counts enter float64 arithmetic, exact only below 2**53: larger data sets are not counts but typos.
+MAX_COUNT = 10**12
+MAX_TOTAL = 10**15
+MAX_ACTIONS = 10_000  # the exact solvers hold N x N matrices
+
+
 def _count(value: Any, where: str) -> int:
-    """A non-negative integer count; integral floats such as 6.0 are accepted, booleans are not."""
+    """A count in [0, MAX_COUNT]; integral floats such as 6.0 are accepted, booleans are not."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
         raise InputError(f"{where}: expected a non-negative integer count, got {value!r}")
     if isinstance(value, str):
@@ -70,8 +76,9 @@ def _count(value: Any, where: str) -> int:
         if not np.isfinite(value) or not float(value).is_integer():
             raise InputError(f"{where}: expected a non-negative integer count, got {value!r}")
         value = int(value)
-    if value < 0:
-        raise InputError(f"{where}: expected a non-negative integer count, got {value}")
+    if not 0 <= value <= MAX_COUNT:
+        limit = f"{MAX_COUNT:.0e}"
+        raise InputError(f"{where}: expected a non-negative integer count (at most {limit}), got {value}")
     return int(value)
 
 
@@ -100,6 +107,8 @@ def make_data(
         raise InputError(f"{source}: demo_counts is empty (expected one count per action)")
     demos = np.array([_count(v, f"{source}: demo_counts[{i}]") for i, v in enumerate(demo_counts)], np.int64)
     n = len(demos)
+    if n > MAX_ACTIONS:
+        raise InputError(f"{source}: {n} actions, expected at most {MAX_ACTIONS}")
     prefs = np.zeros((n, n), np.int64)
     if pref_counts is not None:
         matrix = np.asarray(pref_counts, dtype=object)
@@ -116,6 +125,10 @@ def make_data(
             raise InputError(f"{source}: pref_counts prefers action {bad[0]} over itself")
     if demos.sum() == 0:
         raise InputError(f"{source}: no demonstrations (all demo_counts are 0); SFT and RLHF need some")
+    if demos.sum() + prefs.sum() > MAX_TOTAL:
+        raise InputError(
+            f"{source}: {demos.sum() + prefs.sum()} records in all, expected at most {MAX_TOTAL:.0e}"
+        )
     return ChoiceData(demos, prefs, _prior(prior, demos, source))
 
 
@@ -154,7 +167,7 @@ def parse_pref_counts(text: str, n_actions: int) -> np.ndarray:
         i, j = _index(winner, n_actions, where), _index(loser, n_actions, where)
         if i == j:
             raise InputError(f"{where}: an action cannot be preferred over itself")
-        prefs[i, j] += _count(count, where) if count.strip() else 1
+        prefs[i, j] = _count(prefs[i, j] + (_count(count, where) if count.strip() else 1), where)
     return prefs
 
 
@@ -213,22 +226,25 @@ def _triples(rows: list, n_actions: int, source: str) -> np.ndarray:
         i, j = _index(winner, n_actions, where), _index(loser, n_actions, where)
         if i == j:
             raise InputError(f"{where}: action {i} is preferred over itself")
-        prefs[i, j] += _count(count, where)
+        prefs[i, j] = _count(prefs[i, j] + _count(count, where), where)
     return prefs
 
 
 def _load_csv(path: Path) -> ChoiceData:
+    """Messages name the file's own 1-based line numbers (blank lines and quoted line breaks counted)."""
     try:
         with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text CSV file") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows or [c.strip().lower() for c in rows[0]] != ["kind", "i", "j", "count"]:
+    except csv.Error as err:
+        raise InputError(f"{path}: not a valid CSV file ({err})") from None
+    if not rows or [c.strip().lower() for c in rows[0][1]] != ["kind", "i", "j", "count"]:
         raise InputError(f"{path}: expected the header 'kind,i,j,count'")
     records = []
-    for line, row in enumerate(rows[1:], start=2):
-        where = f"{path}, row {line}"
+    for line, row in rows[1:]:
+        where = f"{path}, line {line}"
         if len(row) != 4:
             raise InputError(f"{where}: expected 4 fields (kind,i,j,count), got {len(row)}")
         kind = row[0].strip().lower()
@@ -245,11 +261,13 @@ def _load_csv(path: Path) -> ChoiceData:
     if not records:
         raise InputError(f"{path}: no data rows")
     n = 1 + max(max(i, j if j is not None else 0) for _, i, j, _, _ in records)
+    if n > MAX_ACTIONS:
+        raise InputError(f"{path}: action index {n - 1} means {n} actions, expected at most {MAX_ACTIONS}")
     demos, prefs = np.zeros(n, np.int64), np.zeros((n, n), np.int64)
     for kind, i, j, count, where in records:
         value = _count(count, f"{where}, field 'count'")
         if kind == "demo":
-            demos[i] += value
+            demos[i] = _count(demos[i] + value, f"{where}, field 'count' (total for action {i})")
         else:
-            prefs[i, j] += value
+            prefs[i, j] = _count(prefs[i, j] + value, f"{where}, field 'count' (total for {i}>{j})")
     return make_data(demos, prefs, source=str(path))

@@ -96,6 +96,7 @@ def _config_from_args(args: argparse.Namespace):
     from aihf.control.config import AIHFControlConfig, preset
 
     flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
+    AIHFControlConfig.from_dict(flags, "arguments")  # a bad flag is named as such, not as the file's
     if args.config:
         return AIHFControlConfig.from_yaml(
             args.config, base=preset(flags.get("env_id", "Pendulum-v1")), **flags

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +27,7 @@ from aihf.control.data import Preferences, Trajectories, save_preferences, save_
 from aihf.control.train import make_env
 from aihf.errors import InputError
 from aihf.io import write_json, write_text
+from aihf.validation import AT_LEAST_1, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
 
 
 @dataclass
@@ -38,18 +40,36 @@ class CollectConfig:
     split: tuple[float, float] = (1 / 3, 2 / 3)  # return quantiles separating low / medium / high
     num_preferences: int = 500
     segment_length: int = 50  # 0 means whole trajectories
-    label_mode: str = "deterministic"  # or "bradley-terry"
+    label_mode: Literal["deterministic", "bradley-terry"] = "deterministic"
     temperature: float = 1.0  # Bradley-Terry: P(a > b) = sigmoid((R_a - R_b) / temperature)
     sac_hidden: tuple[int, ...] = (64, 64)
     learning_starts: int = 1000
 
     def __post_init__(self) -> None:
-        if self.label_mode not in ("deterministic", "bradley-terry"):
-            raise InputError(f"label_mode={self.label_mode!r}: expected 'deterministic' or 'bradley-terry'")
-        if not 0 < self.split[0] < self.split[1] < 1:
+        validate_config(self, COLLECT_RANGES)
+        if len(self.split) != 2 or not 0 < self.split[0] < self.split[1] < 1:
             raise InputError(f"split={self.split}: expected two increasing quantiles in (0, 1)")
-        if self.temperature <= 0:
-            raise InputError(f"temperature={self.temperature}: expected a positive number")
+        episodes = self.expert_steps // self.checkpoint_every * self.episodes_per_checkpoint
+        if episodes < 3:  # the low/medium pool that preferences pair up needs two of them
+            raise InputError(
+                f"--expert-steps {self.expert_steps} / --checkpoint-every {self.checkpoint_every} x "
+                f"--episodes-per-checkpoint {self.episodes_per_checkpoint} gives {episodes} episodes, "
+                "expected at least 3"
+            )
+
+
+COLLECT_RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "expert_steps": AT_LEAST_1,
+    "checkpoint_every": AT_LEAST_1,
+    "episodes_per_checkpoint": AT_LEAST_1,
+    "split": Range(0, 1, low_open=True, high_open=True),
+    "num_preferences": AT_LEAST_1,
+    "segment_length": NON_NEGATIVE,
+    "temperature": POSITIVE,
+    "sac_hidden": AT_LEAST_1,
+    "learning_starts": NON_NEGATIVE,
+}
 
 
 def rollout(model: SAC, env_id: str, seed: int, episodes: int, deterministic: bool = False) -> list[dict]:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.validation import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    Range,
+    load_yaml,
+    validate_config,
+)
 
 ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true")
 
@@ -51,13 +58,13 @@ class AIHFControlConfig:
     pref_batch_size: int = 64  # preference pairs per reward update
     agent_window: int = 0  # agent transitions = the last N in the replay buffer; 0 means steps_per_iter
     alpha: float = 1.0
-    demo_form: str = "linear"
+    demo_form: Literal["linear", "logistic"] = "linear"
     centering_coef: float = 0.01
     grad_clip: float = 10.0
     pref_holdout: float = 0.1  # fraction of preference pairs kept out of training for diagnostics
     # episode endings with a learned reward: 'env' keeps terminations, 'bootstrap' treats them as
     # time-outs (SAC bootstraps through falls); reward_offset is added to every learned reward
-    termination: str = "env"
+    termination: Literal["env", "bootstrap"] = "env"
     reward_offset: float = 0.0
     reward_scale: float = 1.0  # SAC optimises reward_scale * r_theta (+ offset): 1/beta of the lower level
     # baselines
@@ -71,27 +78,10 @@ class AIHFControlConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        self.sac_hidden = tuple(int(h) for h in self.sac_hidden)
-        self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
+        validate_config(self, RANGES)  # every field's type and range (RANGES, below the class)
         if self.algo not in ALGOS:
-            raise InputError(f"algo={self.algo!r}: expected one of {', '.join(ALGOS)}")
-        if self.demo_form not in ("linear", "logistic"):
-            raise InputError(f"demo_form={self.demo_form!r}: expected 'linear' or 'logistic'")
-        if self.termination not in ("env", "bootstrap"):
-            raise InputError(f"termination={self.termination!r}: expected 'env' or 'bootstrap'")
-        for name in (
-            "total_steps",
-            "steps_per_iter",
-            "eval_episodes",
-            "reward_batch_size",
-            "pref_batch_size",
-        ):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name}={getattr(self, name)}: expected a positive integer")
-        if self.alpha < 0:
-            raise InputError(f"alpha={self.alpha}: expected alpha >= 0")
-        if not 0 <= self.pref_holdout < 1:
-            raise InputError(f"pref_holdout={self.pref_holdout}: expected a fraction in [0, 1)")
+            raise InputError(f"field 'algo' = {self.algo!r}: expected one of {', '.join(ALGOS)}")
+        _check_device(self.device)
 
     @property
     def iterations(self) -> int:
@@ -110,23 +100,61 @@ class AIHFControlConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except InputError as err:
+            raise InputError(f"{source}: {err}") from None
 
     @classmethod
     def from_yaml(
         cls, path: str | os.PathLike[str], base: dict[str, Any] | None = None, **overrides: Any
     ) -> AIHFControlConfig:
         """Load a YAML mapping of options over `base`; `overrides` (e.g. CLI flags that were given) win."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"{path}: not valid YAML ({err})") from err
-        if not isinstance(values, dict):
-            raise InputError(f"{path}: expected a mapping of option: value")
-        return cls.from_dict({**(base or {}), **values, **overrides}, str(path))
+        return cls.from_dict({**(base or {}), **load_yaml(path), **overrides}, str(path))
+
+
+def _check_device(device: str) -> None:
+    """A torch device that exists here (or SB3's "auto"), so SAC does not fail on its first tensor."""
+    import torch
+
+    try:
+        usable = device == "auto" or torch.device(device).type == "cpu" or torch.cuda.is_available()
+    except RuntimeError:
+        usable = False
+    if not usable:
+        raise InputError(f"field 'device' = {device!r}: expected cpu, auto, or cuda[:N] where a GPU is")
+
+
+# Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "total_steps": Range(1, 10**8),  # SAC's replay buffer holds them all
+    "sac_hidden": AT_LEAST_1,
+    "sac_lr": POSITIVE,
+    "sac_batch_size": AT_LEAST_1,
+    "learning_starts": NON_NEGATIVE,
+    "gamma": FRACTION,
+    "steps_per_iter": AT_LEAST_1,
+    "reward_hidden": AT_LEAST_1,
+    "reward_lr": POSITIVE,
+    "reward_weight_decay": NON_NEGATIVE,
+    "reward_updates_per_iter": NON_NEGATIVE,
+    "reward_batch_size": AT_LEAST_1,
+    "pref_batch_size": AT_LEAST_1,
+    "agent_window": NON_NEGATIVE,
+    "alpha": NON_NEGATIVE,
+    "centering_coef": NON_NEGATIVE,
+    "grad_clip": NON_NEGATIVE,
+    "pref_holdout": Range(0, 1, high_open=True),
+    "reward_offset": Range(),
+    "reward_scale": POSITIVE,
+    "bc_steps": NON_NEGATIVE,
+    "bc_lr": POSITIVE,
+    "bc_batch_size": AT_LEAST_1,
+    "rlhf_reward_steps": NON_NEGATIVE,
+    "eval_interval": NON_NEGATIVE,
+    "eval_episodes": AT_LEAST_1,
+}
 
 
 # Scaled-down settings that fit a small CPU budget; the paper's scale is 5k SAC steps per iteration

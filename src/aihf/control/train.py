@@ -23,7 +23,6 @@ import io
 import json
 import pickle
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from tqdm.auto import tqdm
 
+from aihf import checkpoints
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import (
     Preferences,
@@ -374,6 +374,7 @@ def _save_checkpoint(
         with open(tmp / "runtime.pkl", "wb") as fh:
             pickle.dump(runtime, fh)
         write_json(tmp / "state.json", state)
+        checkpoints.write_manifest(tmp)  # last: resume verifies every file against it
 
 
 def _load_checkpoint(
@@ -464,8 +465,15 @@ def train(
     ckpt_path = out_dir / "checkpoint"
     data_dir = out_dir / "data"
     if resume:
-        if not (ckpt_path / "state.json").is_file():
-            raise InputError(f"{out_dir}: no checkpoint to resume from ({ckpt_path}/state.json missing)")
+        if not ckpt_path.is_dir():
+            swapped = ckpt_path.with_name(f".{ckpt_path.name}.old")  # atomic_path's previous copy
+            hint = (
+                f"; a save was cut short: rename {swapped} to {ckpt_path} to resume"
+                if swapped.is_dir()
+                else ""
+            )
+            raise InputError(f"{out_dir}: no checkpoint to resume from ({ckpt_path} missing){hint}")
+        checkpoints.verify(ckpt_path)  # a missing, truncated or altered file stops here, named
         cfg = AIHFControlConfig.from_dict(json.loads((ckpt_path / "state.json").read_text())["config"])
         obs_dim, act_dim = env_dims(cfg.env_id)
         demos = (
@@ -482,7 +490,7 @@ def train(
         if cfg is None:
             raise ValueError("train() needs a config unless resume=True")
         out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(ckpt_path, ignore_errors=True)
+        checkpoints.remove_dir(ckpt_path)
         if demos is not None:
             save_trajectories(data_dir / "demos.npz", demos)
         if prefs is not None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aihf import checkpoints
 from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
@@ -40,6 +41,20 @@ def _jsonl_callback(path: Path) -> Any:
                 f.write(json.dumps(record) + "\n")
 
     return JsonlMetrics()
+
+
+def _manifest_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class Manifest(TrainerCallback):
+        """Seal each TRL checkpoint with a manifest once the Trainer has saved it (`aihf.checkpoints`)."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and path.is_dir():
+                checkpoints.write_manifest(path)
+
+    return Manifest()
 
 
 def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
@@ -98,8 +113,10 @@ def _peft_config(config: LMConfig, task_type: str) -> Any:
 def _finish(
     trainer: Any, callback: Any, config: LMConfig, method: str, target: str, sources: dict, notes: list
 ) -> dict:
-    resume = config.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=resume if resume else None)
+    checkpoint = runtime.resolve_resume(Path(config.output_dir), config.resume_from_checkpoint)
+    if checkpoint is not None and checkpoint.name.split("-")[-1].isdigit():
+        runtime.trim_metrics(Path(config.output_dir) / "metrics.jsonl", int(checkpoint.name.split("-")[-1]))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
     runtime.save_model(
         trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
@@ -118,7 +135,7 @@ def run_sft(model: Any, tokenizer: Any, config: LMConfig, demos: TextData, sourc
         train_dataset=Dataset.from_list(demos.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "CAUSAL_LM"),
-        callbacks=[callback],
+        callbacks=[callback, _manifest_callback()],
     )
     return _finish(trainer, callback, config, "sft", "policy", sources, demos.notes)
 
@@ -138,7 +155,7 @@ def run_reward(
         train_dataset=Dataset.from_list(prefs.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "SEQ_CLS"),
-        callbacks=[callback],
+        callbacks=[callback, _manifest_callback()],
     )
     return _finish(trainer, callback, config, "reward", target, sources, prefs.notes)
 
@@ -171,6 +188,6 @@ def run_pairwise(
         train_dataset=Dataset.from_list(prefs.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "CAUSAL_LM"),
-        callbacks=[callback],
+        callbacks=[callback, _manifest_callback()],
     )
     return _finish(trainer, callback, config, method, "policy", sources, prefs.notes)

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.validation import AT_LEAST_1, LENGTH, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
+from aihf.validation import load_yaml as load_yaml  # the one YAML reader; lm callers import it here
+
+
+# accelerate's trackers, and TRL's words for all of them or none.
+TRACKERS = {"tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab"}
+TRACKERS |= {"all", "none"}
 
 
 @dataclass
@@ -51,8 +57,15 @@ class LMConfig:
     resume_from_checkpoint: str | bool | None = None  # a checkpoint directory, or True for the latest
     # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
     # offline unless their own environment variables say otherwise. metrics.jsonl is always written.
-    report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
+    report_to: str | list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False
+
+    def __post_init__(self) -> None:
+        validate_config(self, RANGES)  # every field's type and range (RANGES, end of this file)
+        names = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+        unknown = sorted(set(names) - TRACKERS)
+        if unknown:
+            raise InputError(f"field 'report_to' = {unknown}: expected some of {sorted(TRACKERS)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:
@@ -62,7 +75,10 @@ class LMConfig:
             raise InputError(
                 f"{where}: unknown keys {unknown} for {cls.__name__}; valid keys: {sorted(names)}"
             )
-        return cls(**values)
+        try:
+            return cls(**values)
+        except InputError as err:
+            raise InputError(f"{where}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,15 +158,50 @@ class SFTRewardConfig(LMConfig):
     center_rewards_coefficient: float | None = None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError as err:
-        raise InputError(f"{path}: config file not found") from err
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(values, dict):
-        raise InputError(f"{path}: expected a mapping of config keys to values")
-    return values
+# Accepted range of every numeric field of the configs above, by field name (one meaning per name).
+# `aihf.validation` checks types from the annotations and these ranges whenever a config is built.
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "learning_rate": POSITIVE,
+    "batch_size": AT_LEAST_1,
+    "max_steps": AT_LEAST_1,
+    "max_length": LENGTH,
+    "max_prompt_length": LENGTH,
+    "max_grad_norm": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "lora_r": AT_LEAST_1,
+    "lora_alpha": AT_LEAST_1,
+    "lora_dropout": Range(0, 1, high_open=True),
+    "logging_steps": AT_LEAST_1,
+    "save_steps": NON_NEGATIVE,
+    "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
+    "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
+    "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation
+    "num_samples": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
+    "prompt_batch_size": AT_LEAST_1,
+    "max_new_tokens": LENGTH,
+    "temperature": POSITIVE,
+    "top_k": NON_NEGATIVE,
+    "top_p": Range(0, 1, low_open=True),
+    "policy_learning_rate": POSITIVE,
+    "vllm_gpu_memory_utilization": Range(0, 1, low_open=True),
+    "alpha": NON_NEGATIVE,
+    "centering_coef": NON_NEGATIVE,
+    "max_iterations": AT_LEAST_1,
+    "policy_steps_per_iteration": AT_LEAST_1,
+    "reward_steps_per_iteration": NON_NEGATIVE,
+    "reward_learning_rate": POSITIVE,
+    "reward_batch_size": AT_LEAST_1,
+    "reward_max_length": LENGTH,
+    "generation_batch_size": AT_LEAST_1,
+    "reward_warmup_steps": NON_NEGATIVE,
+    "sft_steps": NON_NEGATIVE,
+    "label_smoothing": Range(0, 0.5),
+    "gradient_accumulation_steps": AT_LEAST_1,
+    "adam_beta1": Range(0, 1, high_open=True),
+    "adam_beta2": Range(0, 1, high_open=True),
+    "adam_epsilon": POSITIVE,
+    "steps_per_iteration": AT_LEAST_1,
+    "center_rewards_coefficient": NON_NEGATIVE,
+}

@@ -4,13 +4,17 @@ Formats are TRL's: demonstrations `prompt`/`completion` (or conversational `mess
 `prompt`/`chosen`/`rejected` (conversational too, and with an implicit prompt shared by both answers),
 prompt-only sets `prompt`. Sources: a Hub name, a `save_to_disk` directory, a data directory, JSONL
 or Parquet. Everything is validated and rendered to plain text before training starts, so a bad row
-stops the run with an `InputError` naming the file, row and field rather than failing mid-training.
+stops the run with an `InputError` naming the file, line (JSONL, 1-based) or row and the field rather
+than failing mid-training. A preference pair whose chosen and rejected answers are equal teaches nothing:
+it is dropped, and the count logged and written to the model card's notes.
 The trainers only ever see text; each model re-tokenises it with its own tokenizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,55 +59,82 @@ class TextData:
         return [row[name] for row in self.rows]
 
 
-def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[str, Any]], str]:
-    """Rows of a Hub dataset, a dataset directory, or a JSONL/JSON/Parquet file, with a display name."""
-    import datasets
-
+def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[str, Any]], str, list[str]]:
+    """Rows of a Hub dataset, a dataset directory, or a JSONL/JSON/Parquet file, with a display name and
+    where each row is, for messages: "line N" of a JSONL file (1-based, as editors count), else "row N"
+    (1-based). JSONL is read here, without datasets' progress bars, so a bad line is named before any
+    other output."""
     path = Path(source)
     name = str(source)
+    if path.suffix == ".jsonl" and not path.is_dir():
+        if not path.is_file():
+            raise InputError(f"{name}: file not found")
+        numbered = _read_json_lines(path)
+        return [row for _, row in numbered], name, [f"line {n}" for n, _ in numbered]
+    import datasets
+
     try:
-        if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-                loaded = datasets.load_from_disk(str(path))
-                ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-            else:
-                ds = datasets.load_dataset(str(path), split=split)
-        elif path.suffix in {".jsonl", ".json"}:
-            if not path.exists():
-                raise InputError(f"{name}: file not found")
-            _check_json_lines(path)
-            ds = datasets.load_dataset("json", data_files=str(path), split="train")
-        elif path.suffix == ".parquet":
-            if not path.exists():
-                raise InputError(f"{name}: file not found")
-            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-        elif path.exists():
-            raise InputError(
-                f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
-            )
-        else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
-            hub, _, hub_split = name.partition(":")
-            ds = datasets.load_dataset(hub, split=hub_split or split)
+        with _quiet_datasets(datasets):
+            if path.is_dir():
+                if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                    loaded = datasets.load_from_disk(str(path))
+                    ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+                else:
+                    ds = datasets.load_dataset(str(path), split=split)
+            elif path.suffix in {".json", ".parquet"}:
+                if not path.is_file():
+                    raise InputError(f"{name}: file not found")
+                ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
+            elif path.exists():
+                raise InputError(
+                    f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
+                )
+            else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
+                hub, _, hub_split = name.partition(":")
+                ds = datasets.load_dataset(hub, split=hub_split or split)
     except InputError:
         raise
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
-        raise InputError(f"{name}: could not load the dataset ({type(err).__name__}: {err})") from err
-    return [dict(row) for row in ds], name
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputError(f"{name}: could not load the dataset ({type(err).__name__}: {reason})") from err
+    rows = [dict(row) for row in ds]
+    return rows, name, [f"row {i}" for i in range(1, len(rows) + 1)]
 
 
-def _check_json_lines(path: Path) -> None:
-    """datasets' JSON reader reports a bad line as an Arrow error; name the line instead."""
+@contextlib.contextmanager
+def _quiet_datasets(datasets: Any) -> Iterator[None]:
+    """No "Generating train split" bars while loading: the error line, if any, is all that prints."""
+    enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file; a bad line is named."""
     import json
 
-    if path.suffix != ".jsonl":
-        return
-    with path.open() as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
                 try:
-                    json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+                    raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise InputError(
+                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
+                    )
+                rows.append((number, row))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    return rows
 
 
 def _is_conversation(value: Any) -> bool:
@@ -115,7 +146,13 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: b
         raise InputError(
             f"{where}: conversational data needs a tokenizer with a chat template; this one has none"
         )
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as err:  # Jinja syntax, or a message the template cannot render (e.g. no 'content')
+        reason = f"{type(err).__name__}: {err}"
+        raise InputError(f"{where}: the chat template cannot render it ({reason})") from err
 
 
 def _split_conversation(tokenizer: Any, prompt_msgs: list, reply_msgs: list, where: str) -> tuple[str, str]:
@@ -206,19 +243,22 @@ def prepare_text_data(
     per `overlong`, kept for truncation at batch time, dropped, or rejected.
     """
     if isinstance(source, list):
-        records, name = source, f"<{kind}>"
+        records, name, places = source, f"<{kind}>", [f"row {i}" for i in range(1, len(source) + 1)]
     else:
-        records, name = load_records(source, split)
+        records, name, places = load_records(source, split)
     if not records:
         raise InputError(f"{name}: no rows ({kind} expected)")
     columns = set(records[0])
     layout = next((accepted for accepted in _COLUMNS[kind] if set(accepted) <= columns), None)
     if layout is None:
         wanted = " or ".join("/".join(accepted) for accepted in _COLUMNS[kind])
-        raise InputError(f"{name}: missing columns for {kind}: expected {wanted}, found {sorted(columns)}")
+        raise InputError(
+            f"{name}, {places[0]}: missing columns for {kind}: expected {wanted}, found {sorted(columns)}"
+        )
     data = TextData(kind=kind, source=name, rows=[])
-    for index, record in enumerate(records):
-        where = f"{name}, row {index}"
+    ties = 0
+    for place, record in zip(places, records):
+        where = f"{name}, {place}"
         for column in layout:
             if record.get(column) is None:
                 raise InputError(f"{where}, field {column!r}: missing value")
@@ -226,6 +266,9 @@ def prepare_text_data(
         for key, value in row.items():
             if not value.strip():
                 raise InputError(f"{where}, field {key!r}: expected a non-empty string")
+        if kind == "prefs" and row["chosen"].strip() == row["rejected"].strip():
+            ties += 1  # no preference to learn from: dropped and counted
+            continue
         if max_length is not None:
             answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [""]
             longest = max(len(tokenizer(row["prompt"] + a)["input_ids"]) for a in answers)
@@ -244,6 +287,14 @@ def prepare_text_data(
         )
         data.notes.append(note)
         logger.warning(note)
+    if ties:
+        note = f"{name}: {ties} of {len(records)} pairs have chosen == rejected (dropped: nothing to prefer)"
+        data.dropped += ties
+        data.notes.append(note)
+        logger.warning(note)
     if not data.rows:
-        raise InputError(f"{name}: every row was dropped as longer than max_length={max_length}")
+        raise InputError(
+            f"{name}: no usable rows ({data.dropped - ties} longer than max_length={max_length} dropped, "
+            f"{ties} with chosen == rejected)"
+        )
     return data

@@ -284,9 +284,11 @@ def build_config(
     Keys that name data or models (`trainer`, `model`, `demos`, ...) are allowed in the YAML and ignored
     here; the caller reads them.
     """
-    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS}
-    values |= {k: v for k, v in overrides.items() if v is not None}
-    return get_method(trainer).config.from_dict(values, where)
+    config_cls = get_method(trainer).config
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config_cls.from_dict(given, "arguments")  # a bad flag is named as such, not as the file's
+    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS} | given
+    return config_cls.from_dict(values, where)
 
 
 # YAML keys that describe the run rather than the optimiser.

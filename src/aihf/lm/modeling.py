@@ -27,35 +27,36 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+# A saved tokenizer has at least one of these; without them transformers builds a useless one-token one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
-def check_model_source(source: str, what: str = "model") -> None:
-    """A local model directory must hold a config, weights and tokenizer files; say which are missing.
-
-    transformers would otherwise fall back to a one-token tokenizer, or fail only when training starts.
-    A path that does not exist is taken for a Hub name and left to `from_pretrained`.
-    """
-    path = Path(source)
-    if not path.exists():
-        if source.startswith((".", "/", "~")) or source.count("/") > 1:
-            raise InputError(f"{source}: {what} directory not found (expected a save_pretrained directory)")
+def check_model_source(path: str, option: str) -> None:
+    """Refuse a local model path that cannot load, before anything is loaded: a file, or a directory
+    without config.json, weights or tokenizer files. Hub names pass (they are checked when loaded)."""
+    local = Path(path)
+    if not local.exists():
+        if path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise InputError(f"{option} {path}: no such model directory")
         return
-    if not path.is_dir():
-        raise InputError(f"{source}: {what} is a file; expected a save_pretrained directory or a Hub name")
+    if not local.is_dir():
+        raise InputError(f"{option} {path}: is a file, expected a model directory (save_pretrained)")
     missing = []
-    if not (path / "config.json").is_file():
+    if not (local / "config.json").is_file():
         missing.append("config.json")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        missing.append("weights (model.safetensors or pytorch_model.bin)")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json or tokenizer_config.json)")
+    if not any((local / name).is_file() for name in WEIGHT_FILES):
+        missing.append("weights (model.safetensors, pytorch_model.bin)")
+    if not any((local / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
     if missing:
-        raise InputError(f"{source}: {what} directory is missing {', '.join(missing)}")
+        found = " and no ".join(missing)
+        raise InputError(f"{option} {path}: no {found}; expected a save_pretrained directory")
 
 
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
+
+    check_model_source(path, "model")
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -1,9 +1,10 @@
 """What every hand-written LM trainer shares: accelerator, PEFT, batches, metrics, checkpoints, outputs.
 
 Checkpoints are `accelerate` states (models, optimisers, RNG of every process, and the trainer's
-own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, renamed into place
-only when complete. Metrics go to `OUT/metrics.jsonl`, accelerate's trackers (`report_to`;
-TensorBoard under `OUT/runs`) and the tqdm bar.
+own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, sealed with a
+manifest and renamed into place only when complete, verified before a resume (`aihf.checkpoints`).
+Metrics go to `OUT/metrics.jsonl`, accelerate's trackers (`report_to`; TensorBoard under `OUT/runs`)
+and the tqdm bar.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 
+from aihf import checkpoints
+from aihf.errors import InputError
 from aihf.io import write_text
 from aihf.lm.config import LMConfig
 
@@ -274,14 +277,19 @@ class MetricsLogger:
             f.write(json.dumps(self.last) + "\n")
 
     def drop_after(self, step: int) -> None:
-        if not self.enabled or not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        write_text(self.path, "".join(f"{line}\n" for line in kept))
+        if self.enabled:
+            trim_metrics(self.path, step)
 
     def close(self) -> None:
         if self.tracking:
             self.accelerator.end_training()
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep the log records up to `step` (a resumed run's checkpoint); a torn last line is dropped."""
+    if path.exists():
+        kept = [r for r in checkpoints.read_jsonl(path) if r.get("step", 0) <= step]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def mean_metrics(records: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -309,18 +317,28 @@ def checkpoint_dirs(out_dir: Path) -> list[Path]:
 
 
 def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
-    from aihf.errors import InputError
+    """The checkpoint to resume from, verified against its manifest (`aihf.checkpoints`).
 
+    A damaged or incomplete checkpoint is refused with one line naming the file, never skipped
+    silently; the message names the newest complete checkpoint before it, if any.
+    """
     if not resume:
         return None
     if resume is True or resume == "latest":
         found = checkpoint_dirs(out_dir)
         if not found:
             raise InputError(f"{out_dir}/checkpoints: resume_from_checkpoint=True but there is no checkpoint")
-        return found[-1]
-    path = Path(str(resume))
-    if not path.is_dir():
-        raise InputError(f"{path}: resume_from_checkpoint names no checkpoint directory")
+        path = found[-1]
+    else:
+        path = Path(str(resume))
+        if not path.is_dir():
+            raise InputError(f"{path}: resume_from_checkpoint names no checkpoint directory")
+    try:
+        checkpoints.verify(path)
+    except checkpoints.CheckpointError as err:
+        earlier = [p for p in checkpoint_dirs(path.parent.parent) if p != path and checkpoints.is_complete(p)]
+        hint = f"; the newest complete one is {earlier[-1]}" if earlier else ""
+        raise checkpoints.CheckpointError(f"{err}; not resuming{hint}") from None
     return path
 
 
@@ -350,10 +368,11 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Pa
     accelerator.save_state(str(tmp), safe_serialization=False)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
+        checkpoints.write_manifest(tmp)  # last: a checkpoint without one is incomplete
+        checkpoints.remove_dir(final)
         os.replace(tmp, final)
-        for old in checkpoint_dirs(out_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        checkpoints.prune(checkpoint_dirs(out_dir)[:-keep] if keep > 0 else [])
+        checkpoints.remove_leftovers(final.parent)
     accelerator.wait_for_everyone()
     return final
 

@@ -60,7 +60,12 @@ def test_bench_options_reach_the_config(monkeypatch):
     from aihf.lm.bench import bench
 
     seen = {}
-    monkeypatch.setattr(bench, "run_bench", lambda out, cfg, workers: seen.update(cfg=cfg, workers=workers))
+
+    def fake_run(out, cfg, workers):
+        seen.update(cfg=cfg, workers=workers)
+        return {"failed": []}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
     sweeps = ["--pref-sizes", "50", "--demo-sizes", "20", "--kl-scales", "0.5"]
     rest = ["--shard", "1/3", "--override", "dpo.beta=0.2", "--workers", "2"]
     args = parse(["bench", "--out", "x", "--methods", "sft", "dpo", "--seeds", "1", "2", *sweeps, *rest])
@@ -91,3 +96,14 @@ def test_overrides_are_parsed_per_method():
     }
     with pytest.raises(InputError, match=r"expected METHOD\.KEY=VALUE"):
         cli._parse_overrides(["beta=0.1"])
+
+
+def test_failed_jobs_are_listed_and_the_exit_code_is_1(monkeypatch, capsys):
+    """Every other job still ran (run_bench records failures and goes on); the command then fails."""
+    from aihf.lm.bench import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda out, cfg, workers: {"failed": ["dpo_d1000_p1000_k1_s0"]})
+    args = parse(["bench", "--out", "x", "--quick", "--methods", "dpo", "--workers", "1"])
+    assert args.handler(args) == 1
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert "1 bench job(s) failed: dpo_d1000_p1000_k1_s0" in err

@@ -229,6 +229,7 @@ def run_bench(
         | {"metrics": base.metrics, "samples": base.rows()}
     ]
     jobs = cfg.jobs()
+    failed: list[str] = []  # the caller lists them and exits non-zero, after every other job ran
     for index, job in enumerate(jobs):
         if (cfg.shard and index % cfg.shard[1] != cfg.shard[0]) or (
             only is not None and job.name not in only
@@ -276,18 +277,19 @@ def run_bench(
             record["error"] = f"{type(err).__name__}: {err}"
             record["traceback"] = traceback.format_exc()
             print(record["traceback"], flush=True)
+            failed.append(job.name)
         record["seconds"] = time.perf_counter() - t0
         record["evaluation"] = _eval_settings(cfg)
         runs.append(record)
         write_json(run_dir / "eval.json", record)
     if cfg.shard or only is not None:
-        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs) - 1}
+        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs) - 1, "failed": failed}
 
     results = summarise(runs, cfg, ref, gold_name(gold), time.perf_counter() - start)
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, data_dir))
-    return results
+    return results | {"failed": failed}
 
 
 def default_workers() -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from aihf.errors import InputError
 
@@ -66,7 +68,7 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write metrics and samples as JSON here")
-    p.set_defaults(handler=_eval)
+    p.set_defaults(handler=_eval, out_is_file=True)
 
     p = lm_subparsers.add_parser(
         "pretrain", help="pretrain the benchmark's base policy on the shipped corpus"
@@ -104,12 +106,47 @@ def _bench(args: argparse.Namespace) -> int:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
         cfg.shard = _parse_shard(args.shard)
-    run_bench(args.out, cfg, workers=_parse_workers(args.workers))
+    _check_bench(cfg)
+    failed = run_bench(args.out, cfg, workers=_parse_workers(args.workers))["failed"]
+    if failed:
+        where = Path(args.out) / "runs"
+        print(
+            f"aihf: error: {len(failed)} bench job(s) failed: {', '.join(failed)} "
+            f"(tracebacks in {where}/JOB/eval.json)",
+            file=sys.stderr,
+        )
+        return 1
     if cfg.shard:
         print(f"shard {args.shard} done; run again without --shard to write the report")
     else:
         print(f"report written to {Path(args.out) / 'report.md'}")
     return 0
+
+
+def _check_bench(cfg: Any) -> None:
+    """Every option and every job's trainer config (with its --override) checked before any run starts."""
+    from aihf.lm.bench.bench import METHODS, method_config
+    from aihf.lm.methods import build_config
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
+
+    for name, values in (("--methods", cfg.methods), ("--override", list(cfg.overrides))):
+        unknown = sorted(set(values) - set(METHODS))
+        if unknown:
+            raise InputError(f"{name}: unknown methods {unknown}: expected some of {', '.join(METHODS)}")
+    check_value("--n-test", cfg.n_test, int, AT_LEAST_1)
+    for flag, values, limits in (
+        ("--seeds", cfg.seeds, SEED),
+        ("--sweep-seeds", cfg.sweep_seeds or [], SEED),
+        ("--pref-sizes", cfg.pref_sizes, AT_LEAST_1),
+        ("--demo-sizes", cfg.demo_sizes, AT_LEAST_1),
+    ):
+        check_value(flag, values, list[int], limits)
+    check_value("--kl-scales", cfg.kl_scales, list[float], POSITIVE)
+    check_model_source(cfg.base_model, "--base-model")
+    for job in cfg.jobs():
+        trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+        build_config(trainer, values, f"{job.method} config (with --override)")
 
 
 def _parse_workers(text: str) -> int:
@@ -162,7 +199,19 @@ def _eval(args: argparse.Namespace) -> int:
     from aihf.lm.bench.pretrain import BASE_MODEL_DIR
     from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
     from aihf.lm.gold import load_gold_reward
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
 
+    check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
+    check_value("--max-new-tokens", args.max_new_tokens, int, LENGTH)
+    check_value("--seed", args.seed, int, SEED)
+    for flag, model in (
+        ("--policy", args.policy),
+        ("--reference", args.reference),
+        ("--reward-model", args.reward_model),
+    ):
+        if model:
+            check_model_source(model, flag)  # all of them before the first loads (and prints its bar)
     for path in (args.prompts, args.prefs):
         if path and not Path(path).is_file():
             raise InputError(f"{path}: file not found")
@@ -203,9 +252,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.build_corpus:
         corpus.write_corpus(corpus.build_corpus(corpus.read_cookies(args.fortune_dir)))
+    from aihf.validation import AT_LEAST_1, check_value
+
     cfg = PretrainConfig()
     if args.steps is not None:
-        cfg.steps = args.steps
+        cfg.steps = check_value("--steps", args.steps, int, AT_LEAST_1)
     pretrain(args.out, cfg)
     return 0
 
@@ -214,12 +265,16 @@ def _generate(args: argparse.Namespace) -> int:
     from aihf.lm.bench.datagen import DataGenConfig, generate_data
     from aihf.lm.bench.pretrain import BASE_MODEL_DIR
     from aihf.lm.gold import load_gold_reward
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, SEED, check_value
 
-    cfg = DataGenConfig(seed=args.seed)
+    cfg = DataGenConfig(seed=check_value("--seed", args.seed, int, SEED))
     if args.rl_steps is not None:
-        cfg.rl_steps = args.rl_steps
+        cfg.rl_steps = check_value("--rl-steps", args.rl_steps, int, AT_LEAST_1)
     if args.save_every is not None:
-        cfg.save_every = args.save_every
+        cfg.save_every = check_value("--save-every", args.save_every, int, AT_LEAST_1)
+    if args.base_model:
+        check_model_source(args.base_model, "--base-model")
     base, gold = args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold)
     generate_data(args.out, base, gold, cfg, work_dir=args.work_dir)
     return 0

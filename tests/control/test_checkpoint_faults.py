@@ -1,0 +1,83 @@
+"""Damaged control checkpoints are refused with one line naming the file, leaving the run as it was."""
+
+import os
+import shutil
+
+import pytest
+
+from aihf.cli import main
+from aihf.control.config import AIHFControlConfig
+from aihf.control.train import train
+
+TINY = {
+    "total_steps": 200,
+    "steps_per_iter": 100,
+    "learning_starts": 100,
+    "eval_episodes": 1,
+    "sac_batch_size": 32,
+    "sac_hidden": [32, 32],
+    "reward_updates_per_iter": 3,
+    "tensorboard": False,
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("control_faults") / "run"
+    train(AIHFControlConfig(algo="aihf", **TINY), out, tiny_data["demos"], tiny_data["prefs"], progress=False)
+    return out
+
+
+def _resume(out, capsys):
+    code = main(["control", "train", "--resume", str(out), "--no-progress"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("damage", "name"),
+    [
+        ("truncate", "sac.zip"),  # policy and critics
+        ("truncate", "replay.pkl"),
+        ("truncate", "state.json"),
+        ("truncate", "reward.pt"),
+        ("delete", "runtime.pkl"),  # every RNG and the environment's state
+        ("flip", "replay.pkl"),
+        ("delete", "manifest.json"),  # a save cut short before its manifest
+    ],
+)
+def test_damaged_checkpoint_is_refused_naming_the_file(damage, name, finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    target = out / "checkpoint" / name
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    else:
+        target.unlink()
+    results = (out / "results.json").read_bytes()
+    code, err = _resume(out, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert (name if name != "manifest.json" else "incomplete checkpoint") in err[0]
+    assert (out / "results.json").read_bytes() == results
+
+
+def test_an_intact_checkpoint_still_resumes(finished, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    assert _resume(out, capsys)[0] == 0
+
+
+def test_a_save_cut_between_its_renames_is_named(finished, tmp_path, capsys):
+    """atomic_path moves the old checkpoint aside, then the new one in: a kill between the two leaves
+    only the aside copy, which the message points at."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    os.replace(out / "checkpoint", out / ".checkpoint.old")
+    code, err = _resume(out, capsys)
+    assert code == 2 and len(err) == 1
+    assert f"rename {out / '.checkpoint.old'} to {out / 'checkpoint'}" in err[0]
+    os.replace(out / ".checkpoint.old", out / "checkpoint")
+    assert _resume(out, capsys)[0] == 0

@@ -1,0 +1,132 @@
+"""Damaged LM checkpoints are refused with one line naming the file; torn logs and cut prunes are survived."""
+
+import json
+import shutil
+
+import pytest
+
+import aihf.cli
+from aihf import checkpoints
+from aihf.lm.train import run_training
+
+CONFIG = {"batch_size": 3, "learning_rate": 1e-3, "report_to": "none", "save_steps": 2}
+
+
+def _run(tiny_dir, data_dir, out, steps, trainer="direct-aihf", **extra):
+    data = {"prefs": str(data_dir / "prefs.jsonl")}
+    if trainer == "direct-aihf":
+        data["demos"] = str(data_dir / "demos.jsonl")
+    config = CONFIG | extra
+    return run_training(trainer, str(tiny_dir / "policy"), str(out), max_steps=steps, config=config, **data)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_dir, data_dir, tmp_path_factory):
+    """A direct-aihf run of 4 steps with checkpoint-2 and checkpoint-4."""
+    out = tmp_path_factory.mktemp("lm_faults") / "run"
+    _run(tiny_dir, data_dir, out, 4)
+    return out
+
+
+def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true"):
+    (out.parent / "resume.yaml").write_text(f"save_steps: 2\nresume_from_checkpoint: {resume}\n")
+    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
+    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
+    code = aihf.cli.main(argv)
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("truncate", "pytorch_model.bin"),  # the weights
+        ("truncate", "optimizer.bin"),
+        ("truncate", "custom_checkpoint_0.pkl"),  # the trainer's counters and samplers
+        ("delete", "random_states_0.pkl"),  # the RNG state: resuming without it would differ silently
+        ("flip", "custom_checkpoint_1.pkl"),
+        ("delete", "manifest.json"),  # a save cut short before its manifest
+    ],
+)
+def test_damaged_checkpoint_is_refused_naming_the_file(
+    damage, named, finished, tiny_dir, data_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    target = out / "checkpoints" / "checkpoint-4" / named
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    else:
+        target.unlink()
+    policy = (out / "policy" / "model.safetensors").read_bytes()
+    code, err = _resume_cli(tiny_dir, data_dir, out, capsys)
+    assert code == 2 and len(err) == 1, err
+    place = "checkpoint-4" if named == "manifest.json" else named
+    assert place in err[0] and "not resuming" in err[0]
+    assert f"the newest complete one is {out / 'checkpoints' / 'checkpoint-2'}" in err[0]
+    assert (out / "policy" / "model.safetensors").read_bytes() == policy  # nothing was trained or written
+
+
+def test_the_complete_checkpoint_named_in_the_message_resumes(finished, tiny_dir, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "checkpoints" / "checkpoint-4" / "random_states_0.pkl").unlink()
+    assert _resume_cli(tiny_dir, data_dir, out, capsys)[0] == 2
+    code, _ = _resume_cli(tiny_dir, data_dir, out, capsys, resume=str(out / "checkpoints" / "checkpoint-2"))
+    assert code == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    _run(tiny_dir, data_dir, out, 3)  # checkpoint-2, then step 3 logged
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 0.6')  # killed mid-write
+    _run(tiny_dir, data_dir, out, 4, resume_from_checkpoint=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+
+
+def test_interrupted_prune_leaves_no_half_deleted_checkpoint(
+    finished, tiny_dir, data_dir, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    old = out / "checkpoints" / "checkpoint-2"
+    real_rmtree = shutil.rmtree
+
+    def cut_short(path, *args, **kwargs):  # Ctrl-C after the first file is gone
+        if not path.exists():
+            return real_rmtree(path, *args, **kwargs)
+        next(p for p in sorted(path.rglob("*")) if p.is_file()).unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.remove_dir(old)
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", real_rmtree)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [".checkpoint-2.deleting", "checkpoint-4"]  # the half-deleted copy is hidden
+    _run(tiny_dir, data_dir, out, 6, resume_from_checkpoint=True)  # resumes from 4, saves 6, prunes
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["checkpoint-4", "checkpoint-6"]  # the leftover was cleared by the next save
+
+
+def test_trl_checkpoint_with_deleted_rng_state_is_refused(tiny_dir, data_dir, tmp_path, capsys):
+    out = tmp_path / "dpo"
+    _run(tiny_dir, data_dir, out, 2, trainer="dpo", logging_steps=1)
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    checkpoints.verify(checkpoint)  # sealed by the manifest callback
+    (checkpoint / "rng_state.pth").unlink()
+    capsys.readouterr()  # the first run's progress bars
+    (tmp_path / "resume.yaml").write_text("save_steps: 2\nresume_from_checkpoint: true\n")
+    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--max-steps", "4"]
+    argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--config", str(tmp_path / "resume.yaml")]
+    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert "rng_state.pth: missing from the checkpoint" in err
