@@ -7,7 +7,12 @@
    Every sequence has the same length, so tokens per step are exact (no padding).
 2. Time of one AIHF iteration (policy steps + reward step) over one RLHF iteration (the same policy
    steps with the reward frozen), at equal `policy_steps_per_iteration`.
-3. Peak memory (CUDA allocator peak per phase, or the process's peak RSS on CPU).
+3. Peak memory of each (CUDA allocator peak, or on CPU the peak RSS of a fresh process per phase), and
+   of a Direct AIHF step with and without gradient checkpointing.
+
+Each phase runs in its own process, so peak memory is that phase's alone. `--model DIR` runs on a real
+model (e.g. `aihf lm get-model smollm2-135m-instruct`); policy and reward model both start from it;
+`--lora` trains LoRA adapters (r=16, all linear layers) in every trainer, TRL's included.
 
 Times are medians over steps / iterations (AIHF and RLHF iterations interleaved), so a busy shared
 machine disturbs them less.
@@ -16,15 +21,19 @@ Last line: `ratio=<Direct AIHF tokens/s over TRL DPO tokens/s>`. Targets: ratio 
 AIHF/RLHF iteration time <= 1.3.
 
     python benchmarks/lm_throughput.py                 # CPU-sized defaults (a few minutes on 2 shared cores)
+    python benchmarks/lm_throughput.py --model "$(aihf lm get-model smollm2-135m-instruct)" --lora \
+        --batch-size 4 --prompt-len 32 --answer-len 32 --steps 4 --warmup 1 --iterations 3 --policy-steps 2
     python benchmarks/lm_throughput.py --n-embd 768 --n-layer 12 --batch-size 16 --seq-len 256   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,13 +126,23 @@ def trl_dpo_tokens_per_second(
         report_to=[],
         disable_tqdm=True,
         bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=False,
     )
+    peft = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft = LoraConfig(
+            task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"
+        )
     trainer = DPOTrainer(
         model=load_causal_lm(str(model_dir / "policy")),
         args=config,
         train_dataset=Dataset.from_list(prefs),
         processing_class=load_tokenizer(str(model_dir / "policy")),
         callbacks=[step_clock],
+        peft_config=peft,
     )
     trainer.train()
     step_seconds = [
@@ -133,9 +152,18 @@ def trl_dpo_tokens_per_second(
     return [tokens_per_step / seconds for seconds in step_seconds]
 
 
+LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0}
+
+
 def direct_aihf_tokens_per_second(
-    model_dir: Path, prefs: list[dict], demos: list[dict], args: argparse.Namespace, out: Path, alpha: float
-) -> float:
+    model_dir: Path,
+    prefs: list[dict],
+    demos: list[dict],
+    args: argparse.Namespace,
+    out: Path,
+    alpha: float,
+    checkpointing: bool = False,
+) -> list[float]:
     from aihf.lm.config import DirectAIHFConfig
     from aihf.lm.data import prepare_text_data
     from aihf.lm.direct import DirectAIHFTrainer
@@ -150,6 +178,8 @@ def direct_aihf_tokens_per_second(
         max_length=args.seq_len,
         report_to="none",
         bf16=args.bf16,
+        gradient_checkpointing=checkpointing,
+        **(LORA if args.lora else {}),
     )
     trainer = DirectAIHFTrainer(
         load_causal_lm(str(model_dir / "policy")),
@@ -159,16 +189,13 @@ def direct_aihf_tokens_per_second(
         demos=prepare_text_data(demos, "demos", tokenizer) if alpha > 0 else None,
     )
     speeds = []
-    for step in range(args.warmup + args.steps):  # the body of DirectAIHFTrainer.train
+    for step in range(args.warmup + args.steps):  # one optimiser step of DirectAIHFTrainer.train
         sync()
-        start = clock()
-        pref_rows = [trainer.prefs.rows[i] for i in trainer.samplers["prefs"].next()]
-        demo_rows = [trainer.demos.rows[i] for i in trainer.samplers["demos"].next()] if alpha > 0 else []
-        loss, _, n_tokens = trainer.compute_loss(pref_rows, demo_rows)
-        trainer.optimise(loss)
+        seen, start = trainer.tokens_seen, clock()
+        trainer.training_step()
         sync()
         if step >= args.warmup:
-            speeds.append(n_tokens / (clock() - start))
+            speeds.append((trainer.tokens_seen - seen) / (clock() - start))
     return speeds
 
 
@@ -194,12 +221,14 @@ def rl_trainer(
         max_length=args.seq_len,
         report_to="none",
         bf16=args.bf16,
+        **(LORA if args.lora else {}),
     )
+    reward_dir = model_dir / ("policy" if args.model else "reward_model")
     trainer = AIHFTrainer(
         load_causal_lm(str(model_dir / "policy")),
         tokenizer,
         config,
-        reward_model=load_reward_model(str(model_dir / "reward_model")),
+        reward_model=load_reward_model(str(reward_dir)),
         demos=prepare_text_data(demos, "demos", tokenizer),
         prefs=prepare_text_data(prefs, "prefs", tokenizer),
         train_reward=learn,
@@ -220,8 +249,54 @@ def one_iteration_seconds(trainer) -> float:
     return clock() - start
 
 
+PHASES = ("trl", "ours", "ours0", "rlhf", "aihf", "ckpt_off", "ckpt_on")
+
+
+def run_phase(phase: str, model_dir: Path, args: argparse.Namespace, out: Path) -> dict:
+    """One measurement in this process: speeds (tokens/s or s/iteration) and this process's peak memory."""
+    from aihf.lm.modeling import load_tokenizer
+
+    prefs, demos = make_data(load_tokenizer(str(model_dir / "policy")), 64, args.prompt_len, args.answer_len)
+    reset_peak()
+    if phase == "trl":
+        values = trl_dpo_tokens_per_second(model_dir, prefs, args, out)
+    elif phase in ("ours", "ours0", "ckpt_off", "ckpt_on"):
+        alpha = 0.0 if phase == "ours0" else 1.0
+        values = direct_aihf_tokens_per_second(
+            model_dir, prefs, demos, args, out, alpha, checkpointing=phase == "ckpt_on"
+        )
+    else:
+        trainer = rl_trainer(model_dir, prefs, demos, args, out, learn=phase == "aihf")
+        values = [one_iteration_seconds(trainer) for _ in range(args.iterations)]
+    return {"values": values, "peak_mb": peak_memory_mb()}
+
+
+def spawn(phase: str, model_dir: Path, argv: list[str], out: Path) -> dict:
+    """`run_phase` in a fresh process, so its peak memory is its own."""
+    command = [
+        sys.executable,
+        __file__,
+        *argv,
+        "--phase",
+        phase,
+        "--model-dir",
+        str(model_dir),
+        "--work",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"phase {phase} failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a model directory (policy and reward model start from it)")
+    parser.add_argument(
+        "--lora", action="store_true", help="LoRA r=16 on all linear layers, in every trainer"
+    )
     parser.add_argument("--n-embd", type=int, default=64)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-head", type=int, default=2)
@@ -233,69 +308,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--policy-steps", type=int, default=4)
     parser.add_argument("--reward-steps", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the throughput runs")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.seq_len = args.prompt_len + args.answer_len
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # CPU time of one thread: see `clock`
     torch.manual_seed(0)
+    if args.phase:  # a child process: one measurement, one JSON line
+        print(json.dumps(run_phase(args.phase, Path(args.model_dir), args, Path(args.work))))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        model_dir = build_models(out, args)
-        from aihf.lm.modeling import load_tokenizer
-
-        prefs, demos = make_data(
-            load_tokenizer(str(model_dir / "policy")), 64, args.prompt_len, args.answer_len
-        )
+        if args.model:  # the layout the phases expect: OUT/policy (the reward model starts from --model)
+            model_dir = out / "models"
+            model_dir.mkdir()
+            (model_dir / "policy").symlink_to(Path(args.model).resolve())
+        else:
+            model_dir = build_models(out, args)
         device = "cuda (wall clock)" if torch.cuda.is_available() else "cpu (1 thread, process CPU time)"
+        model = args.model or f"tiny GPT-2 n_embd={args.n_embd} n_layer={args.n_layer}"
         print(
-            f"device={device} model: n_embd={args.n_embd} n_layer={args.n_layer}; batch={args.batch_size} "
+            f"device={device} model: {model}{' + LoRA r=16' if args.lora else ''}; batch={args.batch_size} "
             f"prompt={args.prompt_len} answer={args.answer_len} tokens; {args.steps} timed steps"
         )
-        reset_peak()
-        speeds: dict[str, list[float]] = {"trl": [], "ours": [], "ours0": []}
-        peaks: dict[str, float] = {}
-        for _ in range(args.rounds):  # alternate the three, so load from other jobs hits them alike
-            for name, measure in (
-                ("trl", lambda: trl_dpo_tokens_per_second(model_dir, prefs, args, out)),
-                (
-                    "ours",
-                    lambda: direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=1.0),
-                ),
-                (
-                    "ours0",
-                    lambda: direct_aihf_tokens_per_second(model_dir, prefs, demos, args, out, alpha=0.0),
-                ),
-            ):
-                reset_peak()
-                speeds[name] += measure()
-                peaks[name] = max(peaks.get(name, 0.0), peak_memory_mb())
-        trl_tps, ours_tps, dpo_tps = (statistics.median(speeds[k]) for k in ("trl", "ours", "ours0"))
-        print(f"TRL DPOTrainer: {trl_tps:.0f} tokens/s (median step), peak memory {peaks['trl']:.0f} MB")
-        print(f"Direct AIHF (alpha=1): {ours_tps:.0f} tokens/s, peak memory {peaks['ours']:.0f} MB")
+        results = {phase: spawn(phase, model_dir, argv, out) for phase in PHASES}
+        tps = {k: statistics.median(results[k]["values"]) for k in ("trl", "ours", "ours0")}
+        peak = {k: results[k]["peak_mb"] for k in PHASES}
+        print(f"TRL DPOTrainer: {tps['trl']:.0f} tokens/s (median step), peak memory {peak['trl']:.0f} MB")
+        print(f"Direct AIHF (alpha=1): {tps['ours']:.0f} tokens/s, peak memory {peak['ours']:.0f} MB")
         print(
-            f"Direct AIHF (alpha=0, i.e. DPO in our loop): {dpo_tps:.0f} tokens/s, "
-            f"peak memory {peaks['ours0']:.0f} MB; over TRL: {dpo_tps / trl_tps:.3f}"
+            f"Direct AIHF (alpha=0, i.e. DPO in our loop): {tps['ours0']:.0f} tokens/s, "
+            f"peak memory {peak['ours0']:.0f} MB; over TRL: {tps['ours0'] / tps['trl']:.3f}"
         )
-        reset_peak()
-        trainers = {"rlhf": rl_trainer(model_dir, prefs, demos, args, out, learn=False)}
-        trainers["aihf"] = rl_trainer(model_dir, prefs, demos, args, out, learn=True)
-        times: dict[str, list[float]] = {"rlhf": [], "aihf": []}
-        for _ in range(args.iterations):  # interleaved, so load from other jobs hits both alike
-            for name, trainer in trainers.items():
-                times[name].append(one_iteration_seconds(trainer))
-        rlhf, aihf = statistics.median(times["rlhf"]), statistics.median(times["aihf"])
         print(
-            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s (median of {args.iterations})"
+            f"Direct AIHF step peak memory: {peak['ckpt_off']:.0f} MB without, {peak['ckpt_on']:.0f} MB with "
+            f"gradient checkpointing ({statistics.median(results['ckpt_on']['values']):.0f} vs "
+            f"{statistics.median(results['ckpt_off']['values']):.0f} tokens/s)"
+        )
+        rlhf, aihf = (statistics.median(results[k]["values"]) for k in ("rlhf", "aihf"))
+        print(
+            f"RLHF iteration ({args.policy_steps} policy steps): {rlhf:.3f} s (median of {args.iterations}), "
+            f"peak memory {peak['rlhf']:.0f} MB"
         )
         print(
             f"AIHF iteration ({args.policy_steps} policy steps + {args.reward_steps} reward steps): "
-            f"{aihf:.3f} s (median); peak memory of both {peak_memory_mb():.0f} MB"
+            f"{aihf:.3f} s (median), peak memory {peak['aihf']:.0f} MB"
         )
         print(f"aihf_over_rlhf_iteration={aihf / rlhf:.3f}")
-        print(f"ratio={ours_tps / trl_tps:.3f}")
+        print(f"ratio={tps['ours'] / tps['trl']:.3f}")
         sys.stdout.flush()
 
 
