@@ -1,16 +1,26 @@
 """aihf.lm: AIHF, Direct AIHF and Self-Play AIHF for Hugging Face causal LMs, with their baselines.
 
-Trainers (`aihf lm train --trainer NAME`, or `aihf.lm.train.run_training(NAME, ...)`):
+Methods (`aihf lm train --trainer NAME`, or `aihf.lm.train.run_training(NAME, ...)`); the one registry
+is `aihf.lm.methods.METHODS` (config class, data, outputs, runner of each):
 
     aihf            AIHFTrainer (aihf_trainer.py): Algorithm 1. RL policy steps (RLOO, or online DPO on
                     the best/worst of k samples) toward the reward being learned, alternating with reward
                     steps on alpha * (demonstrations vs fresh policy samples) + Bradley-Terry on preferences.
     rlhf            SFT (optional, TRL) -> BTL reward model (TRL RewardTrainer) -> the same policy step with
-                    the reward frozen. A Python `reward_fn(prompts, completions)` can replace the model.
+                    the reward frozen; each stage in its own directory. A Python `reward_fn(prompts,
+                    completions)` can replace the model.
     direct-aihf     DirectAIHFTrainer (direct.py): DPO on P + alpha * SFT on D; alpha = 0 is TRL's DPO.
     self-play-aihf  SelfPlayAIHFTrainer (direct.py): SPIN on D against the current iterate + DPO on P.
     spin            the same without P.
-    sft, reward, dpo, ipo   TRL's SFTTrainer, RewardTrainer and DPOTrainer (baselines.py).
+    sft, reward, dpo, ipo, rpo, orpo   TRL's SFTTrainer, RewardTrainer, DPOTrainer (DPO, IPO, and RPO =
+                    DPO + alpha * SFT on the chosen answers) and ORPOTrainer (baselines.py).
+
+The three hand-written trainers share one loop, `loop.LoopTrainer` (accelerate: gradient accumulation,
+checkpointing, mixed precision, DDP/DeepSpeed, trackers, resume). It is not transformers' `Trainer`:
+AIHF updates two models with two optimisers and schedules and samples from the policy inside its step,
+and Self-Play AIHF regenerates its opponent's answers every iteration; `Trainer` holds one model and one
+optimiser, and TRL's own on-policy trainers override most of it to sample. The TRL baselines read the
+same config fields with the same meaning (`baselines.trl_args`).
 
 Data (data.py) is TRL's column layout, from JSONL, Parquet, dataset directories or the Hub
 (`name:split[slice]`), validated before training. Outputs: OUT/policy, OUT/reward_model (methods that
