@@ -1,5 +1,7 @@
 import copy
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +115,66 @@ def test_reference_samples_must_match_prompts(models):
     ref = reference_samples(policy, tokenizer, PROMPTS[:2], length_gold, CONFIG)
     with pytest.raises(InputError, match="other prompts"):
         evaluate(policy, tokenizer, policy, PROMPTS, length_gold, config=CONFIG, ref=ref)
+
+
+def test_learned_reward_is_read_where_training_reads_it(models):
+    """Evaluation scores through RewardScorer (EOS appended), not prompt + completion without EOS."""
+    from aihf.lm.evaluation import reward_scores
+    from aihf.lm.modeling import RewardScorer
+
+    *_, reward, reward_tokenizer = models
+    assert reward_tokenizer.eos_token != reward_tokenizer.pad_token
+    completions = [" good and kind", " no", " a quiet film", " the end"]
+    scores = reward_scores(reward, reward_tokenizer, PROMPTS, completions, batch_size=3)
+    with torch.no_grad():
+        trained = RewardScorer(reward, reward_tokenizer)(PROMPTS, completions).tolist()
+        no_eos = [
+            reward(**reward_tokenizer(p + c, return_tensors="pt")).logits[0, 0].item()
+            for p, c in zip(PROMPTS, completions)
+        ]
+    assert scores == pytest.approx(trained, abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(scores, no_eos)) > 1e-4
+
+
+def test_reference_samples_never_share_a_runs_random_stream(models):
+    from aihf.lm.evaluation import REFERENCE_SEED, reference_samples
+    from aihf.validation import SEED
+
+    policy, tokenizer, *_ = models
+    assert SEED.high < REFERENCE_SEED  # no accepted run seed can select the reference's stream
+    prompts = PROMPTS * 3
+    ref = reference_samples(policy, tokenizer, prompts, length_gold, CONFIG)
+    for seed in (0, 1, 2):
+        assert sample(policy, tokenizer, prompts, CONFIG, seed=seed).completion_ids != ref.completion_ids
+
+
+@pytest.mark.parametrize(
+    "config", [SamplingConfig(temperature=0.5), SamplingConfig(top_k=5, temperature=1.5)]
+)
+def test_log_probs_are_those_of_the_sampling_distribution(models, config):
+    """KL must compare the distributions sampled from: tempered and truncated like `generate`."""
+    policy, tokenizer, *_ = models
+    samples = sample(policy, tokenizer, PROMPTS, CONFIG, seed=1)
+    got = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3, config=config)
+    for i in range(len(PROMPTS)):
+        ids = samples.prompt_ids[i] + samples.completion_ids[i]
+        with torch.no_grad():
+            logits = policy(input_ids=torch.tensor([ids])).logits[0] / config.temperature
+        if config.top_k:
+            kth = logits.topk(config.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        logps = logits.log_softmax(-1)
+        start = len(samples.prompt_ids[i])
+        expected = sum(logps[t - 1, ids[t]].item() for t in range(start, len(ids)))
+        if math.isfinite(expected):
+            assert got[i].item() == pytest.approx(expected, abs=1e-4)
+    plain = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
+    assert not torch.allclose(got, plain)
+
+
+def test_spreads_are_sample_standard_deviations(models):
+    policy, tokenizer, *_ = models
+    result = evaluate(policy, tokenizer, policy, PROMPTS, length_gold, config=CONFIG)
+    gold = np.asarray(result.samples.gold)
+    assert result.metrics["gold_reward_std"] == pytest.approx(gold.std(ddof=1))
+    assert result.metrics["gold_reward_sem"] == pytest.approx(gold.std(ddof=1) / len(gold) ** 0.5)

@@ -15,7 +15,6 @@ from aihf.errors import InputError
 from aihf.validation import AT_LEAST_1, LENGTH, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
 from aihf.validation import load_yaml as load_yaml  # the one YAML reader; lm callers import it here
 
-
 # accelerate's trackers, and TRL's words for all of them or none.
 TRACKERS = {"tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab"}
 TRACKERS |= {"all", "none"}

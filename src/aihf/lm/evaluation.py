@@ -3,11 +3,17 @@
 `evaluate` samples one completion per test prompt from the policy and reports
 - gold reward mean and std of prompt + completion,
 - KL to the reference, estimated from the policy's own samples: mean over samples of
-  sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)] (unbiased for KL(pi || pi_ref)),
+  sum_t [log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)] (unbiased for KL(pi || pi_ref)); both
+  log-probabilities are those of the distributions actually sampled from (the same temperature, top-k
+  and top-p applied to the policy and the reference),
 - win rate against the reference: the share of prompts whose policy sample beats the reference's
   sample under the gold reward (ties count one half),
 - with a learned reward model: its accuracy on held-out preferences, and its Pearson / Spearman
-  correlation with the gold reward on the policy's samples (the paper's Fig. 8).
+  correlation with the gold reward on the policy's samples (the paper's Fig. 8), scored through
+  `RewardScorer`, the scorer training uses (so the score is read where the head was trained).
+
+Spreads are sample standard deviations (ddof = 1). The reference's samples come from a seed outside
+the range a run's seed can take (`REFERENCE_SEED`), so no run shares their random stream.
 
 `aihf lm eval --policy DIR --reference DIR` runs it from the command line.
 """
@@ -25,6 +31,8 @@ import torch
 from aihf.errors import InputError
 from aihf.lm.gold import RewardFn
 from aihf.losses import sequence_logprobs
+
+REFERENCE_SEED = 2**32 + 17  # above every seed a run accepts (aihf.validation.SEED), so never a run's
 
 
 @dataclass
@@ -95,10 +103,30 @@ def sample(
     return out
 
 
+def _sampling_warpers(config: SamplingConfig | None) -> Any:
+    """transformers' logits warpers for the sampling settings (none at temperature 1, no top-k/top-p)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if config is None:
+        return warpers
+    if config.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(config.temperature))
+    if config.top_k:
+        warpers.append(TopKLogitsWarper(config.top_k))
+    if config.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(config.top_p))
+    return warpers
+
+
 @torch.no_grad()
-def completion_logprobs(model: Any, samples: Samples, pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    """Sum of log pi(completion token) for each sample, on the sampled ids (right-padded, so positions
-    are the natural ones)."""
+def completion_logprobs(
+    model: Any, samples: Samples, pad_id: int, batch_size: int = 64, config: SamplingConfig | None = None
+) -> torch.Tensor:
+    """Sum of log p(completion token) for each sample, on the sampled ids (right-padded, so positions are
+    the natural ones), under the distribution `generate` samples from with `config`'s temperature, top-k
+    and top-p (the model's own distribution when `config` is None)."""
+    warpers = _sampling_warpers(config)
     totals = []
     for i in range(0, len(samples.prompts), batch_size):
         rows = list(zip(samples.prompt_ids[i : i + batch_size], samples.completion_ids[i : i + batch_size]))
@@ -112,6 +140,9 @@ def completion_logprobs(model: Any, samples: Samples, pad_id: int, batch_size: i
             attention[j, : len(ids)] = 1
             labels[j, len(p) : len(ids)] = ids[len(p) :]
         logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
+        if warpers:  # the warpers act on one position at a time: flatten (batch, time) into rows
+            flat = logits.reshape(-1, logits.size(-1))
+            logits = warpers(input_ids.reshape(-1, 1), flat).reshape(logits.shape)
         totals.append(sequence_logprobs(logits, labels))
     return torch.cat(totals) if totals else torch.zeros(0)
 
@@ -123,14 +154,20 @@ def check_same_vocab(tokenizer: Any, ref_tokenizer: Any) -> None:
 
 @torch.no_grad()
 def reward_scores(
-    reward_model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 64
+    reward_model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 64,
 ) -> list[float]:
-    """The reward model's scalar score (first logit) of each text (right padding, natural positions)."""
-    tokenizer.padding_side = "right"
+    """The learned reward R(prompt, completion) exactly as training reads it (`RewardScorer`: EOS
+    appended, no special tokens added), so accuracy and correlations use the position the head learned."""
+    from aihf.lm.modeling import RewardScorer
+
+    scorer = RewardScorer(reward_model, tokenizer)
     scores: list[float] = []
-    for i in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[i : i + batch_size]), return_tensors="pt", padding=True, truncation=True)
-        scores.extend(reward_model(**batch).logits[:, 0].float().tolist())
+    for i in range(0, len(prompts), batch_size):
+        scores.extend(scorer(prompts[i : i + batch_size], completions[i : i + batch_size]).tolist())
     return scores
 
 
@@ -138,8 +175,9 @@ def preference_accuracy(reward_model: Any, tokenizer: Any, prefs: Sequence[dict[
     """Share of held-out pairs where the reward model scores `chosen` above `rejected`."""
     if not prefs:
         raise InputError("preference accuracy: no preference pairs given")
-    chosen = reward_scores(reward_model, tokenizer, [r["prompt"] + r["chosen"] for r in prefs])
-    rejected = reward_scores(reward_model, tokenizer, [r["prompt"] + r["rejected"] for r in prefs])
+    prompts = [r["prompt"] for r in prefs]
+    chosen = reward_scores(reward_model, tokenizer, prompts, [r["chosen"] for r in prefs])
+    rejected = reward_scores(reward_model, tokenizer, prompts, [r["rejected"] for r in prefs])
     return float(np.mean([c > r for c, r in zip(chosen, rejected)]))
 
 
@@ -184,8 +222,10 @@ def reference_samples(
     config: SamplingConfig,
     seed: int = 0,
 ) -> Samples:
-    """The reference's samples and gold scores, computed once and shared by every policy's evaluation."""
-    ref = sample(reference, tokenizer, prompts, config, seed=seed + 1)
+    """The reference's samples and gold scores, computed once and shared by every policy's evaluation.
+
+    Drawn from `REFERENCE_SEED + seed`, a stream no run's seed can select."""
+    ref = sample(reference, tokenizer, prompts, config, seed=REFERENCE_SEED + seed)
     ref.gold = list(gold(ref.prompts, ref.completions))
     return ref
 
@@ -214,13 +254,16 @@ def evaluate(
         raise InputError("evaluation: the reference samples were drawn for other prompts")
     samples = sample(policy, tokenizer, prompts, config, seed=seed)
     samples.gold = list(gold(samples.prompts, samples.completions))
-    log_ratio = completion_logprobs(policy, samples, tokenizer.pad_token_id, config.batch_size)
-    log_ratio -= completion_logprobs(reference, samples, tokenizer.pad_token_id, config.batch_size)
+    pad = tokenizer.pad_token_id
+    log_ratio = completion_logprobs(policy, samples, pad, config.batch_size, config)
+    log_ratio -= completion_logprobs(reference, samples, pad, config.batch_size, config)
     gold_scores = np.asarray(samples.gold)
     metrics: dict[str, float] = {
         "gold_reward_mean": float(gold_scores.mean()),
-        "gold_reward_std": float(gold_scores.std()),
-        "gold_reward_sem": float(gold_scores.std() / len(gold_scores) ** 0.5),
+        "gold_reward_std": float(gold_scores.std(ddof=1)) if len(gold_scores) > 1 else 0.0,
+        "gold_reward_sem": float(gold_scores.std(ddof=1) / len(gold_scores) ** 0.5)
+        if len(gold_scores) > 1
+        else 0.0,
         "kl_to_ref": float(log_ratio.mean()),
         "kl_to_ref_sem": float(log_ratio.std() / max(1, len(log_ratio)) ** 0.5),
         "win_rate": win_rate(samples.gold, ref.gold),
@@ -231,9 +274,7 @@ def evaluate(
     learned: list[float] = []
     if reward_model is not None:
         reward_tokenizer = reward_tokenizer or tokenizer
-        learned = reward_scores(
-            reward_model, reward_tokenizer, [p + c for p, c in zip(prompts, samples.completions)]
-        )
+        learned = reward_scores(reward_model, reward_tokenizer, list(prompts), samples.completions)
         corr = correlations(learned, samples.gold)
         metrics["learned_gold_pearson"] = corr["pearson"]
         metrics["learned_gold_spearman"] = corr["spearman"]
