@@ -58,3 +58,26 @@ def test_hf_classifier_spec_uses_the_positive_label_logit(tmp_path):
     assert load_gold_reward(f"{tmp_path}#NEGATIVE").index == 0
     with pytest.raises(InputError, match="label 'neutral'"):
         load_gold_reward(f"{tmp_path}#neutral")
+
+
+def test_fluent_sentiment_subtracts_the_surprise_above_its_threshold(tiny_dir):
+    import torch
+
+    from aihf.lm.gold import FluentSentimentGold, VaderGold
+
+    gold = load_gold_reward(f"fluent-sentiment:{tiny_dir / 'policy'}")
+    assert isinstance(gold, FluentSentimentGold) and gold.name == "fluent-sentiment:policy"
+    prompts, completions = ["The film was", "She walked"], [" a delight.", " to the window and smiled."]
+    nll = gold.nll_per_token(prompts, completions)
+    with torch.no_grad():  # the first completion by hand: mean -log p of its tokens given the prompt
+        ids = gold.tokenizer(prompts[0] + completions[0])["input_ids"]
+        start = len(gold.tokenizer(prompts[0])["input_ids"])
+        logps = gold.model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+        expected = -sum(logps[t - 1, ids[t]].item() for t in range(start, len(ids))) / (len(ids) - start)
+    assert nll[0] == pytest.approx(expected, rel=1e-4)
+    sentiment = [(v + 1) / 2 for v in VaderGold(completion_only=True)(prompts, completions)]
+    gold.threshold = 0.0
+    scores = gold(prompts, completions)
+    assert scores == pytest.approx([s - 0.5 * n for s, n in zip(sentiment, nll)])
+    gold.threshold = 100.0
+    assert gold(prompts, completions) == pytest.approx(sentiment)

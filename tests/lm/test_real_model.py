@@ -117,3 +117,18 @@ def test_every_method_trains_saves_and_the_policy_reloads_and_answers(
         tokenizer = AutoTokenizer.from_pretrained(out / "policy")
         policy = AutoModelForCausalLM.from_pretrained(out / "policy", dtype=torch.float32)
         assert greedy_answer(policy, tokenizer, "What do bees make?", max_new_tokens=12).strip()
+
+
+def test_fluent_sentiment_gold_ranks_fluent_text_above_word_salad(smollm2):
+    """The gold reward of the real-model benchmark: sentiment that strings of positive words cannot game."""
+    from aihf.lm.gold import load_gold_reward
+
+    gold = load_gold_reward(f"fluent-sentiment:{smollm2}")
+    prompt = ["The film was"]
+    fluent_good = gold(prompt, [" a delight from start to finish, warm and funny."])[0]
+    fluent_bad = gold(prompt, [" dull, slow and far too long."])[0]
+    repeated = gold(prompt, [" love love love great great good good great love love"])[0]
+    salad = gold(prompt, [" love love like better great good best love happy great"])[0]
+    assert fluent_good > fluent_bad
+    assert fluent_good > repeated + 0.3 > salad + 0.3
+    assert -1.0 < salad < repeated < fluent_good <= 1.0

@@ -10,6 +10,12 @@ and `load_gold_reward(spec)` builds one from a spec string:
 
 - ``vader`` (default): VADER compound score of prompt + completion (the whole text, as the paper's
   classifier sees the whole review); ``vader-completion`` scores the completion alone.
+- ``fluent-sentiment`` (or ``fluent-sentiment:MODEL_DIR``): positive sentiment that word salad cannot
+  game. VADER (compound of the completion, mapped to [0, 1]) minus a fluency penalty,
+  ``penalty * max(0, nll - threshold)``, where ``nll`` is the completion's mean negative
+  log-likelihood per token under a frozen language model given the prompt (default: SmolLM2-135M-Instruct
+  from `aihf lm get-model`). Strings of positive words saturate VADER but read at 5-7 nats/token, far
+  above fluent English (about 2), so they score below fluent text of the same sentiment.
 - ``module:function``: any importable callable with the signature above.
 - a directory or Hub name of a Hugging Face sequence-classification model, optionally ``PATH#LABEL``
   to pick the logit of a label (name or index; default: the label named like "positive", else the
@@ -100,6 +106,59 @@ class ClassifierGold:
         return scores
 
 
+class FluentSentimentGold:
+    """VADER sentiment of the completion in [0, 1] minus a penalty on its surprise to a frozen LM."""
+
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        threshold: float = 4.5,  # nats/token; short fluent completions of odd prompts read at 3-4.5
+        penalty: float = 0.5,
+        batch_size: int = 16,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if model_dir is None:
+            from aihf.lm.pretrained import get_model
+
+            model_dir = str(get_model("smollm2-135m-instruct"))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        except OSError as err:
+            raise InputError(
+                f"gold reward fluent-sentiment: cannot load the fluency model {model_dir!r} ({err})"
+            ) from err
+        self.vader = VaderGold(completion_only=True)
+        self.threshold, self.penalty, self.batch_size = threshold, penalty, batch_size
+        self.name = f"fluent-sentiment:{Path(model_dir).name}"
+
+    def nll_per_token(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """Mean negative log-likelihood (nats) of each completion's tokens given its prompt."""
+        import torch
+
+        from aihf.lm.modeling import completion_logprobs, encode
+
+        out: list[float] = []
+        with torch.no_grad():
+            for i in range(0, len(prompts), self.batch_size):
+                ps, cs = list(prompts[i : i + self.batch_size]), list(completions[i : i + self.batch_size])
+                batch = encode(self.tokenizer, ps, cs)
+                # the completion alone, without the EOS the scorer appends: fluency of the words
+                batch["completion_mask"][torch.arange(len(ps)), batch["attention_mask"].sum(1) - 1] = 0
+                logps = completion_logprobs(self.model, batch)
+                tokens = logps.mask.sum(-1).clamp(min=1)
+                out.extend((-logps.sums / tokens).tolist())
+        return out
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        _check_lengths(prompts, completions)
+        sentiment = [(v + 1) / 2 for v in self.vader(prompts, completions)]
+        nll = self.nll_per_token(prompts, completions)
+        return [s - self.penalty * max(0.0, n - self.threshold) for s, n in zip(sentiment, nll)]
+
+
 def _import_callable(spec: str) -> RewardFn:
     module_name, _, attr = spec.partition(":")
     try:
@@ -119,6 +178,8 @@ def load_gold_reward(spec: str | RewardFn = "vader") -> RewardFn:
         return spec
     if spec in {"vader", "vader-completion"}:
         return VaderGold(completion_only=spec == "vader-completion")
+    if spec == "fluent-sentiment" or spec.startswith("fluent-sentiment:"):
+        return FluentSentimentGold(spec.partition(":")[2] or None)
     path, _, label = spec.partition("#")
     if ":" in path and not Path(path).exists() and "/" not in path.partition(":")[0]:
         return _import_callable(path)
