@@ -171,7 +171,7 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("yaml-hidden", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "sac_hidden: [64, 0]\n"}, "c.yaml: field 'sac_hidden'"),
     ("yaml-gamma", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "gamma: 1.5\n"}, "c.yaml: field 'gamma' = 1.5"),
     ("yaml-holdout", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "pref_holdout: 1\n"}, "field 'pref_holdout'"),
-    ("yaml-bool", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "bf16: maybe\n"}, "field 'bf16'"),
+    ("yaml-bool", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "tensorboard: maybe\n"}, "field 'tensorboard'"),
     ("yaml-nan", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "bc_lr: .nan\n"}, "field 'bc_lr' = nan"),
     ("yaml-int-float", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "total_steps: 1.5e3\n"}, "field 'total_steps'"),
     ("yaml-device", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "device: tpu\n"}, "c.yaml: field 'device' = 'tpu'"),
