@@ -13,7 +13,6 @@ an interrupted prune never leaves a half-deleted directory under a checkpoint's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aihf.errors import InputError
-from aihf.io import write_json
+from aihf.io import sha256_file, write_json
 
 MANIFEST = "manifest.json"
 _DELETING = ".deleting"
@@ -32,20 +31,12 @@ class CheckpointError(InputError):
     """A checkpoint that is incomplete or damaged; the message names the file."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(directory: str | os.PathLike[str]) -> None:
     """Record size and SHA-256 of every file under `directory`; call it after everything else is saved."""
     root = Path(directory)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
     entries = {
-        p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files
+        p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files
     }
     write_json(root / MANIFEST, {"files": entries})
 
@@ -69,7 +60,7 @@ def verify(directory: str | os.PathLike[str]) -> None:
         size = path.stat().st_size
         if size != entry["size"]:
             raise CheckpointError(f"{path}: {size} bytes, the checkpoint saved {entry['size']} (truncated?)")
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{path}: contents differ from those saved (damaged checkpoint file)")
 
 

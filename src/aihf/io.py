@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -62,3 +63,12 @@ def check_output_path(path: str | os.PathLike[str], is_file: bool = False, optio
         raise InputError(f"{option} {target}: {existing} is a file, so no directory can be made under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {target}: {existing} is not writable")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (checkpoint manifests, downloaded weights)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

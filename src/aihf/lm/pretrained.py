@@ -15,7 +15,6 @@ conversion stops with one line instead of training a damaged model.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aihf.errors import InputError
-from aihf.io import atomic_path, write_json
+from aihf.io import atomic_path, sha256_file, write_json
 
 MARKER = "aihf_model.json"  # written last into a converted directory: its presence means "complete"
 
@@ -64,14 +63,6 @@ def cache_root() -> Path:
     if os.environ.get("AIHF_CACHE"):
         return Path(os.environ["AIHF_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aihf"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_gguf(spec: PretrainedSpec, fetch: bool = True) -> Path:
@@ -138,7 +129,7 @@ def get_model(name: str, out: str | Path | None = None, gguf: str | Path | None 
     source = Path(gguf) if gguf is not None else find_gguf(spec)
     if not source.is_file():
         raise InputError(f"{source}: GGUF file not found")
-    digest = sha256_of(source)
+    digest = sha256_file(source)
     if digest != spec.sha256:
         raise InputError(
             f"{source}: SHA-256 {digest[:12]}... does not match {name}'s {spec.sha256[:12]}... "
