@@ -39,6 +39,8 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         help="train an LM with AIHF or a baseline",
         description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
         "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl.",
+        epilog="methods:\n" + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--trainer", required=True, choices=tuple(METHODS))
     p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
@@ -46,8 +48,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
     p.add_argument("--prefs", help="preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)")
     p.add_argument("--prompts", help="prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)")
-    p.add_argument("--max-iterations", type=int, help="outer iterations (aihf, rlhf, self-play-aihf, spin)")
-    p.add_argument("--max-steps", type=int, help="optimiser steps (sft, reward, dpo, ipo, direct-aihf)")
+    iterative = ", ".join(m.name for m in METHODS.values() if m.iterative)
+    p.add_argument("--max-iterations", type=int, help=f"outer iterations ({iterative})")
+    p.add_argument("--max-steps", type=int, help="optimiser steps (the other methods)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--config", help="YAML file of the trainer's config fields (flags override it)")
     p.set_defaults(handler=_train)
