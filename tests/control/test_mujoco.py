@@ -11,7 +11,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from aihf.control.collect import CollectConfig, make_preferences, rollout
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import Trajectories
-from aihf.control.train import make_env, train
+from aihf.control.envs import make_env
+from aihf.control.train import train
 
 
 class _Interrupt(BaseCallback):
