@@ -107,3 +107,32 @@ def test_report_only_merges_benches_run_separately(tiny_data, tmp_path, capsys):
     assert {r["algo"] for r in rows} == {"aihf", "bc"}
     assert main(["control", "bench", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, tmp_path, capsys):
+    from aihf.cli import main
+
+    data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False}
+    kwargs = {"progress": False, "overrides": overrides, **data}
+    # shard 1 of 2 of (aihf, 0), (aihf, 1), (bc, 0), (bc, 1): every second pair from the second
+    run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, shard=(1, 2), **kwargs)
+    assert sorted(p.parent.name + "/" + p.name for p in tmp_path.glob("*/seed*")) == ["aihf/seed1", "bc/seed1"]
+    finished = (tmp_path / "aihf" / "seed1" / "results.json").read_text()
+    # an interrupted run: only its checkpoint of the first iteration is left
+    run_bench("Pendulum-v1", ["aihf"], [0], tmp_path, 100, **kwargs)
+    partial = tmp_path / "aihf" / "seed0"
+    (partial / "results.json").unlink()
+    state = json.loads((partial / "checkpoint" / "state.json").read_text())
+    state["config"]["total_steps"] = 200  # as if the 200-step run had stopped after its first 100 steps
+    (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
+    run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, **kwargs)
+    assert (tmp_path / "aihf" / "seed1" / "results.json").read_text() == finished  # skipped, not rerun
+    resumed = json.loads((partial / "results.json").read_text())
+    assert resumed["env_steps"] == 200 and resumed["iterations"] == 2
+    summary = json.loads((tmp_path / "results.json").read_text())["algos"]
+    assert [r["seed"] for r in summary["aihf"]["per_seed"]] == [0, 1]
+    assert summary["aihf"]["per_seed"][0]["ent_coef"] == "fixed 0.2"
+    assert main(["control", "bench", "--out", str(tmp_path), "--shard", "2/2", "--algos", "bc"]) == 2
+    assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err
