@@ -72,7 +72,8 @@ def test_expert_run_continues_from_its_newest_checkpoint(tmp_path, capsys):
     longer = CollectConfig(**{**cfg.__dict__, "expert_steps": 500, "rollout_from": 300})
     table = collect(longer, tmp_path, progress=False)
     assert "continuing the expert from its checkpoint at step 300" in capsys.readouterr().out
-    assert sorted(int(p.stem.split("_")[1]) for p in ckpts.glob("sac_*_steps.zip")) == [100, 200, 300, 400, 500]
+    steps = sorted(int(p.stem.split("_")[1]) for p in ckpts.glob("sac_*_steps.zip"))
+    assert steps == [100, 200, 300, 400, 500]
     buckets = ("low trajectories", "medium trajectories", "high trajectories (demonstrations)")
     assert sum(table[name]["count"] for name in buckets) == 3  # one episode each from steps 300, 400, 500
     assert table["preferred (whole trajectories)"]["count"] == 10

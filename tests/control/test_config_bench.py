@@ -118,7 +118,8 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     kwargs = {"progress": False, "overrides": overrides, **data}
     # shard 1 of 2 of (aihf, 0), (aihf, 1), (bc, 0), (bc, 1): every second pair from the second
     run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, shard=(1, 2), **kwargs)
-    assert sorted(p.parent.name + "/" + p.name for p in tmp_path.glob("*/seed*")) == ["aihf/seed1", "bc/seed1"]
+    made = sorted(f"{p.parent.name}/{p.name}" for p in tmp_path.glob("*/seed*"))
+    assert made == ["aihf/seed1", "bc/seed1"]
     finished = (tmp_path / "aihf" / "seed1" / "results.json").read_text()
     # an interrupted run: only its checkpoint of the first iteration is left
     run_bench("Pendulum-v1", ["aihf"], [0], tmp_path, 100, **kwargs)
