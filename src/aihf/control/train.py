@@ -430,7 +430,9 @@ def train(
     if resume:
         if not (ckpt_path / "state.json").is_file():
             raise InputError(f"{out_dir}: no checkpoint to resume from ({ckpt_path}/state.json missing)")
-        cfg = AIHFControlConfig.from_dict(json.loads((ckpt_path / "state.json").read_text())["config"])
+        saved = json.loads((ckpt_path / "state.json").read_text())["config"]
+        saved.setdefault("ent_coef", "auto")  # checkpoints from before the option ran SB3's automatic tuning
+        cfg = AIHFControlConfig.from_dict(saved)
         obs_dim, act_dim = env_dims(cfg.env_id)
         demos_file, prefs_file = data_dir / "demos.npz", data_dir / "prefs.npz"
         demos = load_trajectories(demos_file, obs_dim, act_dim) if demos_file.exists() else None
