@@ -4,11 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from aihf.control.algorithms import make_algorithm
 from aihf.control.backends import get_backend, sac_kwargs
-from aihf.control.config import AIHFControlConfig
+from aihf.control.config import ALGOS, AIHFControlConfig
 from aihf.control.envs import make_env
 from aihf.control.reward import RewardNet
 from aihf.control.reward_learning import PreferenceTensors, reward_step, segment_returns
+
+
+def test_every_configurable_algorithm_has_an_object():
+    assert [make_algorithm(name).name for name in ALGOS] == list(ALGOS)
 
 
 @pytest.mark.parametrize("backend_name", ["sb3", "sbx"])

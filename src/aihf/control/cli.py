@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from aihf.control.config import ALGOS
+from aihf.control.config import ALGOS, BACKENDS
 from aihf.errors import InputError
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--checkpoint-every", type=int, default=1000)
     collect.add_argument("--episodes-per-checkpoint", type=int, default=5)
     collect.add_argument("--rollout-from", type=int, default=0, help="roll out checkpoints from this step on")
-    collect.add_argument("--backend", choices=("sb3", "sbx"), default="sb3", help="SAC implementation")
+    collect.add_argument("--backend", choices=BACKENDS, default="sb3", help="SAC implementation")
     collect.add_argument(
         "--sac-hidden", type=int, nargs="+", default=[64, 64], help="expert network widths (e.g. 256 256)"
     )
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--demos")
     bench.add_argument("--prefs")
     bench.add_argument("--out", required=True)
-    bench.add_argument("--backend", choices=("sb3", "sbx"), help="SAC implementation (default: config's)")
+    bench.add_argument("--backend", choices=BACKENDS, help="SAC implementation (default: config's)")
     bench.add_argument("--ent-coef", help="SAC entropy coefficient: a number or 'auto' (default: config's)")
     bench.add_argument(
         "--shard",
