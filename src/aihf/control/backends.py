@@ -15,12 +15,12 @@ import torch
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from aihf.control.config import BACKENDS
+from aihf.control.config import BACKENDS, AIHFControlConfig
 from aihf.errors import InputError
 
 
-def sac_kwargs(cfg: Any) -> dict[str, Any]:
-    """SAC settings shared by both backends (`cfg`: an AIHFControlConfig or anything with its fields)."""
+def sac_kwargs(cfg: AIHFControlConfig) -> dict[str, Any]:
+    """The run's SAC settings, in the constructor arguments both backends share."""
     return {
         "learning_rate": cfg.sac_lr,
         "buffer_size": max(cfg.total_steps, 1),
