@@ -187,3 +187,21 @@ def test_resume_is_exact_on_the_sbx_backend(tiny_data, tmp_path):
     rb = RewardNet.from_pretrained(tmp_path / "cut" / "reward_net").state_dict()
     for key in ra:
         torch.testing.assert_close(ra[key], rb[key], rtol=0, atol=0)
+
+
+def test_ipl_needs_next_states_in_the_preference_file(tiny_data, tmp_path, capsys):
+    with np.load(tiny_data["prefs_path"]) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "next_observations"}
+    np.savez(tmp_path / "prefs.npz", **arrays)
+    argv = [
+        "control",
+        "train",
+        "--algo",
+        "ipl",
+        "--prefs",
+        str(tmp_path / "prefs.npz"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    assert main(argv) == 2
+    assert "algo ipl needs 'next_observations' in the preference file" in capsys.readouterr().err

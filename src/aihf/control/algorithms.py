@@ -34,6 +34,7 @@ class Algorithm:
     uses_prefs: bool = False  # loads preferences if given (training or held-out diagnostics)
     learns_reward: bool = False  # SAC optimises r_theta (LearnedRewardVecEnv)
     uses_env: bool = True  # False: no environment steps at all
+    needs_next_states: bool = False  # the preference file must hold 'next_observations'
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -127,7 +128,7 @@ class IPL(Algorithm):
     """Inverse Preference Learning: no reward net; SAC's critic learns from the preferences through
     its implicit reward (see `ipl.py`). Online, from a random policy, on the preference data only."""
 
-    needs_prefs = uses_prefs = True
+    needs_prefs = uses_prefs = needs_next_states = True
 
     def sac_class(self, backend: Backend) -> type | None:
         from aihf.control.ipl import IPLSAC  # PyTorch: the config allows backend=sb3 only

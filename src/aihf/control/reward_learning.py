@@ -39,10 +39,8 @@ class Transitions:
 
 def trajectory_transitions(traj: Trajectories, cfg: AIHFControlConfig, what: str) -> Transitions:
     if traj.next_observations is None:
-        if cfg.reward_use_next_obs or cfg.algo == "ipl":
-            raise InputError(
-                f"{what}: the {cfg.algo} run needs next states but the file has no 'next_observations'"
-            )
+        if cfg.reward_use_next_obs:
+            raise InputError(f"{what}: the reward takes next states but the file has no 'next_observations'")
         next_obs = traj.observations  # unused by the net
     else:
         next_obs = traj.next_observations

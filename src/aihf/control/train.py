@@ -225,6 +225,10 @@ def load_run_data(
     if prefs_path is not None and algorithm.uses_prefs:
         # demo-only does not train on them, but its learned reward is still scored on the held-out pairs
         prefs = load_preferences(prefs_path, obs_dim, act_dim)
+        if algorithm.needs_next_states and prefs.trajectories.next_observations is None:
+            raise InputError(
+                f"{prefs_path}: algo {cfg.algo} needs 'next_observations' in the preference file"
+            )
     return demos, prefs
 
 
