@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--expert-steps", type=int, default=12_000, help="SAC steps of the expert run")
     collect.add_argument("--checkpoint-every", type=int, default=1000)
     collect.add_argument("--episodes-per-checkpoint", type=int, default=5)
+    collect.add_argument("--max-demos", type=int, default=0, help="at most this many demonstrations (0: all)")
     collect.add_argument("--rollout-from", type=int, default=0, help="roll out checkpoints from this step on")
     collect.add_argument("--backend", choices=BACKENDS, default="sb3", help="SAC implementation")
     collect.add_argument(
@@ -151,6 +152,7 @@ def _collect(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         episodes_per_checkpoint=args.episodes_per_checkpoint,
         rollout_from=args.rollout_from,
+        max_demos=args.max_demos,
         backend=args.backend,
         sac_hidden=tuple(args.sac_hidden),
         learning_starts=args.learning_starts,

@@ -6,9 +6,9 @@
 2. roll out every checkpoint from step `rollout_from` on (stochastic policy) for
    `episodes_per_checkpoint` episodes;
 3. bucket all trajectories by true return into low / medium / high (by the `split` quantiles);
-4. demonstrations = high; preferences = random pairs from low + medium, whole trajectories or random
-   fixed-length segments, labelled by true segment return: deterministically (1, 0, or 0.5 for a tie)
-   or by sampling Bradley-Terry with a temperature (noisy labels);
+4. demonstrations = high (or a random `max_demos` of them); preferences = random pairs from low +
+   medium, whole trajectories or random fixed-length segments, labelled by true segment return:
+   deterministically (1, 0, or 0.5 for a tie) or by sampling Bradley-Terry with a temperature;
 5. write demos.npz, prefs.npz and the quality table (mean +- std true return per set, cf. the paper's
    Table 1: non-preferred / preferred / demonstrations, as whole-trajectory returns, with the
    segment returns beside them when preferences compare segments).
@@ -44,6 +44,7 @@ class CollectConfig:
     rollout_from: int = 0  # checkpoints saved before this step are not rolled out
     split: tuple[float, float] = (1 / 3, 2 / 3)  # return quantiles separating low / medium / high
     num_preferences: int = 500
+    max_demos: int = 0  # keep at most this many demonstration trajectories (0: the whole top bucket)
     segment_length: int = 50  # 0 means whole trajectories
     label_mode: str = "deterministic"  # or "bradley-terry"
     temperature: float = 1.0  # Bradley-Terry: P(a > b) = sigmoid((R_a - R_b) / temperature)
@@ -234,7 +235,10 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     medium = everything.select(order[(returns[order] >= lo) & (returns[order] < hi)])
     high = everything.select(order[returns[order] >= hi])
     pool = everything.select(order[returns[order] < hi])
-    prefs = make_preferences(pool, cfg, np.random.default_rng(cfg.seed))
+    rng = np.random.default_rng(cfg.seed)
+    prefs = make_preferences(pool, cfg, rng)
+    if 0 < cfg.max_demos < len(high):  # a random subset of the top bucket: smaller files to ship
+        high = high.select(np.sort(rng.choice(len(high), size=cfg.max_demos, replace=False)))
     save_trajectories(out_dir / "demos.npz", high)
     save_preferences(out_dir / "prefs.npz", prefs)
     table = quality_table(low, medium, high, prefs)
