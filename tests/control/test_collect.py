@@ -59,3 +59,27 @@ def test_bad_collect_options():
         CollectConfig(label_mode="soft")
     with pytest.raises(InputError, match="temperature"):
         CollectConfig(label_mode="bradley-terry", temperature=0)
+
+
+def test_expert_run_continues_from_its_newest_checkpoint(tmp_path, capsys):
+    from aihf.control.collect import collect
+
+    cfg = CollectConfig(expert_steps=300, checkpoint_every=100, episodes_per_checkpoint=1, num_preferences=10)
+    cfg.learning_starts = 50
+    collect(cfg, tmp_path, progress=False)
+    ckpts = tmp_path / "expert_checkpoints"
+    assert sorted(p.name for p in ckpts.glob("replay_*")) == ["replay_300.pkl"]  # only the newest buffer
+    longer = CollectConfig(**{**cfg.__dict__, "expert_steps": 500, "rollout_from": 300, "max_demos": 0})
+    table = collect(longer, tmp_path, progress=False)
+    assert "continuing the expert from its checkpoint at step 300" in capsys.readouterr().out
+    steps = sorted(int(p.stem.split("_")[1]) for p in ckpts.glob("sac_*_steps.zip"))
+    assert steps == [100, 200, 300, 400, 500]
+    buckets = ("low trajectories", "medium trajectories", "high trajectories (demonstrations)")
+    assert sum(table[name]["count"] for name in buckets) == 3  # one episode each from steps 300, 400, 500
+    assert table["preferred (whole trajectories)"]["count"] == 10
+    few = CollectConfig(**{**longer.__dict__, "episodes_per_checkpoint": 3, "max_demos": 2})
+    table = collect(few, tmp_path, progress=False)  # the expert is done: only the rollouts run again
+    assert table["high trajectories (demonstrations)"]["count"] == 2  # of the top third of 9 rollouts
+    assert len(load_trajectories(tmp_path / "demos.npz")) == 2
+    with pytest.raises(InputError, match="checkpoint_every"):
+        CollectConfig(expert_steps=100, checkpoint_every=200)

@@ -4,22 +4,53 @@ import json
 import pytest
 
 from aihf.control.bench import run_bench
-from aihf.control.config import AIHFControlConfig
+from aihf.control.config import AIHFControlConfig, load_config
 from aihf.errors import InputError
 
 
 def test_yaml_config_flags_override_and_unknown_keys(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("alpha: 0.5\nsteps_per_iter: 100\nreward_hidden: [32, 16]\n")
-    cfg = AIHFControlConfig.from_yaml(path, base={"alpha": 2.0, "total_steps": 7}, steps_per_iter=50)
-    assert (cfg.alpha, cfg.steps_per_iter, cfg.total_steps, cfg.reward_hidden) == (0.5, 50, 7, (32, 16))
+    cfg = load_config(path, {"steps_per_iter": 50})
+    # Pendulum-v1's preset (total_steps 6000) < the YAML file < the overrides
+    assert (cfg.alpha, cfg.steps_per_iter, cfg.total_steps, cfg.reward_hidden) == (0.5, 50, 6000, (32, 16))
     path.write_text("alpah: 0.5\n")
     with pytest.raises(InputError, match=r"c\.yaml: unknown option\(s\) alpah"):
-        AIHFControlConfig.from_yaml(path)
+        load_config(path, {})
     with pytest.raises(InputError, match="field 'algo' = 'ppo'"):
         AIHFControlConfig(algo="ppo")
     with pytest.raises(InputError, match="termination"):
         AIHFControlConfig(termination="ignore")
+
+
+def test_the_yaml_environment_chooses_the_preset(tmp_path):
+    """Review finding: a Hopper YAML without --env used to get Pendulum's preset (reward_scale 10)."""
+    path = tmp_path / "hopper.yaml"
+    path.write_text("env_id: Hopper-v5\nalpha: 0.5\n")
+    cfg = load_config(path, {})
+    assert (cfg.env_id, cfg.termination, cfg.reward_scale, cfg.bc_steps) == (
+        "Hopper-v5",
+        "bootstrap",
+        1.0,
+        2000,
+    )
+    assert load_config(path, {"env_id": "Pendulum-v1"}).reward_scale == 10.0  # the flag's env wins
+
+
+@pytest.mark.parametrize(
+    ("value", "expected", "label"),
+    [(0.1, 0.1, "fixed 0.1"), ("0.05", 0.05, "fixed 0.05"), ("auto", "auto", "auto-tuned (auto)")],
+)
+def test_entropy_coefficient_fixed_by_default_or_auto(value, expected, label):
+    assert AIHFControlConfig().ent_coef == 0.2  # fixed: the paper's Spinning Up SAC
+    cfg = AIHFControlConfig(ent_coef=value)
+    assert (cfg.ent_coef, cfg.ent_coef_label) == (expected, label)
+
+
+@pytest.mark.parametrize("value", [0, -1, "autox", "auto_-1", "big"])
+def test_bad_entropy_coefficient(value):
+    with pytest.raises(InputError, match="ent_coef="):
+        AIHFControlConfig(ent_coef=value)
 
 
 def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
@@ -65,7 +96,7 @@ def test_report_only_merges_benches_run_separately(tiny_data, tmp_path, capsys):
     # two "processes": AIHF seed 0, then BC seeds 0 and 1, into one directory
     run_bench("Pendulum-v1", ["aihf"], [0], tmp_path, 100, progress=False, overrides=overrides, **data)
     run_bench("Pendulum-v1", ["bc"], [0, 1], tmp_path, 100, progress=False, overrides=overrides, **data)
-    assert "AIHF" not in (tmp_path / "results.md").read_text()  # the last bench only saw its own runs
+    assert "| AIHF | 1 |" in (tmp_path / "results.md").read_text()  # each bench reports the whole dir
     assert main(["control", "bench", "--out", str(tmp_path), "--report-only"]) == 0
     table = capsys.readouterr().out
     assert table == (tmp_path / "results.md").read_text()
@@ -76,3 +107,33 @@ def test_report_only_merges_benches_run_separately(tiny_data, tmp_path, capsys):
     assert {r["algo"] for r in rows} == {"aihf", "bc"}
     assert main(["control", "bench", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, tmp_path, capsys):
+    from aihf.cli import main
+
+    data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False}
+    kwargs = {"progress": False, "overrides": overrides, **data}
+    # shard 1 of 2 of (aihf, 0), (aihf, 1), (bc, 0), (bc, 1): every second pair from the second
+    run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, shard=(1, 2), **kwargs)
+    made = sorted(f"{p.parent.name}/{p.name}" for p in tmp_path.glob("*/seed*"))
+    assert made == ["aihf/seed1", "bc/seed1"]
+    finished = (tmp_path / "aihf" / "seed1" / "results.json").read_text()
+    # an interrupted run: only its checkpoint of the first iteration is left
+    run_bench("Pendulum-v1", ["aihf"], [0], tmp_path, 100, **kwargs)
+    partial = tmp_path / "aihf" / "seed0"
+    (partial / "results.json").unlink()
+    state = json.loads((partial / "checkpoint" / "state.json").read_text())
+    state["config"]["total_steps"] = 200  # as if the 200-step run had stopped after its first 100 steps
+    (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
+    run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, **kwargs)
+    assert (tmp_path / "aihf" / "seed1" / "results.json").read_text() == finished  # skipped, not rerun
+    resumed = json.loads((partial / "results.json").read_text())
+    assert resumed["env_steps"] == 200 and resumed["iterations"] == 2
+    summary = json.loads((tmp_path / "results.json").read_text())["algos"]
+    assert [r["seed"] for r in summary["aihf"]["per_seed"]] == [0, 1]
+    assert summary["aihf"]["per_seed"][0]["ent_coef"] == "fixed 0.2"
+    assert main(["control", "bench", "--out", str(tmp_path), "--shard", "2/2", "--algos", "bc"]) == 2
+    assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err

@@ -133,7 +133,7 @@ def test_minari_demos_on_the_cli_need_minari(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "Hopper-v5"])
 def test_shipped_data_is_valid_and_matches_its_quality_table(env_id):
-    from aihf.control.train import env_dims
+    from aihf.control.envs import env_dims
 
     shipped = shipped_data_dir(env_id)
     assert shipped is not None

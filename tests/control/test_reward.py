@@ -4,8 +4,9 @@ import torch
 from stable_baselines3 import SAC
 
 from aihf.control.config import AIHFControlConfig
+from aihf.control.envs import make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet, buffer_actions_to_env, rescore_replay_buffer
-from aihf.control.train import PreferenceTensors, make_env, reward_step, trajectory_transitions
+from aihf.control.reward_learning import PreferenceTensors, reward_step, trajectory_transitions
 
 
 def test_reward_net_inputs_and_save_load(tmp_path):

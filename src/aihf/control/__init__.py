@@ -1,7 +1,10 @@
 """aihf.control: AIHF with SAC on gymnasium / MuJoCo environments (see README.md in this folder).
 
-Modules: `data` (trajectory / preference .npz format and validation), `reward` (reward net, learned-reward
-VecEnv wrapper, replay re-scoring), `train` (the AIHF loop and baselines), `collect` (expert-data
-pipeline), `bench` (multi-seed comparison), `config` (`AIHFControlConfig`), `cli`, `quickstart`.
+Modules: `data` (trajectory / preference .npz format, validation, shipped-data fallback), `envs`
+(seeded environments and exact snapshots), `reward` (reward net, learned-reward VecEnv wrapper, replay
+re-scoring), `reward_learning` (the reward step), `backends` (stable-baselines3 or sbx SAC),
+`algorithms` (one object per compared method), `ipl` (Inverse Preference Learning's critic update),
+`train` (the shared training loop, checkpoints), `collect` (expert-data pipeline), `bench`
+(multi-seed comparison, sharded and resumable), `config` (`AIHFControlConfig`), `cli`, `quickstart`.
 Kept import-free so that `aihf --help` does not load torch.
 """

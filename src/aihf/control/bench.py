@@ -1,7 +1,12 @@
 """`aihf control bench`: AIHF against its baselines on the same data and budget, over seeds (paper Fig. 3).
 
 Writes one run directory per (algo, seed), `curves.csv` (true return vs SAC steps, mean +- std over
-seeds), `curves.png`, `results.md` (final true return per algorithm) and `results.json`.
+seeds), `curves.png`, `results.md` (final true return per algorithm) and `results.json` (with every
+seed's final return and curve).
+
+Long benches are sharded and resumable: `shard=(i, n)` runs every n-th (algo, seed) pair starting at
+the i-th (one process per core), a finished run with the same config is skipped, and an interrupted
+one continues from its checkpoint. `report()` then merges every shard's runs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from aihf.control.config import AIHFControlConfig, preset
+from aihf.control.config import AIHFControlConfig, load_config
+from aihf.control.data import resolve_data
 from aihf.control.train import load_run_data, train
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
@@ -30,11 +36,12 @@ LABELS = {
     "demo-only": "demonstrations only (ML-IRL)",
     "bc": "behaviour cloning",
     "sac-true": "SAC on the true reward (oracle)",
+    "ipl": "IPL (inverse preference learning)",
 }
 
 
 def run_bench(
-    env_id: str,
+    env_id: str | None,
     algos: list[str],
     seeds: list[int],
     out_dir: str | Path,
@@ -44,32 +51,43 @@ def run_bench(
     prefs_path: str | None = None,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> str:
-    """Run every (algo, seed); returns the Markdown results table (also written to results.md)."""
-    from aihf.control.cli import resolve_data
-
+    """Run every (algo, seed) of this shard; returns the Markdown table of the runs under `out_dir`
+    (also written to results.md). `env_id` None: the YAML file's environment (else Pendulum-v1)."""
     out_dir = Path(out_dir)
-    demos_path, prefs_path = resolve_data(env_id, demos_path, prefs_path)
     # precedence: the environment's preset < the YAML file < the arguments given here
-    explicit = {**(overrides or {}), "env_id": env_id}
+    explicit = dict(overrides or {})
+    if env_id is not None:
+        explicit["env_id"] = env_id
     if total_steps is not None:
         explicit["total_steps"] = total_steps
+    index, count = shard
+    if not 0 <= index < count:
+        raise InputError(f"--shard {index}/{count}: expected 0 <= I < N")
+    pairs = [(algo, seed) for algo in algos for seed in seeds][index::count]
     plan = []  # every config and data set is checked before the first (long) run starts
-    for algo in algos:
-        for seed in seeds:
-            values = {**explicit, "algo": algo, "seed": seed}
-            cfg = (
-                AIHFControlConfig.from_yaml(config_path, base=preset(env_id), **values)
-                if config_path
-                else AIHFControlConfig.from_dict({**preset(env_id), **values})
-            )
-            plan.append((cfg, *load_run_data(cfg, demos_path, prefs_path)))
-    runs: dict[str, list[dict[str, Any]]] = {}
+    for algo, seed in pairs:
+        cfg = load_config(config_path, {**explicit, "algo": algo, "seed": seed})
+        demos, prefs = resolve_data(cfg.env_id, demos_path, prefs_path)
+        plan.append((cfg, *load_run_data(cfg, demos, prefs)))
     for cfg, demos, prefs in plan:
         run_dir = out_dir / cfg.algo / f"seed{cfg.seed}"
-        result = _with_curve(train(cfg, run_dir, demos, prefs, progress=progress), run_dir)
-        runs.setdefault(cfg.algo, []).append(result)
-    return _summarize(runs, out_dir, env_id, cfg.total_steps)
+        status = _run_status(run_dir, cfg)
+        if status == "finished":
+            continue
+        train(cfg, run_dir, demos, prefs, resume=status == "checkpoint", progress=progress)
+    return report(out_dir)
+
+
+def _run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
+    """'finished' (results.json of this config), 'checkpoint' (resumable, same config) or 'new'."""
+    results, state = run_dir / "results.json", run_dir / "checkpoint" / "state.json"
+    if results.is_file() and json.loads(results.read_text())["config"] == cfg.to_dict():
+        return "finished"
+    if state.is_file() and json.loads(state.read_text())["config"] == cfg.to_dict():
+        return "checkpoint"
+    return "new"
 
 
 def report(out_dir: str | Path) -> str:
@@ -112,6 +130,18 @@ def _summarize(
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
             "final_return_std_over_seeds": float(np.std([r["eval_return_mean"] for r in rs])),
             "seeds": [r["seed"] for r in rs],
+            "per_seed": [
+                {
+                    "seed": r["seed"],
+                    "final_return": r["eval_return_mean"],
+                    "backend": r.get("backend", "sb3"),
+                    "ent_coef": r.get("ent_coef", "auto-tuned (auto)"),  # runs from before the option
+                    "total_steps": r["total_steps"],
+                    "wall_time_s": r.get("wall_time_s"),
+                    "curve": r["curve"],
+                }
+                for r in rs
+            ],
             "heldout_preference_accuracy": [
                 r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs
             ],
@@ -169,8 +199,17 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id:
 
 def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int | None) -> str:
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    # how SAC ran: runs from before these options used sb3 with automatic entropy tuning
+    settings = sorted(
+        {
+            f"{r.get('backend', 'sb3')} SAC, entropy coefficient {r.get('ent_coef', 'auto-tuned (auto)')}"
+            for algo, rs in runs.items()
+            if algo != "bc"
+            for r in rs
+        }
+    )
     lines = [
-        f"{env_id}, {total_steps} SAC steps, seeds {seeds}: "
+        f"{env_id}, {total_steps} SAC steps, seeds {seeds} ({'; '.join(settings) or 'no SAC'}): "
         "final deterministic true return (mean +- std over seeds)\n",
         "| algorithm | seeds | true return | held-out pref. accuracy | corr(learned, true return) |",
         "|---|---:|---:|---:|---:|",

@@ -9,13 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from aihf.control.config import ALGOS
+from aihf.control.config import ALGOS, BACKENDS
 from aihf.errors import InputError
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--env", "env_id", str, "gymnasium id with a Box action space (default Pendulum-v1)"),
-    ("--algo", "algo", str, "aihf | rlhf | bc | pref-only | demo-only | sac-true"),
+    ("--algo", "algo", str, " | ".join(ALGOS)),
+    ("--backend", "backend", str, "SAC implementation: sb3 (PyTorch, default) or sbx (JAX, faster on CPU)"),
+    ("--ent-coef", "ent_coef", str, "SAC entropy coefficient (KL weight to uniform): a number or 'auto'"),
     ("--total-steps", "total_steps", int, "environment steps of SAC"),
     ("--seed", "seed", int, "random seed"),
     ("--steps-per-iter", "steps_per_iter", int, "SAC steps per AIHF iteration (paper: 5000)"),
@@ -62,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--expert-steps", type=int, default=12_000, help="SAC steps of the expert run")
     collect.add_argument("--checkpoint-every", type=int, default=1000)
     collect.add_argument("--episodes-per-checkpoint", type=int, default=5)
+    collect.add_argument("--max-demos", type=int, default=0, help="at most this many demonstrations (0: all)")
+    collect.add_argument("--rollout-from", type=int, default=0, help="roll out checkpoints from this step on")
+    collect.add_argument("--backend", choices=BACKENDS, default="sb3", help="SAC implementation")
+    collect.add_argument(
+        "--sac-hidden", type=int, nargs="+", default=[64, 64], help="expert network widths (e.g. 256 256)"
+    )
+    collect.add_argument("--learning-starts", type=int, default=1000)
     collect.add_argument("--num-preferences", type=int, default=500)
     collect.add_argument("--segment-length", type=int, default=50, help="0: whole trajectories")
     collect.add_argument("--label-mode", choices=("deterministic", "bradley-terry"), default="deterministic")
@@ -69,12 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.set_defaults(handler=_collect)
 
     bench = sub.add_parser("bench", help="compare AIHF with the baselines over seeds (paper Fig. 3)")
-    bench.add_argument("--env", default="Pendulum-v1")
+    bench.add_argument("--env", default=None, help="default: the --config file's env_id, else Pendulum-v1")
     bench.add_argument(
         "--algos",
         nargs="+",
         choices=ALGOS,
-        default=["aihf", "rlhf", "pref-only", "demo-only", "bc", "sac-true"],
+        default=["aihf", "rlhf", "pref-only", "demo-only", "bc", "sac-true", "ipl"],
     )
     bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     bench.add_argument("--total-steps", type=int, default=None)
@@ -82,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--demos")
     bench.add_argument("--prefs")
     bench.add_argument("--out", required=True)
+    bench.add_argument("--backend", choices=BACKENDS, help="SAC implementation (default: config's)")
+    bench.add_argument("--ent-coef", help="SAC entropy coefficient: a number or 'auto' (default: config's)")
+    bench.add_argument(
+        "--shard",
+        default="0/1",
+        help="I/N: run every N-th (algo, seed) pair from the I-th, e.g. one process per core; "
+        "finished runs are skipped and interrupted ones resumed",
+    )
     bench.add_argument(
         "--report-only",
         action="store_true",
@@ -92,30 +109,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config_from_args(args: argparse.Namespace):
-    """Defaults < the environment's preset (config.PRESETS) < the YAML file < the flags given."""
-    from aihf.control.config import AIHFControlConfig, preset
+    """Defaults < the environment's preset (config.PRESETS; the env of the flags, else the YAML's) <
+    the YAML file < the flags given."""
+    from aihf.control.config import AIHFControlConfig, load_config
 
     flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
     AIHFControlConfig.from_dict(flags, "arguments")  # a bad flag is named as such, not as the file's
-    if args.config:
-        return AIHFControlConfig.from_yaml(
-            args.config, base=preset(flags.get("env_id", "Pendulum-v1")), **flags
-        )
-    return AIHFControlConfig.from_dict({**preset(flags.get("env_id", "Pendulum-v1")), **flags})
-
-
-def resolve_data(env_id: str, demos: str | None, prefs: str | None) -> tuple[str | None, str | None]:
-    """Fall back on the data shipped with the package for `env_id`."""
-    from aihf.control.data import shipped_data_dir
-
-    shipped = shipped_data_dir(env_id)
-    if shipped is not None:
-        demos = demos or str(shipped / "demos.npz")
-        prefs = prefs or str(shipped / "prefs.npz")
-    return demos, prefs
+    return load_config(args.config, flags)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from aihf.control.data import resolve_data
     from aihf.control.train import RewardDivergedError, load_run_data, train
 
     try:
@@ -148,6 +152,11 @@ def _collect(args: argparse.Namespace) -> int:
         expert_steps=args.expert_steps,
         checkpoint_every=args.checkpoint_every,
         episodes_per_checkpoint=args.episodes_per_checkpoint,
+        rollout_from=args.rollout_from,
+        max_demos=args.max_demos,
+        backend=args.backend,
+        sac_hidden=tuple(args.sac_hidden),
+        learning_starts=args.learning_starts,
         num_preferences=args.num_preferences,
         segment_length=args.segment_length,
         label_mode=args.label_mode,
@@ -165,8 +174,22 @@ def _bench(args: argparse.Namespace) -> int:
     if args.report_only:
         print(rebuild_report(args.out), end="")
         return 0
+    try:
+        index, count = (int(part) for part in args.shard.split("/"))
+    except ValueError as err:
+        raise InputError(f"--shard {args.shard}: expected I/N, e.g. 0/2") from err
+    overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
     report = run_bench(
-        args.env, args.algos, args.seeds, args.out, args.total_steps, args.config, args.demos, args.prefs
+        args.env,
+        args.algos,
+        args.seeds,
+        args.out,
+        args.total_steps,
+        args.config,
+        args.demos,
+        args.prefs,
+        overrides=overrides,
+        shard=(index, count),
     )
     print(report, end="")
     return 0

@@ -19,7 +19,8 @@ from aihf.validation import (
     validate_config,
 )
 
-ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true")
+ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true", "ipl")
+BACKENDS = ("sb3", "sbx")
 
 
 @dataclass
@@ -33,6 +34,12 @@ class AIHFControlConfig:
       rlhf       BC-initialised actor, reward fitted on preferences first, then SAC on that frozen reward
       bc         behaviour cloning on the demonstrations only (no environment steps)
       sac-true   SAC on the environment's true reward (the oracle)
+      ipl        Inverse Preference Learning (Hejna & Sadigh 2023): no reward net, SAC's critic is fit to
+                 the preferences through its implicit reward Q(s, a) - gamma V(s') (README.md)
+
+    The lower level is SAC on `reward_scale * r_theta` with entropy coefficient `ent_coef`: a fixed
+    number by default (the KL weight to the uniform policy, as in the paper's Spinning Up SAC), or
+    "auto" / "auto_<init>" for stable-baselines3's automatic tuning towards a target entropy.
     """
 
     env_id: str = "Pendulum-v1"
@@ -40,12 +47,14 @@ class AIHFControlConfig:
     seed: int = 0
     total_steps: int = 20_000
     device: str = "cpu"
+    backend: str = "sb3"  # SAC implementation: sb3 (PyTorch) or sbx (JAX, faster on CPU)
     # SAC (stable-baselines3); the paper uses (64, 64) ReLU networks and 5k SAC steps per iteration
     sac_hidden: tuple[int, ...] = (64, 64)
     sac_lr: float = 3e-4
     sac_batch_size: int = 256
     learning_starts: int = 1000
     gamma: float = 0.99
+    ent_coef: float | str = 0.2  # fixed (Spinning Up's 0.2) or "auto" for automatic tuning
     steps_per_iter: int = 5000
     # reward net and reward step
     reward_hidden: tuple[int, ...] = (64, 64)
@@ -72,16 +81,32 @@ class AIHFControlConfig:
     bc_lr: float = 1e-3
     bc_batch_size: int = 256
     rlhf_reward_steps: int = 2000
+    ipl_chi2_coef: float = 0.5  # IPL's regulariser: 1 / (4 c) * mean implicit reward^2 (the authors' 0.5)
+    ipl_pref_batch_size: int = 8  # preference pairs per IPL critic update (beside sac_batch_size replay rows)
     # evaluation and logging
     eval_interval: int = 0  # environment steps between evaluations; 0 means every iteration
     eval_episodes: int = 5
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        self.ent_coef = parse_ent_coef(self.ent_coef)
         validate_config(self, RANGES)  # every field's type and range (RANGES, below the class)
+        self.sac_hidden = tuple(int(h) for h in self.sac_hidden)
+        self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
+        if self.backend not in BACKENDS:
+            raise InputError(f"field 'backend' = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.algo not in ALGOS:
             raise InputError(f"field 'algo' = {self.algo!r}: expected one of {', '.join(ALGOS)}")
+        if self.algo == "ipl" and self.backend != "sb3":
+            raise InputError("field 'algo' = 'ipl' runs on backend sb3 only (its critic update is PyTorch)")
         _check_device(self.device)
+
+    @property
+    def ent_coef_label(self) -> str:
+        """How the KL weight was set, for result tables."""
+        if isinstance(self.ent_coef, str):
+            return f"auto-tuned ({self.ent_coef})"
+        return f"fixed {self.ent_coef:g}"
 
     @property
     def iterations(self) -> int:
@@ -105,12 +130,38 @@ class AIHFControlConfig:
         except InputError as err:
             raise InputError(f"{source}: {err}") from None
 
-    @classmethod
-    def from_yaml(
-        cls, path: str | os.PathLike[str], base: dict[str, Any] | None = None, **overrides: Any
-    ) -> AIHFControlConfig:
-        """Load a YAML mapping of options over `base`; `overrides` (e.g. CLI flags that were given) win."""
-        return cls.from_dict({**(base or {}), **load_yaml(path), **overrides}, str(path))
+
+def parse_ent_coef(value: float | str) -> float | str:
+    """A positive number, or "auto" / "auto_<initial value>" (stable-baselines3's convention)."""
+    text = str(value)
+    if text == "auto" or text.startswith("auto_"):
+        initial = text.removeprefix("auto").removeprefix("_") or "1"
+        try:
+            ok = float(initial) > 0
+        except ValueError:
+            ok = False
+        if ok:
+            return text
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if number > 0:
+            return number
+    raise InputError(
+        f"field 'ent_coef' = {value!r}: expected a positive number, 'auto' or 'auto_<initial value>'"
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> AIHFControlConfig:
+    """Defaults < the environment's preset < the YAML file < `overrides` (e.g. the flags given).
+
+    The environment that picks the preset is the one named in `overrides`, else in the YAML file.
+    """
+    values = load_yaml(path) if path is not None else {}
+    env_id = overrides.get("env_id") or values.get("env_id") or AIHFControlConfig.env_id
+    return AIHFControlConfig.from_dict({**preset(str(env_id)), **values, **overrides}, str(path or "config"))
 
 
 def _check_device(device: str) -> None:
@@ -154,6 +205,9 @@ RANGES: dict[str, Range] = {
     "rlhf_reward_steps": NON_NEGATIVE,
     "eval_interval": NON_NEGATIVE,
     "eval_episodes": AT_LEAST_1,
+    "ipl_chi2_coef": POSITIVE,
+    "ent_coef": POSITIVE,  # when a number; "auto" / "auto_<init>" is checked by parse_ent_coef
+    "ipl_pref_batch_size": AT_LEAST_1,
 }
 
 

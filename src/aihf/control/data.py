@@ -301,6 +301,15 @@ def shipped_data_dir(env_id: str) -> Path | None:
     return path if (path / "demos.npz").is_file() and (path / "prefs.npz").is_file() else None
 
 
+def resolve_data(env_id: str, demos: str | None, prefs: str | None) -> tuple[str | None, str | None]:
+    """The given paths, falling back on the data shipped with the package for `env_id`."""
+    shipped = shipped_data_dir(env_id)
+    if shipped is not None:
+        demos = demos or str(shipped / "demos.npz")
+        prefs = prefs or str(shipped / "prefs.npz")
+    return demos, prefs
+
+
 def load_minari(dataset_id: str, max_episodes: int | None = None) -> Trajectories:
     """Import demonstrations from a locally available Minari dataset (needs `pip install aihf[minari]`)."""
     try:

@@ -1,0 +1,197 @@
+"""The reward step: demonstrations, agent samples and preference segments as tensors, and the AIHF
+upper-level update on them (`aihf.losses.aihf_reward_loss` plus a per-transition centring term)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from aihf.control.config import AIHFControlConfig
+from aihf.control.data import Preferences, Trajectories
+from aihf.control.reward import RewardNet, buffer_actions_to_env
+from aihf.errors import InputError
+from aihf.losses import aihf_reward_loss, reward_centering_penalty
+
+
+class RewardDivergedError(RuntimeError):
+    """The learned reward became NaN/inf; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class Transitions:
+    obs: torch.Tensor
+    act: torch.Tensor
+    next_obs: torch.Tensor
+    done: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def rewards(self, net: RewardNet, rows: np.ndarray | None = None) -> torch.Tensor:
+        if rows is None:
+            return net(self.obs, self.act, self.next_obs, self.done)
+        idx = torch.as_tensor(rows)
+        return net(self.obs[idx], self.act[idx], self.next_obs[idx], self.done[idx])
+
+
+def trajectory_transitions(traj: Trajectories, cfg: AIHFControlConfig, what: str) -> Transitions:
+    if traj.next_observations is None:
+        if cfg.reward_use_next_obs:
+            raise InputError(f"{what}: the reward takes next states but the file has no 'next_observations'")
+        next_obs = traj.observations  # unused by the net
+    else:
+        next_obs = traj.next_observations
+    done = traj.terminated if cfg.termination == "env" else np.zeros_like(traj.terminated)
+    return Transitions(
+        torch.as_tensor(traj.observations),
+        torch.as_tensor(traj.actions),
+        torch.as_tensor(next_obs),
+        torch.as_tensor(done, dtype=torch.float32),
+    )
+
+
+def buffer_transitions(model: OffPolicyAlgorithm, window: int) -> Transitions:
+    """The agent's most recent `window` transitions from SAC's replay buffer (its current policy's)."""
+    buf = model.replay_buffer
+    size = buf.buffer_size if buf.full else buf.pos
+    window = min(window, size)
+    rows = (buf.pos - window + np.arange(window)) % buf.buffer_size
+    flat = lambda a: torch.as_tensor(a[rows].reshape(window * buf.n_envs, -1), dtype=torch.float32)  # noqa: E731
+    done = (buf.dones[rows] * (1 - buf.timeouts[rows])).reshape(-1)
+    actions = torch.as_tensor(buffer_actions_to_env(buf, buf.actions[rows].reshape(window * buf.n_envs, -1)))
+    return Transitions(flat(buf.observations), actions, flat(buf.next_observations), torch.as_tensor(done))
+
+
+def segment_rows(starts: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat transition rows of segment a then segment b of each pair, and each row's segment id
+    (0..n-1 for the a sides, n..2n-1 for the b sides)."""
+    traj = np.concatenate([segments[:, 0], segments[:, 3]])
+    begin = starts[traj] + np.concatenate([segments[:, 1], segments[:, 4]])
+    lengths = np.concatenate([segments[:, 2] - segments[:, 1], segments[:, 5] - segments[:, 4]])
+    seg_id = np.repeat(np.arange(len(lengths)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(begin, lengths) + offsets, seg_id
+
+
+def sum_segments(
+    step_values: torch.Tensor, seg_id: np.ndarray, n_pairs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step values summed over each segment: (sides a, sides b)."""
+    totals = torch.zeros(2 * n_pairs, dtype=step_values.dtype, device=step_values.device)
+    totals = totals.index_add(0, torch.as_tensor(seg_id, device=step_values.device), step_values)
+    return totals[:n_pairs], totals[n_pairs:]
+
+
+def segment_returns(
+    net: RewardNet, trans: Transitions, starts: np.ndarray, segments: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum of r_theta over segment a and segment b of each pair, and the per-transition rewards,
+    in one batched forward pass."""
+    rows, seg_id = segment_rows(starts, segments)
+    rewards = trans.rewards(net, rows)
+    ret_a, ret_b = sum_segments(rewards, seg_id, len(segments))
+    return ret_a, ret_b, rewards
+
+
+@dataclass
+class PreferenceTensors:
+    trans: Transitions
+    starts: np.ndarray
+    segments: np.ndarray
+    labels: torch.Tensor
+
+    @staticmethod
+    def build(prefs: Preferences, cfg: AIHFControlConfig) -> PreferenceTensors:
+        return PreferenceTensors(
+            trajectory_transitions(prefs.trajectories, cfg, "preferences"),
+            prefs.trajectories.starts,
+            prefs.segments,
+            torch.as_tensor(prefs.labels),
+        )
+
+    @torch.no_grad()
+    def accuracy(self, net: RewardNet) -> float:
+        """Fraction of pairs whose learned order agrees with the label (ties in the label skipped)."""
+        keep = (self.labels != 0.5).numpy()
+        if not keep.any():
+            return float("nan")
+        ret_a, ret_b, _ = segment_returns(net, self.trans, self.starts, self.segments[keep])
+        return float(((ret_a > ret_b) == (self.labels[keep] > 0.5)).float().mean())
+
+
+def split_preferences(
+    prefs: Preferences | None, cfg: AIHFControlConfig
+) -> tuple[PreferenceTensors | None, PreferenceTensors | None]:
+    """(training pairs, held-out pairs for diagnostics), as tensors."""
+    if prefs is None:
+        return None, None
+    if cfg.pref_holdout == 0:
+        return PreferenceTensors.build(prefs, cfg), None
+    train_part, held_part = prefs.split(cfg.pref_holdout, cfg.seed)
+    held = PreferenceTensors.build(held_part, cfg) if len(held_part) else None
+    return PreferenceTensors.build(train_part, cfg), held
+
+
+def reward_step(
+    net: RewardNet,
+    optimizer: torch.optim.Optimizer,
+    cfg: AIHFControlConfig,
+    rng: np.random.Generator,
+    demos: Transitions | None,
+    agent: Transitions | None,
+    prefs: PreferenceTensors | None,
+    alpha: float,
+    updates: int,
+) -> dict[str, float]:
+    """`updates` Adam steps on -(alpha * L1 + L2) + centring; raises RewardDivergedError on NaN/inf.
+
+    Centring (coef * mean r^2) is taken over per-transition rewards only: the demonstration and agent
+    transitions and every transition of the sampled preference segments. (Squaring 50-step segment
+    sums beside single transitions would weigh segments about 50^2 times more.)
+    """
+    use_demo = demos is not None and agent is not None and len(agent) > 0 and alpha > 0
+    stats: dict[str, float] = {}
+    for _ in range(updates):
+        demo_r = agent_r = chosen = rejected = labels = None
+        per_step: list[torch.Tensor] = []
+        if use_demo:
+            demo_r = demos.rewards(net, rng.integers(len(demos), size=cfg.reward_batch_size))
+            agent_r = agent.rewards(net, rng.integers(len(agent), size=cfg.reward_batch_size))
+            per_step += [demo_r, agent_r]
+        if prefs is not None:
+            pick = rng.integers(len(prefs.segments), size=cfg.pref_batch_size)
+            chosen, rejected, seg_r = segment_returns(net, prefs.trans, prefs.starts, prefs.segments[pick])
+            labels = prefs.labels[torch.as_tensor(pick)]
+            per_step.append(seg_r)
+        out = aihf_reward_loss(
+            demo_rewards=demo_r,
+            agent_rewards=agent_r,
+            chosen_rewards=chosen,
+            rejected_rewards=rejected,
+            alpha=alpha,
+            demo_form=cfg.demo_form,  # type: ignore[arg-type]
+            preference_labels=labels,
+        )
+        centering = reward_centering_penalty(torch.cat(per_step), cfg.centering_coef)
+        loss = out.loss + centering
+        optimizer.zero_grad()
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        finite = torch.isfinite(loss) and all(torch.isfinite(p).all() for p in net.parameters())
+        if not finite:
+            raise RewardDivergedError(
+                f"the learned reward diverged (loss {loss.item()}); try a smaller reward_lr, "
+                "demo_form=logistic, centering_coef > 0 or reward_weight_decay > 0"
+            )
+        stats = {
+            "loss": loss.item(),
+            "demo": out.demo.item(),
+            "preference": out.preference.item(),
+            "centering": centering.item(),
+        }
+    return stats
