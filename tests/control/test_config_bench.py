@@ -49,7 +49,7 @@ def test_entropy_coefficient_fixed_by_default_or_auto(value, expected, label):
 
 @pytest.mark.parametrize("value", [0, -1, "autox", "auto_-1", "big"])
 def test_bad_entropy_coefficient(value):
-    with pytest.raises(InputError, match="field .ent_coef."):
+    with pytest.raises(InputError, match=r"field .ent_coef."):
         AIHFControlConfig(ent_coef=value)
 
 
