@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from aihf import checkpoints
 from aihf.control.bench import run_bench
 from aihf.control.config import AIHFControlConfig, load_config
 from aihf.errors import InputError
@@ -128,6 +129,7 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     state = json.loads((partial / "checkpoint" / "state.json").read_text())
     state["config"]["total_steps"] = 200  # as if the 200-step run had stopped after its first 100 steps
     (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
+    checkpoints.write_manifest(partial / "checkpoint")  # sealed as that run would have saved it
     run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, **kwargs)
     assert (tmp_path / "aihf" / "seed1" / "results.json").read_text() == finished  # skipped, not rerun
     resumed = json.loads((partial / "results.json").read_text())
