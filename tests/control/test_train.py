@@ -114,20 +114,26 @@ def _cfg(**kw) -> AIHFControlConfig:
     return AIHFControlConfig(**{**values, **kw})
 
 
+def _full_and_interrupted_runs(cfg: AIHFControlConfig, data: dict, root) -> dict:
+    """One uninterrupted run (root/full) and one stopped by Ctrl-C mid-iteration (root/cut)."""
+    full = train(cfg, root / "full", data["demos"], data["prefs"], progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, root / "cut", data["demos"], data["prefs"], callback=_Interrupt(), progress=False)
+    return full
+
+
+def _assert_same_rewards_and_curves(root) -> None:
+    ra = RewardNet.from_pretrained(root / "full" / "reward_net").state_dict()
+    rb = RewardNet.from_pretrained(root / "cut" / "reward_net").state_dict()
+    for key in ra:
+        torch.testing.assert_close(ra[key], rb[key], rtol=0, atol=0)
+    assert (root / "full" / "curve.csv").read_text() == (root / "cut" / "curve.csv").read_text()
+
+
 def test_interrupt_then_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     # 75-step iterations: checkpoints fall mid-episode (Pendulum episodes are 200 steps), so the
     # environment's own state must be restored too
-    cfg = _cfg(algo="aihf", seed=3, steps_per_iter=75)
-    full = train(cfg, tmp_path / "full", tiny_data["demos"], tiny_data["prefs"], progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            cfg,
-            tmp_path / "cut",
-            tiny_data["demos"],
-            tiny_data["prefs"],
-            callback=_Interrupt(),
-            progress=False,
-        )
+    full = _full_and_interrupted_runs(_cfg(algo="aihf", seed=3, steps_per_iter=75), tiny_data, tmp_path)
     state = json.loads((tmp_path / "cut" / "checkpoint" / "state.json").read_text())
     assert state["iteration"] == 3  # the checkpoint of the last finished iteration (step 225) is intact
     assert main(["control", "train", "--resume", str(tmp_path / "cut"), "--no-progress"]) == 0
@@ -136,11 +142,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     a, b = SAC.load(tmp_path / "full" / "policy.zip"), SAC.load(tmp_path / "cut" / "policy.zip")
     for (name, p), q in zip(a.policy.state_dict().items(), b.policy.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
-    ra = RewardNet.from_pretrained(tmp_path / "full" / "reward_net").state_dict()
-    rb = RewardNet.from_pretrained(tmp_path / "cut" / "reward_net").state_dict()
-    for key in ra:
-        torch.testing.assert_close(ra[key], rb[key], rtol=0, atol=0)
-    assert (tmp_path / "full" / "curve.csv").read_text() == (tmp_path / "cut" / "curve.csv").read_text()
+    _assert_same_rewards_and_curves(tmp_path)
 
 
 def test_diverging_reward_stops_with_clear_message(tiny_data, tmp_path, capsys):
@@ -167,26 +169,12 @@ def test_diverging_reward_stops_with_clear_message(tiny_data, tmp_path, capsys):
 def test_resume_is_exact_on_the_sbx_backend(tiny_data, tmp_path):
     """As above (sb3), with JAX SAC: its PRNG keys are part of the checkpoint. (About 20 s: each new
     or loaded sbx model is JIT-compiled.)"""
-    backend = "sbx"
-    cfg = _cfg(algo="aihf", seed=2, steps_per_iter=75, backend=backend)
-    full = train(cfg, tmp_path / "full", tiny_data["demos"], tiny_data["prefs"], progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            cfg,
-            tmp_path / "cut",
-            tiny_data["demos"],
-            tiny_data["prefs"],
-            callback=_Interrupt(),
-            progress=False,
-        )
+    cfg = _cfg(algo="aihf", seed=2, steps_per_iter=75, backend="sbx")
+    full = _full_and_interrupted_runs(cfg, tiny_data, tmp_path)
     resumed = train(None, tmp_path / "cut", resume=True, progress=False)
-    assert resumed["backend"] == backend and resumed["ent_coef"] == "fixed 0.2"
+    assert resumed["backend"] == "sbx" and resumed["ent_coef"] == "fixed 0.2"
     assert resumed["eval_return_mean"] == full["eval_return_mean"]
-    assert (tmp_path / "full" / "curve.csv").read_text() == (tmp_path / "cut" / "curve.csv").read_text()
-    ra = RewardNet.from_pretrained(tmp_path / "full" / "reward_net").state_dict()
-    rb = RewardNet.from_pretrained(tmp_path / "cut" / "reward_net").state_dict()
-    for key in ra:
-        torch.testing.assert_close(ra[key], rb[key], rtol=0, atol=0)
+    _assert_same_rewards_and_curves(tmp_path)
 
 
 def test_ipl_needs_next_states_in_the_preference_file(tiny_data, tmp_path, capsys):
