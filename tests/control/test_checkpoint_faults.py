@@ -45,18 +45,11 @@ def _resume(out, capsys):
         ("delete", "manifest.json"),  # a save cut short before its manifest
     ],
 )
-def test_damaged_checkpoint_is_refused_naming_the_file(damage, name, finished, tmp_path, capsys):
+def test_damaged_checkpoint_is_refused_naming_the_file(damage, name, finished, tmp_path, capsys, damage_file):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     target = out / "checkpoint" / name
-    if damage == "truncate":
-        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-    elif damage == "flip":
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
-    else:
-        target.unlink()
+    damage_file(target, damage)
     results = (out / "results.json").read_bytes()
     code, err = _resume(out, capsys)
     assert code == 2 and len(err) == 1, err

@@ -49,19 +49,12 @@ def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true"):
     ],
 )
 def test_damaged_checkpoint_is_refused_naming_the_file(
-    damage, named, finished, tiny_dir, data_dir, tmp_path, capsys
+    damage, named, finished, tiny_dir, data_dir, tmp_path, capsys, damage_file
 ):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     target = out / "checkpoints" / "checkpoint-4" / named
-    if damage == "truncate":
-        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-    elif damage == "flip":
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
-    else:
-        target.unlink()
+    damage_file(target, damage)
     policy = (out / "policy" / "model.safetensors").read_bytes()
     code, err = _resume_cli(tiny_dir, data_dir, out, capsys)
     assert code == 2 and len(err) == 1, err
