@@ -238,6 +238,7 @@ LM_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("direct-no-demos", [*LM, "--trainer", "direct-aihf", "--prefs", "{t}/p.jsonl"], OK_PREFS, "alpha > 0 needs demonstrations"),
     ("aihf-no-data", [*LM, "--trainer", "aihf", "--reward-model", "{tiny}/reward_model"], {}, "learning the reward needs"),
     ("rlhf-no-data", [*LM, "--trainer", "rlhf", "--reward-model", "{tiny}/reward_model"], {}, "the policy step needs prompts"),
+    ("rlhf-sft-no-demos", [*LM, "--trainer", "rlhf", "--reward-model", "{tiny}/reward_model", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"], _yaml("sft_steps: 2\n"), "sft_steps > 0 needs demonstrations"),
     ("no-model", ["lm", "train", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--out", "{out}"], OK_PREFS, "needs --model"),
     ("model-missing", ["lm", "train", "--trainer", "dpo", "--model", "{t}/nope", "--prefs", "{t}/p.jsonl", "--out", "{out}"], OK_PREFS, "--model {t}/nope: no such model"),
     ("model-file", ["lm", "train", "--trainer", "dpo", "--model", "{t}/p.jsonl", "--prefs", "{t}/p.jsonl", "--out", "{out}"], OK_PREFS, "p.jsonl: is a file"),

@@ -132,9 +132,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
     cfg, out = run.config, Path(run.config.output_dir)
     metrics: dict[str, float] = {}
     model = run.model
-    if cfg.sft_steps > 0:
-        if run.data["demos"] is None:
-            raise InputError("rlhf: sft_steps > 0 needs demonstrations (--demos)")
+    if cfg.sft_steps > 0:  # run_training has checked that demonstrations were given
         sft_cfg = dataclasses.replace(cfg, max_steps=cfg.sft_steps, output_dir=str(out / "sft"))
         stage = baselines.run_sft(
             load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources
