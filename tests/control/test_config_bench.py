@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from aihf import checkpoints
@@ -139,3 +140,28 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     assert summary["aihf"]["per_seed"][0]["ent_coef"] == "fixed 0.2"
     assert main(["control", "bench", "--out", str(tmp_path), "--shard", "2/2", "--algos", "bc"]) == 2
     assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err
+
+
+def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_data, tmp_path, capsys):
+    from aihf.cli import main
+    from aihf.control.bench import report
+
+    data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False, "eval_interval": 100}
+    run_bench("Pendulum-v1", ["sac-true"], [0, 1], tmp_path, 200, progress=False, overrides=overrides, **data)
+    full = json.loads((tmp_path / "results.json").read_text())["algos"]["sac-true"]
+    finals = [r["final_return"] for r in full["per_seed"]]
+    assert full["final_return_std_over_seeds"] == pytest.approx(np.std(finals, ddof=1))
+    table = report(tmp_path, budget=100)
+    assert "cut at 100 of 200 steps" in table
+    cut = json.loads((tmp_path / "results.json").read_text())["algos"]["sac-true"]["per_seed"]
+    for before, after in zip(full["per_seed"], cut):
+        assert after["total_steps"] == 100 and after["cut_from_steps"] == 200
+        assert after["final_return"] == dict(before["curve"])[100]
+        assert [s for s, _ in after["curve"]] == [0, 100]
+    assert report(tmp_path, budget=500).count("cut at") == 0  # shorter runs are read as they are
+    with pytest.raises(InputError, match="no evaluation at step 150"):
+        report(tmp_path, budget=150)
+    assert main(["control", "bench", "--out", str(tmp_path), "--budget", "100"]) == 2
+    assert "with --report-only" in capsys.readouterr().err

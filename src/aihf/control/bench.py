@@ -73,14 +73,14 @@ def run_bench(
         plan.append((cfg, *load_run_data(cfg, demos, prefs)))
     for cfg, demos, prefs in plan:
         run_dir = out_dir / cfg.algo / f"seed{cfg.seed}"
-        status = _run_status(run_dir, cfg)
+        status = run_status(run_dir, cfg)
         if status == "finished":
             continue
         train(cfg, run_dir, demos, prefs, resume=status == "checkpoint", progress=progress)
     return report(out_dir)
 
 
-def _run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
+def run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
     """'finished' (results.json of this config), 'checkpoint' (resumable, same config) or 'new'."""
     results, state = run_dir / "results.json", run_dir / "checkpoint" / "state.json"
     if results.is_file() and json.loads(results.read_text())["config"] == cfg.to_dict():
@@ -90,19 +90,27 @@ def _run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
     return "new"
 
 
-def report(out_dir: str | Path) -> str:
+def report(out_dir: str | Path, budget: int | None = None) -> str:
     """Rebuild the summary files from every finished run under `out_dir` (its <algo>/seed<N>/ dirs).
 
     For benches split over several processes or machines writing to one directory: the table and plot
-    then cover all of them. Returns the Markdown table.
+    then cover all of them. `budget`: runs longer than it are read at that step (`cut_at`), e.g. a
+    budget pilot's long oracle runs beside the comparison. Returns the Markdown table.
     """
     out_dir = Path(out_dir)
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out_dir.glob("*/seed*/results.json")):
-        result = _with_curve(json.loads(path.read_text()), path.parent)
-        runs.setdefault(result["algo"], []).append(result)
+        result = load_result(path.parent)
+        runs.setdefault(result["algo"], []).append(cut_at(result, budget) if budget else result)
     if not runs:
         raise InputError(f"{out_dir}: no finished runs (<algo>/seed<N>/results.json) to report on")
+    return summarize(runs, out_dir)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], out_dir: str | Path) -> str:
+    """Write curves.csv, curves.png, results.json and results.md under `out_dir` for `runs` (algo ->
+    the `load_result` of each seed); returns the Markdown table."""
+    out_dir = Path(out_dir)
     envs = {r["env"] for rs in runs.values() for r in rs}
     if len(envs) > 1:
         raise InputError(f"{out_dir}: runs on several environments ({', '.join(sorted(envs))}); expected one")
@@ -111,9 +119,38 @@ def report(out_dir: str | Path) -> str:
     return _summarize(ordered, out_dir, envs.pop(), budgets.pop() if len(budgets) == 1 else None)
 
 
-def _with_curve(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def load_result(run_dir: str | Path) -> dict[str, Any]:
+    """A finished run's results.json with its evaluation curve [(step, true return), ...]."""
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / "results.json").read_text())
     curve = list(csv.DictReader((run_dir / "curve.csv").open()))
     return {**result, "curve": [(int(r["step"]), float(r["eval_return_mean"])) for r in curve]}
+
+
+def cut_at(result: dict[str, Any], budget: int) -> dict[str, Any]:
+    """`result` as if the run had stopped at `budget` steps: its curve up to there, its final return the
+    evaluation at that step. Runs of at most `budget` steps (and BC, which takes none) are unchanged."""
+    if result["algo"] == "bc" or result["total_steps"] <= budget:
+        return result
+    curve = dict(result["curve"])
+    if budget not in curve:
+        raise InputError(
+            f"{result['algo']} seed {result['seed']}: no evaluation at step {budget} to cut the "
+            f"{result['total_steps']}-step run at (evaluated every {result['config']['eval_interval']} steps)"
+        )
+    cut = {**result, "curve": [(s, r) for s, r in result["curve"] if s <= budget]}
+    cut |= {"eval_return_mean": curve[budget], "total_steps": budget, "cut_from_steps": result["total_steps"]}
+    return cut
+
+
+def _spread(values: list[float]) -> float:
+    """Standard deviation over seeds (ddof=1: a sample of seeds); 0 for a single seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _last3(result: dict[str, Any]) -> float:
+    """Mean of the last three evaluations: less noisy than the final one."""
+    return float(np.mean([r for _, r in result["curve"][-3:]]))
 
 
 def _summarize(
@@ -128,7 +165,8 @@ def _summarize(
     summary = {
         algo: {
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
-            "final_return_std_over_seeds": float(np.std([r["eval_return_mean"] for r in rs])),
+            "final_return_std_over_seeds": _spread([r["eval_return_mean"] for r in rs]),
+            "last3_return_mean_over_seeds": float(np.mean([_last3(r) for r in rs])),
             "seeds": [r["seed"] for r in rs],
             "per_seed": [
                 {
@@ -137,6 +175,8 @@ def _summarize(
                     "backend": r.get("backend", "sb3"),
                     "ent_coef": r.get("ent_coef", "auto-tuned (auto)"),  # runs from before the option
                     "total_steps": r["total_steps"],
+                    "cut_from_steps": r.get("cut_from_steps"),
+                    "last3_return": _last3(r),
                     "wall_time_s": r.get("wall_time_s"),
                     "curve": r["curve"],
                 }
@@ -164,7 +204,7 @@ def _aggregate(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[tuple[in
         rows = []
         for step in common:
             values = [dict(r["curve"])[step] for r in rs]
-            rows.append((step, float(np.mean(values)), float(np.std(values))))
+            rows.append((step, float(np.mean(values)), _spread(values)))
         out[algo] = rows
     return out
 
@@ -210,16 +250,23 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
     )
     lines = [
         f"{env_id}, {total_steps} SAC steps, seeds {seeds} ({'; '.join(settings) or 'no SAC'}): "
-        "final deterministic true return (mean +- std over seeds)\n",
-        "| algorithm | seeds | true return | held-out pref. accuracy | corr(learned, true return) |",
-        "|---|---:|---:|---:|---:|",
+        "final deterministic true return (mean +- sample std over seeds; last 3: the mean of each seed's "
+        "last three evaluations, averaged)\n",
+        "| algorithm | seeds | true return | last 3 evaluations | every seed | held-out pref. accuracy "
+        "| corr(learned, true return) |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for algo, rs in runs.items():
         finals = [r["eval_return_mean"] for r in rs]
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
-        score = f"{np.mean(finals):.1f} +- {np.std(finals):.1f}"
-        lines.append(f"| {LABELS.get(algo, algo)} | {len(rs)} | {score} | {_fmt(acc)} | {_fmt(corr)} |")
+        score = f"{np.mean(finals):.1f} +- {_spread(finals):.1f}"
+        last3 = f"{np.mean([_last3(r) for r in rs]):.1f}"
+        each = ", ".join(f"{f:.0f}" for f in finals)
+        label = LABELS.get(algo, algo)
+        if rs[0].get("cut_from_steps"):
+            label += f" (cut at {rs[0]['total_steps']} of {rs[0]['cut_from_steps']} steps)"
+        lines.append(f"| {label} | {len(rs)} | {score} | {last3} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
     return "\n".join(lines) + "\n"
 
 

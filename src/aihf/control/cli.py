@@ -105,6 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train nothing: rebuild results.md / curves.png from every finished run under --out "
         "(e.g. after benches run in parallel processes into one directory)",
     )
+    bench.add_argument(
+        "--budget",
+        type=int,
+        help="with --report-only: read runs longer than this many steps at this step (e.g. a budget "
+        "pilot's 1M-step oracle runs beside a 500k comparison); needs an evaluation there",
+    )
     bench.set_defaults(handler=_bench)
 
 
@@ -171,8 +177,10 @@ def _bench(args: argparse.Namespace) -> int:
     from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
 
+    if args.budget is not None and (not args.report_only or args.budget < 1):
+        raise InputError(f"--budget {args.budget}: expected a positive step count, with --report-only")
     if args.report_only:
-        print(rebuild_report(args.out), end="")
+        print(rebuild_report(args.out, args.budget), end="")
         return 0
     try:
         index, count = (int(part) for part in args.shard.split("/"))

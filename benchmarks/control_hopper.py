@@ -1,0 +1,371 @@
+"""The Hopper-v5 comparison of `results/control_hopper_protocol.md`, as a queue of resumable jobs.
+
+One worker per core claims the next job whose inputs are ready, runs it (an interrupted run continues
+from its checkpoint) and goes on until nothing is left; `status` shows where the queue stands and
+`report` writes the tables, curves and per-seed JSON from whatever has finished:
+
+    export OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    python benchmarks/control_hopper.py work --runs RUNS > RUNS/worker0.log 2>&1 &   # one per core
+    python benchmarks/control_hopper.py work --runs RUNS > RUNS/worker1.log 2>&1 &
+    python benchmarks/control_hopper.py status --runs RUNS
+    python benchmarks/control_hopper.py report --runs RUNS     # benchmarks/results/control_hopper.*
+
+The stages, as the protocol fixes them: the budget pilot (SAC on the true reward, seeds 0-2, 1M steps)
+gives the budget B; each learned-reward method and BC is tuned on seed 0 at min(B, 300k) steps over a
+grid of four settings; the best setting then runs seeds 0-2 at B steps; the pilot's runs, read at B,
+are the oracle rows; SAC on the true reward also runs seed 0 on sb3 to show the backend does not decide.
+Locks are directories holding the worker's pid, so the workers must share one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aihf.control.bench import cut_at, load_result, run_bench, run_status, summarize
+from aihf.control.config import load_config
+from aihf.io import write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/control/hopper.yaml"
+DATA = ROOT / "benchmarks/data/hopper_v5_expert"
+RESULTS = ROOT / "benchmarks/results"
+SEEDS = (0, 1, 2)
+PILOT_STEPS = 1_000_000
+BUDGET_STEP = 100_000  # B is a multiple of this
+TUNE_STEPS_CAP = 300_000
+ORACLE_FRACTION = 0.8  # B: where the oracle's seed mean first reaches this share of the demonstrations
+
+# The tuning grids of the protocol: four settings per method, picked by the final true return on seed 0.
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "aihf": [{"reward_lr": lr, "reward_scale": s} for lr in (1e-4, 1e-3) for s in (1.0, 10.0)],
+    "rlhf": [
+        {"reward_lr": lr, "reward_scale": s, "bc_steps": 2000} for lr in (1e-4, 1e-3) for s in (1.0, 10.0)
+    ],
+    "bc": [{"bc_steps": n, "bc_lr": lr} for n in (2000, 10_000) for lr in (1e-3, 3e-4)],
+    "ipl": [
+        {"ipl_chi2_coef": c, "ipl_pref_batch_size": b, "backend": "sb3"} for c in (0.5, 2.0) for b in (8, 32)
+    ],
+}
+# Queue priority: the headline methods' tuning and finals before IPL's (the slowest, on sb3).
+PRIORITY = (("tune", "aihf"), ("tune", "rlhf"), ("tune", "bc"), ("final", "aihf"), ("final", "rlhf"))
+PRIORITY += (("final", "bc"), ("tune", "ipl"), ("final", "ipl"))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (algo, seed) run of `aihf control bench` into `out`/<algo>/seed<N>."""
+
+    name: str
+    out: Path
+    algo: str
+    seed: int
+    total_steps: int
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / self.algo / f"seed{self.seed}"
+
+    def status(self) -> str:
+        """'finished', 'checkpoint' (resumable) or 'new'."""
+        cfg = load_config(str(CONFIG), self._config_values())
+        return run_status(self.run_dir, cfg)
+
+    def run(self) -> None:
+        run_bench(
+            None,
+            [self.algo],
+            [self.seed],
+            self.out,
+            self.total_steps,
+            str(CONFIG),
+            str(DATA / "demos.npz"),
+            str(DATA / "prefs.npz"),
+            overrides=self.overrides,
+        )
+
+    def _config_values(self) -> dict[str, Any]:
+        return {**self.overrides, "algo": self.algo, "seed": self.seed, "total_steps": self.total_steps}
+
+
+def setting_name(setting: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in setting.items() if k != "backend")
+
+
+def demonstration_return() -> float:
+    """Mean true return of the demonstration trajectories."""
+    demos = np.load(DATA / "demos.npz")
+    ends = np.cumsum(demos["lengths"])
+    return float(np.mean([chunk.sum() for chunk in np.split(demos["rewards"], ends[:-1])]))
+
+
+def pilot_jobs(runs: Path) -> list[Job]:
+    return [Job(f"pilot/sac-true/seed{s}", runs / "pilot", "sac-true", s, PILOT_STEPS) for s in SEEDS]
+
+
+def run_curve(job: Job) -> list[tuple[int, float]]:
+    """The evaluations so far: from results.json when finished, else from the newest checkpoint."""
+    if job.status() == "finished":
+        return load_result(job.run_dir)["curve"]
+    state = job.run_dir / "checkpoint" / "state.json"
+    if not state.is_file():
+        return []
+    return [(int(r["step"]), float(r["eval_return_mean"])) for r in json.loads(state.read_text())["curve"]]
+
+
+def budget(runs: Path) -> tuple[int | None, list[dict[str, Any]]]:
+    """The budget B (None until the pilot has evaluated far enough) and the pilot's table rows."""
+    curves = [dict(run_curve(job)) for job in pilot_jobs(runs)]
+    threshold = ORACLE_FRACTION * demonstration_return()
+    rows = []
+    for step in range(BUDGET_STEP, PILOT_STEPS + 1, BUDGET_STEP):
+        if not all(step in curve for curve in curves):
+            return None, rows
+        values = [curve[step] for curve in curves]
+        rows.append({"step": step, "per_seed": values, "mean": float(np.mean(values))})
+        if rows[-1]["mean"] >= threshold:
+            return step, rows
+    return PILOT_STEPS, rows  # never reached: B = 1M, and the table says so
+
+
+def tune_jobs(runs: Path, b: int) -> dict[str, list[tuple[dict[str, Any], Job]]]:
+    steps = min(b, TUNE_STEPS_CAP)
+    return {
+        algo: [
+            (
+                s,
+                Job(
+                    f"tune/{algo}/{setting_name(s)}",
+                    runs / "tune" / algo / setting_name(s),
+                    algo,
+                    0,
+                    steps,
+                    s,
+                ),
+            )
+            for s in grid
+        ]
+        for algo, grid in GRIDS.items()
+    }
+
+
+def best_setting(tuned: list[tuple[dict[str, Any], Job]]) -> dict[str, Any] | None:
+    """The setting with the best final true return on seed 0 (the first on ties); None until all ran."""
+    if any(job.status() != "finished" for _, job in tuned):
+        return None
+    finals = [load_result(job.run_dir)["eval_return_mean"] for _, job in tuned]
+    return tuned[int(np.argmax(finals))][0]
+
+
+def plan(runs: Path) -> list[tuple[Job | None, str]]:
+    """Every job in priority order with why it cannot start yet ('' when it can); a None job stands for
+    jobs that cannot be named yet (they depend on B or on a tuning result)."""
+    # the least advanced pilot seed first: B is known once every seed has evaluated far enough
+    pilot = sorted(pilot_jobs(runs), key=lambda job: len(run_curve(job)))
+    out: list[tuple[Job | None, str]] = [(job, "") for job in pilot]
+    b, _ = budget(runs)
+    if b is None:
+        return [*out, (None, "tuning, finals and the sb3 check wait for the budget B (the pilot)")]
+    tuning = tune_jobs(runs, b)
+    for stage, algo in PRIORITY:
+        if stage == "tune":
+            out += [(job, "") for _, job in tuning[algo]]
+            continue
+        best = best_setting(tuning[algo])
+        if best is None:
+            out.append((None, f"{algo} finals wait for its tuning"))
+            continue
+        out += [(Job(f"final/{algo}/seed{s}", runs / "final", algo, s, b, best), "") for s in SEEDS]
+    out.append(
+        (Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, {"backend": "sb3"}), "")
+    )
+    return out
+
+
+def lock_path(runs: Path, job: Job) -> Path:
+    return runs / "locks" / re.sub(r"[^\w.=,-]+", "_", job.name)
+
+
+def holder(lock: Path) -> int | None:
+    """The pid of the live worker holding `lock`, else None."""
+    try:
+        pid = int((lock / "pid").read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def claim(runs: Path, job: Job) -> bool:
+    lock = lock_path(runs, job)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    if lock.exists() and holder(lock) is None:  # its worker died: take the stale lock away atomically
+        stale = lock.with_name(f".stale-{lock.name}-{os.getpid()}")
+        try:
+            lock.rename(stale)
+            shutil.rmtree(stale)
+        except OSError:
+            return False
+    try:
+        lock.mkdir()
+    except FileExistsError:
+        return False
+    (lock / "pid").write_text(str(os.getpid()))
+    return True
+
+
+def work(runs: Path) -> None:
+    """Claim and run jobs until every one has finished."""
+    while True:
+        pending = [(job, why) for job, why in plan(runs) if job is None or job.status() != "finished"]
+        if not pending:
+            print("every job has finished", flush=True)
+            return
+        for job, why in pending:
+            if job is not None and not why and claim(runs, job):
+                start = time.time()
+                print(f"{time.strftime('%H:%M:%S')} start {job.name} ({job.status()})", flush=True)
+                try:
+                    job.run()
+                finally:
+                    shutil.rmtree(lock_path(runs, job), ignore_errors=True)
+                print(
+                    f"{time.strftime('%H:%M:%S')} done {job.name} in {time.time() - start:.0f} s", flush=True
+                )
+                break
+        else:  # every ready job is taken by another worker: wait for one to finish
+            time.sleep(60)
+
+
+def status(runs: Path) -> str:
+    b, _ = budget(runs)
+    lines = [f"budget B: {b if b else 'not yet known'}"]
+    for job, why in plan(runs):
+        if job is None:
+            lines.append(f"  waiting   {why}")
+            continue
+        state = job.status()
+        pid = holder(lock_path(runs, job))
+        if state == "finished":
+            result = load_result(job.run_dir)
+            detail = (
+                f"true return {result['eval_return_mean']:.1f} ({result.get('wall_time_s', 0) / 60:.0f} min)"
+            )
+        else:
+            curve = run_curve(job)
+            detail = f"at {curve[-1][0]} of {job.total_steps} steps" if curve else "not started"
+            state = f"running (pid {pid})" if pid else state
+        lines.append(f"  {state:<22} {job.name}: {detail}")
+    return "\n".join(lines)
+
+
+def report(runs: Path) -> str:
+    """Write control_hopper.json, the generated tables in control_hopper.md and the curves."""
+    b, pilot_rows = budget(runs)
+    threshold = ORACLE_FRACTION * demonstration_return()
+    md = [
+        f"Demonstrations: {demonstration_return():.1f} mean true return; "
+        f"{ORACLE_FRACTION:.0%} of it: {threshold:.1f}.\n",
+        "**Budget pilot** (SAC on the true reward, deterministic true return at each 100k steps):\n",
+        "| steps | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean |",
+        "|---:|" + "---:|" * (len(SEEDS) + 1),
+        *(
+            f"| {r['step']} | " + " | ".join(f"{v:.0f}" for v in r["per_seed"]) + f" | {r['mean']:.0f} |"
+            for r in pilot_rows
+        ),
+        f"\nBudget B = **{b if b else 'not yet known'}** steps.\n",
+    ]
+    summary: dict[str, Any] = {
+        "budget": b,
+        "demonstration_return": demonstration_return(),
+        "pilot": pilot_rows,
+    }
+    if b is None:
+        return _write_report(md, summary)
+    tuning = tune_jobs(runs, b)
+    summary["tuning"] = {}
+    md += [
+        f"**Tuning** (seed 0, {min(b, TUNE_STEPS_CAP)} steps; final / mean of the last three evaluations):\n",
+        "| method | setting | final | last 3 | picked |",
+        "|---|---|---:|---:|---|",
+    ]
+    for algo, tuned in tuning.items():
+        best = best_setting(tuned)
+        rows = []
+        for setting, job in tuned:
+            if job.status() != "finished":
+                md.append(f"| {algo} | {setting_name(setting)} | (running) | | |")
+                continue
+            result = load_result(job.run_dir)
+            last3 = float(np.mean([r for _, r in result["curve"][-3:]]))
+            rows.append(
+                {
+                    "setting": setting,
+                    "final": result["eval_return_mean"],
+                    "last3": last3,
+                    "wall_time_s": result.get("wall_time_s"),
+                }
+            )
+            final, mark = result["eval_return_mean"], "yes" if setting == best else ""
+            md.append(f"| {algo} | {setting_name(setting)} | {final:.0f} | {last3:.0f} | {mark} |")
+        summary["tuning"][algo] = {"runs": rows, "picked": best}
+    finals: dict[str, list[dict[str, Any]]] = {}
+    for job, _ in plan(runs):
+        if job is not None and job.name.startswith(("final/", "pilot/")) and job.status() == "finished":
+            finals.setdefault(job.algo, []).append(cut_at(load_result(job.run_dir), b))
+    if finals:
+        staging = runs / "report"
+        table = summarize(finals, staging)
+        summary["comparison"] = json.loads((staging / "results.json").read_text())
+        shutil.copyfile(staging / "curves.png", RESULTS / "control_hopper_curves.png")
+        shutil.copyfile(staging / "curves.csv", RESULTS / "control_hopper_curves.csv")
+        md += ["**Comparison** (seeds 0-2 at B; the oracle rows are the pilot's runs read at B):\n", table]
+    check = Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, {"backend": "sb3"})
+    if check.status() == "finished":
+        result = load_result(check.run_dir)
+        summary["sb3_check"] = {"final": result["eval_return_mean"], "curve": result["curve"]}
+        md.append(f"SAC on the true reward, seed 0, on sb3: {result['eval_return_mean']:.1f} at B.\n")
+    return _write_report(md, summary)
+
+
+BEGIN, END = "<!-- generated by benchmarks/control_hopper.py report -->", "<!-- end of generated part -->"
+
+
+def _write_report(md: list[str], summary: dict[str, Any]) -> str:
+    write_json(RESULTS / "control_hopper.json", summary)
+    text = "\n".join(md)
+    path = RESULTS / "control_hopper.md"
+    old = path.read_text() if path.is_file() else f"# Hopper-v5 comparison\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in old:
+        old = f"{old.rstrip()}\n\n{BEGIN}\n{END}\n"
+    head, rest = old.split(BEGIN, 1)
+    write_text(path, f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["work", "status", "report"])
+    parser.add_argument("--runs", type=Path, required=True, help="directory of every run of the comparison")
+    args = parser.parse_args(argv)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    if args.command == "work":
+        work(args.runs)
+    else:
+        print({"status": status, "report": report}[args.command](args.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

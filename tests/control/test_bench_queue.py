@@ -1,0 +1,98 @@
+"""benchmarks/control_hopper.py: the protocol's job queue (pilot -> budget -> tuning -> finals), on
+tiny Pendulum runs with the same code path as the Hopper comparison."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "control_hopper.py"
+
+
+@pytest.fixture
+def queue(tiny_data, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("control_hopper", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "control_hopper", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_interval: 100\n"
+        "eval_episodes: 1\nsac_batch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\ntensorboard: false\n"
+    )
+    monkeypatch.setattr(module, "CONFIG", config)
+    monkeypatch.setattr(module, "DATA", Path(tiny_data["demos_path"]).parent)
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "SEEDS", (0, 1))
+    monkeypatch.setattr(module, "PILOT_STEPS", 300)
+    monkeypatch.setattr(module, "BUDGET_STEP", 100)
+    monkeypatch.setattr(module, "TUNE_STEPS_CAP", 100)
+    # the random "demonstrations" return about -600: B is the first 100 steps whose mean reaches -10^4
+    monkeypatch.setattr(module, "demonstration_return", lambda: -12_500.0)
+    grids = {"aihf": [{"reward_lr": 1e-4}, {"reward_lr": 1e-2}], "bc": [{"bc_steps": 5}, {"bc_steps": 40}]}
+    monkeypatch.setattr(module, "GRIDS", grids)
+    monkeypatch.setattr(
+        module, "PRIORITY", (("tune", "aihf"), ("tune", "bc"), ("final", "aihf"), ("final", "bc"))
+    )
+    (tmp_path / "results").mkdir()
+    return module, tmp_path / "runs"
+
+
+def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
+    module, runs = queue
+    names = [job.name if job else why for job, why in module.plan(runs)]
+    assert names[:2] == ["pilot/sac-true/seed0", "pilot/sac-true/seed1"] and "wait for the budget" in names[2]
+
+    module.work(runs)
+
+    b, pilot = module.budget(runs)
+    assert b == 100 and [row["step"] for row in pilot] == [100]
+    plan = module.plan(runs)
+    assert all(job is not None and not why and job.status() == "finished" for job, why in plan)
+    tuned = {job.name for job, _ in plan if job.name.startswith("tune/")}
+    assert tuned == {
+        "tune/aihf/reward_lr=0.0001",
+        "tune/aihf/reward_lr=0.01",
+        "tune/bc/bc_steps=5",
+        "tune/bc/bc_steps=40",
+    }
+    assert "finished" in module.status(runs) and "running" not in module.status(runs)
+
+    module.report(runs)
+    summary = json.loads((module.RESULTS / "control_hopper.json").read_text())
+    assert summary["budget"] == 100
+    picked = summary["tuning"]["aihf"]["picked"]
+    finals = [r["final"] for r in summary["tuning"]["aihf"]["runs"]]
+    assert picked == module.GRIDS["aihf"][finals.index(max(finals))]
+    comparison = summary["comparison"]["algos"]
+    oracle = comparison["sac-true"]["per_seed"]
+    assert [(r["total_steps"], r["cut_from_steps"]) for r in oracle] == [(100, 300), (100, 300)]
+    final_config = json.loads((runs / "final" / "aihf" / "seed1" / "results.json").read_text())["config"]
+    assert final_config["reward_lr"] == picked["reward_lr"] and final_config["total_steps"] == 100
+    assert "sb3_check" in summary
+    # the generated part is replaced, the reading around it kept
+    md = module.RESULTS / "control_hopper.md"
+    md.write_text(md.read_text().replace("# Hopper-v5 comparison", "# Hopper-v5 comparison\n\nOur reading."))
+    module.report(runs)
+    assert md.read_text().count("Our reading.") == 1 and md.read_text().count("Budget B = **100**") == 1
+
+
+def test_a_claimed_job_is_not_claimed_twice_but_a_dead_workers_lock_is_taken_over(queue):
+    module, runs = queue
+    job = module.pilot_jobs(runs)[0]
+    assert module.claim(runs, job)
+    assert not module.claim(runs, job)  # this process holds it
+    lock = module.lock_path(runs, job)
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (lock / "pid").write_text(str(dead))  # a worker that died without releasing its lock
+    assert module.holder(lock) is None
+    assert module.claim(runs, job)
+    assert module.holder(lock) == os.getpid()
