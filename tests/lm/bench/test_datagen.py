@@ -107,3 +107,56 @@ def test_generate_data_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
     assert (
         again["checkpoint_gold_mean"] == summary["checkpoint_gold_mean"] and again["gold_rl_seconds"] is None
     )
+
+
+def test_chat_preset_path_renders_prompts_trains_lora_in_bf16_and_reuses_the_pool(tmp_path, monkeypatch):
+    """The SmolLM2 preset's code path (instruction + chat template, LoRA adapter checkpoints, bf16) on a
+    tiny model whose tokenizer is given a chat template."""
+    from transformers import AutoTokenizer
+
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    tokenizer.save_pretrained(base)
+    texts = [f"the film number {i} was" for i in range(12)]
+    monkeypatch.setattr(datagen, "load_prompts", lambda split: texts)
+    monkeypatch.setattr(datagen, "train_prompts", lambda limit, seed: texts[:8])
+    seen: list[str] = []
+
+    def gold(ps, cs):
+        seen.extend(ps)
+        return [float(len(c)) for c in cs]
+
+    small = {"rl_steps": 2, "save_every": 1, "rl_batch_size": 4, "num_generations": 2, "max_new_tokens": 4}
+    cfg = datagen.DataGenConfig(**{**datagen.PRESETS["smollm2"], "instruction": "Go on: {text}", **small})
+    cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.samples_per_prompt = 4, 4, 1, 2
+    out = tmp_path / "out"
+    datagen.generate_data(out, base, gold, cfg)
+    rendered = "<user>Go on: the film number 0 was\n<assistant>"
+    assert rendered in seen  # the gold reward sees the prompt the policy sampled from
+    ckpt = out / "gold_rl" / "checkpoint-2"
+    assert (ckpt / "adapter_config.json").is_file() and not (ckpt / "model.safetensors").is_file()
+    tests = [json.loads(line)["prompt"] for line in (out / "test_prompts.jsonl").read_text().splitlines()]
+    assert tests[0] == rendered
+    demos = [json.loads(line) for line in (out / "demos.jsonl").read_text().splitlines()]
+    assert all(d["prompt"].startswith("<user>Go on: ") for d in demos)
+    # the merged checkpoint differs from the base: the adapter was trained
+    policy, _ = datagen.load_checkpoint(ckpt, base)
+    plain, _ = datagen.load_checkpoint(base, base)
+    assert any(
+        (a - b).abs().max() > 0 for a, b in zip(policy.state_dict().values(), plain.state_dict().values())
+    )
+    pools = sorted(p.name for p in (out / "gold_rl").glob("pool-*.jsonl"))
+    assert pools == ["pool-0.jsonl", "pool-1.jsonl", "pool-2.jsonl"]
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("saved pool rows should have been reused")
+
+    monkeypatch.setattr("aihf.lm.evaluation.sample", no_sampling)
+    again = datagen.generate_data(tmp_path / "again", base, gold, cfg, work_dir=out / "gold_rl")
+    assert again["pool_size"] == sum(
+        len(p.read_text().splitlines()) for p in (out / "gold_rl").glob("pool-*")
+    )

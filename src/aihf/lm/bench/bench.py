@@ -210,7 +210,12 @@ def run_bench(
     demos, prefs = _read_jsonl(data_dir / "demos.jsonl"), _read_jsonl(data_dir / "prefs.jsonl")
     heldout = _read_jsonl(data_dir / "prefs_heldout.jsonl")
     rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
-    test_prompts = load_prompts("test", limit=cfg.n_test)
+    # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
+    rendered = data_dir / "test_prompts.jsonl"
+    if rendered.is_file():
+        test_prompts = [row["prompt"] for row in _read_jsonl(rendered)][: cfg.n_test]
+    else:
+        test_prompts = load_prompts("test", limit=cfg.n_test)
     gold = load_gold_reward(cfg.gold)
     pending = [
         job.name for job in cfg.jobs() if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None

@@ -85,6 +85,13 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--base-model", help="base policy (default: the shipped one)")
     p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
+    p.add_argument(
+        "--preset",
+        choices=["tiny", "smollm2"],
+        default="tiny",
+        help="settings: tiny (the shipped 1M-parameter replica, raw prompts) or smollm2 (a chat model: "
+        "instruction-wrapped prompts, LoRA, bf16, 32-token completions; see datagen.PRESETS)",
+    )
     p.add_argument("--rl-steps", type=int, help="GRPO steps on the gold reward")
     p.add_argument("--save-every", type=int, help="checkpoint interval")
     p.add_argument("--seed", type=int, default=0)
@@ -262,13 +269,13 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from aihf.lm.bench.datagen import DataGenConfig, generate_data
+    from aihf.lm.bench.datagen import PRESETS, DataGenConfig, generate_data
     from aihf.lm.bench.pretrain import BASE_MODEL_DIR
     from aihf.lm.gold import load_gold_reward
     from aihf.lm.modeling import check_model_source
     from aihf.validation import AT_LEAST_1, SEED, check_value
 
-    cfg = DataGenConfig(seed=check_value("--seed", args.seed, int, SEED))
+    cfg = DataGenConfig(**PRESETS[args.preset], seed=check_value("--seed", args.seed, int, SEED))
     if args.rl_steps is not None:
         cfg.rl_steps = check_value("--rl-steps", args.rl_steps, int, AT_LEAST_1)
     if args.save_every is not None:

@@ -12,6 +12,13 @@
    (the preference-size sweep takes prefixes).
 4. The quality table (mean +- std gold score of rejected, chosen and demonstration data; the paper's
    Table 3) is printed and saved next to the JSONL files (TRL columns).
+
+With a chat model (`instruction` set, preset `smollm2`), every prompt is the user turn
+`instruction.format(text=...)` rendered with the model's chat template (generation prompt added), and
+the files hold the rendered prompt text: the same string the policies sample from, the gold reward
+conditions on, and the trainers append their completion (and EOS) to. The gold-RL run then trains a
+LoRA adapter in bf16 and is resumable (its checkpoints keep the optimiser state); the sample pool is
+written per checkpoint, so an interrupted run redoes at most one checkpoint's samples.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 from aihf.errors import InputError
 from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, split_sentences
-from aihf.lm.gold import RewardFn
+from aihf.lm.gold import RewardFn, gold_name
 
 GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated"
 
@@ -52,6 +59,52 @@ class DataGenConfig:
     pairs_per_prompt: int = 4
     n_heldout_prefs: int = 100
     seed: int = 0
+    # chat models: the user turn around each prompt text ({text}); None keeps the raw text (tiny replica)
+    instruction: str | None = None
+    use_peft: bool = False  # gold RL trains a LoRA adapter (r, alpha) instead of every weight
+    lora_r: int = 16
+    lora_alpha: int = 32
+    bf16: bool = False  # gold RL and pool sampling in bfloat16 (AMX / tensor cores); gold stays float32
+    n_pool_prompts: int | None = None  # data-generation prompts used (default: all)
+
+
+# `aihf lm generate-data --preset NAME`: the tiny replica's settings, and SmolLM2-135M-Instruct's
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "smollm2": {
+        "instruction": "Continue this text with one short sentence: {text}",
+        "use_peft": True,
+        "bf16": True,
+        "rl_steps": 120,
+        "save_every": 30,
+        "rl_batch_size": 16,
+        "num_generations": 4,
+        "learning_rate": 2e-4,
+        "kl_beta": 0.02,
+        "max_new_tokens": 32,
+        "samples_per_prompt": 1,
+        "n_demos": 500,
+        "n_prefs": 1000,
+        "pairs_per_prompt": 2,
+        "n_heldout_prefs": 100,
+    },
+}
+
+
+def render_prompts(texts: Sequence[str], tokenizer: Any, instruction: str | None) -> list[str]:
+    """Each text as the user turn `instruction` rendered by the chat template; unchanged without one."""
+    if instruction is None:
+        return list(texts)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InputError("data generation: `instruction` needs a tokenizer with a chat template")
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction.format(text=t)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for t in texts
+    ]
 
 
 def train_prompts(limit: int | None = None, seed: int = 0) -> list[str]:
@@ -80,6 +133,13 @@ def gold_rl(
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
     model = AutoModelForCausalLM.from_pretrained(str(base_model))
+    peft_config = None
+    if cfg.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear"
+        )
     args = GRPOConfig(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.rl_batch_size,
@@ -89,10 +149,10 @@ def gold_rl(
         beta=cfg.kl_beta,
         max_steps=cfg.rl_steps,
         save_steps=cfg.save_every,
-        save_only_model=True,
         logging_steps=10,
         report_to=[],
         use_cpu=True,
+        bf16=cfg.bf16,
         seed=cfg.seed,
         temperature=1.0,
     )
@@ -102,12 +162,14 @@ def gold_rl(
         args=args,
         train_dataset=Dataset.from_dict({"prompt": list(prompts)}),
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
-    trainer.train()
+    # an interrupted run continues from its newest checkpoint (optimiser, schedule and RNG included)
+    trainer.train(resume_from_checkpoint=bool(saved_checkpoints(Path(out_dir))))
     log = [row for row in trainer.state.log_history if "reward" in row]
     write_json(Path(out_dir) / "gold_rl_log.json", log)
     checkpoints = saved_checkpoints(Path(out_dir))
-    for ckpt in checkpoints:  # GRPO checkpoints lack the tokenizer when save_only_model is set
+    for ckpt in checkpoints:  # so every checkpoint loads on its own
         tokenizer.save_pretrained(ckpt)
     return [Path(base_model), *checkpoints]
 
@@ -117,22 +179,52 @@ def saved_checkpoints(work_dir: Path) -> list[Path]:
     return sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
+def load_checkpoint(path: Path, base_model: str | Path) -> tuple[Any, Any]:
+    """A gold-RL checkpoint as a plain policy: a LoRA adapter is merged into the base model."""
+    from aihf.lm.evaluation import load_model
+
+    if not (path / "adapter_config.json").is_file():
+        return load_model(path)
+    from peft import PeftModel
+
+    model, tokenizer = load_model(base_model)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval(), tokenizer
+
+
 def generate_pool(
-    checkpoints: Sequence[Path], prompts: Sequence[str], gold: RewardFn, cfg: DataGenConfig
+    checkpoints: Sequence[Path],
+    prompts: Sequence[str],
+    gold: RewardFn,
+    cfg: DataGenConfig,
+    work_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """`samples_per_prompt` completions per prompt from every checkpoint, each with its gold score."""
-    from aihf.lm.evaluation import SamplingConfig, load_model, sample
+    """`samples_per_prompt` completions per prompt from every checkpoint, each with its gold score.
+
+    With `work_dir`, each checkpoint's rows are kept in pool-<index>.jsonl and reused on a rerun."""
+    import torch
+
+    from aihf.lm.evaluation import SamplingConfig, sample
 
     pool = []
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens)
     for index, path in enumerate(checkpoints):
-        model, tokenizer = load_model(path)
+        saved = work_dir / f"pool-{index}.jsonl" if work_dir is not None else None
+        if saved is not None and saved.is_file():
+            pool += [json.loads(line) for line in saved.read_text().splitlines()]
+            continue
+        model, tokenizer = load_checkpoint(path, checkpoints[0])
+        if cfg.bf16:
+            model = model.to(torch.bfloat16)
+        rows = []
         for k in range(cfg.samples_per_prompt):
             drawn = sample(model, tokenizer, prompts, sampling, seed=cfg.seed + 1000 * index + k)
             scores = gold(drawn.prompts, drawn.completions)
             for p, c, s in zip(drawn.prompts, drawn.completions, scores):
                 if c.strip():
-                    pool.append({"prompt": p, "completion": c, "gold": float(s), "checkpoint": index})
+                    rows.append({"prompt": p, "completion": c, "gold": float(s), "checkpoint": index})
+        if saved is not None:
+            write_jsonl(saved, rows)
+        pool += rows
     return pool
 
 
@@ -255,24 +347,33 @@ def generate_data(
 
     A `work_dir` that already holds a finished gold-RL run (its log and checkpoints) is reused, so the
     data sets can be rebuilt with other sizes without repeating the RL."""
+    from transformers import AutoTokenizer
+
     cfg = cfg or DataGenConfig()
     out, work = Path(out_dir), Path(work_dir or Path(out_dir) / "gold_rl")
     out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+
+    def prompts(texts: Sequence[str]) -> list[str]:
+        return render_prompts(texts, tokenizer, cfg.instruction)
+
     start = time.perf_counter()
     done = saved_checkpoints(work)
     if (work / "gold_rl_log.json").is_file() and done:  # a finished gold-RL run is reused
         print(f"reusing the gold-RL checkpoints in {work}", flush=True)
         checkpoints, rl_seconds = [Path(base_model), *done], None
     else:
-        checkpoints = gold_rl(base_model, work, gold, train_prompts(cfg.rl_prompts, cfg.seed), cfg)
+        checkpoints = gold_rl(base_model, work, gold, prompts(train_prompts(cfg.rl_prompts, cfg.seed)), cfg)
         rl_seconds = time.perf_counter() - start
     shutil.copy(work / "gold_rl_log.json", out / "gold_rl_log.json")
-    pool = generate_pool(checkpoints, load_prompts("datagen"), gold, cfg)
+    pool_prompts = prompts(load_prompts("datagen")[: cfg.n_pool_prompts])
+    pool = generate_pool(checkpoints, pool_prompts, gold, cfg, work)
     data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed, cfg.pairs_per_prompt)
     write_jsonl(out / "demos.jsonl", data["demos"], ("prompt", "completion"))
     write_jsonl(out / "prefs.jsonl", data["prefs"], ("prompt", "chosen", "rejected"))
     write_jsonl(out / "prefs_heldout.jsonl", data["prefs_heldout"], ("prompt", "chosen", "rejected"))
-    write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in load_prompts("rl")])
+    write_jsonl(out / "prompts.jsonl", [{"prompt": p} for p in prompts(load_prompts("rl"))])
+    write_jsonl(out / "test_prompts.jsonl", [{"prompt": p} for p in prompts(load_prompts("test"))])
     by_checkpoint = defaultdict(list)
     for row in pool:
         by_checkpoint[row["checkpoint"]].append(row["gold"])
@@ -283,6 +384,8 @@ def generate_data(
             str(checkpoints[i].name): float(np.mean(v)) for i, v in sorted(by_checkpoint.items())
         },
         "pool_size": len(pool),
+        "gold": gold_name(gold),
+        "base_model": str(base_model),
         "gold_rl_seconds": rl_seconds,
         "seconds": time.perf_counter() - start,
         "config": asdict(cfg),
