@@ -60,6 +60,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 # Queue priority: the headline methods' tuning and finals before IPL's (the slowest, on sb3).
 PRIORITY = (("tune", "aihf"), ("tune", "rlhf"), ("tune", "bc"), ("final", "aihf"), ("final", "rlhf"))
 PRIORITY += (("final", "bc"), ("tune", "ipl"), ("final", "ipl"))
+PILOT_AFTER = "bc"  # the pilot's runs finish (to 1M steps) after this method's tuning
 
 
 @dataclass(frozen=True)
@@ -172,15 +173,18 @@ def plan(runs: Path) -> list[tuple[Job | None, str]]:
     """Every job in priority order with why it cannot start yet ('' when it can); a None job stands for
     jobs that cannot be named yet (they depend on B or on a tuning result)."""
     # the least advanced pilot seed first: B is known once every seed has evaluated far enough
-    pilot = sorted(pilot_jobs(runs), key=lambda job: len(run_curve(job)))
-    out: list[tuple[Job | None, str]] = [(job, "") for job in pilot]
+    pilot = [(job, "") for job in sorted(pilot_jobs(runs), key=lambda job: len(run_curve(job)))]
     b, _ = budget(runs)
     if b is None:
-        return [*out, (None, "tuning, finals and the sb3 check wait for the budget B (the pilot)")]
+        return [*pilot, (None, "tuning, finals and the sb3 check wait for the budget B (the pilot)")]
+    # once B is known, the rest of the pilot (the oracle rows' curves past B) waits for the first tunings
+    out: list[tuple[Job | None, str]] = []
     tuning = tune_jobs(runs, b)
     for stage, algo in PRIORITY:
         if stage == "tune":
             out += [(job, "") for _, job in tuning[algo]]
+            if algo == PILOT_AFTER:
+                out += pilot
             continue
         best = best_setting(tuning[algo])
         if best is None:
