@@ -184,13 +184,14 @@ def plan(runs: Path) -> list[tuple[Job | None, str]]:
         if stage == "tune":
             out += [(job, "") for _, job in tuning[algo]]
             if algo == PILOT_AFTER:
-                out += pilot
+                out, pilot = out + pilot, []
             continue
         best = best_setting(tuning[algo])
         if best is None:
             out.append((None, f"{algo} finals wait for its tuning"))
             continue
         out += [(Job(f"final/{algo}/seed{s}", runs / "final", algo, s, b, best), "") for s in SEEDS]
+    out += pilot  # unless placed above
     out.append(
         (Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, {"backend": "sb3"}), "")
     )
