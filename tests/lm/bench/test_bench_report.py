@@ -44,7 +44,9 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     results = summarise(runs, cfg, ref, "vader", 12.0)
     aihf = results["methods"]["aihf"]  # the main runs only: sweep points do not enter the average
     assert aihf["gold_reward_mean"] == pytest.approx(0.3) and aihf["kl_to_ref"] == pytest.approx(2.0)
-    assert aihf["seeds"] == 2 and aihf["across_seeds_std"]["gold_reward_mean"] == pytest.approx(0.1)
+    assert aihf["seeds"] == 2 and aihf["across_seeds_std"]["gold_reward_mean"] == pytest.approx(
+        0.02**0.5
+    )  # ddof=1
     assert results["methods"]["dpo"] == {"error": "RuntimeError: boom"}
     assert results["reference"]["gold_reward_mean"] == pytest.approx(0.1)
     assert len(results["runs"]) == 8
@@ -52,7 +54,7 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert set(plots) == {"gold_reward", "reward_vs_kl", "learned_vs_gold", "size_sweep"}
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
-    assert "| aihf | 0.300 +- 0.100 (0.010) | 0.100 | 2.00 |" in report
+    assert "| aihf | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
     assert "- aihf vs rlhf: +0.200 (aihf higher" in report
     assert "| dpo | failed: RuntimeError: boom" in report
     assert (
@@ -75,7 +77,7 @@ def test_frontier_averages_seeds_per_beta():
     cfg = {"n_demos": 10, "n_prefs": 10, "seeds": [0, 1], "sweep_seeds": None}
     points = _frontier(rows, "dpo", cfg)
     assert [(p["beta"], p["n"]) for p in points] == [(pytest.approx(0.1), 2), (pytest.approx(0.2), 1)]
-    assert points[0]["gold"] == pytest.approx(0.6) and points[0]["gold_std"] == pytest.approx(0.1)
+    assert points[0]["gold"] == pytest.approx(0.6) and points[0]["gold_std"] == pytest.approx(0.02**0.5)
     assert points[0]["kl"] == pytest.approx(5.0) and points[1]["gold"] == pytest.approx(0.2)
 
 
@@ -103,3 +105,26 @@ def test_method_configs_scale_with_the_budget():
     assert method_config("dpo", cfg, 0, kl_scale=3.0)[2]["beta"] == pytest.approx(0.3)
     cfg.overrides = {"aihf": {"beta": 0.2}}
     assert method_config("aihf", cfg, 0, kl_scale=0.5)[2]["beta"] == pytest.approx(0.1)
+
+
+def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_starts(tmp_path):
+    from aihf.lm.bench.bench import SFT_START, BenchConfig
+    from aihf.lm.bench.cli import _check_bench
+    from aihf.lm.tiny import save_tiny_models
+
+    model = save_tiny_models(tmp_path, seed=0) / "policy"
+    cfg = BenchConfig.smollm2(model)
+    _check_bench(cfg)  # every job's trainer config validates (the registry's config classes)
+    assert set(cfg.methods) == {"aihf", "rlhf", "direct-aihf", "dpo", "rpo", "orpo", "sft"}
+    assert cfg.gold == f"fluent-sentiment:{model}" and cfg.data_dir.endswith("smollm2")
+    for method in cfg.methods:
+        values = method_config(method, cfg, 0)[2]
+        assert (values["use_peft"], values["max_length"], values["max_prompt_length"]) == (True, 96, 64)
+    assert method_config("rpo", cfg, 0)[:2] == ("rpo", ("prefs",))
+    assert "rpo" in SFT_START and "orpo" not in SFT_START and "direct-aihf" not in SFT_START
+    assert method_config("aihf", cfg, 0)[2]["max_new_tokens"] == cfg.sampling.max_new_tokens == 32
+    jobs = cfg.jobs()
+    main = [j for j in jobs if (j.demos, j.prefs, j.kl_scale) == (500, 1000, 1.0)]
+    assert len(main) == 7 * 3 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed
+    quick = BenchConfig.smollm2(model, quick=True)
+    assert quick.seeds == [0] and not (quick.pref_sizes or quick.demo_sizes or quick.kl_scales)

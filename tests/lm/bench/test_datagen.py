@@ -64,9 +64,9 @@ def test_quality_table_by_hand():
     demos = [{"gold": 0.8}, {"gold": 0.6}]
     prefs = [{"chosen_gold": 0.2, "rejected_gold": -0.4}, {"chosen_gold": 0.0, "rejected_gold": -0.2}]
     table = datagen.quality_table(demos, prefs)
-    assert table["demonstrations"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 2})
+    assert table["demonstrations"] == pytest.approx({"mean": 0.7, "std": 0.02**0.5, "n": 2})  # ddof=1
     assert table["preferred"]["mean"] == pytest.approx(0.1)
-    assert table["non_preferred"] == pytest.approx({"mean": -0.3, "std": 0.1, "n": 2})
+    assert table["non_preferred"] == pytest.approx({"mean": -0.3, "std": 0.02**0.5, "n": 2})
 
 
 def test_generate_data_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):

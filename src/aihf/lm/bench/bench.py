@@ -33,51 +33,65 @@ import numpy as np
 from aihf.errors import InputError
 from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
-from aihf.lm.bench.datagen import GENERATED_DIR
+from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.evaluation import SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS as TRAINERS
 
-# Settings shared by every trainer: a small model trains at larger learning rates than the 1e-5 default.
-COMMON = {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True, "logging_steps": 10}
-RL = {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05, "learning_rate": 1e-4}
-RL |= {"policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4}
-
-# method -> (trainer, data it is given, trainer config); `method_config` adds the budget
-METHODS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
-    "aihf": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
-    "rlhf": ("rlhf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
-    # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
-    "aihf-warm": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
-    # AIHF started from the SFT policy, as RLHF is (see SFT_START); the paper starts AIHF from the base.
-    "aihf-sft": ("aihf", ("demos", "prefs", "prompts"), RL | {"batch_size": 16}),
-    "direct-aihf": (
-        "direct-aihf",
-        ("demos", "prefs"),
-        {"learning_rate": 1e-4, "batch_size": 16, "beta": 0.1},
-    ),
-    "dpo": ("dpo", ("prefs",), {"learning_rate": 1e-4, "batch_size": 16, "beta": 0.1}),
-    "ipo": ("ipo", ("prefs",), {"learning_rate": 1e-4, "batch_size": 16, "beta": 0.1}),
-    "self-play-aihf": ("self-play-aihf", ("demos", "prefs"), {"learning_rate": 1e-4, "batch_size": 16}),
-    "spin": ("spin", ("demos",), {"learning_rate": 1e-4, "batch_size": 16}),
-    "sft": ("sft", ("demos",), {"learning_rate": 1e-4, "batch_size": 16}),
+# Settings of the tiny replica (a 1M-parameter model trains at larger learning rates than the 1e-5
+# default), in three families: `common` to every trainer, `rl` for the methods that sample while they
+# train (AIHF, RLHF), `offline` for those trained on the fixed data sets.
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True}
+    | {"logging_steps": 10},
+    "rl": {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05}
+    | {"learning_rate": 1e-4, "policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4, "batch_size": 16},
+    "offline": {"learning_rate": 1e-4, "batch_size": 16},
 }
+
+# benchmark method -> (trainer in the aihf.lm.methods registry, settings family, its own settings).
+# The data each gets is the trainer's (`required` + `optional` in the registry).
+METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "aihf": ("aihf", "rl", {}),
+    "rlhf": ("rlhf", "rl", {}),
+    # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
+    "aihf-warm": ("aihf", "rl", {}),
+    # AIHF started from the SFT policy, as RLHF is (see SFT_START); the paper starts AIHF from the base.
+    "aihf-sft": ("aihf", "rl", {}),
+    "direct-aihf": ("direct-aihf", "offline", {"beta": 0.1}),
+    "dpo": ("dpo", "offline", {"beta": 0.1}),
+    "ipo": ("ipo", "offline", {"beta": 0.1}),
+    "rpo": ("rpo", "offline", {"beta": 0.1}),  # DPO + alpha (1) x NLL of the chosen answers
+    "orpo": ("orpo", "offline", {"beta": 0.1}),  # odds-ratio weight; no reference model, from the base
+    "self-play-aihf": ("self-play-aihf", "offline", {}),
+    "spin": ("spin", "offline", {}),
+    "sft": ("sft", "offline", {}),
+}
+TINY_METHODS = ["aihf", "rlhf", "aihf-warm", "aihf-sft", "direct-aihf", "dpo", "ipo", "self-play-aihf"]
+TINY_METHODS += ["spin", "sft"]
 # Methods whose reward model is first fitted to the preferences (TRL RewardTrainer, `rlhf_reward_steps`
 # steps): plain AIHF starts its reward from a fresh head, so its first policy steps chase an untrained
 # reward, while RLHF's reward stage gives it a trained one; this variant separates the two effects.
 WARM_START = {"aihf-warm"}
 # Methods trained from the SFT policy (`steps` SFT steps on the demonstrations), as in the paper; RLHF's
 # trainer runs its own SFT stage (`sft_steps`).
-SFT_START = {"dpo", "ipo", "aihf-sft"}
+SFT_START = {"dpo", "ipo", "rpo", "aihf-sft"}
 PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("aihf-sft", "rlhf"), ("direct-aihf", "dpo"))
-PAIRS += (("self-play-aihf", "spin"),)
+PAIRS += (("direct-aihf", "rpo"), ("self-play-aihf", "spin"))
+
+
+# The SmolLM2 protocol's budgets and precision (docs/lm_bench.md: chosen from measured per-run times).
+SMOLLM2_BF16 = True
+SMOLLM2_BUDGET = {"n_test": 128, "steps": 125, "iterations": 40, "rlhf_reward_steps": 125}
+SMOLLM2_QUICK_BUDGET = {"n_test": 8, "steps": 2, "iterations": 2, "rlhf_reward_steps": 2}
 
 
 @dataclass
 class BenchConfig:
     quick: bool = True
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(TINY_METHODS))
+    settings: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TINY_SETTINGS))
     seeds: list[int] = field(default_factory=lambda: [0])
     n_demos: int = 1000
     n_prefs: int = 1000
@@ -110,6 +124,38 @@ class BenchConfig:
             steps=80,
             iterations=40,
             rlhf_reward_steps=80,
+        )
+
+    @classmethod
+    def smollm2(cls, model_dir: str | Path, quick: bool = False) -> BenchConfig:
+        """SmolLM2-135M-Instruct with LoRA on the shipped chat data, gold `fluent-sentiment`: the
+        protocol of docs/lm_bench.md. `quick`: a smoke run of the same path (one seed, a few steps)."""
+        settings = {
+            # rendered prompts are 41-56 tokens (system turn included), completions at most 32 + EOS
+            "common": {"max_length": 96, "max_prompt_length": 64, "use_peft": True, "bf16": SMOLLM2_BF16}
+            | {"report_to": "none", "cpu": True, "logging_steps": 5},
+            "rl": {"max_new_tokens": 32, "num_samples": 4, "prompt_batch_size": 4, "beta": 0.05}
+            | {"learning_rate": 1e-4, "policy_learning_rate": 1e-4, "reward_learning_rate": 1e-4}
+            | {"batch_size": 8},
+            "offline": {"learning_rate": 1e-4, "batch_size": 8},
+        }
+        budget = SMOLLM2_QUICK_BUDGET if quick else SMOLLM2_BUDGET
+        return cls(
+            quick=quick,
+            methods=["aihf", "rlhf", "direct-aihf", "dpo", "rpo", "orpo", "sft"],
+            settings=settings,
+            seeds=[0] if quick else [0, 1, 2],
+            n_demos=500,
+            n_prefs=1000,
+            pref_sizes=[] if quick else [250, 500],
+            demo_sizes=[] if quick else [125, 250],
+            kl_scales=[] if quick else [0.5, 2.0],
+            sweep_seeds=[0],
+            gold=f"fluent-sentiment:{model_dir}",
+            base_model=str(model_dir),
+            data_dir=str(SMOLLM2_DATA_DIR),
+            sampling=SamplingConfig(max_new_tokens=32),
+            **budget,
         )
 
     def jobs(self) -> list[Job]:
@@ -147,8 +193,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def method_config(
     method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    trainer, needs, values = METHODS[method]
-    values = COMMON | values | {"seed": seed}
+    trainer, family, own = METHODS[method]
+    registered = TRAINERS[trainer]
+    needs = tuple(sorted(registered.required + registered.optional))
+    values = cfg.settings["common"] | cfg.settings[family] | own | {"seed": seed}
     if trainer in ("aihf", "rlhf"):
         values |= {"max_iterations": cfg.iterations}
         if trainer == "rlhf":
@@ -241,7 +289,7 @@ def run_bench(
         ):
             continue
         record = _record(job, cfg)
-        trainer, needs, _ = METHODS[job.method]
+        trainer, needs, _ = method_config(job.method, cfg, job.seed, job.kl_scale)
         values = record["config"]  # method_config's, with the budget and KL scale of this job
         run_dir = out / "runs" / job.name
         data = {"demos": demos[: job.demos], "prefs": prefs[: job.prefs], "prompts": rl_prompts}
@@ -339,10 +387,10 @@ def _train(
     """One method's training, with its warm starts (an SFT policy, a Bradley-Terry reward) first."""
     from aihf.lm.train import run_training
 
-    stage = {k: v for k, v in values.items() if k in COMMON or k in ("seed", "batch_size")}
+    stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
     policy_start, reward_start = cfg.base_model, reward_init
-    if method in SFT_START:
-        sft = stage | {"max_steps": cfg.steps, "learning_rate": METHODS["sft"][2]["learning_rate"]}
+    if method in SFT_START:  # the same SFT run as the `sft` method's
+        sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
         run_training("sft", cfg.base_model, str(run_dir / "sft"), config=sft, demos=data["demos"])
         policy_start = str(run_dir / "sft" / "policy")
     if method in WARM_START:
@@ -398,7 +446,12 @@ def _is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    return {"mean": float(np.mean(values)), "std": _sd(values), "n": len(values)}
+
+
+def _sd(values: list[float]) -> float:
+    """Sample standard deviation (ddof=1: seeds are a sample); 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def summarise(
@@ -418,7 +471,7 @@ def summarise(
         entry["seeds"] = len(done)
         entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in done]))
         if len(done) > 1:
-            entry["across_seeds_std"] = {k: float(np.std([r["metrics"][k] for r in done])) for k in keys}
+            entry["across_seeds_std"] = {k: _sd([r["metrics"][k] for r in done]) for k in keys}
         methods[method] = entry
     sweep = [
         {k: r[k] for k in ("method", "demos", "prefs", "kl_scale", "seed")}
@@ -551,8 +604,8 @@ def _frontier(rows: list[dict[str, Any]], method: str, cfg: dict[str, Any]) -> l
     for beta, runs in sorted(by_beta.items()):
         gold, kl = [r["gold_reward_mean"] for r in runs], [r["kl_to_ref"] for r in runs]
         points.append(
-            {"beta": beta, "gold": float(np.mean(gold)), "gold_std": float(np.std(gold))}
-            | {"kl": float(np.mean(kl)), "kl_std": float(np.std(kl)), "n": len(runs)}
+            {"beta": beta, "gold": float(np.mean(gold)), "gold_std": _sd(gold)}
+            | {"kl": float(np.mean(kl)), "kl_std": _sd(kl), "n": len(runs)}
         )
     return points
 

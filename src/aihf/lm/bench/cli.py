@@ -24,7 +24,15 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         help="one seed, short runs (3.5 min on 2 CPU cores); without it the full benchmark runs "
         "(3 seeds, longer runs, data-size sweeps and the KL frontier: 126 runs, 1 hour on 2 CPU cores)",
     )
-    p.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
+    p.add_argument(
+        "--preset",
+        choices=["tiny", "smollm2"],
+        default="tiny",
+        help="tiny (default): the 1M-parameter replica on its shipped data; smollm2: SmolLM2-135M-Instruct "
+        "with LoRA on the shipped chat data, gold fluent-sentiment (docs/lm_bench.md; converts the model "
+        "with `aihf lm get-model` first); --quick is then a smoke run of that path",
+    )
+    p.add_argument("--methods", nargs="+", help="subset of methods (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
     p.add_argument("--n-test", type=int, help="number of test prompts")
     p.add_argument("--pref-sizes", nargs="+", type=int, help="sweep: preference pairs (demonstrations fixed)")
@@ -105,7 +113,12 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from aihf.lm.bench.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig() if args.quick else BenchConfig.full()
+    if args.preset == "smollm2":
+        from aihf.lm.pretrained import get_model
+
+        cfg = BenchConfig.smollm2(get_model("smollm2-135m-instruct"), quick=args.quick)
+    else:
+        cfg = BenchConfig() if args.quick else BenchConfig.full()
     cfg.overrides = _parse_overrides(args.override)
     names = ("methods", "seeds", "n_test", "pref_sizes", "demo_sizes", "kl_scales", "sweep_seeds")
     for name in (*names, "gold", "data_dir", "base_model"):

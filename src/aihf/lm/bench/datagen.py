@@ -41,6 +41,7 @@ from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, 
 from aihf.lm.gold import RewardFn, gold_name
 
 GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated"
+SMOLLM2_DATA_DIR = GENERATED_DIR.parent / "smollm2"  # `--preset smollm2`'s data, shipped
 
 
 @dataclass
@@ -314,7 +315,8 @@ def quality_table(
     """Mean / std gold score of rejected, chosen and demonstration data (the paper's Table 3)."""
 
     def stats(values: Sequence[float]) -> dict[str, float]:
-        return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0  # a sample of the data
+        return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
     return {
         "non_preferred": stats([p["rejected_gold"] for p in prefs]),
