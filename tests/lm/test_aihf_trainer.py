@@ -9,6 +9,7 @@ from aihf.lm.aihf_trainer import AIHFTrainer
 from aihf.lm.config import AIHFConfig
 from aihf.lm.data import prepare_text_data
 from aihf.lm.modeling import RewardScorer, load_causal_lm, load_reward_model, load_tokenizer
+from aihf.lm.runtime import snapshot_dirs
 from aihf.lm.train import run_training
 
 SMALL = {"batch_size": 6, "prompt_batch_size": 3, "num_samples": 2, "max_new_tokens": 6, "report_to": "none"}
@@ -156,7 +157,7 @@ def test_reward_scorer_uses_the_reward_models_own_tokenizer(tiny_dir):
 def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(tiny_dir, data_dir, tmp_path):
     out = tmp_path / "rlhf"
     config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "learning_rate": 1e-3, "save_steps": 1}
-    config |= {"save_total_limit": 1}
+    config |= {"save_total_limit": 1, "snapshot_steps": 1}
     config |= {"model": str(tiny_dir / "policy"), "reward_model": str(tiny_dir / "reward_model")}
     config |= {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
     final = run_training("rlhf", None, str(out), max_iterations=2, config=config)
@@ -169,6 +170,11 @@ def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(t
     for stage in ("", "sft/", "reward_stage/"):
         assert [p.name for p in (out / f"{stage}checkpoints").glob("checkpoint-*")] == ["checkpoint-2"], stage
     assert (out / "reward_stage" / "reward_model" / "config.json").exists()
+    # snapshots count the RL stage's iterations only, and the last one is the final policy
+    assert [step for step, _ in snapshot_dirs(out)] == [1, 2]
+    assert not (out / "sft" / "snapshots").exists() and not (out / "reward_stage" / "snapshots").exists()
+    last = AutoModelForCausalLM.from_pretrained(snapshot_dirs(out)[-1][1]).state_dict()
+    assert all(torch.equal(last[k], policy[k]) for k in policy)
 
 
 @pytest.mark.parametrize(("policy_optimizer", "beta"), [("rloo", 0.0), ("online_dpo", 0.1)])

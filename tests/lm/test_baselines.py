@@ -52,3 +52,29 @@ def test_no_saving_and_no_trackers_map_to_trl_off_switches(tmp_path):
     args = trl_args(LMConfig(output_dir=str(tmp_path), save_steps=0, report_to="none", cpu=True), DPOConfig)
     assert args.save_strategy == "no"
     assert args.report_to == []
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "direct-aihf"])
+def test_snapshots_keep_the_policy_every_n_steps_loadable_and_the_last_is_the_final(
+    trainer, tiny_dir, data_dir, tmp_path
+):
+    """TRL's trainers (a callback) and our loop write the same snapshots: for gold-vs-steps curves."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from aihf.lm.runtime import snapshot_dirs
+    from aihf.lm.train import run_training
+
+    out = tmp_path / trainer
+    config = {"batch_size": 2, "learning_rate": 1e-3, "report_to": "none", "cpu": True, "snapshot_steps": 2}
+    config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8}  # snapshots merge the adapter
+    data = {"prefs": str(data_dir / "prefs.jsonl"), "demos": str(data_dir / "demos.jsonl")}
+    if trainer == "dpo":
+        data.pop("demos")
+    run_training(trainer, str(tiny_dir / "policy"), str(out), max_steps=4, config=config, **data)
+    snaps = snapshot_dirs(out)
+    assert [step for step, _ in snaps] == [2, 4]
+    first, last = (AutoModelForCausalLM.from_pretrained(p).state_dict() for _, p in snaps)
+    final = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert any(not torch.equal(first[k], final[k]) for k in final)  # step 2 is not step 4

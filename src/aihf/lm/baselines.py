@@ -57,6 +57,20 @@ def _manifest_callback() -> Any:
     return Manifest()
 
 
+def _snapshot_callback(trainer: Any, config: LMConfig, card: str) -> Any:
+    from transformers import TrainerCallback
+
+    class Snapshot(TrainerCallback):
+        """The policy as a loadable model every `snapshot_steps` optimiser steps (runtime.snapshot_dir)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step % config.snapshot_steps == 0:
+                path = runtime.snapshot_dir(Path(config.output_dir), state.global_step)
+                runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card)
+
+    return Snapshot()
+
+
 def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
     """TRL's arguments from our config: every shared field keeps the meaning it has in our trainers.
 
@@ -116,8 +130,10 @@ def _finish(
     checkpoint = runtime.resolve_resume(Path(config.output_dir), config.resume_from_checkpoint)
     if checkpoint is not None and checkpoint.name.split("-")[-1].isdigit():
         runtime.trim_metrics(Path(config.output_dir) / "metrics.jsonl", int(checkpoint.name.split("-")[-1]))
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
+    if config.snapshot_steps:
+        trainer.add_callback(_snapshot_callback(trainer, config, card))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime.save_model(
         trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
     )

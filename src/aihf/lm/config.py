@@ -52,6 +52,9 @@ class LMConfig:
     # (aihf, rlhf's RL stage, self-play-aihf, spin), optimiser steps for the others.
     logging_steps: int = 1
     save_steps: int = 0  # checkpoint every N units; 0: only the final model
+    # every N units, also the policy as a loadable model (LoRA merged) in OUT/snapshots/step-N, all kept:
+    # for gold reward against training steps (paper Fig. 6); 0: none
+    snapshot_steps: int = 0
     save_total_limit: int = 2
     resume_from_checkpoint: str | bool | None = None  # a checkpoint directory, or True for the latest
     # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
@@ -174,6 +177,7 @@ RANGES: dict[str, Range] = {
     "lora_dropout": Range(0, 1, high_open=True),
     "logging_steps": AT_LEAST_1,
     "save_steps": NON_NEGATIVE,
+    "snapshot_steps": NON_NEGATIVE,
     "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
     "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
     "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation

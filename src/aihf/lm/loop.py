@@ -116,14 +116,20 @@ class LoopTrainer:
             bar.update(1)
             if c.save_steps and self.state.step % c.save_steps == 0:
                 runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
+            if c.snapshot_steps and self.state.step % c.snapshot_steps == 0:
+                self.save_policy(runtime.snapshot_dir(self.out_dir, self.state.step))
         bar.close()
         self.save()
         self.logger.close()
         return self.logger.last
 
     def save(self) -> None:
-        card = self.model_card()
-        runtime.save_model(self.accelerator, self.policy, self.tokenizer, self.out_dir / "policy", card)
+        """The run's outputs (a subclass adds its own): the policy in OUT/policy."""
+        self.save_policy(self.out_dir / "policy")
+
+    def save_policy(self, path: Path) -> None:
+        """The policy as a loadable model (LoRA merged): the final one, or a snapshot."""
+        runtime.save_model(self.accelerator, self.policy, self.tokenizer, path, self.model_card())
 
     def model_card(self) -> str:
         notes = [n for d in self.data() if d is not None for n in d.notes]

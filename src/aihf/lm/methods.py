@@ -133,7 +133,10 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
     metrics: dict[str, float] = {}
     model = run.model
     if cfg.sft_steps > 0:  # run_training has checked that demonstrations were given
-        sft_cfg = dataclasses.replace(cfg, max_steps=cfg.sft_steps, output_dir=str(out / "sft"))
+        # the earlier stages keep no snapshots: `snapshot_steps` counts the RL stage's iterations
+        sft_cfg = dataclasses.replace(
+            cfg, max_steps=cfg.sft_steps, output_dir=str(out / "sft"), snapshot_steps=0
+        )
         stage = baselines.run_sft(
             load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources
         )
@@ -147,6 +150,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
             learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
             batch_size=cfg.reward_batch_size or cfg.batch_size,
             output_dir=str(out / "reward_stage"),
+            snapshot_steps=0,
         )
         stage = baselines.run_reward(
             load_reward_model(reward_model),

@@ -380,6 +380,17 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Pa
 # --- outputs -----------------------------------------------------------------------------------------
 
 
+def snapshot_dir(out_dir: Path, step: int) -> Path:
+    """Where a run keeps its policy at `step` units (`snapshot_steps`)."""
+    return Path(out_dir) / "snapshots" / f"step-{step}"
+
+
+def snapshot_dirs(out_dir: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of every complete policy snapshot of a run, in step order."""
+    found = Path(out_dir).glob("snapshots/step-*/config.json")
+    return sorted((int(p.parent.name.split("-")[1]), p.parent) for p in found)
+
+
 def model_card(
     method: str, base: str, data: dict[str, str | None], config: dict[str, Any], notes: Sequence[str]
 ) -> str:

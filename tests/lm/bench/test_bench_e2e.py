@@ -38,9 +38,18 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
         iterations=1,
         base_model=str(base),
         data_dir=str(data),
+        curve_points=2,
+    )
+    # chat-model data ship their test prompts rendered: the bench evaluates on those
+    (data / "test_prompts.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"<user>{p}"}) + "\n" for p in prompts)
     )
     cfg.shard = (1, 2)  # half of the jobs in one process...
-    assert bench.run_bench(tmp_path / "out", cfg) == {"shard": [1, 2], "runs": 2}  # jobs 1 and 3 of 5
+    assert bench.run_bench(tmp_path / "out", cfg) == {
+        "shard": [1, 2],
+        "runs": 2,
+        "failed": [],
+    }  # jobs 1, 3 of 5
     assert not (tmp_path / "out" / "report.md").exists()
     cfg.shard = None  # ...then the rest, reusing those, and the report
     results = bench.run_bench(tmp_path / "out", cfg)
@@ -52,6 +61,15 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "report.md").read_text().count("| sft |") == 1
     assert (tmp_path / "out" / "gold_reward.png").is_file()
     assert (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0" / "sft" / "policy").is_dir()  # DPO starts from SFT
+    dpo = json.loads((tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0" / "eval.json").read_text())
+    assert dpo["samples"][0]["prompt"].startswith("<user>")
+    # gold reward against steps: the main runs keep 2 snapshots (1 for AIHF's single iteration)
+    assert [p["step"] for p in results["curves"]["dpo"]["0"]] == [1, 2]
+    assert [p["step"] for p in results["curves"]["aihf"]["0"]] == [1]
+    assert "dpo_d8_p8_k2_s0" not in {r for r in results["curves"]}  # sweep runs keep none
+    assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k2_s0" / "snapshots").exists()
+    assert (tmp_path / "out" / "gold_vs_steps.png").is_file()
+    assert "paper Fig. 6" in (tmp_path / "out" / "report.md").read_text()
     assert {(r["method"], r["prefs"], r["kl_scale"]) for r in results["runs"]} >= {
         ("dpo", 4, 1.0),
         ("dpo", 8, 2.0),

@@ -100,6 +100,10 @@ class BenchConfig:
     kl_scales: list[float] = field(default_factory=list)  # frontier: each method's beta times these
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
     sweep_seeds: list[int] | None = None  # default: `seeds`
+    # gold reward against training steps (paper Fig. 6): the main runs of these seeds keep this many
+    # evenly spaced policy snapshots, each evaluated like the final policy
+    curve_points: int = 0
+    curve_seeds: list[int] = field(default_factory=lambda: [0])
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> trainer config keys
     n_test: int = 200
     steps: int = 60  # optimiser steps of the one-stage methods (and of the SFT starts)
@@ -151,6 +155,7 @@ class BenchConfig:
             demo_sizes=[] if quick else [125, 250],
             kl_scales=[] if quick else [0.5, 2.0],
             sweep_seeds=[0],
+            curve_points=0 if quick else 4,
             gold=f"fluent-sentiment:{model_dir}",
             base_model=str(model_dir),
             data_dir=str(SMOLLM2_DATA_DIR),
@@ -326,6 +331,9 @@ def run_bench(
             )
             record["metrics"] = result.metrics
             record["samples"] = result.rows()
+            record["curve"] = _gold_curve(
+                run_dir, tokenizer, reference, test_prompts, gold, cfg, ref, job.seed
+            )
         except Exception as err:  # one failing method must not hide the others' results
             record["error"] = f"{type(err).__name__}: {err}"
             record["traceback"] = traceback.format_exc()
@@ -343,6 +351,29 @@ def run_bench(
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, data_dir))
     return results | {"failed": failed}
+
+
+def _gold_curve(
+    run_dir: Path,
+    tokenizer: Any,
+    reference: Any,
+    prompts: list[str],
+    gold: Any,
+    cfg: BenchConfig,
+    ref: Any,
+    seed: int,
+) -> list[dict[str, float]]:
+    """Gold reward and KL of every policy snapshot of a run (none unless it kept snapshots)."""
+    from aihf.lm.runtime import snapshot_dirs
+
+    curve = []
+    for step, path in snapshot_dirs(run_dir):
+        policy, _ = load_model(path)
+        metrics = evaluate(
+            policy, tokenizer, reference, prompts, gold, config=cfg.sampling, ref=ref, seed=seed
+        )
+        curve.append({"step": step} | {k: metrics.metrics[k] for k in ("gold_reward_mean", "kl_to_ref")})
+    return curve
 
 
 def default_workers() -> int:
@@ -426,8 +457,14 @@ def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _record(job: Job, cfg: BenchConfig) -> dict[str, Any]:
-    """The start of a run's eval.json: the job and the trainer config it ran with."""
-    return asdict(job) | {"config": method_config(job.method, cfg, job.seed, job.kl_scale)[2]}
+    """The start of a run's eval.json: the job and the trainer config it ran with (with the snapshot
+    interval of a gold-vs-steps run)."""
+    trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+    main = (job.demos, job.prefs, job.kl_scale) == (cfg.n_demos, cfg.n_prefs, 1.0)
+    if cfg.curve_points and main and job.seed in cfg.curve_seeds:
+        units = values["max_iterations"] if TRAINERS[trainer].iterative else values["max_steps"]
+        values["snapshot_steps"] = max(1, units // cfg.curve_points)
+    return asdict(job) | {"config": values}
 
 
 def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[str, Any] | None:
@@ -486,6 +523,12 @@ def summarise(
         "reference": {"gold_reward_mean": float(ref_gold.mean()), "gold_reward_std": float(ref_gold.std())},
         "methods": methods,
         "runs": sweep,
+        # gold reward against training steps (paper Fig. 6): method -> seed -> snapshot evaluations
+        "curves": {
+            m: {str(r["seed"]): r["curve"] for r in runs if r["method"] == m and r.get("curve")}
+            for m in cfg.methods
+            if any(r["method"] == m and r.get("curve") for r in runs)
+        },
         "config": config,
         "seconds": seconds,
         "run_seconds": float(sum(r.get("seconds", 0.0) for r in runs)),
@@ -566,6 +609,28 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         fig.tight_layout()
         plots["learned_vs_gold"] = "learned_vs_gold.png"
         fig.savefig(out / plots["learned_vs_gold"], dpi=120)
+        plt.close(fig)
+
+    if results.get("curves"):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for i, (method, by_seed) in enumerate(results["curves"].items()):
+            for seed, curve in by_seed.items():
+                steps = [p["step"] for p in curve]
+                ax.plot(
+                    steps,
+                    [p["gold_reward_mean"] for p in curve],
+                    marker="o",
+                    color=f"C{i}",
+                    label=f"{method} (seed {seed})",
+                )
+        ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
+        ax.set_xlabel("training units (optimiser steps; iterations for AIHF / RLHF's RL stage)")
+        ax.set_ylabel("gold reward")
+        ax.set_title("Gold reward of the policy snapshots")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        plots["gold_vs_steps"] = "gold_vs_steps.png"
+        fig.savefig(out / plots["gold_vs_steps"], dpi=120)
         plt.close(fig)
 
     sweeps = [(axis, _size_sweep(results["runs"], cfg, axis)) for axis in ("prefs", "demos")]
@@ -696,6 +761,18 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
                     f"| {method} | {f['beta']:g} | {f['gold']:.3f} ({f['gold_std']:.3f}) "
                     f"| {f['kl']:.1f} ({f['kl_std']:.1f}) | {f['n']} |"
                 )
+    if results.get("curves"):
+        lines += [
+            "",
+            "Gold reward (KL to base) of the policy snapshots against training units (paper Fig. 6):",
+            "",
+        ]
+        for method, by_seed in results["curves"].items():
+            for seed, curve in by_seed.items():
+                points = ", ".join(
+                    f"{p['step']}: {p['gold_reward_mean']:.3f} ({p['kl_to_ref']:.1f})" for p in curve
+                )
+                lines.append(f"- {method}, seed {seed}: {points}")
     quality = data_dir / "quality.md"
     if quality.is_file():
         lines += [
@@ -709,6 +786,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         ("Reward vs KL", "reward_vs_kl"),
         ("Learned reward vs gold reward on the policy's samples", "learned_vs_gold"),
         ("Data-size sweep", "size_sweep"),
+        ("Gold reward against training steps", "gold_vs_steps"),
     ):
         if key in plots:
             lines += ["", f"![{title}]({plots[key]})"]
