@@ -13,6 +13,8 @@ from aihf.lm.evaluation import (
     evaluate,
     load_model,
     preference_accuracy,
+    reference_samples,
+    reward_scores,
     sample,
     win_rate,
 )
@@ -95,6 +97,10 @@ def test_evaluate_identical_policy_has_zero_kl_and_a_perturbed_one_positive(mode
     )
     assert result.metrics["kl_to_ref"] > 0.1
     assert {"learned_gold_pearson", "learned_gold_spearman", "reward_accuracy"} <= set(result.metrics)
+    # on the common pool (the reference's samples): the learned reward against their gold scores
+    ref = reference_samples(policy, tokenizer, PROMPTS * 4, length_gold, CONFIG)
+    expected = correlations(reward_scores(reward, reward_tokenizer, ref.prompts, ref.completions), ref.gold)
+    assert result.metrics["common_learned_gold_spearman"] == pytest.approx(expected["spearman"], nan_ok=True)
     assert len(result.learned) == len(PROMPTS) * 4 and "learned" in result.rows()[0]
 
 

@@ -278,6 +278,12 @@ def evaluate(
         corr = correlations(learned, samples.gold)
         metrics["learned_gold_pearson"] = corr["pearson"]
         metrics["learned_gold_spearman"] = corr["spearman"]
+        # the same on a pool common to every run, the reference's samples (paper Fig. 8): a policy's own
+        # samples can be too alike for a correlation to mean much
+        common = reward_scores(reward_model, reward_tokenizer, ref.prompts, ref.completions)
+        corr = correlations(common, ref.gold)
+        metrics["common_learned_gold_pearson"] = corr["pearson"]
+        metrics["common_learned_gold_spearman"] = corr["spearman"]
         if prefs:
             metrics["reward_accuracy"] = preference_accuracy(reward_model, reward_tokenizer, prefs)
     return Evaluation(metrics, samples, learned)

@@ -714,7 +714,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         "seed std: std of the per-seed means.",
         "",
         "| method | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
-        "| learned-reward acc. | learned-gold Spearman | train s |",
+        "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, e in results["methods"].items():
@@ -728,7 +728,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             _fmt(e, "kl_to_ref", 2),
             _fmt(e, "win_rate", 2),
             _fmt(e, "reward_accuracy", 2),
-            _fmt(e, "learned_gold_spearman", 2),
+            f"{_fmt(e, 'learned_gold_spearman', 2)} / {_fmt(e, 'common_learned_gold_spearman', 2)}",
             f"{e['train_seconds']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
