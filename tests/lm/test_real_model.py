@@ -132,3 +132,20 @@ def test_fluent_sentiment_gold_ranks_fluent_text_above_word_salad(smollm2):
     assert fluent_good > fluent_bad
     assert fluent_good > repeated + 0.3 > salad + 0.3
     assert -1.0 < salad < repeated < fluent_good <= 1.0
+
+
+def test_smollm2_bench_smoke_runs_every_protocol_method_on_the_shipped_chat_data(smollm2, tmp_path):
+    """`aihf lm bench --preset smollm2 --quick`: the protocol's path (shipped data, LoRA, bf16, the
+    fluent-sentiment gold, the paper's starts) at two steps per method."""
+    from aihf.lm.bench.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig.smollm2(smollm2, quick=True)
+    cfg.n_test = 4
+    results = run_bench(tmp_path / "bench", cfg)
+    assert results["failed"] == [] and results["gold_reward"].startswith("fluent-sentiment:")
+    for method in cfg.methods:
+        assert math.isfinite(results["methods"][method]["gold_reward_mean"]), method
+    assert (tmp_path / "bench" / "runs" / "rpo_d500_p1000_k1_s0" / "sft" / "policy").is_dir()  # from SFT
+    assert not (tmp_path / "bench" / "runs" / "orpo_d500_p1000_k1_s0" / "sft").exists()  # from the base
+    sample = json.loads((tmp_path / "bench" / "runs" / "dpo_d500_p1000_k1_s0" / "eval.json").read_text())
+    assert sample["samples"][0]["prompt"].startswith("<|im_start|>")  # chat-rendered test prompts
