@@ -149,8 +149,12 @@ def test_chat_preset_path_renders_prompts_trains_lora_in_bf16_and_reuses_the_poo
     assert any(
         (a - b).abs().max() > 0 for a, b in zip(policy.state_dict().values(), plain.state_dict().values())
     )
+    # the pool: the base and the first checkpoint only (pool_checkpoints=1), files named by how sampled
     pools = sorted(p.name for p in (out / "gold_rl").glob("pool-*.jsonl"))
-    assert pools == ["pool-0.jsonl", "pool-1.jsonl", "pool-2.jsonl"]
+    assert pools == ["pool-0-x2-n12.jsonl", "pool-1-x2-n12.jsonl"]
+    summary = json.loads((out / "quality.json").read_text())
+    assert list(summary["checkpoint_gold_mean"]) == ["policy", "checkpoint-1"]
+    assert list(summary["gold_rl_reward_by_step"]) == ["1", "2"]
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("saved pool rows should have been reused")

@@ -67,6 +67,9 @@ class DataGenConfig:
     lora_alpha: int = 32
     bf16: bool = False  # gold RL and pool sampling in bfloat16 (AMX / tensor cores); gold stays float32
     n_pool_prompts: int | None = None  # data-generation prompts used (default: all)
+    # the pool samples the base and the first N gold-RL checkpoints (default: all); fewer keeps the
+    # demonstrations below what RL on the gold reaches, so a policy has room to beat them
+    pool_checkpoints: int | None = None
 
 
 # `aihf lm generate-data --preset NAME`: the tiny replica's settings, and SmolLM2-135M-Instruct's
@@ -83,7 +86,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 2e-4,
         "kl_beta": 0.02,
         "max_new_tokens": 32,
-        "samples_per_prompt": 1,
+        "samples_per_prompt": 2,
+        "pool_checkpoints": 1,
         "n_demos": 500,
         "n_prefs": 1000,
         "pairs_per_prompt": 2,
@@ -150,7 +154,7 @@ def gold_rl(
         beta=cfg.kl_beta,
         max_steps=cfg.rl_steps,
         save_steps=cfg.save_every,
-        logging_steps=10,
+        logging_steps=min(10, cfg.save_every),
         report_to=[],
         use_cpu=True,
         bf16=cfg.bf16,
@@ -209,7 +213,8 @@ def generate_pool(
     pool = []
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens)
     for index, path in enumerate(checkpoints):
-        saved = work_dir / f"pool-{index}.jsonl" if work_dir is not None else None
+        name = f"pool-{index}-x{cfg.samples_per_prompt}-n{len(prompts)}.jsonl"  # reused only as sampled
+        saved = work_dir / name if work_dir is not None else None
         if saved is not None and saved.is_file():
             pool += [json.loads(line) for line in saved.read_text().splitlines()]
             continue
@@ -369,7 +374,8 @@ def generate_data(
         rl_seconds = time.perf_counter() - start
     shutil.copy(work / "gold_rl_log.json", out / "gold_rl_log.json")
     pool_prompts = prompts(load_prompts("datagen")[: cfg.n_pool_prompts])
-    pool = generate_pool(checkpoints, pool_prompts, gold, cfg, work)
+    sampled = checkpoints if cfg.pool_checkpoints is None else checkpoints[: 1 + cfg.pool_checkpoints]
+    pool = generate_pool(sampled, pool_prompts, gold, cfg, work)
     data = build_datasets(pool, cfg.n_demos, cfg.n_prefs, cfg.n_heldout_prefs, cfg.seed, cfg.pairs_per_prompt)
     write_jsonl(out / "demos.jsonl", data["demos"], ("prompt", "completion"))
     write_jsonl(out / "prefs.jsonl", data["prefs"], ("prompt", "chosen", "rejected"))
@@ -379,6 +385,7 @@ def generate_data(
     by_checkpoint = defaultdict(list)
     for row in pool:
         by_checkpoint[row["checkpoint"]].append(row["gold"])
+    rl_log = json.loads((work / "gold_rl_log.json").read_text())
     table = quality_table(data["demos"], data["prefs"])
     summary = {
         "quality": table,
@@ -386,6 +393,8 @@ def generate_data(
             str(checkpoints[i].name): float(np.mean(v)) for i, v in sorted(by_checkpoint.items())
         },
         "pool_size": len(pool),
+        # headroom: what RL on the gold reached (its logged batch means) against the data's quality
+        "gold_rl_reward_by_step": {str(r["step"]): float(r["reward"]) for r in rl_log if "step" in r},
         "gold": gold_name(gold),
         "base_model": str(base_model),
         "gold_rl_seconds": rl_seconds,
