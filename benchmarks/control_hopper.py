@@ -111,8 +111,13 @@ def demonstration_return() -> float:
     return float(np.mean([chunk.sum() for chunk in np.split(demos["rewards"], ends[:-1])]))
 
 
+# The oracle runs (pilot, sb3 check) keep the `termination` value the pilot ran with: the option acts only
+# on learned rewards, and the YAML moved from "bootstrap" to "env" after the first tunings (protocol).
+ORACLE = {"termination": "bootstrap"}
+
+
 def pilot_jobs(runs: Path) -> list[Job]:
-    return [Job(f"pilot/sac-true/seed{s}", runs / "pilot", "sac-true", s, PILOT_STEPS) for s in SEEDS]
+    return [Job(f"pilot/sac-true/seed{s}", runs / "pilot", "sac-true", s, PILOT_STEPS, ORACLE) for s in SEEDS]
 
 
 def run_curve(job: Job) -> list[tuple[int, float]]:
@@ -192,10 +197,13 @@ def plan(runs: Path) -> list[tuple[Job | None, str]]:
             continue
         out += [(Job(f"final/{algo}/seed{s}", runs / "final", algo, s, b, best), "") for s in SEEDS]
     out += pilot  # unless placed above
-    out.append(
-        (Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, {"backend": "sb3"}), "")
-    )
+    out.append((check_job(runs, b), ""))
     return out
+
+
+def check_job(runs: Path, b: int) -> Job:
+    """SAC on the true reward, seed 0, on sb3: does the backend decide the oracle's result?"""
+    return Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, ORACLE | {"backend": "sb3"})
 
 
 def lock_path(runs: Path, job: Job) -> Path:
@@ -336,7 +344,7 @@ def report(runs: Path) -> str:
         shutil.copyfile(staging / "curves.png", RESULTS / "control_hopper_curves.png")
         shutil.copyfile(staging / "curves.csv", RESULTS / "control_hopper_curves.csv")
         md += ["**Comparison** (seeds 0-2 at B; the oracle rows are the pilot's runs read at B):\n", table]
-    check = Job("check/sac-true-sb3/seed0", runs / "sb3-check", "sac-true", 0, b, {"backend": "sb3"})
+    check = check_job(runs, b)
     if check.status() == "finished":
         result = load_result(check.run_dir)
         summary["sb3_check"] = {"final": result["eval_return_mean"], "curve": result["curve"]}

@@ -30,9 +30,10 @@ def test_the_yaml_environment_chooses_the_preset(tmp_path):
     path = tmp_path / "hopper.yaml"
     path.write_text("env_id: Hopper-v5\nalpha: 0.5\n")
     cfg = load_config(path, {})
-    assert (cfg.env_id, cfg.termination, cfg.reward_scale, cfg.bc_steps) == (
+    assert (cfg.env_id, cfg.learning_starts, cfg.total_steps, cfg.reward_scale, cfg.bc_steps) == (
         "Hopper-v5",
-        "bootstrap",
+        5000,
+        100_000,
         1.0,
         2000,
     )

@@ -230,7 +230,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps_per_iter": 5000,
         "learning_starts": 5000,
         "reward_lr": 1e-4,
-        "termination": "bootstrap",
+        "termination": "env",  # not "bootstrap": SAC then bootstraps from unseen fallen states
         "eval_episodes": 5,
     },
 }

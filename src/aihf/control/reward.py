@@ -116,11 +116,11 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     `reward_scale` is 1/beta of the lower-level problem max E[R] - beta KL: the learned reward is only
     defined up to scale by the data (and kept small by centring), so SAC may need it magnified.
 
-    `termination="bootstrap"` marks every ending as a time-out for SB3 (`TimeLimit.truncated`), so SAC
-    bootstraps through falls: with a learned reward, the zero value the environment implies after a fall
-    would otherwise act as a survival bonus (or penalty) set by the reward's sign, not by the data.
-    `termination="env"` keeps the environment's terminations as they are. (With "bootstrap" a reward net
-    with `use_done` always sees done = 0, as SAC's targets do.)
+    `termination="env"` keeps the environment's terminations (the zero value after a fall then acts as
+    a survival bonus or penalty set by the reward's sign). `termination="bootstrap"` marks every ending as
+    a time-out for SB3 (`TimeLimit.truncated`), so SAC bootstraps through falls from the value of fallen
+    states, which no transition leaves; on Hopper-v5 that extrapolation made agents fall at once (see
+    the package README). (With "bootstrap" a reward net with `use_done` always sees done = 0.)
     """
 
     def __init__(
