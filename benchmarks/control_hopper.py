@@ -318,7 +318,7 @@ def report(runs: Path) -> str:
         rows = []
         for setting, job in tuned:
             if job.status() != "finished":
-                md.append(f"| {algo} | {setting_name(setting)} | (running) | | |")
+                md.append(f"| {algo} | {setting_name(setting)} | (not finished) | | |")
                 continue
             result = load_result(job.run_dir)
             last3 = float(np.mean([r for _, r in result["curve"][-3:]]))
