@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from aihf.control.bench import cut_at, load_result, run_bench, run_status, summarize
+from aihf.control.bench import cut_at, last3, load_result, run_bench, run_status, summarize
 from aihf.control.config import load_config
+from aihf.control.data import load_trajectories
 from aihf.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,9 +107,7 @@ def setting_name(setting: dict[str, Any]) -> str:
 
 def demonstration_return() -> float:
     """Mean true return of the demonstration trajectories."""
-    demos = np.load(DATA / "demos.npz")
-    ends = np.cumsum(demos["lengths"])
-    return float(np.mean([chunk.sum() for chunk in np.split(demos["rewards"], ends[:-1])]))
+    return float(np.mean(load_trajectories(DATA / "demos.npz").returns()))
 
 
 # The oracle runs (pilot, sb3 check) keep the `termination` value the pilot ran with: the option acts only
@@ -286,9 +285,10 @@ def status(runs: Path) -> str:
 def report(runs: Path) -> str:
     """Write control_hopper.json, the generated tables in control_hopper.md and the curves."""
     b, pilot_rows = budget(runs)
-    threshold = ORACLE_FRACTION * demonstration_return()
+    demo_return = demonstration_return()
+    threshold = ORACLE_FRACTION * demo_return
     md = [
-        f"Demonstrations: {demonstration_return():.1f} mean true return; "
+        f"Demonstrations: {demo_return:.1f} mean true return; "
         f"{ORACLE_FRACTION:.0%} of it: {threshold:.1f}.\n",
         "**Budget pilot** (SAC on the true reward, deterministic true return at each 100k steps):\n",
         "| steps | " + " | ".join(f"seed {s}" for s in SEEDS) + " | mean |",
@@ -301,7 +301,7 @@ def report(runs: Path) -> str:
     ]
     summary: dict[str, Any] = {
         "budget": b,
-        "demonstration_return": demonstration_return(),
+        "demonstration_return": demo_return,
         "pilot": pilot_rows,
     }
     if b is None:
@@ -321,17 +321,17 @@ def report(runs: Path) -> str:
                 md.append(f"| {algo} | {setting_name(setting)} | (not finished) | | |")
                 continue
             result = load_result(job.run_dir)
-            last3 = float(np.mean([r for _, r in result["curve"][-3:]]))
+            last3_return = last3(result)
             rows.append(
                 {
                     "setting": setting,
                     "final": result["eval_return_mean"],
-                    "last3": last3,
+                    "last3": last3_return,
                     "wall_time_s": result.get("wall_time_s"),
                 }
             )
             final, mark = result["eval_return_mean"], "yes" if setting == best else ""
-            md.append(f"| {algo} | {setting_name(setting)} | {final:.0f} | {last3:.0f} | {mark} |")
+            md.append(f"| {algo} | {setting_name(setting)} | {final:.0f} | {last3_return:.0f} | {mark} |")
         summary["tuning"][algo] = {"runs": rows, "picked": best}
     finals: dict[str, list[dict[str, Any]]] = {}
     for job, _ in plan(runs):

@@ -148,7 +148,7 @@ def _spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _last3(result: dict[str, Any]) -> float:
+def last3(result: dict[str, Any]) -> float:
     """Mean of the last three evaluations: less noisy than the final one."""
     return float(np.mean([r for _, r in result["curve"][-3:]]))
 
@@ -166,7 +166,7 @@ def _summarize(
         algo: {
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
             "final_return_std_over_seeds": _spread([r["eval_return_mean"] for r in rs]),
-            "last3_return_mean_over_seeds": float(np.mean([_last3(r) for r in rs])),
+            "last3_return_mean_over_seeds": float(np.mean([last3(r) for r in rs])),
             "seeds": [r["seed"] for r in rs],
             "per_seed": [
                 {
@@ -176,7 +176,7 @@ def _summarize(
                     "ent_coef": r.get("ent_coef", "auto-tuned (auto)"),  # runs from before the option
                     "total_steps": r["total_steps"],
                     "cut_from_steps": r.get("cut_from_steps"),
-                    "last3_return": _last3(r),
+                    "last3_return": last3(r),
                     "wall_time_s": r.get("wall_time_s"),
                     "curve": r["curve"],
                 }
@@ -261,12 +261,12 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
         score = f"{np.mean(finals):.1f} +- {_spread(finals):.1f}"
-        last3 = f"{np.mean([_last3(r) for r in rs]):.1f}"
+        recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = LABELS.get(algo, algo)
         if rs[0].get("cut_from_steps"):
             label += f" (cut at {rs[0]['total_steps']} of {rs[0]['cut_from_steps']} steps)"
-        lines.append(f"| {label} | {len(rs)} | {score} | {last3} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
+        lines.append(f"| {label} | {len(rs)} | {score} | {recent} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
     return "\n".join(lines) + "\n"
 
 

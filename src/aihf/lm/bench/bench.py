@@ -81,7 +81,7 @@ PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("aihf-sft", "rlhf"), ("direct
 PAIRS += (("direct-aihf", "rpo"), ("self-play-aihf", "spin"))
 
 
-# The SmolLM2 protocol's budgets and precision (docs/lm_bench.md: chosen from measured per-run times).
+# The SmolLM2 protocol's budgets and precision (docs/lm_bench_smollm2.md: from measured per-run times).
 SMOLLM2_BF16 = True
 SMOLLM2_BUDGET = {"n_test": 128, "steps": 125, "iterations": 40, "rlhf_reward_steps": 125}
 SMOLLM2_QUICK_BUDGET = {"n_test": 8, "steps": 2, "iterations": 2, "rlhf_reward_steps": 2}
@@ -133,7 +133,8 @@ class BenchConfig:
     @classmethod
     def smollm2(cls, model_dir: str | Path, quick: bool = False) -> BenchConfig:
         """SmolLM2-135M-Instruct with LoRA on the shipped chat data, gold `fluent-sentiment`: the
-        protocol of docs/lm_bench.md. `quick`: a smoke run of the same path (one seed, a few steps)."""
+        protocol of docs/lm_bench_smollm2.md. `quick`: a smoke run of the same path
+        (one seed, a few steps)."""
         settings = {
             # rendered prompts are 41-56 tokens (system turn included), completions at most 32 + EOS
             "common": {"max_length": 96, "max_prompt_length": 64, "use_peft": True, "bf16": SMOLLM2_BF16}
@@ -559,10 +560,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     ax.set_title("Gold reward of each method's policy on the test prompts")
     ax.legend()
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    plots["gold_reward"] = "gold_reward.png"
-    fig.savefig(out / plots["gold_reward"], dpi=120)
-    plt.close(fig)
+    _save_plot(fig, out, plots, "gold_reward")
 
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -592,10 +590,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     ax.set_ylabel("gold reward")
     ax.set_title("Reward vs KL (lines: beta sweep, mean +- seed std)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    plots["reward_vs_kl"] = "reward_vs_kl.png"
-    fig.savefig(out / plots["reward_vs_kl"], dpi=120)
-    plt.close(fig)
+    _save_plot(fig, out, plots, "reward_vs_kl")
 
     learned = [r for r in runs if r.get("samples") and "learned" in r["samples"][0] and _is_main(r, cfg)]
     if learned:
@@ -606,10 +601,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
             ax.set_title(f"{method}: learned vs gold")
             ax.set_xlabel("gold reward")
             ax.set_ylabel("learned reward")
-        fig.tight_layout()
-        plots["learned_vs_gold"] = "learned_vs_gold.png"
-        fig.savefig(out / plots["learned_vs_gold"], dpi=120)
-        plt.close(fig)
+        _save_plot(fig, out, plots, "learned_vs_gold")
 
     if results.get("curves"):
         fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -628,10 +620,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         ax.set_ylabel("gold reward")
         ax.set_title("Gold reward of the policy snapshots")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        plots["gold_vs_steps"] = "gold_vs_steps.png"
-        fig.savefig(out / plots["gold_vs_steps"], dpi=120)
-        plt.close(fig)
+        _save_plot(fig, out, plots, "gold_vs_steps")
 
     sweeps = [(axis, _size_sweep(results["runs"], cfg, axis)) for axis in ("prefs", "demos")]
     sweeps = [(axis, table) for axis, table in sweeps if table]
@@ -646,11 +635,18 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
             ax.set_ylabel("gold reward")
             ax.legend()
         axes[0][0].set_title("Data-size sweeps")
-        fig.tight_layout()
-        plots["size_sweep"] = "size_sweep.png"
-        fig.savefig(out / plots["size_sweep"], dpi=120)
-        plt.close(fig)
+        _save_plot(fig, out, plots, "size_sweep")
     return plots
+
+
+def _save_plot(fig: Any, out: Path, plots: dict[str, str], key: str) -> None:
+    """Lay out, write OUT/<key>.png, record it in `plots` and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    plots[key] = f"{key}.png"
+    fig.savefig(out / plots[key], dpi=120)
+    plt.close(fig)
 
 
 def _sweep_seeds(cfg: dict[str, Any]) -> list[int]:
