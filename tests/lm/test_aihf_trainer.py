@@ -1,10 +1,12 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from aihf import checkpoints
 from aihf.lm.aihf_trainer import AIHFTrainer
 from aihf.lm.config import AIHFConfig
 from aihf.lm.data import prepare_text_data
@@ -175,6 +177,63 @@ def test_rlhf_runs_sft_then_reward_model_then_rl_with_data_named_in_the_config(t
     assert not (out / "sft" / "snapshots").exists() and not (out / "reward_stage" / "snapshots").exists()
     last = AutoModelForCausalLM.from_pretrained(snapshot_dirs(out)[-1][1]).state_dict()
     assert all(torch.equal(last[k], policy[k]) for k in policy)
+
+
+def test_rlhf_resumes_in_the_stage_where_it_stopped(tiny_dir, data_dir, tmp_path):
+    """Killed in the reward stage after its checkpoint-2: SFT is not redone, the reward stage goes on
+    from step 2, the RL stage starts; the result is the uninterrupted run's."""
+    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 4, "learning_rate": 1e-3, "save_steps": 2}
+    config |= {"reward_model": str(tiny_dir / "reward_model"), "logging_steps": 1}
+    data = {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
+
+    def run(out, **extra):
+        return run_training(
+            "rlhf", str(tiny_dir / "policy"), str(out), max_iterations=2, config=config | extra, **data
+        )
+
+    straight = run(tmp_path / "straight")
+    cut = tmp_path / "cut"
+    run(cut)
+    for lost in (
+        "policy",
+        "checkpoints",
+        "metrics.jsonl",
+        "reward_stage/reward_model",
+        "reward_stage/checkpoints/checkpoint-4",
+    ):
+        path = cut / lost
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    sft_written = (cut / "sft" / "policy" / "model.safetensors").stat().st_mtime_ns
+    resumed = run(cut, resume_from_checkpoint=True)
+    assert (cut / "sft" / "policy" / "model.safetensors").stat().st_mtime_ns == sft_written
+    logged = [
+        r["step"] for r in checkpoints.read_jsonl(cut / "reward_stage" / "metrics.jsonl") if "loss" in r
+    ]
+    assert logged == [1, 2, 3, 4]  # the records past checkpoint-2 were dropped, then written again
+    for name in ("policy", "reward_stage/reward_model"):
+        assert (cut / name / "model.safetensors").read_bytes() == (
+            tmp_path / "straight" / name / "model.safetensors"
+        ).read_bytes(), name
+    assert resumed["sft/train_loss"] == straight["sft/train_loss"]
+
+
+def test_rlhf_resume_refuses_a_damaged_stage_checkpoint_before_training(tiny_dir, data_dir, tmp_path):
+    out = tmp_path / "rlhf"
+    config = SMALL | {"sft_steps": 2, "reward_warmup_steps": 2, "save_steps": 2}
+    data = {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
+    args = ("rlhf", str(tiny_dir / "policy"), str(out))
+    run_training(*args, reward_model=str(tiny_dir / "reward_model"), max_iterations=1, config=config, **data)
+    shutil.rmtree(out / "sft" / "policy")
+    (out / "sft" / "checkpoints" / "checkpoint-2" / checkpoints.MANIFEST).unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="sft/checkpoints/checkpoint-2"):
+        run_training(
+            *args,
+            reward_model=str(tiny_dir / "reward_model"),
+            max_iterations=1,
+            config=config | {"resume_from_checkpoint": True},
+            **data,
+        )
+    assert not (out / "sft" / "policy").exists()
 
 
 @pytest.mark.parametrize(("policy_optimizer", "beta"), [("rloo", 0.0), ("online_dpo", 0.1)])

@@ -128,8 +128,11 @@ def _finish(
     trainer: Any, callback: Any, config: LMConfig, method: str, target: str, sources: dict, notes: list
 ) -> dict:
     checkpoint = runtime.resolve_resume(Path(config.output_dir), config.resume_from_checkpoint)
-    if checkpoint is not None and checkpoint.name.split("-")[-1].isdigit():
-        runtime.trim_metrics(Path(config.output_dir) / "metrics.jsonl", int(checkpoint.name.split("-")[-1]))
+    log = Path(config.output_dir) / "metrics.jsonl"
+    if checkpoint is None:  # a fresh run (or RLHF stage) into an old directory starts a fresh log
+        log.unlink(missing_ok=True)
+    elif checkpoint.name.split("-")[-1].isdigit():
+        runtime.trim_metrics(log, int(checkpoint.name.split("-")[-1]))
     card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
     if config.snapshot_steps:
         trainer.add_callback(_snapshot_callback(trainer, config, card))

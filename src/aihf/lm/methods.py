@@ -125,43 +125,94 @@ def _aihf(run: RunInputs) -> dict[str, float]:
 
 
 def _rlhf(run: RunInputs) -> dict[str, float]:
-    """SFT -> BTL reward model -> RL against the frozen reward; each stage in its own directory."""
+    """SFT -> BTL reward model -> RL against the frozen reward; each stage in its own directory.
+
+    With `resume_from_checkpoint`, each stage resumes on its own: a stage whose output was saved is
+    skipped, one with a checkpoint continues from its newest, any other starts afresh. The plan is
+    made (and every checkpoint it uses verified) before any stage trains.
+    """
     from aihf.lm import baselines
     from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
 
     cfg, out = run.config, Path(run.config.output_dir)
+    learns_reward = run.reward_fn is None and run.data["prefs"] is not None
+    sft_done, sft_resume = _stage_plan(cfg, out / "sft", "policy")
+    rm_done, rm_resume = _stage_plan(cfg, out / "reward_stage", "reward_model")
+    rl_resume = _rl_stage_resume(cfg, out)
     metrics: dict[str, float] = {}
     model = run.model
     if cfg.sft_steps > 0:  # run_training has checked that demonstrations were given
-        # the earlier stages keep no snapshots: `snapshot_steps` counts the RL stage's iterations
-        sft_cfg = dataclasses.replace(
-            cfg, max_steps=cfg.sft_steps, output_dir=str(out / "sft"), snapshot_steps=0
-        )
-        stage = baselines.run_sft(
-            load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources
-        )
-        metrics |= {f"sft/{k}": v for k, v in stage.items()}
+        if not sft_done:
+            # the earlier stages keep no snapshots: `snapshot_steps` counts the RL stage's iterations
+            sft_cfg = dataclasses.replace(
+                cfg,
+                max_steps=cfg.sft_steps,
+                output_dir=str(out / "sft"),
+                snapshot_steps=0,
+                resume_from_checkpoint=sft_resume,
+            )
+            baselines.run_sft(load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources)
+        metrics |= {f"sft/{k}": v for k, v in _logged(out / "sft").items()}
         model = str(out / "sft" / "policy")
     reward_model = run.reward_model
-    if run.reward_fn is None and run.data["prefs"] is not None:
-        rm_cfg = dataclasses.replace(
-            cfg,
-            max_steps=cfg.reward_warmup_steps or cfg.max_iterations,
-            learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
-            batch_size=cfg.reward_batch_size or cfg.batch_size,
-            output_dir=str(out / "reward_stage"),
-            snapshot_steps=0,
-        )
-        stage = baselines.run_reward(
-            load_reward_model(reward_model),
-            load_tokenizer(reward_model),
-            rm_cfg,
-            run.data["prefs"],
-            run.sources,
-        )
-        metrics |= {f"reward_stage/{k}": v for k, v in stage.items()}
+    if learns_reward:
+        if not rm_done:
+            rm_cfg = dataclasses.replace(
+                cfg,
+                max_steps=cfg.reward_warmup_steps or cfg.max_iterations,
+                learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
+                batch_size=cfg.reward_batch_size or cfg.batch_size,
+                output_dir=str(out / "reward_stage"),
+                snapshot_steps=0,
+                resume_from_checkpoint=rm_resume,
+            )
+            baselines.run_reward(
+                load_reward_model(reward_model),
+                load_tokenizer(reward_model),
+                rm_cfg,
+                run.data["prefs"],
+                run.sources,
+            )
+        metrics |= {f"reward_stage/{k}": v for k, v in _logged(out / "reward_stage").items()}
         reward_model = str(out / "reward_stage" / "reward_model")
-    return metrics | _rl_stage(run, model, reward_model, train_reward=False)
+    rl_run = dataclasses.replace(run, config=dataclasses.replace(cfg, resume_from_checkpoint=rl_resume))
+    return metrics | _rl_stage(rl_run, model, reward_model, train_reward=False)
+
+
+def _stage_plan(cfg: Any, stage_out: Path, output: str) -> tuple[bool, str | None]:
+    """(done, checkpoint to resume from) of an earlier RLHF stage; a fresh run redoes every stage.
+
+    Outputs are renamed into place only when complete, so a saved output means the stage finished.
+    """
+    from aihf.lm import runtime
+
+    if not cfg.resume_from_checkpoint:
+        return False, None
+    if (stage_out / output / "config.json").is_file():
+        return True, None
+    found = runtime.checkpoint_dirs(stage_out)
+    return False, str(runtime.resolve_resume(stage_out, True)) if found else None
+
+
+def _rl_stage_resume(cfg: Any, out: Path) -> str | None:
+    """The RL stage's checkpoint: the one named, else its newest (verified), else none (start it)."""
+    from aihf.lm import runtime
+
+    resume = cfg.resume_from_checkpoint
+    if resume is True or resume == "latest":
+        return str(runtime.resolve_resume(out, True)) if runtime.checkpoint_dirs(out) else None
+    return str(runtime.resolve_resume(out, resume)) if resume else None
+
+
+def _logged(stage_out: Path) -> dict[str, float]:
+    """A TRL stage's final metrics: its log records merged in order (what the stage returned)."""
+    from aihf import checkpoints
+
+    merged: dict[str, float] = {}
+    path = stage_out / "metrics.jsonl"
+    for record in checkpoints.read_jsonl(path) if path.is_file() else []:
+        merged |= {k: v for k, v in record.items() if isinstance(v, (int, float))}
+    return merged
 
 
 def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward: bool) -> dict[str, float]:

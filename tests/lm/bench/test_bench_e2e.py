@@ -1,7 +1,9 @@
 import json
+from pathlib import Path
 
 import pytest
 
+from aihf import checkpoints
 from aihf.lm.bench import bench
 from aihf.lm.tiny import save_tiny_models
 
@@ -99,3 +101,61 @@ def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsy
     monkeypatch.setattr(bench, "_run_workers", no_workers)
     again = bench.run_bench(tmp_path / "out", cfg, workers=2)
     assert again["methods"]["dpo"]["gold_reward_mean"] == results["methods"]["dpo"]["gold_reward_mean"]
+
+
+@pytest.mark.parametrize(
+    ("killed_in", "job"),
+    [
+        ("sft", "dpo_d8_p8_k1_s0"),
+        ("", "dpo_d8_p8_k1_s0"),
+        ("", "aihf_d8_p8_k1_s0"),
+        ("sft", "rlhf_d8_p8_k1_s0"),
+    ],
+)
+def test_a_job_killed_mid_stage_resumes_from_its_checkpoint(tmp_path, monkeypatch, killed_in, job):
+    """Killed right after a stage's checkpoint at step 4 of 8, the job goes on from there and ends
+    where an uninterrupted run ends; a finished job keeps no checkpoints."""
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    method = job.split("_")[0]
+    cfg = bench.BenchConfig(
+        methods=[method], n_demos=8, n_prefs=8, n_test=4, steps=8, iterations=8, rlhf_reward_steps=8
+    )
+    cfg.base_model, cfg.data_dir = str(base), str(data)
+    straight = bench.run_bench(tmp_path / "straight", cfg)
+
+    write_manifest = checkpoints.write_manifest
+    killed_at = tmp_path / "cut" / "runs" / job / killed_in / "checkpoints"
+
+    def kill_after_checkpoint_4(directory):
+        write_manifest(directory)
+        if Path(directory).parent == killed_at and Path(directory).name.strip(".").startswith("checkpoint-4"):
+            raise KeyboardInterrupt  # not an Exception: the bench does not catch it, as with a kill
+
+    monkeypatch.setattr(checkpoints, "write_manifest", kill_after_checkpoint_4)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(tmp_path / "cut", cfg)
+    assert not (tmp_path / "cut" / "runs" / job / "eval.json").exists()
+    monkeypatch.setattr(checkpoints, "write_manifest", write_manifest)
+    resumed = bench.run_bench(tmp_path / "cut", cfg)
+    record = json.loads((tmp_path / "cut" / "runs" / job / "eval.json").read_text())
+    assert record["resumed"] is True
+    assert resumed["methods"][method]["gold_reward_mean"] == straight["methods"][method]["gold_reward_mean"]
+    policy = Path("runs") / job / "policy" / "model.safetensors"
+    assert (tmp_path / "cut" / policy).read_bytes() == (tmp_path / "straight" / policy).read_bytes()
+    assert not list((tmp_path / "cut" / "runs" / job).rglob("checkpoints"))
+
+
+def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
+    run_dir = tmp_path / "runs" / "dpo_d8_p8_k1_s0"
+    (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (run_dir / "sft" / "policy").mkdir(parents=True)
+    cfg = bench.BenchConfig(methods=["dpo"], steps=8)
+    job = bench.Job("dpo", 8, 8, 1.0, 0)
+    assert bench._claim(run_dir, bench._record(job, cfg), cfg) is False
+    assert sorted(p.name for p in run_dir.iterdir()) == ["job.json"]
+    (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    assert bench._claim(run_dir, bench._record(job, cfg), cfg) is True  # the same job: resumed
+    other = bench.BenchConfig(methods=["dpo"], steps=16)
+    assert bench._claim(run_dir, bench._record(job, other), other) is False
+    assert not (run_dir / "checkpoints").exists()

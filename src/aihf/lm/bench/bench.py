@@ -85,6 +85,8 @@ PAIRS += (("direct-aihf", "rpo"), ("self-play-aihf", "spin"))
 SMOLLM2_BF16 = True
 SMOLLM2_BUDGET = {"n_test": 128, "steps": 125, "iterations": 40, "rlhf_reward_steps": 125}
 SMOLLM2_QUICK_BUDGET = {"n_test": 8, "steps": 2, "iterations": 2, "rlhf_reward_steps": 2}
+# Checkpoints per stage of a benchmark job (`_resumable`): what a job killed mid-way loses at most.
+RESUME_POINTS = 8
 
 
 @dataclass
@@ -305,6 +307,7 @@ def run_bench(
             print(f"[bench] reusing {run_dir}", flush=True)
             runs.append(done)
             continue
+        record["resumed"] = _claim(run_dir, record, cfg)
         t0 = time.perf_counter()
         try:
             torch.manual_seed(job.seed)
@@ -344,6 +347,9 @@ def run_bench(
         record["evaluation"] = _eval_settings(cfg)
         runs.append(record)
         write_json(run_dir / "eval.json", record)
+        if "metrics" in record:  # finished: its checkpoints were only there to survive a kill
+            for stage_checkpoints in sorted(run_dir.rglob("checkpoints")):
+                shutil.rmtree(stage_checkpoints, ignore_errors=True)
     if cfg.shard or only is not None:
         return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs) - 1, "failed": failed}
 
@@ -421,30 +427,61 @@ def _train(
 
     stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
     policy_start, reward_start = cfg.base_model, reward_init
-    if method in SFT_START:  # the same SFT run as the `sft` method's
+    sft_out, warm_out = run_dir / "sft", run_dir / "warmup"
+    if method in SFT_START and not (sft_out / "policy" / "config.json").is_file():
         sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
-        run_training("sft", cfg.base_model, str(run_dir / "sft"), config=sft, demos=data["demos"])
-        policy_start = str(run_dir / "sft" / "policy")
-    if method in WARM_START:
-        warm = stage | {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
         run_training(
-            "reward",
+            "sft",
             cfg.base_model,
-            str(run_dir / "warmup"),
-            str(reward_init),
-            config=warm,
-            prefs=data["prefs"],
+            str(sft_out),
+            config=_resumable(sft, sft_out, cfg.steps),
+            demos=data["demos"],
         )
-        reward_start = run_dir / "warmup" / "reward_model"
+    if method in SFT_START:  # the same SFT run as the `sft` method's
+        policy_start = str(sft_out / "policy")
+    if method in WARM_START and not (warm_out / "reward_model" / "config.json").is_file():
+        warm = stage | {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
+        warm = _resumable(warm, warm_out, cfg.rlhf_reward_steps)
+        run_training(
+            "reward", cfg.base_model, str(warm_out), str(reward_init), config=warm, prefs=data["prefs"]
+        )
+    if method in WARM_START:
+        reward_start = warm_out / "reward_model"
+    units = values["max_iterations"] if TRAINERS[trainer].iterative else values["max_steps"]
     metrics = run_training(
         trainer,
         policy_start,
         str(run_dir),
         reward_model=str(reward_start) if TRAINERS[trainer].needs_reward_model else None,
-        config=values,
+        config=_resumable(values, run_dir, units, staged=trainer == "rlhf"),
         **{k: data[k] for k in needs},
     )
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _resumable(values: dict[str, Any], out: Path, units: int, staged: bool = False) -> dict[str, Any]:
+    """`values` with a checkpoint every 1/RESUME_POINTS of the run, resumed from if one is there: a
+    job killed at the end of a session loses at most that share of a stage. RLHF (`staged`) resumes
+    stage by stage, so it is always asked to resume. Checkpointing does not change what a run computes
+    (tests/lm/test_resume.py), so the saved config, and the reuse of finished runs, ignore it."""
+    from aihf.lm.runtime import checkpoint_dirs
+
+    resume = staged or bool(checkpoint_dirs(out))
+    every = max(1, units // RESUME_POINTS)
+    return values | {"save_steps": every, "save_total_limit": 1, "resume_from_checkpoint": resume or None}
+
+
+def _claim(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> bool:
+    """Mark `run_dir` as this job's (OUT/runs/NAME/job.json); True when an interrupted attempt of the
+    same job and settings left checkpoints to resume from. Anything else there is cleared first, so a
+    run never resumes from another setting's checkpoints or reuses its stages."""
+    mine = {"config": record["config"], "evaluation": _eval_settings(cfg)}
+    path = run_dir / "job.json"
+    same = path.is_file() and json.loads(path.read_text()) == mine
+    if not same and run_dir.exists():
+        shutil.rmtree(run_dir)
+    write_json(path, mine)
+    return same and any(run_dir.rglob("checkpoints/checkpoint-*"))
 
 
 def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
@@ -507,7 +544,9 @@ def summarise(
         keys = sorted(set.intersection(*(set(r["metrics"]) for r in done)))
         entry: dict[str, Any] = {k: float(np.mean([r["metrics"][k] for r in done])) for k in keys}
         entry["seeds"] = len(done)
-        entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in done]))
+        # a resumed run's clock covers its last process only: time the runs that ran in one go
+        timed = [r for r in done if not r.get("resumed")] or done
+        entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in timed]))
         if len(done) > 1:
             entry["across_seeds_std"] = {k: _sd([r["metrics"][k] for r in done]) for k in keys}
         methods[method] = entry
