@@ -61,8 +61,8 @@ def test_bench_options_reach_the_config(monkeypatch):
 
     seen = {}
 
-    def fake_run(out, cfg, workers):
-        seen.update(cfg=cfg, workers=workers)
+    def fake_run(out, cfg, workers, report_only):
+        seen.update(cfg=cfg, workers=workers, report_only=report_only)
         return {"failed": []}
 
     monkeypatch.setattr(bench, "run_bench", fake_run)
@@ -79,7 +79,12 @@ def test_bench_options_reach_the_config(monkeypatch):
         [20],
     )
     assert (cfg.kl_scales, cfg.shard, cfg.overrides) == ([0.5], (1, 3), {"dpo": {"beta": 0.2}})
-    assert seen["workers"] == 2
+    assert seen["workers"] == 2 and seen["report_only"] is False
+    args = parse(["bench", "--out", "x", "--report-only"])
+    assert args.handler(args) == 0 and seen["report_only"] is True
+    args = parse(["bench", "--out", "x", "--report-only", "--shard", "0/2"])
+    with pytest.raises(InputError, match="--report-only writes the report of every shard"):
+        args.handler(args)
     for bad in ("3/3", "1", "a/2"):
         with pytest.raises(InputError, match="expected I/N"):
             cli._parse_shard(bad)
@@ -102,7 +107,9 @@ def test_failed_jobs_are_listed_and_the_exit_code_is_1(monkeypatch, capsys):
     """Every other job still ran (run_bench records failures and goes on); the command then fails."""
     from aihf.lm.bench import bench
 
-    monkeypatch.setattr(bench, "run_bench", lambda out, cfg, workers: {"failed": ["dpo_d1000_p1000_k1_s0"]})
+    monkeypatch.setattr(
+        bench, "run_bench", lambda out, cfg, workers, report_only: {"failed": ["dpo_d1000_p1000_k1_s0"]}
+    )
     args = parse(["bench", "--out", "x", "--quick", "--methods", "dpo", "--workers", "1"])
     assert args.handler(args) == 1
     [err] = capsys.readouterr().err.strip().splitlines()

@@ -159,3 +159,16 @@ def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
     other = bench.BenchConfig(methods=["dpo"], steps=16)
     assert bench._claim(run_dir, bench._record(job, other), other) is False
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(methods=["sft", "dpo"], n_demos=8, n_prefs=8, n_test=4, steps=2)
+    cfg.base_model, cfg.data_dir = str(base), str(data)
+    bench.run_bench(tmp_path / "out", cfg, only=["sft_d8_p8_k1_s0"])
+    results = bench.run_bench(tmp_path / "out", cfg, report_only=True)
+    assert "gold_reward_mean" in results["methods"]["sft"]
+    assert results["methods"]["dpo"] == {"error": "not run"}
+    assert "| dpo | not run yet |" in (tmp_path / "out" / "report.md").read_text()
+    assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0").exists()

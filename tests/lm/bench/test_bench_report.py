@@ -7,6 +7,7 @@ from aihf.lm.bench.bench import (
     _frontier,
     make_plots,
     method_config,
+    pair_verdict,
     render_report,
     summarise,
 )
@@ -55,7 +56,7 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
     assert "| aihf | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
-    assert "- aihf vs rlhf: +0.200 (aihf higher" in report
+    assert "- aihf vs rlhf: +0.200 (s.e. nan): no verdict (fewer than 2 seeds)" in report
     assert "| dpo | failed: RuntimeError: boom" in report
     assert (
         "| method | 1000 | 2000 |\n| --- | --- | --- |\n| aihf | 0.200 | 0.600 |\n| rlhf | 0.100 | 0.300 |"
@@ -128,3 +129,14 @@ def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_s
     assert len(main) == 7 * 3 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed
     quick = BenchConfig.smollm2(model, quick=True)
     assert quick.seeds == [0] and not (quick.pref_sizes or quick.demo_sizes or quick.kl_scales)
+
+
+def test_a_pair_is_decided_only_beyond_twice_the_welch_standard_error():
+    def entry(mean, std, seeds=3):
+        return {"gold_reward_mean": mean, "seeds": seeds, "across_seeds_std": {"gold_reward_mean": std}}
+
+    diff, se, verdict = pair_verdict("aihf", entry(0.8, 0.03), "rlhf", entry(0.7, 0.03))
+    assert diff == pytest.approx(0.1) and se == pytest.approx((2 * 0.03**2 / 3) ** 0.5)
+    assert verdict == "aihf beats rlhf"
+    assert pair_verdict("aihf", entry(0.6, 0.03), "rlhf", entry(0.7, 0.03))[2] == "rlhf beats aihf"
+    assert pair_verdict("aihf", entry(0.8, 0.1), "rlhf", entry(0.7, 0.1))[2] == "tie at this budget"

@@ -245,7 +245,11 @@ def init_reward_model(base_model: str, out: Path) -> Path:
 
 
 def run_bench(
-    out_dir: str | Path, cfg: BenchConfig | None = None, workers: int = 1, only: list[str] | None = None
+    out_dir: str | Path,
+    cfg: BenchConfig | None = None,
+    workers: int = 1,
+    only: list[str] | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
 
@@ -253,6 +257,8 @@ def run_bench(
     train faster that way than on several threads), then reuses their runs for the report. A run's
     numbers depend on its thread count in the last digits, so compare runs made with the same setting.
     `only` (job names) runs just those jobs and writes no report: that is what each worker does.
+    `report_only` trains nothing and writes the report of the jobs finished so far (a long benchmark's
+    results can be read, and committed, as they come in).
     """
     import torch
 
@@ -276,7 +282,8 @@ def run_bench(
     pending = [
         job.name for job in cfg.jobs() if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None
     ]
-    if min(workers, len(pending)) > 1 and cfg.shard is None and only is None:  # inputs are checked above
+    parallel = cfg.shard is None and only is None and not report_only
+    if min(workers, len(pending)) > 1 and parallel:  # inputs are checked above
         _run_workers(out_dir, cfg, pending, workers)
     reference, tokenizer = load_model(cfg.base_model)
     ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
@@ -306,6 +313,8 @@ def run_bench(
         if done is not None:  # resume: an earlier run of the same job and settings is reused
             print(f"[bench] reusing {run_dir}", flush=True)
             runs.append(done)
+            continue
+        if report_only:
             continue
         record["resumed"] = _claim(run_dir, record, cfg)
         t0 = time.perf_counter()
@@ -731,6 +740,19 @@ def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> d
     return table
 
 
+def pair_verdict(a: str, ea: dict[str, Any], b: str, eb: dict[str, Any]) -> tuple[float, float, str]:
+    """(difference, its standard error, verdict) of two methods' seed-mean gold rewards: the rule the
+    protocols fix before their runs (a difference beyond 2 s.e. decides; one seed decides nothing)."""
+    diff = ea["gold_reward_mean"] - eb["gold_reward_mean"]
+    if min(ea["seeds"], eb["seeds"]) < 2:
+        return diff, float("nan"), "no verdict (fewer than 2 seeds)"
+    spread = [e.get("across_seeds_std", {}).get("gold_reward_mean", 0.0) ** 2 / e["seeds"] for e in (ea, eb)]
+    se = float(np.sqrt(sum(spread)))
+    if abs(diff) > 2 * se:
+        return diff, se, f"{a if diff > 0 else b} beats {b if diff > 0 else a}"
+    return diff, se, "tie at this budget"
+
+
 def _fmt(entry: dict[str, Any], key: str, digits: int = 3) -> str:
     value = entry.get(key)
     return "–" if value is None or value != value else f"{value:.{digits}f}"
@@ -754,7 +776,8 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
     ]
     for method, e in results["methods"].items():
         if "error" in e:
-            lines.append(f"| {method} | failed: {e['error'][:80]} | | | | | | |")
+            state = "not run yet" if e["error"] == "not run" else f"failed: {e['error'][:80]}"
+            lines.append(f"| {method} | {state} | | | | | | |")
             continue
         cells = [
             method,
@@ -767,13 +790,18 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             f"{e['train_seconds']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Pairs (AIHF variant vs its baseline), gold reward difference:", ""]
+    lines += [
+        "",
+        "Pairs (AIHF variant vs its baseline), gold reward difference of the seed means and its standard "
+        "error (Welch, ddof = 1 seed spreads); a pair is decided only beyond twice the standard error:",
+        "",
+    ]
     for a, b in PAIRS:
         ea, eb = results["methods"].get(a, {}), results["methods"].get(b, {})
         if "gold_reward_mean" in ea and "gold_reward_mean" in eb:
-            diff = ea["gold_reward_mean"] - eb["gold_reward_mean"]
+            diff, se, verdict = pair_verdict(a, ea, b, eb)
             kl = f"KL {ea['kl_to_ref']:.2f} vs {eb['kl_to_ref']:.2f}"
-            lines.append(f"- {a} vs {b}: {diff:+.3f} ({a} {'higher' if diff > 0 else 'lower'}; {kl})")
+            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se:.3f}): {verdict}; {kl}")
     for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
         table = _size_sweep(results["runs"], cfg, axis)
         if table:

@@ -52,6 +52,11 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
     p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the report from the jobs finished so far (the others read 'not run')",
+    )
+    p.add_argument(
         "--override",
         nargs="+",
         default=[],
@@ -125,9 +130,12 @@ def _bench(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
+        if args.report_only:
+            raise InputError("--report-only writes the report of every shard: leave out --shard")
         cfg.shard = _parse_shard(args.shard)
     _check_bench(cfg)
-    failed = run_bench(args.out, cfg, workers=_parse_workers(args.workers))["failed"]
+    workers = _parse_workers(args.workers)
+    failed = run_bench(args.out, cfg, workers=workers, report_only=args.report_only)["failed"]
     if failed:
         where = Path(args.out) / "runs"
         print(
