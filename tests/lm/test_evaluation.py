@@ -180,7 +180,15 @@ def test_log_probs_are_those_of_the_sampling_distribution(models, config):
 
 def test_spreads_are_sample_standard_deviations(models):
     policy, tokenizer, *_ = models
-    result = evaluate(policy, tokenizer, policy, PROMPTS, length_gold, config=CONFIG)
+    reference = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # a different model: the KL terms are not all zero
+    result = evaluate(policy, tokenizer, reference, PROMPTS, length_gold, config=CONFIG)
     gold = np.asarray(result.samples.gold)
     assert result.metrics["gold_reward_std"] == pytest.approx(gold.std(ddof=1))
     assert result.metrics["gold_reward_sem"] == pytest.approx(gold.std(ddof=1) / len(gold) ** 0.5)
+    log_ratio = completion_logprobs(policy, result.samples, tokenizer.pad_token_id, config=CONFIG)
+    log_ratio -= completion_logprobs(reference, result.samples, tokenizer.pad_token_id, config=CONFIG)
+    sem = log_ratio.numpy().std(ddof=1) / len(log_ratio) ** 0.5
+    assert sem > 0 and result.metrics["kl_to_ref_sem"] == pytest.approx(sem, rel=1e-5)

@@ -260,12 +260,10 @@ def evaluate(
     gold_scores = np.asarray(samples.gold)
     metrics: dict[str, float] = {
         "gold_reward_mean": float(gold_scores.mean()),
-        "gold_reward_std": float(gold_scores.std(ddof=1)) if len(gold_scores) > 1 else 0.0,
-        "gold_reward_sem": float(gold_scores.std(ddof=1) / len(gold_scores) ** 0.5)
-        if len(gold_scores) > 1
-        else 0.0,
+        "gold_reward_std": _std(gold_scores),
+        "gold_reward_sem": _std(gold_scores) / len(gold_scores) ** 0.5,
         "kl_to_ref": float(log_ratio.mean()),
-        "kl_to_ref_sem": float(log_ratio.std() / max(1, len(log_ratio)) ** 0.5),
+        "kl_to_ref_sem": _std(log_ratio) / len(log_ratio) ** 0.5,
         "win_rate": win_rate(samples.gold, ref.gold),
         "ref_gold_reward_mean": float(np.mean(ref.gold)),
         "mean_completion_tokens": float(np.mean([len(c) for c in samples.completion_ids])),
@@ -287,6 +285,11 @@ def evaluate(
         if prefs:
             metrics["reward_accuracy"] = preference_accuracy(reward_model, reward_tokenizer, prefs)
     return Evaluation(metrics, samples, learned)
+
+
+def _std(values: Any) -> float:
+    """Sample standard deviation (ddof = 1) of an array or a CPU tensor; 0 for a single value."""
+    return float(np.std(np.asarray(values, dtype=np.float64), ddof=1)) if len(values) > 1 else 0.0
 
 
 def config_dict(config: SamplingConfig) -> dict[str, Any]:

@@ -569,7 +569,7 @@ def summarise(
     ref_gold = np.asarray(ref.gold)
     return {
         "gold_reward": gold,
-        "reference": {"gold_reward_mean": float(ref_gold.mean()), "gold_reward_std": float(ref_gold.std())},
+        "reference": {"gold_reward_mean": float(ref_gold.mean()), "gold_reward_std": _sd(list(ref_gold))},
         "methods": methods,
         "runs": sweep,
         # gold reward against training steps (paper Fig. 6): method -> seed -> snapshot evaluations
