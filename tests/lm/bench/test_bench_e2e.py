@@ -172,3 +172,24 @@ def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
     assert results["methods"]["dpo"] == {"error": "not run"}
     assert "| dpo | not run yet |" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0").exists()
+
+
+def test_every_process_evaluates_against_the_one_cached_reference(tmp_path, monkeypatch):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(methods=["sft"], n_demos=8, n_prefs=8, n_test=4, steps=2)
+    cfg.base_model, cfg.data_dir = str(base), str(data)
+    first = bench.run_bench(tmp_path / "out", cfg)
+    cached = json.loads((tmp_path / "out" / "reference.json").read_text())
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the cached reference samples and base evaluation are reused")
+
+    monkeypatch.setattr(bench, "reference_samples", no_sampling)
+    monkeypatch.setattr(bench, "evaluate", no_sampling)
+    again = bench.run_bench(tmp_path / "out", cfg)
+    assert again["reference"] == first["reference"] and again["methods"]["base"] == first["methods"]["base"]
+    cfg.n_test = 3  # other evaluation settings: the cache does not apply
+    with pytest.raises(AssertionError, match="cached reference"):
+        bench.run_bench(tmp_path / "out", cfg)
+    assert len(cached["samples"]["completions"]) == 4

@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
-from aihf.lm.evaluation import SamplingConfig, evaluate, load_model, reference_samples
+from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS as TRAINERS
 
@@ -248,137 +249,195 @@ def run_bench(
     out_dir: str | Path,
     cfg: BenchConfig | None = None,
     workers: int = 1,
-    only: list[str] | None = None,
+    only: Iterable[str] | None = None,
     report_only: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
 
-    `workers` > 1 splits the jobs over that many processes of one thread each (the small models here
-    train faster that way than on several threads), then reuses their runs for the report. A run's
-    numbers depend on its thread count in the last digits, so compare runs made with the same setting.
-    `only` (job names) runs just those jobs and writes no report: that is what each worker does.
-    `report_only` trains nothing and writes the report of the jobs finished so far (a long benchmark's
-    results can be read, and committed, as they come in).
+    `workers` > 1 runs the pending jobs in that many processes of one thread each (the small models
+    here train faster that way than on several threads), each taking the next job from one queue, then
+    reuses their runs for the report. A run's numbers depend on its thread count in the last digits, so
+    compare runs made with the same setting. `only` (job names, or a worker's queue) runs just those
+    jobs and writes no report. `report_only` trains nothing and writes the report of the jobs finished
+    so far (a long benchmark's results can be read, and committed, as they come in).
     """
-    import torch
-
     cfg = cfg or BenchConfig()
     cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
     unknown = sorted(set(cfg.methods) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}")
-    out, data_dir = Path(out_dir), Path(cfg.data_dir)
+    out = Path(out_dir)
     start = time.perf_counter()
-    demos, prefs = _read_jsonl(data_dir / "demos.jsonl"), _read_jsonl(data_dir / "prefs.jsonl")
-    heldout = _read_jsonl(data_dir / "prefs_heldout.jsonl")
-    rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
-    # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
-    rendered = data_dir / "test_prompts.jsonl"
-    if rendered.is_file():
-        test_prompts = [row["prompt"] for row in _read_jsonl(rendered)][: cfg.n_test]
-    else:
-        test_prompts = load_prompts("test", limit=cfg.n_test)
-    gold = load_gold_reward(cfg.gold)
-    pending = [
-        job.name for job in cfg.jobs() if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None
-    ]
-    parallel = cfg.shard is None and only is None and not report_only
-    if min(workers, len(pending)) > 1 and parallel:  # inputs are checked above
-        _run_workers(out_dir, cfg, pending, workers)
-    reference, tokenizer = load_model(cfg.base_model)
-    ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
-    reward_init = init_reward_model(cfg.base_model, out / "reward_init")
-
-    # The untrained base policy, evaluated like a method: KL 0 and a win rate near 1/2 calibrate the table.
-    base = evaluate(reference, tokenizer, reference, test_prompts, gold, config=cfg.sampling, ref=ref)
-    main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
-    runs: list[dict[str, Any]] = [
-        {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
-        | {"metrics": base.metrics, "samples": base.rows()}
-    ]
+    inputs = _Inputs.load(out, cfg)
     jobs = cfg.jobs()
+    pending = [job.name for job in jobs if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None]
+    if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
+        _run_workers(out_dir, cfg, pending, workers)  # inputs are checked above; the reference is cached
+    if only is not None:
+        by_name = {job.name: job for job in jobs}
+        selected: Iterable[Job] = (by_name[name] for name in only)
+    else:
+        selected = [job for i, job in enumerate(jobs) if not cfg.shard or i % cfg.shard[1] == cfg.shard[0]]
+    runs: list[dict[str, Any]] = []
     failed: list[str] = []  # the caller lists them and exits non-zero, after every other job ran
-    for index, job in enumerate(jobs):
-        if (cfg.shard and index % cfg.shard[1] != cfg.shard[0]) or (
-            only is not None and job.name not in only
-        ):
-            continue
+    for job in selected:
+        print(f"[bench {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
         record = _record(job, cfg)
-        trainer, needs, _ = method_config(job.method, cfg, job.seed, job.kl_scale)
-        values = record["config"]  # method_config's, with the budget and KL scale of this job
-        run_dir = out / "runs" / job.name
-        data = {"demos": demos[: job.demos], "prefs": prefs[: job.prefs], "prompts": rl_prompts}
-        print(f"[bench {index + 1}/{len(jobs)}] {job.name}", flush=True)
-        done = _finished(run_dir, record, cfg)
+        done = _finished(out / "runs" / job.name, record, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
-            print(f"[bench] reusing {run_dir}", flush=True)
+            print(f"[bench] reusing {out / 'runs' / job.name}", flush=True)
             runs.append(done)
-            continue
-        if report_only:
-            continue
-        record["resumed"] = _claim(run_dir, record, cfg)
-        t0 = time.perf_counter()
-        try:
-            torch.manual_seed(job.seed)
-            record["train_metrics"] = _train(
-                job.method, trainer, values, cfg, run_dir, reward_init, needs, data
-            )
-            record["train_seconds"] = time.perf_counter() - t0
-            policy, _ = load_model(run_dir / "policy")
-            rm = rm_tok = None
-            learned = [o for o in TRAINERS[trainer].outputs if Path(o).name == "reward_model"]
-            if learned:
-                rm, rm_tok = load_model(run_dir / learned[0], kind="reward")
-            result = evaluate(
-                policy,
-                tokenizer,
-                reference,
-                test_prompts,
-                gold,
-                config=cfg.sampling,
-                ref=ref,
-                reward_model=rm,
-                reward_tokenizer=rm_tok,
-                prefs=heldout,
-                seed=job.seed,
-            )
-            record["metrics"] = result.metrics
-            record["samples"] = result.rows()
-            record["curve"] = _gold_curve(
-                run_dir, tokenizer, reference, test_prompts, gold, cfg, ref, job.seed
-            )
-        except Exception as err:  # one failing method must not hide the others' results
-            record["error"] = f"{type(err).__name__}: {err}"
-            record["traceback"] = traceback.format_exc()
-            print(record["traceback"], flush=True)
-            failed.append(job.name)
-        record["seconds"] = time.perf_counter() - t0
-        record["evaluation"] = _eval_settings(cfg)
-        runs.append(record)
-        write_json(run_dir / "eval.json", record)
-        if "metrics" in record:  # finished: its checkpoints were only there to survive a kill
-            for stage_checkpoints in sorted(run_dir.rglob("checkpoints")):
-                shutil.rmtree(stage_checkpoints, ignore_errors=True)
+        elif not report_only:
+            runs.append(_run_job(job, record, inputs))
+            if "error" in runs[-1]:
+                failed.append(job.name)
     if cfg.shard or only is not None:
-        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs) - 1, "failed": failed}
+        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs), "failed": failed}
 
-    results = summarise(runs, cfg, ref, gold_name(gold), time.perf_counter() - start)
+    runs.insert(0, _base_run(inputs))
+    results = summarise(runs, cfg, inputs.ref, gold_name(inputs.gold), time.perf_counter() - start)
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
-    write_text(out / "report.md", render_report(results, plots, data_dir))
+    write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))
     return results | {"failed": failed}
 
 
-def _gold_curve(
-    run_dir: Path,
-    tokenizer: Any,
-    reference: Any,
-    prompts: list[str],
-    gold: Any,
-    cfg: BenchConfig,
-    ref: Any,
-    seed: int,
-) -> list[dict[str, float]]:
+@dataclass
+class _Inputs:
+    """What every job of a benchmark shares, loaded once per process: the data, the gold reward, the
+    base model and its reference samples (cached in OUT/reference.json, so every process and every
+    later call evaluates against the same samples)."""
+
+    cfg: BenchConfig
+    out: Path
+    demos: list[dict[str, Any]]
+    prefs: list[dict[str, Any]]
+    heldout: list[dict[str, Any]]
+    rl_prompts: list[dict[str, Any]]
+    test_prompts: list[str]
+    gold: Any
+    reference: Any
+    tokenizer: Any
+    ref: Samples
+    reward_init: Path
+
+    @classmethod
+    def load(cls, out: Path, cfg: BenchConfig) -> _Inputs:
+        data_dir = Path(cfg.data_dir)
+        demos, prefs = _read_jsonl(data_dir / "demos.jsonl"), _read_jsonl(data_dir / "prefs.jsonl")
+        heldout = _read_jsonl(data_dir / "prefs_heldout.jsonl")
+        rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
+        # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
+        rendered = data_dir / "test_prompts.jsonl"
+        if rendered.is_file():
+            test_prompts = [row["prompt"] for row in _read_jsonl(rendered)][: cfg.n_test]
+        else:
+            test_prompts = load_prompts("test", limit=cfg.n_test)
+        gold = load_gold_reward(cfg.gold)
+        reference, tokenizer = load_model(cfg.base_model)
+        cache, settings = out / "reference.json", _eval_settings(cfg)
+        saved = json.loads(cache.read_text()) if cache.is_file() else {}
+        if saved.get("evaluation") == settings:
+            ref = Samples(**saved["samples"])
+        else:
+            ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
+            write_json(cache, {"evaluation": settings, "samples": asdict(ref)})
+        reward_init = init_reward_model(cfg.base_model, out / "reward_init")
+        return cls(
+            cfg,
+            out,
+            demos,
+            prefs,
+            heldout,
+            rl_prompts,
+            test_prompts,
+            gold,
+            reference,
+            tokenizer,
+            ref,
+            reward_init,
+        )
+
+
+def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any]:
+    """Train one job (resuming an interrupted attempt), evaluate it, save OUT/runs/NAME/eval.json."""
+    import torch
+
+    cfg = inputs.cfg
+    trainer, needs, _ = method_config(job.method, cfg, job.seed, job.kl_scale)
+    values = record["config"]  # method_config's, with the budget and KL scale of this job
+    run_dir = inputs.out / "runs" / job.name
+    data = {
+        "demos": inputs.demos[: job.demos],
+        "prefs": inputs.prefs[: job.prefs],
+        "prompts": inputs.rl_prompts,
+    }
+    record["resumed"] = _claim(run_dir, record, cfg)
+    t0 = time.perf_counter()
+    try:
+        torch.manual_seed(job.seed)
+        record["train_metrics"] = _train(
+            job.method, trainer, values, cfg, run_dir, inputs.reward_init, needs, data
+        )
+        record["train_seconds"] = time.perf_counter() - t0
+        policy, _ = load_model(run_dir / "policy")
+        rm = rm_tok = None
+        learned = [o for o in TRAINERS[trainer].outputs if Path(o).name == "reward_model"]
+        if learned:
+            rm, rm_tok = load_model(run_dir / learned[0], kind="reward")
+        result = evaluate(
+            policy,
+            inputs.tokenizer,
+            inputs.reference,
+            inputs.test_prompts,
+            inputs.gold,
+            config=cfg.sampling,
+            ref=inputs.ref,
+            reward_model=rm,
+            reward_tokenizer=rm_tok,
+            prefs=inputs.heldout,
+            seed=job.seed,
+        )
+        record["metrics"] = result.metrics
+        record["samples"] = result.rows()
+        record["curve"] = _gold_curve(run_dir, inputs, job.seed)
+    except Exception as err:  # one failing method must not hide the others' results
+        record["error"] = f"{type(err).__name__}: {err}"
+        record["traceback"] = traceback.format_exc()
+        print(record["traceback"], flush=True)
+    record["seconds"] = time.perf_counter() - t0
+    record["evaluation"] = _eval_settings(cfg)
+    write_json(run_dir / "eval.json", record)
+    if "metrics" in record:  # finished: its checkpoints were only there to survive a kill
+        for stage_checkpoints in sorted(run_dir.rglob("checkpoints")):
+            shutil.rmtree(stage_checkpoints, ignore_errors=True)
+    return record
+
+
+def _base_run(inputs: _Inputs) -> dict[str, Any]:
+    """The untrained base policy, evaluated like a method (KL 0 and a win rate near 1/2 calibrate the
+    table); cached in OUT/base.json like a job's eval.json."""
+    cfg, path = inputs.cfg, inputs.out / "base.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("evaluation") == _eval_settings(cfg):
+        return saved
+    base = evaluate(
+        inputs.reference,
+        inputs.tokenizer,
+        inputs.reference,
+        inputs.test_prompts,
+        inputs.gold,
+        config=cfg.sampling,
+        ref=inputs.ref,
+    )
+    main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
+    run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
+    run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": _eval_settings(cfg)}
+    write_json(path, run)
+    return run
+
+
+def _gold_curve(run_dir: Path, inputs: _Inputs, seed: int) -> list[dict[str, float]]:
     """Gold reward and KL of every policy snapshot of a run (none unless it kept snapshots)."""
     from aihf.lm.runtime import snapshot_dirs
 
@@ -386,7 +445,14 @@ def _gold_curve(
     for step, path in snapshot_dirs(run_dir):
         policy, _ = load_model(path)
         metrics = evaluate(
-            policy, tokenizer, reference, prompts, gold, config=cfg.sampling, ref=ref, seed=seed
+            policy,
+            inputs.tokenizer,
+            inputs.reference,
+            inputs.test_prompts,
+            inputs.gold,
+            config=inputs.cfg.sampling,
+            ref=inputs.ref,
+            seed=seed,
         )
         curve.append({"step": step} | {k: metrics.metrics[k] for k in ("gold_reward_mean", "kl_to_ref")})
     return curve
@@ -402,23 +468,27 @@ def default_workers() -> int:
 
 
 def _run_workers(out_dir: str | Path, cfg: BenchConfig, pending: list[str], workers: int) -> None:
-    """The pending jobs dealt round-robin to `workers` single-threaded processes."""
+    """The pending jobs, in order, on one queue that `workers` single-threaded processes take from: a
+    worker that finishes early takes the next job instead of waiting on a fixed share."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    shares = [pending[i::workers] for i in range(min(workers, len(pending)))]
-    processes = [context.Process(target=_worker, args=(str(out_dir), cfg, share)) for share in shares]
+    queue = context.Queue()
+    count = min(workers, len(pending))
+    for name in pending + [None] * count:  # one stop sign per worker
+        queue.put(name)
+    processes = [context.Process(target=_worker, args=(str(out_dir), cfg, queue)) for _ in range(count)]
     for process in processes:
         process.start()
     for process in processes:
         process.join()  # a worker that died leaves its jobs to the caller, which runs what is missing
 
 
-def _worker(out_dir: str, cfg: BenchConfig, jobs: list[str]) -> None:
+def _worker(out_dir: str, cfg: BenchConfig, queue: Any) -> None:
     import torch
 
     torch.set_num_threads(1)
-    run_bench(out_dir, cfg, only=jobs)
+    run_bench(out_dir, cfg, only=iter(queue.get, None))
 
 
 def _train(
