@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -164,3 +165,30 @@ def test_chat_preset_path_renders_prompts_trains_lora_in_bf16_and_reuses_the_poo
     assert again["pool_size"] == sum(
         len(p.read_text().splitlines()) for p in (out / "gold_rl").glob("pool-*")
     )
+
+
+def test_an_interrupted_gold_rl_run_continues_from_its_newest_checkpoint(tmp_path):
+    """Killed after checkpoint-2 of 4: the rerun goes on from there and ends where an uninterrupted
+    run ends (optimiser, schedule and RNG come back with the checkpoint)."""
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    prompts = [f"The film number {i} was" for i in range(8)]
+
+    def gold(ps, cs):
+        return [float(len(c)) for c in cs]
+
+    small = {"rl_steps": 4, "save_every": 2, "rl_batch_size": 4, "num_generations": 2, "max_new_tokens": 4}
+    cfg = datagen.DataGenConfig(**small)
+    straight = datagen.gold_rl(base, tmp_path / "straight", gold, prompts, cfg)
+    cut = tmp_path / "cut"
+    datagen.gold_rl(base, cut, gold, prompts, cfg)
+    shutil.rmtree(cut / "checkpoint-4")  # as if the run had died between its two checkpoints
+    (cut / "gold_rl_log.json").unlink()
+    resumed = datagen.gold_rl(base, cut, gold, prompts, cfg)
+    assert (
+        [p.name for p in resumed] == [p.name for p in straight] == ["policy", "checkpoint-2", "checkpoint-4"]
+    )
+    weights = "checkpoint-4/model.safetensors"
+    assert (cut / weights).read_bytes() == (tmp_path / "straight" / weights).read_bytes()
+    log = json.loads((cut / "gold_rl_log.json").read_text())
+    assert [row["step"] for row in log] == [2, 4]  # step 2's record came back with checkpoint-2
+    assert (cut / weights).read_bytes() != (cut / "checkpoint-2/model.safetensors").read_bytes()  # it trained
