@@ -155,7 +155,11 @@ def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
     assert bench._claim(run_dir, bench._record(job, cfg), cfg) is False
     assert sorted(p.name for p in run_dir.iterdir()) == ["job.json"]
     (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt").write_bytes(b"saved")
+    checkpoints.write_manifest(run_dir / "checkpoints" / "checkpoint-4")
+    (run_dir / "checkpoints" / "checkpoint-6").mkdir()  # the kill came while this one was written
     assert bench._claim(run_dir, bench._record(job, cfg), cfg) is True  # the same job: resumed
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-4"]  # from its newest
     other = bench.BenchConfig(methods=["dpo"], steps=16)
     assert bench._claim(run_dir, bench._record(job, other), other) is False
     assert not (run_dir / "checkpoints").exists()

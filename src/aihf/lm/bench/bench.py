@@ -553,14 +553,19 @@ def _resumable(values: dict[str, Any], out: Path, units: int, staged: bool = Fal
 def _claim(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> bool:
     """Mark `run_dir` as this job's (OUT/runs/NAME/job.json); True when an interrupted attempt of the
     same job and settings left checkpoints to resume from. Anything else there is cleared first, so a
-    run never resumes from another setting's checkpoints or reuses its stages."""
+    run never resumes from another setting's checkpoints or reuses its stages; so is a checkpoint the
+    kill cut short (TRL writes in place), so that each stage resumes from its newest complete one."""
+    from aihf import checkpoints
+
     mine = {"config": record["config"], "evaluation": _eval_settings(cfg)}
     path = run_dir / "job.json"
     same = path.is_file() and json.loads(path.read_text()) == mine
     if not same and run_dir.exists():
         shutil.rmtree(run_dir)
     write_json(path, mine)
-    return same and any(run_dir.rglob("checkpoints/checkpoint-*"))
+    found = sorted(p for p in run_dir.rglob("checkpoints/checkpoint-*") if p.is_dir())
+    checkpoints.prune(p for p in found if not checkpoints.is_complete(p))
+    return same and any(p.is_dir() for p in found)
 
 
 def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
