@@ -358,6 +358,20 @@ class _Inputs:
             reward_init,
         )
 
+    def evaluate(self, policy: Any, **extra: Any) -> Any:
+        """`evaluation.evaluate` of `policy` on the test prompts against the base model and its cached
+        samples, with this benchmark's sampling settings."""
+        return evaluate(
+            policy,
+            self.tokenizer,
+            self.reference,
+            self.test_prompts,
+            self.gold,
+            config=self.cfg.sampling,
+            ref=self.ref,
+            **extra,
+        )
+
 
 def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any]:
     """Train one job (resuming an interrupted attempt), evaluate it, save OUT/runs/NAME/eval.json."""
@@ -385,14 +399,8 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
         learned = [o for o in TRAINERS[trainer].outputs if Path(o).name == "reward_model"]
         if learned:
             rm, rm_tok = load_model(run_dir / learned[0], kind="reward")
-        result = evaluate(
+        result = inputs.evaluate(
             policy,
-            inputs.tokenizer,
-            inputs.reference,
-            inputs.test_prompts,
-            inputs.gold,
-            config=cfg.sampling,
-            ref=inputs.ref,
             reward_model=rm,
             reward_tokenizer=rm_tok,
             prefs=inputs.heldout,
@@ -421,15 +429,7 @@ def _base_run(inputs: _Inputs) -> dict[str, Any]:
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("evaluation") == _eval_settings(cfg):
         return saved
-    base = evaluate(
-        inputs.reference,
-        inputs.tokenizer,
-        inputs.reference,
-        inputs.test_prompts,
-        inputs.gold,
-        config=cfg.sampling,
-        ref=inputs.ref,
-    )
+    base = inputs.evaluate(inputs.reference)
     main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
     run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
     run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": _eval_settings(cfg)}
@@ -444,16 +444,7 @@ def _gold_curve(run_dir: Path, inputs: _Inputs, seed: int) -> list[dict[str, flo
     curve = []
     for step, path in snapshot_dirs(run_dir):
         policy, _ = load_model(path)
-        metrics = evaluate(
-            policy,
-            inputs.tokenizer,
-            inputs.reference,
-            inputs.test_prompts,
-            inputs.gold,
-            config=inputs.cfg.sampling,
-            ref=inputs.ref,
-            seed=seed,
-        )
+        metrics = inputs.evaluate(policy, seed=seed)
         curve.append({"step": step} | {k: metrics.metrics[k] for k in ("gold_reward_mean", "kl_to_ref")})
     return curve
 
