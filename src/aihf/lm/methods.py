@@ -51,6 +51,9 @@ class Method:
     iterative: bool = False  # limited by max_iterations (else max_steps)
     outputs: tuple[str, ...] = ("policy",)
     needs_reward_model: bool = False  # --reward-model, unless a Python reward_fn is given
+    # trains earlier stages in their own directories and resumes each on its own (`_rlhf`), so it
+    # checks its own checkpoints rather than run_training checking OUT/checkpoints
+    staged: bool = False
 
 
 # --- runners -----------------------------------------------------------------------------------------
@@ -184,14 +187,12 @@ def _stage_plan(cfg: Any, stage_out: Path, output: str) -> tuple[bool, str | Non
 
     Outputs are renamed into place only when complete, so a saved output means the stage finished.
     """
-    from aihf.lm import runtime
 
     if not cfg.resume_from_checkpoint:
         return False, None
     if (stage_out / output / "config.json").is_file():
         return True, None
-    found = runtime.checkpoint_dirs(stage_out)
-    return False, str(runtime.resolve_resume(stage_out, True)) if found else None
+    return False, _newest_checkpoint(stage_out)
 
 
 def _rl_stage_resume(cfg: Any, out: Path) -> str | None:
@@ -200,8 +201,15 @@ def _rl_stage_resume(cfg: Any, out: Path) -> str | None:
 
     resume = cfg.resume_from_checkpoint
     if resume is True or resume == "latest":
-        return str(runtime.resolve_resume(out, True)) if runtime.checkpoint_dirs(out) else None
+        return _newest_checkpoint(out)
     return str(runtime.resolve_resume(out, resume)) if resume else None
+
+
+def _newest_checkpoint(out: Path) -> str | None:
+    """A stage's newest checkpoint, verified; None when it has none (the stage starts afresh)."""
+    from aihf.lm import runtime
+
+    return str(runtime.resolve_resume(out, True)) if runtime.checkpoint_dirs(out) else None
 
 
 def _logged(stage_out: Path) -> dict[str, float]:
@@ -283,6 +291,7 @@ METHODS: dict[str, Method] = {
             iterative=True,
             outputs=("policy", "reward_stage/reward_model"),
             needs_reward_model=True,
+            staged=True,
         ),
         Method("sft", SFTRewardConfig, "TRL SFTTrainer on the demonstrations", _sft, required=("demos",)),
         Method(

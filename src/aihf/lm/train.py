@@ -80,7 +80,7 @@ def run_training(
     _check_data_for_config(trainer, cfg, data_args, reward_fn)
     from aihf.lm.runtime import resolve_resume
 
-    if trainer != "rlhf":  # RLHF resumes stage by stage and checks its checkpoints itself
+    if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints
         resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged one stops here
     check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
     if reward_model is not None and reward_fn is None and (method.needs_reward_model or trainer == "reward"):

@@ -523,7 +523,7 @@ def _train(
         policy_start,
         str(run_dir),
         reward_model=str(reward_start) if TRAINERS[trainer].needs_reward_model else None,
-        config=_resumable(values, run_dir, units, staged=trainer == "rlhf"),
+        config=_resumable(values, run_dir, units, staged=TRAINERS[trainer].staged),
         **{k: data[k] for k in needs},
     )
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -531,8 +531,8 @@ def _train(
 
 def _resumable(values: dict[str, Any], out: Path, units: int, staged: bool = False) -> dict[str, Any]:
     """`values` with a checkpoint every 1/RESUME_POINTS of the run, resumed from if one is there: a
-    job killed at the end of a session loses at most that share of a stage. RLHF (`staged`) resumes
-    stage by stage, so it is always asked to resume. Checkpointing does not change what a run computes
+    job killed at the end of a session loses at most that share of a stage. A `staged` method (RLHF)
+    resumes stage by stage, so it is always asked to resume. Checkpointing does not change what a run computes
     (tests/lm/test_resume.py), so the saved config, and the reuse of finished runs, ignore it."""
     from aihf.lm.runtime import checkpoint_dirs
 
