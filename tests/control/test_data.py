@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -35,6 +36,30 @@ def test_round_trip(tiny_data, tmp_path):
     np.testing.assert_array_equal(prefs.segments, tiny_data["prefs"].segments)
     save_preferences(tmp_path / "p.npz", prefs)
     assert len(load_preferences(tmp_path / "p.npz")) == len(prefs)
+
+
+def test_next_states_are_stored_once_per_trajectory_when_they_chain(tiny_data, tmp_path):
+    prefs = tiny_data["prefs"]
+    assert "final_observations" in _arrays(tiny_data["prefs_path"])
+    assert "next_observations" not in _arrays(tiny_data["prefs_path"])
+    loaded = load_preferences(tiny_data["prefs_path"])
+    np.testing.assert_array_equal(loaded.trajectories.next_observations, prefs.trajectories.next_observations)
+    # next states that do not chain (here: one perturbed row) are stored whole and read back exactly
+    broken = dataclasses.replace(
+        prefs.trajectories, next_observations=prefs.trajectories.next_observations.copy()
+    )
+    broken.next_observations[3, 0] += 1.0
+    save_preferences(tmp_path / "p.npz", Preferences(broken, prefs.segments, prefs.labels))
+    assert "next_observations" in _arrays(tmp_path / "p.npz")
+    reread = load_preferences(tmp_path / "p.npz").trajectories.next_observations
+    np.testing.assert_array_equal(reread, broken.next_observations)
+
+
+def test_final_observations_of_the_wrong_shape_name_the_file(tiny_data, tmp_path):
+    final = _arrays(tiny_data["demos_path"])["final_observations"]
+    path = _rewrite(tiny_data["demos_path"], tmp_path / "d.npz", final_observations=final[:-1])
+    with pytest.raises(InputError, match=r"d\.npz: 'final_observations' has shape .* \(one per trajectory\)"):
+        load_trajectories(path)
 
 
 def test_environment_size_mismatch_names_file(tiny_data):

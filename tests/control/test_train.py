@@ -179,7 +179,7 @@ def test_resume_is_exact_on_the_sbx_backend(tiny_data, tmp_path):
 
 def test_ipl_needs_next_states_in_the_preference_file(tiny_data, tmp_path, capsys):
     with np.load(tiny_data["prefs_path"]) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "next_observations"}
+        arrays = {k: npz[k] for k in npz.files if k not in ("next_observations", "final_observations")}
     np.savez(tmp_path / "prefs.npz", **arrays)
     argv = [
         "control",

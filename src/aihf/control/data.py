@@ -10,6 +10,10 @@ On-disk format (one `.npz` per data set, written by `save_trajectories` / `save_
     lengths       int64   [T]            length of each trajectory; sum(lengths) == N
     env_id        str     []             the gymnasium id the data came from ('' if unknown)
     next_observations float32 [N, obs_dim]  optional: s' of each transition (needed by next-state rewards)
+    final_observations float32 [T, obs_dim] instead of next_observations when s' of each transition is the
+                                         next row's s within its trajectory (the usual case): the s' of
+                                         each trajectory's last transition; the writer picks this form,
+                                         which halves the file, and the reader rebuilds next_observations
 
 A preference file holds the same trajectory arrays plus
 
@@ -134,8 +138,22 @@ def _trajectory_arrays(traj: Trajectories) -> dict[str, np.ndarray]:
         "env_id": np.array(traj.env_id),
     }
     if traj.next_observations is not None:
-        arrays["next_observations"] = traj.next_observations.astype(np.float32)
+        next_obs = traj.next_observations.astype(np.float32)
+        last = np.cumsum(traj.lengths) - 1
+        final = next_obs[last]
+        if np.array_equal(_chain_next_observations(arrays["observations"], traj.lengths, final), next_obs):
+            arrays["final_observations"] = final
+        else:
+            arrays["next_observations"] = next_obs
     return arrays
+
+
+def _chain_next_observations(obs: np.ndarray, lengths: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """s' of every transition when it is the next row's s, and `final` after each trajectory's last."""
+    next_obs = np.empty_like(obs)
+    next_obs[:-1] = obs[1:]
+    next_obs[np.cumsum(lengths) - 1] = final
+    return next_obs
 
 
 def _save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
@@ -211,6 +229,14 @@ def _trajectory_from_arrays(
             raise InputError(
                 f"{path}: 'next_observations' has shape {next_obs.shape}, 'observations' has {obs.shape}"
             )
+    elif "final_observations" in arrays:
+        final = _require(arrays, path, "final_observations", "f", 2)
+        if final.shape != (len(lengths), obs.shape[1]):
+            raise InputError(
+                f"{path}: 'final_observations' has shape {final.shape}, expected "
+                f"{(len(lengths), obs.shape[1])} (one per trajectory)"
+            )
+        next_obs = _chain_next_observations(obs, lengths, final.astype(obs.dtype))
     for key, arr in (("observations", obs), ("actions", act), ("next_observations", next_obs)):
         if arr is None:
             continue
