@@ -121,7 +121,8 @@ def test_policy_step_takes_a_python_reward_function(tiny_dir, data_dir, tmp_path
     assert not (tmp_path / "rl" / "reward_model").exists()  # nothing learned a reward
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path, lora):
     def run(out, iterations, **extra):
         return run_training(
             "aihf",
@@ -131,12 +132,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_pat
             demos=str(data_dir / "demos.jsonl"),
             prefs=str(data_dir / "prefs.jsonl"),
             max_iterations=iterations,
-            config=SMALL | {"learning_rate": 1e-3, "save_steps": 2} | extra,
+            config=SMALL | {"learning_rate": 1e-3, "save_steps": 2, "use_peft": lora, "lora_r": 4} | extra,
         )
 
     run(tmp_path / "straight", 4)
     run(tmp_path / "cut", 3)  # "interrupted" after iteration 3: iteration 3 is lost, checkpoint-2 is kept
-    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2").is_dir()
+    checkpoint = tmp_path / "cut" / "checkpoints" / "checkpoint-2"
+    # a checkpoint holds what trains: with LoRA, the adapters (and the reward head), not the frozen base
+    saved = [torch.load(checkpoint / f"trainable_weights_{i}.pt", weights_only=True) for i in (0, 1)]
+    assert all(saved) and not list(checkpoint.glob("pytorch_model*"))
+    frozen = [k for state in saved for k in state if "lora_" not in k and "score" not in k]
+    assert bool(frozen) is not lora, frozen[:3]
     run(tmp_path / "cut", 4, resume_from_checkpoint=True)
     steps = [
         json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()

@@ -40,7 +40,7 @@ def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true"):
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        ("truncate", "pytorch_model.bin"),  # the weights
+        ("truncate", "trainable_weights_0.pt"),  # the weights
         ("truncate", "optimizer.bin"),
         ("truncate", "custom_checkpoint_0.pkl"),  # the trainer's counters and samplers
         ("delete", "random_states_0.pkl"),  # the RNG state: resuming without it would differ silently
@@ -62,6 +62,23 @@ def test_damaged_checkpoint_is_refused_naming_the_file(
     assert place in err[0] and "not resuming" in err[0]
     assert f"the newest complete one is {out / 'checkpoints' / 'checkpoint-2'}" in err[0]
     assert (out / "policy" / "model.safetensors").read_bytes() == policy  # nothing was trained or written
+
+
+def test_a_checkpoint_of_other_weights_is_refused_naming_the_file(
+    finished, tiny_dir, data_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out.parent / "resume.yaml").write_text("save_steps: 2\nresume_from_checkpoint: true\nuse_peft: true\n")
+    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
+    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
+    assert aihf.cli.main(argv) == 2  # full-model weights, resumed into a LoRA-wrapped policy
+    # the fit is known once the model is built (its loading bar aside, one line), before any training
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]
+    assert len(err) == 1 and "trainable_weights_0.pt: does not fit model 0" in err[0], err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_the_complete_checkpoint_named_in_the_message_resumes(finished, tiny_dir, data_dir, tmp_path, capsys):

@@ -48,7 +48,48 @@ def make_accelerator(config: LMConfig) -> Any:
         project_dir=str(Path(config.output_dir) / "runs"),
     )
     set_seed(config.seed)
+    accelerator.register_save_state_pre_hook(_save_trainable_weights(accelerator))
+    accelerator.register_load_state_pre_hook(_load_trainable_weights)
     return accelerator
+
+
+TRAINABLE_WEIGHTS = "trainable_weights_{}.pt"
+
+
+def _save_trainable_weights(accelerator: Any) -> Any:
+    """A save_state hook writing each model's trainable tensors only.
+
+    With LoRA the frozen base is most of a model (14 GB of a 7B one) and never changes, so a checkpoint
+    keeps the adapters and heads, as TRL's do. DeepSpeed and FSDP save their models themselves.
+    """
+
+    def hook(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
+        if len(weights) != len(models):
+            return
+        for i, (model, state) in enumerate(zip(models, weights)):
+            trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+            if accelerator.is_main_process:
+                kept = {k: v for k, v in state.items() if k in trainable}
+                torch.save(kept, Path(output_dir) / TRAINABLE_WEIGHTS.format(i))
+        weights.clear()
+
+    return hook
+
+
+def _load_trainable_weights(models: list[Any], input_dir: str) -> None:
+    """The load_state hook for `_save_trainable_weights`: every trainable tensor must be in the file."""
+    if not (Path(input_dir) / TRAINABLE_WEIGHTS.format(0)).is_file():
+        return  # a checkpoint of full state dicts, as accelerate writes them
+    for i, model in enumerate(models):
+        path = Path(input_dir) / TRAINABLE_WEIGHTS.format(i)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+        absent = sorted(trainable & set(missing))
+        if unexpected or absent:
+            what = f"unexpected: {unexpected[0]}" if unexpected else f"missing: {absent[0]}"
+            raise checkpoints.CheckpointError(f"{path}: does not fit model {i} ({what}, ...)")
+    models.clear()
 
 
 def prepare_model(model: Any, config: LMConfig, task_type: str) -> Any:
