@@ -66,11 +66,12 @@ def _save_trainable_weights(accelerator: Any) -> Any:
     def hook(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
         if len(weights) != len(models):
             return
-        for i, (model, state) in enumerate(zip(models, weights)):
+        each_node = accelerator.project_configuration.save_on_each_node
+        writes = accelerator.is_local_main_process if each_node else accelerator.is_main_process
+        for i, (model, state) in enumerate(zip(models, weights) if writes else []):
             trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-            if accelerator.is_main_process:
-                kept = {k: v for k, v in state.items() if k in trainable}
-                torch.save(kept, Path(output_dir) / TRAINABLE_WEIGHTS.format(i))
+            kept = {k: v for k, v in state.items() if k in trainable}
+            torch.save(kept, Path(output_dir) / TRAINABLE_WEIGHTS.format(i))
         weights.clear()
 
     return hook
