@@ -1,5 +1,6 @@
-"""Run by test_accelerate.py under `accelerate launch`: a few AIHF iterations, then each process
-writes a fingerprint of its final policy and reward weights so the test can compare processes."""
+"""Run by test_accelerate.py under `accelerate launch`: a few AIHF iterations with LoRA (resumed from
+the newest checkpoint when asked), then each process writes a fingerprint of its final policy and
+reward weights so the test can compare processes and runs."""
 
 import hashlib
 import json
@@ -22,11 +23,15 @@ def fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def main(tiny: Path, data: Path, out: Path) -> None:
+def main(tiny: Path, data: Path, out: Path, iterations: int, resume: bool) -> None:
     tokenizer = load_tokenizer(str(tiny / "policy"))
     config = AIHFConfig(
         output_dir=str(out),
-        max_iterations=2,
+        max_iterations=iterations,
+        save_steps=1,
+        resume_from_checkpoint=resume or None,
+        use_peft=True,
+        lora_r=4,
         batch_size=3,
         prompt_batch_size=2,
         num_samples=2,
@@ -57,4 +62,4 @@ def main(tiny: Path, data: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(*(Path(a) for a in sys.argv[1:4]))
+    main(*(Path(a) for a in sys.argv[1:4]), int(sys.argv[4]), sys.argv[5] == "resume")

@@ -12,25 +12,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_aihf_under_accelerate_launch_two_processes_agree(tiny_dir, data_dir, tmp_path):
-    """DDP over gloo on CPU: both processes must end with identical policy and reward weights.
+def _launch(tiny_dir, data_dir, out, iterations: int, resume: bool = False) -> list[dict]:
+    """AIHF with LoRA under DDP over gloo on CPU, two processes; each one's fingerprints.
 
     accelerate 1.x runs `--cpu` jobs with its single-process launcher (multi-CPU needs MPI), so two
     CPU processes are started with its torchrun launcher (`--multi_gpu`) and no visible GPU; the
     trainer's `cpu=True` makes accelerate pick gloo.
     """
-    out = tmp_path / "ddp"
     worker = Path(__file__).with_name("ddp_worker.py")
     src = Path(__file__).resolve().parents[2] / "src"
     env = os.environ | {"PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["--main_process_port", str(_free_port())]
-    command += [str(worker), str(tiny_dir), str(data_dir), str(out)]
+    command += [str(worker), str(tiny_dir), str(data_dir), str(out), str(iterations)]
+    command += ["resume" if resume else "fresh"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
-    assert all(r["world"] == 2 for r in ranks)
-    assert ranks[0]["policy"] == ranks[1]["policy"] != ranks[0]["initial"]
-    assert ranks[0]["reward"] == ranks[1]["reward"]
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # logged once, by the main process
+    return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+
+
+def test_aihf_under_accelerate_launch_two_processes_agree_and_resume(tiny_dir, data_dir, tmp_path):
+    """Both processes end with identical policy and reward weights; a run cut after iteration 2 and
+    resumed from its checkpoint (each model's trainable tensors, written once) ends where an
+    uninterrupted one ends."""
+    straight = _launch(tiny_dir, data_dir, tmp_path / "straight", 3)
+    assert all(r["world"] == 2 for r in straight)
+    assert straight[0]["policy"] == straight[1]["policy"] != straight[0]["initial"]
+    assert straight[0]["reward"] == straight[1]["reward"]
+    assert len((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()) == 3  # main process logs
+    _launch(tiny_dir, data_dir, tmp_path / "cut", 2)
+    checkpoint = tmp_path / "cut" / "checkpoints" / "checkpoint-2"
+    assert sorted(p.name for p in checkpoint.glob("trainable_weights_*")) == [
+        "trainable_weights_0.pt",
+        "trainable_weights_1.pt",
+    ]
+    resumed = _launch(tiny_dir, data_dir, tmp_path / "cut", 3, resume=True)
+    assert [(r["policy"], r["reward"]) for r in resumed] == [(r["policy"], r["reward"]) for r in straight]
