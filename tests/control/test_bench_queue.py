@@ -74,7 +74,7 @@ def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
     assert [(r["total_steps"], r["cut_from_steps"]) for r in oracle] == [(100, 300), (100, 300)]
     final_config = json.loads((runs / "final" / "aihf" / "seed1" / "results.json").read_text())["config"]
     assert final_config["reward_lr"] == picked["reward_lr"] and final_config["total_steps"] == 100
-    assert "sb3_check" in summary
+    assert [r["seed"] for r in summary["sb3_check"]["per_seed"]] == [0, 1]  # the sb3 oracle, every seed
     # the generated part is replaced, the reading around it kept
     md = module.RESULTS / "control_hopper.md"
     md.write_text(md.read_text().replace("# Hopper-v5 comparison", "# Hopper-v5 comparison\n\nOur reading."))
