@@ -166,3 +166,22 @@ def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_dat
         report(tmp_path, budget=150)
     assert main(["control", "bench", "--out", str(tmp_path), "--budget", "100"]) == 2
     assert "with --report-only" in capsys.readouterr().err
+
+
+def test_table_names_each_rows_sac_when_backends_differ():
+    from aihf.control.bench import _table
+
+    def run(seed, backend):
+        curve = [[0, 1.0], [100, 2.0]]
+        return {
+            "seed": seed,
+            "eval_return_mean": 2.0,
+            "curve": curve,
+            "backend": backend,
+            "ent_coef": "fixed 0.2",
+        }
+
+    mixed = _table({"aihf": [run(0, "sbx")], "ipl": [run(0, "sb3")]}, "Hopper-v5", 100)
+    assert "| AIHF (sbx SAC) |" in mixed and "| IPL (inverse preference learning) (sb3 SAC) |" in mixed
+    one = _table({"aihf": [run(0, "sbx")], "rlhf": [run(0, "sbx")]}, "Hopper-v5", 100)
+    assert "(sbx SAC, entropy coefficient fixed 0.2)" in one and "(sbx SAC) |" not in one

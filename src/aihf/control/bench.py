@@ -264,6 +264,8 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = LABELS.get(algo, algo)
+        if len(settings) > 1 and algo != "bc":  # which row ran on which SAC
+            label += f" ({rs[0].get('backend', 'sb3')} SAC)"
         if rs[0].get("cut_from_steps"):
             label += f" (cut at {rs[0]['total_steps']} of {rs[0]['cut_from_steps']} steps)"
         lines.append(f"| {label} | {len(rs)} | {score} | {recent} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
