@@ -35,12 +35,12 @@ import numpy as np
 
 from aihf.control.bench import cut_at, last3, load_result, run_bench, run_status, summarize
 from aihf.control.config import load_config
-from aihf.control.data import load_trajectories
+from aihf.control.data import load_trajectories, shipped_data_dir
 from aihf.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/control/hopper.yaml"
-DATA = ROOT / "benchmarks/data/hopper_v5_expert"
+DATA = shipped_data_dir("Hopper-v5")  # the 1M-step expert's data (its README)
 RESULTS = ROOT / "benchmarks/results"
 SEEDS = (0, 1, 2)
 PILOT_STEPS = 1_000_000

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aihf.control.data import load_preferences, load_trajectories, shipped_data_dir
 from aihf.control.reward import RewardNet
 
-DATA = Path(__file__).parent / "data" / "hopper_v5_expert"
+DATA = shipped_data_dir("Hopper-v5")
 
 
 def main() -> None:
@@ -26,18 +27,18 @@ def main() -> None:
     parser.add_argument("--runs", required=True, type=Path, help="a directory searched for reward_net/")
     parser.add_argument("--data", default=DATA, type=Path, help="directory with demos.npz and prefs.npz")
     args = parser.parse_args()
-    demos, prefs = np.load(args.data / "demos.npz"), np.load(args.data / "prefs.npz")
-    starts = np.concatenate([[0], np.cumsum(prefs["lengths"])[:-1]])
+    demos = load_trajectories(args.data / "demos.npz")
+    prefs = load_preferences(args.data / "prefs.npz").trajectories
     print("| run | demonstrations | preference data | share < 0 | start states |")
     print("|---|---:|---:|---:|---:|")
     for path in sorted(args.runs.rglob("reward_net")):
         net = RewardNet.from_pretrained(path)
-        on_demos = net.predict(demos["observations"], demos["actions"])
-        on_prefs = net.predict(prefs["observations"], prefs["actions"])
+        on_demos = net.predict(demos.observations, demos.actions)
+        on_prefs = net.predict(prefs.observations, prefs.actions)
         name = path.parent.relative_to(args.runs)
         print(
             f"| {name} | {on_demos.mean():+.3f} | {on_prefs.mean():+.3f} | {np.mean(on_prefs < 0):.2f} "
-            f"| {on_prefs[starts].mean():+.3f} |"
+            f"| {on_prefs[prefs.starts].mean():+.3f} |"
         )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from aihf.control.data import Preferences, Trajectories, save_preferences, save_trajectories
 from aihf.control.reward import RewardNet
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -26,8 +27,17 @@ def load_script(name: str):
 def test_reward_diagnosis_reports_the_mean_reward_where_each_trajectory_starts(tmp_path, monkeypatch, capsys):
     obs = np.arange(12, dtype=np.float32).reshape(6, 2)  # two trajectories, 4 + 2 steps
     act = np.zeros((6, 1), dtype=np.float32)
-    np.savez(tmp_path / "demos.npz", observations=obs[:2], actions=act[:2])
-    np.savez(tmp_path / "prefs.npz", observations=obs, actions=act, lengths=np.array([4, 2]))
+
+    def trajectories(lengths):
+        n = sum(lengths)
+        flags = np.zeros(n, dtype=bool)
+        return Trajectories(obs[:n], act[:n], np.zeros(n, np.float32), flags, flags, np.array(lengths))
+
+    save_trajectories(tmp_path / "demos.npz", trajectories([2]))
+    segments = np.array([[0, 0, 2, 1, 0, 2]])
+    save_preferences(
+        tmp_path / "prefs.npz", Preferences(trajectories([4, 2]), segments, np.ones(1, np.float32))
+    )
     net = RewardNet(2, 1, hidden=[])
     with torch.no_grad():  # reward = first observation coordinate - 5
         net.mlp[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0]]))
