@@ -28,8 +28,8 @@ def finished(tiny_dir, data_dir, tmp_path_factory):
     return out
 
 
-def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true"):
-    (out.parent / "resume.yaml").write_text(f"save_steps: 2\nresume_from_checkpoint: {resume}\n")
+def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true", more_yaml=""):
+    (out.parent / "resume.yaml").write_text(f"save_steps: 2\nresume_from_checkpoint: {resume}\n{more_yaml}")
     argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
     argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
@@ -69,14 +69,11 @@ def test_a_checkpoint_of_other_weights_is_refused_naming_the_file(
 ):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    (out.parent / "resume.yaml").write_text("save_steps: 2\nresume_from_checkpoint: true\nuse_peft: true\n")
-    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
-    argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
-    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
-    assert aihf.cli.main(argv) == 2  # full-model weights, resumed into a LoRA-wrapped policy
+    # full-model weights, resumed into a LoRA-wrapped policy
+    code, err = _resume_cli(tiny_dir, data_dir, out, capsys, more_yaml="use_peft: true\n")
     # the fit is known once the model is built (its loading bar aside, one line), before any training
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]
-    assert len(err) == 1 and "trainable_weights_0.pt: does not fit model 0" in err[0], err
+    err = [line for line in err if "Loading weights" not in line]
+    assert code == 2 and len(err) == 1 and "trainable_weights_0.pt: does not fit model 0" in err[0], err
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 

@@ -172,7 +172,7 @@ def _summarize(
                 {
                     "seed": r["seed"],
                     "final_return": r["eval_return_mean"],
-                    "backend": r.get("backend", "sb3"),
+                    "backend": _backend(r),
                     "ent_coef": r.get("ent_coef", "auto-tuned (auto)"),  # runs from before the option
                     "total_steps": r["total_steps"],
                     "cut_from_steps": r.get("cut_from_steps"),
@@ -242,7 +242,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
     # how SAC ran: runs from before these options used sb3 with automatic entropy tuning
     settings = sorted(
         {
-            f"{r.get('backend', 'sb3')} SAC, entropy coefficient {r.get('ent_coef', 'auto-tuned (auto)')}"
+            f"{_backend(r)} SAC, entropy coefficient {r.get('ent_coef', 'auto-tuned (auto)')}"
             for algo, rs in runs.items()
             if algo != "bc"
             for r in rs
@@ -265,11 +265,16 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = LABELS.get(algo, algo)
         if len(settings) > 1 and algo != "bc":  # which row ran on which SAC
-            label += f" ({rs[0].get('backend', 'sb3')} SAC)"
+            label += f" ({_backend(rs[0])} SAC)"
         if rs[0].get("cut_from_steps"):
             label += f" (cut at {rs[0]['total_steps']} of {rs[0]['cut_from_steps']} steps)"
         lines.append(f"| {label} | {len(rs)} | {score} | {recent} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
     return "\n".join(lines) + "\n"
+
+
+def _backend(result: dict[str, Any]) -> str:
+    """The SAC implementation a run used (runs from before the option used sb3)."""
+    return result.get("backend", "sb3")
 
 
 def _fmt(values: list[float | None]) -> str:

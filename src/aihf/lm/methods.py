@@ -187,7 +187,6 @@ def _stage_plan(cfg: Any, stage_out: Path, output: str) -> tuple[bool, str | Non
 
     Outputs are renamed into place only when complete, so a saved output means the stage finished.
     """
-
     if not cfg.resume_from_checkpoint:
         return False, None
     if (stage_out / output / "config.json").is_file():

@@ -199,12 +199,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def trainer_and_data(method: str) -> tuple[str, tuple[str, ...]]:
+    """The registry trainer a benchmark method runs, and the data sets it takes."""
+    trainer = METHODS[method][0]
+    registered = TRAINERS[trainer]
+    return trainer, tuple(sorted(registered.required + registered.optional))
+
+
 def method_config(
     method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    trainer, family, own = METHODS[method]
-    registered = TRAINERS[trainer]
-    needs = tuple(sorted(registered.required + registered.optional))
+    _, family, own = METHODS[method]
+    trainer, needs = trainer_and_data(method)
     values = cfg.settings["common"] | cfg.settings[family] | own | {"seed": seed}
     if trainer in ("aihf", "rlhf"):
         values |= {"max_iterations": cfg.iterations}
@@ -378,7 +384,7 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
     import torch
 
     cfg = inputs.cfg
-    trainer, needs, _ = method_config(job.method, cfg, job.seed, job.kl_scale)
+    trainer, needs = trainer_and_data(job.method)
     values = record["config"]  # method_config's, with the budget and KL scale of this job
     run_dir = inputs.out / "runs" / job.name
     data = {
