@@ -16,6 +16,10 @@ grid of four settings; the best setting then runs seeds 0-2 at B steps; the pilo
 are the oracle rows; SAC on the true reward also runs on sb3 (seed 0 in the protocol; seeds 1 and 2 added
 when seed 0 ended far below sbx's) to show whether the backend decides, since IPL runs on sb3.
 Locks are directories holding the worker's pid, so the workers must share one machine.
+
+A job that finished on an earlier machine whose RUNS is gone counts as done when the committed
+`results/control_hopper.json` holds its numbers ("recorded"): the queue runs only what is missing and
+the report merges both (the record keeps the pilot's runs cut at B, so their curves past B are not restored).
 """
 
 from __future__ import annotations
@@ -81,9 +85,20 @@ class Job:
         return self.out / self.algo / f"seed{self.seed}"
 
     def status(self) -> str:
-        """'finished', 'checkpoint' (resumable) or 'new'."""
+        """'finished' (in RUNS), 'recorded' (only in the committed record), 'checkpoint' (resumable) or
+        'new'."""
         cfg = load_config(str(CONFIG), self._config_values())
-        return run_status(self.run_dir, cfg)
+        state = run_status(self.run_dir, cfg)
+        if state != "finished" and recorded(self) is not None:
+            return "recorded"
+        return state
+
+    def result(self) -> dict[str, Any] | None:
+        """The finished run's results (`load_result`'s form), from RUNS or else from the record."""
+        state = self.status()
+        if state == "finished":
+            return load_result(self.run_dir)
+        return recorded(self) if state == "recorded" else None
 
     def run(self) -> None:
         run_bench(
@@ -120,10 +135,53 @@ def pilot_jobs(runs: Path) -> list[Job]:
     return [Job(f"pilot/sac-true/seed{s}", runs / "pilot", "sac-true", s, PILOT_STEPS, ORACLE) for s in SEEDS]
 
 
+def recorded(job: Job) -> dict[str, Any] | None:
+    """`job`'s result as the committed control_hopper.json holds it, in `load_result`'s form (a tuning
+    run's without its curve: the record keeps its final and last-three figures only); None if absent."""
+    path = RESULTS / "control_hopper.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    kind = job.name.split("/")[0]
+    if kind == "tune":
+        rows = record.get("tuning", {}).get(job.algo, {}).get("runs", [])
+        return next(
+            (
+                {"eval_return_mean": r["final"], "last3_return": r["last3"], "wall_time_s": r["wall_time_s"]}
+                for r in rows
+                if r["setting"] == job.overrides
+            ),
+            None,
+        )
+    if kind == "check":
+        rows = record.get("sb3_check", {}).get("per_seed", [])
+        return next(
+            ({"eval_return_mean": r["final"], "curve": r["curve"]} for r in rows if r["seed"] == job.seed),
+            None,
+        )
+    # the pilot's runs and the finals are the comparison's rows; a final counts only with the setting it ran
+    if kind == "final" and record.get("tuning", {}).get(job.algo, {}).get("picked") != job.overrides:
+        return None
+    comparison = record.get("comparison", {})
+    entry = comparison.get("algos", {}).get(job.algo, {})
+    for i, row in enumerate(entry.get("per_seed", [])):
+        if row["seed"] == job.seed:
+            diagnostics = ("heldout_preference_accuracy", "learned_true_return_correlation")
+            as_run = ("total_steps", "cut_from_steps", "backend", "ent_coef", "wall_time_s")
+            return {
+                "algo": job.algo,
+                "seed": job.seed,
+                "env": comparison["env"],
+                "eval_return_mean": row["final_return"],
+                "curve": [(int(step), float(value)) for step, value in row["curve"]],
+                "reward_diagnostics": {key: entry[key][i] for key in diagnostics},
+            } | {key: row[key] for key in as_run}
+    return None
+
+
 def run_curve(job: Job) -> list[tuple[int, float]]:
-    """The evaluations so far: from results.json when finished, else from the newest checkpoint."""
-    if job.status() == "finished":
-        return load_result(job.run_dir)["curve"]
+    """The evaluations so far: from the result when finished, else from the newest checkpoint."""
+    result = job.result()
+    if result is not None:
+        return result["curve"]
     state = job.run_dir / "checkpoint" / "state.json"
     if not state.is_file():
         return []
@@ -168,10 +226,10 @@ def tune_jobs(runs: Path, b: int) -> dict[str, list[tuple[dict[str, Any], Job]]]
 
 def best_setting(tuned: list[tuple[dict[str, Any], Job]]) -> dict[str, Any] | None:
     """The setting with the best final true return on seed 0 (the first on ties); None until all ran."""
-    if any(job.status() != "finished" for _, job in tuned):
+    results = [job.result() for _, job in tuned]
+    if any(result is None for result in results):
         return None
-    finals = [load_result(job.run_dir)["eval_return_mean"] for _, job in tuned]
-    return tuned[int(np.argmax(finals))][0]
+    return tuned[int(np.argmax([result["eval_return_mean"] for result in results]))][0]
 
 
 def plan(runs: Path) -> list[tuple[Job | None, str]]:
@@ -242,7 +300,7 @@ def claim(runs: Path, job: Job) -> bool:
 def work(runs: Path) -> None:
     """Claim and run jobs until every one has finished."""
     while True:
-        pending = [(job, why) for job, why in plan(runs) if job is None or job.status() != "finished"]
+        pending = [(job, why) for job, why in plan(runs) if job is None or job.result() is None]
         if not pending:
             print("every job has finished", flush=True)
             return
@@ -271,8 +329,8 @@ def status(runs: Path) -> str:
             continue
         state = job.status()
         pid = holder(lock_path(runs, job))
-        if state == "finished":
-            result = load_result(job.run_dir)
+        if state in ("finished", "recorded"):
+            result = job.result()
             detail = (
                 f"true return {result['eval_return_mean']:.1f} ({result.get('wall_time_s', 0) / 60:.0f} min)"
             )
@@ -319,11 +377,11 @@ def report(runs: Path) -> str:
         best = best_setting(tuned)
         rows = []
         for setting, job in tuned:
-            if job.status() != "finished":
+            result = job.result()
+            if result is None:
                 md.append(f"| {algo} | {setting_name(setting)} | (not finished) | | |")
                 continue
-            result = load_result(job.run_dir)
-            last3_return = last3(result)
+            last3_return = result["last3_return"] if "last3_return" in result else last3(result)
             rows.append(
                 {
                     "setting": setting,
@@ -337,8 +395,9 @@ def report(runs: Path) -> str:
         summary["tuning"][algo] = {"runs": rows, "picked": best}
     finals: dict[str, list[dict[str, Any]]] = {}
     for job, _ in plan(runs):
-        if job is not None and job.name.startswith(("final/", "pilot/")) and job.status() == "finished":
-            finals.setdefault(job.algo, []).append(cut_at(load_result(job.run_dir), b))
+        result = job.result() if job is not None and job.name.startswith(("final/", "pilot/")) else None
+        if result is not None:
+            finals.setdefault(job.algo, []).append(cut_at(result, b))
     if finals:
         staging = runs / "report"
         table = summarize(finals, staging)
@@ -346,9 +405,7 @@ def report(runs: Path) -> str:
         shutil.copyfile(staging / "curves.png", RESULTS / "control_hopper_curves.png")
         shutil.copyfile(staging / "curves.csv", RESULTS / "control_hopper_curves.csv")
         md += ["**Comparison** (seeds 0-2 at B; the oracle rows are the pilot's runs read at B):\n", table]
-    checks = [
-        (job.seed, load_result(job.run_dir)) for job in check_jobs(runs, b) if job.status() == "finished"
-    ]
+    checks = [(job.seed, job.result()) for job in check_jobs(runs, b) if job.result() is not None]
     if checks:
         finals = [result["eval_return_mean"] for _, result in checks]
         summary["sb3_check"] = {
