@@ -82,6 +82,9 @@ def test_bench_options_reach_the_config(monkeypatch):
     assert seen["workers"] == 2 and seen["report_only"] is False
     args = parse(["bench", "--out", "x", "--report-only"])
     assert args.handler(args) == 0 and seen["report_only"] is True
+    args = parse(["bench", "--out", "x", "--records", "no/such/dir"])
+    with pytest.raises(InputError, match="--records no/such/dir: not a directory"):
+        args.handler(args)
     args = parse(["bench", "--out", "x", "--report-only", "--shard", "0/2"])
     with pytest.raises(InputError, match="--report-only writes the report of every shard"):
         args.handler(args)

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from aihf import checkpoints
+from aihf.errors import InputError
 from aihf.lm.bench import bench
 from aihf.lm.tiny import save_tiny_models
 
@@ -176,6 +177,32 @@ def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
     assert results["methods"]["dpo"] == {"error": "not run"}
     assert "| dpo | not run yet |" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0").exists()
+
+
+def test_records_of_an_earlier_machine_are_reused_and_a_broken_one_is_named(tmp_path, monkeypatch):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(methods=["sft", "dpo"], n_demos=8, n_prefs=8, n_test=4, steps=2)
+    cfg.base_model, cfg.data_dir = str(base), str(data)
+    bench.run_bench(tmp_path / "old", cfg, only=["sft_d8_p8_k1_s0"])
+    first = bench.run_bench(tmp_path / "old", cfg, report_only=True)
+    records = tmp_path / "old" / "records"
+    assert [p.name for p in records.iterdir()] == ["sft_d8_p8_k1_s0.json"]  # finished jobs only
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded job is not rerun")
+
+    monkeypatch.setattr(bench, "_run_job", no_training)
+    cfg.records = str(records)  # a new machine: OUT is empty, the records were committed
+    again = bench.run_bench(tmp_path / "new", cfg, report_only=True)
+    assert again["methods"]["sft"] == first["methods"]["sft"]
+    assert (tmp_path / "new" / "records" / "sft_d8_p8_k1_s0.json").is_file()  # carried on
+    cfg.steps = 3  # other settings: the record does not count
+    assert bench.run_bench(tmp_path / "new", cfg, report_only=True)["methods"]["sft"] == {"error": "not run"}
+    cfg.steps = 2
+    (records / "sft_d8_p8_k1_s0.json").write_text('{"method": "sft",\n')
+    with pytest.raises(InputError, match=r"sft_d8_p8_k1_s0.json: line 2: not a JSON job record"):
+        bench.run_bench(tmp_path / "new2", cfg, report_only=True)
 
 
 def test_every_process_evaluates_against_the_one_cached_reference(tmp_path, monkeypatch):

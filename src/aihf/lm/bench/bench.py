@@ -25,7 +25,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ class BenchConfig:
     rlhf_reward_steps: int = 60  # RLHF's reward-model stage; AIHF spreads as many over its iterations
     spin_iterations: int = 2
     shard: tuple[int, int] | None = None  # (i, n): run jobs i, i + n, ... only; no report
+    # finished jobs' records from an earlier machine (DIR/NAME.json, as the report writes OUT/records/):
+    # jobs found there are reused, not rerun, so a long benchmark survives the loss of OUT
+    records: str | None = None
     gold: str = "vader"
     base_model: str = str(BASE_MODEL_DIR)
     data_dir: str = str(GENERATED_DIR)
@@ -276,7 +279,7 @@ def run_bench(
     start = time.perf_counter()
     inputs = _Inputs.load(out, cfg)
     jobs = cfg.jobs()
-    pending = [job.name for job in jobs if _finished(out / "runs" / job.name, _record(job, cfg), cfg) is None]
+    pending = [job.name for job in jobs if _finished(out, job, cfg) is None]
     if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
         _run_workers(out_dir, cfg, pending, workers)  # inputs are checked above; the reference is cached
     if only is not None:
@@ -288,18 +291,21 @@ def run_bench(
     failed: list[str] = []  # the caller lists them and exits non-zero, after every other job ran
     for job in selected:
         print(f"[bench {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
-        record = _record(job, cfg)
-        done = _finished(out / "runs" / job.name, record, cfg)
+        done = _finished(out, job, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
-            print(f"[bench] reusing {out / 'runs' / job.name}", flush=True)
+            print(f"[bench] reusing the finished {job.name}", flush=True)
             runs.append(done)
         elif not report_only:
-            runs.append(_run_job(job, record, inputs))
+            runs.append(_run_job(job, _record(job, cfg), inputs))
             if "error" in runs[-1]:
                 failed.append(job.name)
     if cfg.shard or only is not None:
         return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs), "failed": failed}
 
+    for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
+        if "metrics" in run:
+            name = Job(**{f.name: run[f.name] for f in fields(Job)}).name
+            write_json(out / "records" / f"{name}.json", run)
     runs.insert(0, _base_run(inputs))
     results = summarise(runs, cfg, inputs.ref, gold_name(inputs.gold), time.perf_counter() - start)
     plots = make_plots(out, results, runs)
@@ -586,14 +592,21 @@ def _record(job: Job, cfg: BenchConfig) -> dict[str, Any]:
     return asdict(job) | {"config": values}
 
 
-def _finished(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> dict[str, Any] | None:
-    """The saved record of this job if it finished with the same training and evaluation settings."""
-    path = run_dir / "eval.json"
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    same = saved.get("config") == record["config"] and saved.get("evaluation") == _eval_settings(cfg)
-    return saved if same and "metrics" in saved else None
+def _finished(out: Path, job: Job, cfg: BenchConfig) -> dict[str, Any] | None:
+    """The saved record of `job` if it finished with the same training and evaluation settings: its
+    OUT/runs/NAME/eval.json, else its copy in `cfg.records`."""
+    record = _record(job, cfg)
+    paths = [out / "runs" / job.name / "eval.json"]
+    paths += [Path(cfg.records) / f"{job.name}.json"] if cfg.records else []
+    for path in (p for p in paths if p.is_file()):
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {err.lineno}: not a JSON job record ({err.msg})") from None
+        same = saved.get("config") == record["config"] and saved.get("evaluation") == _eval_settings(cfg)
+        if same and "metrics" in saved:
+            return saved
+    return None
 
 
 def _is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:

@@ -63,6 +63,12 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         metavar="METHOD.KEY=VALUE",
         help="trainer config of one method, e.g. aihf.reward_steps_per_iteration=3 (YAML values)",
     )
+    p.add_argument(
+        "--records",
+        metavar="DIR",
+        help="finished jobs' records from an earlier machine (the NAME.json files a report writes to "
+        "OUT/records/, e.g. committed beside the results): those jobs are reused, not rerun",
+    )
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
     p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
@@ -126,7 +132,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg = BenchConfig() if args.quick else BenchConfig.full()
     cfg.overrides = _parse_overrides(args.override)
     names = ("methods", "seeds", "n_test", "pref_sizes", "demo_sizes", "kl_scales", "sweep_seeds")
-    for name in (*names, "gold", "data_dir", "base_model"):
+    for name in (*names, "gold", "data_dir", "base_model", "records"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.shard:
@@ -172,6 +178,8 @@ def _check_bench(cfg: Any) -> None:
         check_value(flag, values, list[int], limits)
     check_value("--kl-scales", cfg.kl_scales, list[float], POSITIVE)
     check_model_source(cfg.base_model, "--base-model")
+    if cfg.records is not None and not Path(cfg.records).is_dir():
+        raise InputError(f"--records {cfg.records}: not a directory (expected the job records, NAME.json)")
     for job in cfg.jobs():
         trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
         build_config(trainer, values, f"{job.method} config (with --override)")
