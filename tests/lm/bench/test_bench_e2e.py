@@ -166,41 +166,45 @@ def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
     assert not (run_dir / "checkpoints").exists()
 
 
-def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
+def _sft_and_dpo_with_sft_finished(tmp_path, out):
+    """A tiny SFT + DPO bench whose SFT job has finished under `out`."""
     base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
     data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
     cfg = bench.BenchConfig(methods=["sft", "dpo"], n_demos=8, n_prefs=8, n_test=4, steps=2)
     cfg.base_model, cfg.data_dir = str(base), str(data)
-    bench.run_bench(tmp_path / "out", cfg, only=["sft_d8_p8_k1_s0"])
+    bench.run_bench(out, cfg, only=["sft_d8_p8_k1_s0"])
+    return cfg
+
+
+def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
+    cfg = _sft_and_dpo_with_sft_finished(tmp_path, tmp_path / "out")
     results = bench.run_bench(tmp_path / "out", cfg, report_only=True)
     assert "gold_reward_mean" in results["methods"]["sft"]
     assert results["methods"]["dpo"] == {"error": "not run"}
     assert "| dpo | not run yet |" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0").exists()
+    records = tmp_path / "out" / "records"
+    assert [p.name for p in records.iterdir()] == ["sft_d8_p8_k1_s0.json"]  # finished jobs only
 
 
 def test_records_of_an_earlier_machine_are_reused_and_a_broken_one_is_named(tmp_path, monkeypatch):
-    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
-    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
-    cfg = bench.BenchConfig(methods=["sft", "dpo"], n_demos=8, n_prefs=8, n_test=4, steps=2)
-    cfg.base_model, cfg.data_dir = str(base), str(data)
-    bench.run_bench(tmp_path / "old", cfg, only=["sft_d8_p8_k1_s0"])
+    cfg = _sft_and_dpo_with_sft_finished(tmp_path, tmp_path / "old")
     first = bench.run_bench(tmp_path / "old", cfg, report_only=True)
-    records = tmp_path / "old" / "records"
-    assert [p.name for p in records.iterdir()] == ["sft_d8_p8_k1_s0.json"]  # finished jobs only
 
     def no_training(*args, **kwargs):
         raise AssertionError("a recorded job is not rerun")
 
     monkeypatch.setattr(bench, "_run_job", no_training)
-    cfg.records = str(records)  # a new machine: OUT is empty, the records were committed
+    cfg.records = str(tmp_path / "old" / "records")  # a new machine: OUT is empty, the records committed
+    bench.run_bench(tmp_path / "new", cfg, only=["sft_d8_p8_k1_s0"])
     again = bench.run_bench(tmp_path / "new", cfg, report_only=True)
     assert again["methods"]["sft"] == first["methods"]["sft"]
     assert (tmp_path / "new" / "records" / "sft_d8_p8_k1_s0.json").is_file()  # carried on
     cfg.steps = 3  # other settings: the record does not count
-    assert bench.run_bench(tmp_path / "new", cfg, report_only=True)["methods"]["sft"] == {"error": "not run"}
+    with pytest.raises(AssertionError, match="not rerun"):
+        bench.run_bench(tmp_path / "new", cfg, only=["sft_d8_p8_k1_s0"])
     cfg.steps = 2
-    (records / "sft_d8_p8_k1_s0.json").write_text('{"method": "sft",\n')
+    (Path(cfg.records) / "sft_d8_p8_k1_s0.json").write_text('{"method": "sft",\n')
     with pytest.raises(InputError, match=r"sft_d8_p8_k1_s0.json: line 2: not a JSON job record"):
         bench.run_bench(tmp_path / "new2", cfg, report_only=True)
 
