@@ -57,3 +57,12 @@ def test_gait_rollouts_measure_length_distance_and_speed():
     standing = gait.rollouts(lambda obs: np.zeros((1, 3)), "Hopper-v5", episodes=2)
     assert standing["length"] > 0 and abs(standing["distance"]) < 0.5
     assert standing["velocity"] == pytest.approx(standing["distance"] / (standing["length"] * 0.008))
+
+
+def test_gait_reads_each_runs_own_sac_backend(tmp_path):
+    gait = load_script("control_policy_gait")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "results.json").write_text('{"config": {"backend": "sbx"}}')
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text('{"config": {}}')  # from before the option: sb3
+    assert [gait.saved_backend(tmp_path / d) for d in ("new", "old", "none")] == ["sbx", "sb3", "sb3"]
