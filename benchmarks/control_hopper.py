@@ -87,18 +87,16 @@ class Job:
     def status(self) -> str:
         """'finished' (in RUNS), 'recorded' (only in the committed record), 'checkpoint' (resumable) or
         'new'."""
-        cfg = load_config(str(CONFIG), self._config_values())
-        state = run_status(self.run_dir, cfg)
+        state = run_status(self.run_dir, load_config(str(CONFIG), self._config_values()))
         if state != "finished" and recorded(self) is not None:
             return "recorded"
         return state
 
     def result(self) -> dict[str, Any] | None:
         """The finished run's results (`load_result`'s form), from RUNS or else from the record."""
-        state = self.status()
-        if state == "finished":
+        if run_status(self.run_dir, load_config(str(CONFIG), self._config_values())) == "finished":
             return load_result(self.run_dir)
-        return recorded(self) if state == "recorded" else None
+        return recorded(self)
 
     def run(self) -> None:
         run_bench(
@@ -405,7 +403,7 @@ def report(runs: Path) -> str:
         shutil.copyfile(staging / "curves.png", RESULTS / "control_hopper_curves.png")
         shutil.copyfile(staging / "curves.csv", RESULTS / "control_hopper_curves.csv")
         md += ["**Comparison** (seeds 0-2 at B; the oracle rows are the pilot's runs read at B):\n", table]
-    checks = [(job.seed, job.result()) for job in check_jobs(runs, b) if job.result() is not None]
+    checks = [(job.seed, result) for job in check_jobs(runs, b) if (result := job.result()) is not None]
     if checks:
         finals = [result["eval_return_mean"] for _, result in checks]
         summary["sb3_check"] = {
