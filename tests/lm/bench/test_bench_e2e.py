@@ -5,6 +5,7 @@ import pytest
 
 from aihf import checkpoints
 from aihf.errors import InputError
+from aihf.lm import train
 from aihf.lm.bench import bench
 from aihf.lm.tiny import save_tiny_models
 
@@ -63,8 +64,11 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     assert "reward_accuracy" in results["methods"]["aihf"]
     assert (tmp_path / "out" / "report.md").read_text().count("| sft |") == 1
     assert (tmp_path / "out" / "gold_reward.png").is_file()
-    assert (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0" / "sft" / "policy").is_dir()  # DPO starts from SFT
     dpo = json.loads((tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0" / "eval.json").read_text())
+    # DPO starts from the SFT policy, trained once for the three DPO runs of seed 0 (8 and 4 pairs, KL x 2)
+    (start,) = (tmp_path / "out" / "sft_starts").glob("d8_s0_*/")
+    assert (start / "policy" / "config.json").is_file() and not (start / "checkpoints").exists()
+    assert json.loads((start / "start.json").read_text())["config"]["seed"] == dpo["config"]["seed"]
     assert dpo["samples"][0]["prompt"].startswith("<user>")
     # gold reward against steps: the main runs keep 2 snapshots (1 for AIHF's single iteration)
     assert [p["step"] for p in results["curves"]["dpo"]["0"]] == [1, 2]
@@ -126,11 +130,13 @@ def test_a_job_killed_mid_stage_resumes_from_its_checkpoint(tmp_path, monkeypatc
     straight = bench.run_bench(tmp_path / "straight", cfg)
 
     write_manifest = checkpoints.write_manifest
-    killed_at = tmp_path / "cut" / "runs" / job / killed_in / "checkpoints"
+    # the SFT stage of DPO and RLHF is their shared SFT start (OUT/sft_starts/NAME)
+    stage = "sft_starts/*" if killed_in == "sft" else f"runs/{job}"
 
     def kill_after_checkpoint_4(directory):
         write_manifest(directory)
-        if Path(directory).parent == killed_at and Path(directory).name.strip(".").startswith("checkpoint-4"):
+        killed_at = Path(directory).parent in (tmp_path / "cut").glob(f"{stage}/checkpoints")
+        if killed_at and Path(directory).name.strip(".").startswith("checkpoint-4"):
             raise KeyboardInterrupt  # not an Exception: the bench does not catch it, as with a kill
 
     monkeypatch.setattr(checkpoints, "write_manifest", kill_after_checkpoint_4)
@@ -138,13 +144,21 @@ def test_a_job_killed_mid_stage_resumes_from_its_checkpoint(tmp_path, monkeypatc
         bench.run_bench(tmp_path / "cut", cfg)
     assert not (tmp_path / "cut" / "runs" / job / "eval.json").exists()
     monkeypatch.setattr(checkpoints, "write_manifest", write_manifest)
+    run_training, resumes = train.run_training, []
+
+    def noted(trainer, *args, **kwargs):
+        resumes.append((trainer, kwargs["config"]["resume_from_checkpoint"]))
+        return run_training(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(train, "run_training", noted)
     resumed = bench.run_bench(tmp_path / "cut", cfg)
     record = json.loads((tmp_path / "cut" / "runs" / job / "eval.json").read_text())
-    assert record["resumed"] is True
+    assert record["resumed"] is (killed_in != "sft")  # the job's own checkpoints
+    assert (("sft", True) in resumes) is (killed_in == "sft")  # the shared SFT start's
     assert resumed["methods"][method]["gold_reward_mean"] == straight["methods"][method]["gold_reward_mean"]
     policy = Path("runs") / job / "policy" / "model.safetensors"
     assert (tmp_path / "cut" / policy).read_bytes() == (tmp_path / "straight" / policy).read_bytes()
-    assert not list((tmp_path / "cut" / "runs" / job).rglob("checkpoints"))
+    assert not list((tmp_path / "cut").rglob("checkpoints"))
 
 
 def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
@@ -228,3 +242,66 @@ def test_every_process_evaluates_against_the_one_cached_reference(tmp_path, monk
     with pytest.raises(AssertionError, match="cached reference"):
         bench.run_bench(tmp_path / "out", cfg)
     assert len(cached["samples"]["completions"]) == 4
+
+
+def test_dpo_rpo_and_rlhf_of_a_seed_share_one_sft_run_and_rlhf_ends_as_with_its_own(tmp_path, monkeypatch):
+    """The SFT start of DPO and RPO and RLHF's SFT stage are one seeded run, trained once per seed;
+    RLHF, given it as a finished stage, ends bit for bit where it ends training the stage itself."""
+    from aihf.lm import baselines
+
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(
+        methods=["dpo", "rpo", "rlhf"], n_demos=8, n_prefs=8, n_test=4, steps=2, iterations=2
+    )
+    cfg.base_model, cfg.data_dir, cfg.rlhf_reward_steps = str(base), str(data), 2
+    run_sft, sft_runs = baselines.run_sft, []
+
+    def counted_sft(*args, **kwargs):
+        sft_runs.append(args[2].output_dir)
+        return run_sft(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "run_sft", counted_sft)
+    out = tmp_path / "out"
+    bench.run_bench(out, cfg)
+    assert len(sft_runs) == 1 and Path(sft_runs[0]).parent == out / "sft_starts"
+    assert len(list((out / "sft_starts").glob("d8_s0_*/policy"))) == 1
+
+    inputs = bench._Inputs.load(out, cfg)  # RLHF on its own, as `aihf lm train --trainer rlhf` runs it
+    values = bench._record(bench.Job("rlhf", 8, 8, 1.0, 0), cfg)["config"]
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    train.run_training(
+        "rlhf",
+        cfg.base_model,
+        str(tmp_path / "alone"),
+        reward_model=str(inputs.reward_init),
+        config=values,
+        demos=inputs.demos[:8],
+        prefs=inputs.prefs[:8],
+        prompts=inputs.rl_prompts,
+    )
+    assert len(sft_runs) == 2 and Path(sft_runs[1]) == tmp_path / "alone" / "sft"
+    for model in ("sft/policy", "reward_stage/reward_model", "policy"):
+        shared = (out / "runs" / "rlhf_d8_p8_k1_s0" / model / "model.safetensors").read_bytes()
+        assert shared == (tmp_path / "alone" / model / "model.safetensors").read_bytes(), model
+
+
+def test_an_sft_start_is_trained_once_per_config_and_demonstrations(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_sft(trainer, model, out, config, demos):
+        trained.append((config["learning_rate"], len(demos)))
+        (Path(out) / "policy").mkdir(parents=True)
+        (Path(out) / "policy" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(train, "run_training", fake_sft)
+    cfg = bench.BenchConfig()
+    sft = {"seed": 0, "learning_rate": 1e-4, "max_steps": 2}
+    demos = [{"prompt": "A", "completion": " b"}, {"prompt": "C", "completion": " d"}]
+    first = bench._sft_start(tmp_path, sft, cfg, demos)
+    assert bench._sft_start(tmp_path, dict(sft), cfg, list(demos)) == first  # found, not trained again
+    assert bench._sft_start(tmp_path, sft | {"learning_rate": 2e-4}, cfg, demos) != first
+    assert bench._sft_start(tmp_path, sft, cfg, demos[:1]) != first
+    assert trained == [(1e-4, 2), (2e-4, 2), (1e-4, 1)]
+    assert json.loads((first / "start.json").read_text())["demos"] == 2

@@ -19,6 +19,7 @@ report.md, results.json and PNG plots in the output directory. `shard=(i, n)` ru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
+from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS as TRAINERS
@@ -402,9 +404,7 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         torch.manual_seed(job.seed)
-        record["train_metrics"] = _train(
-            job.method, trainer, values, cfg, run_dir, inputs.reward_init, needs, data
-        )
+        record["train_metrics"] = _train(job.method, trainer, values, cfg, run_dir, inputs, needs, data)
         record["train_seconds"] = time.perf_counter() - t0
         policy, _ = load_model(run_dir / "policy")
         rm = rm_tok = None
@@ -500,7 +500,7 @@ def _train(
     values: dict[str, Any],
     cfg: BenchConfig,
     run_dir: Path,
-    reward_init: Path,
+    inputs: _Inputs,
     needs: tuple[str, ...],
     data: dict[str, list[dict[str, Any]]],
 ) -> dict[str, float]:
@@ -508,24 +508,19 @@ def _train(
     from aihf.lm.train import run_training
 
     stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
-    policy_start, reward_start = cfg.base_model, reward_init
-    sft_out, warm_out = run_dir / "sft", run_dir / "warmup"
-    if method in SFT_START and not (sft_out / "policy" / "config.json").is_file():
-        sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
-        run_training(
-            "sft",
-            cfg.base_model,
-            str(sft_out),
-            config=_resumable(sft, sft_out, cfg.steps),
-            demos=data["demos"],
-        )
+    policy_start, reward_start = cfg.base_model, inputs.reward_init
+    warm_out = run_dir / "warmup"
     if method in SFT_START:  # the same SFT run as the `sft` method's
-        policy_start = str(sft_out / "policy")
+        sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
+        policy_start = str(_sft_start(inputs.out, sft, cfg, data["demos"]) / "policy")
+    if trainer == "rlhf" and values.get("sft_steps", 0) > 0:  # its SFT stage, the same run again
+        sft = {k: v for k, v in values.items() if k in SFT_STAGE_FIELDS} | {"max_steps": values["sft_steps"]}
+        _link_stage(_sft_start(inputs.out, sft, cfg, data["demos"]), run_dir / "sft")
     if method in WARM_START and not (warm_out / "reward_model" / "config.json").is_file():
         warm = stage | {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
         warm = _resumable(warm, warm_out, cfg.rlhf_reward_steps)
         run_training(
-            "reward", cfg.base_model, str(warm_out), str(reward_init), config=warm, prefs=data["prefs"]
+            "reward", cfg.base_model, str(warm_out), str(inputs.reward_init), config=warm, prefs=data["prefs"]
         )
     if method in WARM_START:
         reward_start = warm_out / "reward_model"
@@ -539,6 +534,73 @@ def _train(
         **{k: data[k] for k in needs},
     )
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+# The config fields an SFT stage reads (RLHF's runs with its own config, other fields left out), less
+# the ones that change where it writes or how often it checkpoints, not what it computes.
+SFT_STAGE_FIELDS = {f.name for f in fields(LMConfig)} - {
+    "output_dir",
+    "snapshot_steps",
+    "save_steps",
+    "save_total_limit",
+    "resume_from_checkpoint",
+}
+
+
+def _sft_start(out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dict[str, Any]]) -> Path:
+    """The SFT policy that DPO, RPO and RLHF's SFT stage start from: one run per (config,
+    demonstrations), trained once into OUT/sft_starts/ and shared by every job that needs it (a
+    seeded SFT run is the same run in every job, so training it again only costs time). A lock makes
+    a second process wait for the first; an interrupted run resumes from its checkpoints."""
+    import fcntl
+
+    from aihf import checkpoints
+    from aihf.lm.train import run_training
+
+    start, key = sft_start_dir(out, sft, cfg, demos)
+    start.parent.mkdir(parents=True, exist_ok=True)
+    with open(start.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (start / "policy" / "config.json").is_file():
+            write_json(start / "start.json", key | {"demos": len(demos)})
+            found = [p for p in start.glob("checkpoints/checkpoint-*") if p.is_dir()]
+            checkpoints.prune(p for p in found if not checkpoints.is_complete(p))  # cut short by a kill
+            config = _resumable(sft, start, sft["max_steps"])
+            run_training("sft", cfg.base_model, str(start), config=config, demos=demos)
+            for checkpoints_dir in start.rglob("checkpoints"):
+                shutil.rmtree(checkpoints_dir, ignore_errors=True)
+    return start
+
+
+def sft_start_dir(
+    out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """Where the SFT start of these settings lives (OUT/sft_starts/d{N}_s{SEED}_{digest}), and what
+    the digest covers."""
+    key = {"config": sft, "base_model": cfg.base_model, "demos": demos}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return out / "sft_starts" / f"d{len(demos)}_s{sft['seed']}_{digest}", key
+
+
+def _link_stage(start: Path, stage: Path) -> None:
+    """Put a finished SFT start where RLHF looks for its SFT stage (OUT/runs/NAME/sft), as hard links:
+    the stage is then skipped as done, and the job's numbers are those of training it in place."""
+    if (stage / "policy" / "config.json").is_file():
+        return
+    shutil.rmtree(stage, ignore_errors=True)  # an interrupted attempt of its own
+    tmp = stage.with_name(f"{stage.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(start / "policy", tmp / "policy", copy_function=_link_or_copy)
+    shutil.copy2(start / "metrics.jsonl", tmp / "metrics.jsonl")
+    tmp.rename(stage)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
 
 
 def _resumable(values: dict[str, Any], out: Path, units: int, staged: bool = False) -> dict[str, Any]:
