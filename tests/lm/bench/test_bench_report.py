@@ -55,9 +55,10 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert set(plots) == {"gold_reward", "reward_vs_kl", "learned_vs_gold", "size_sweep"}
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
-    assert "| aihf | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
+    assert "| aihf | 2 | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
     assert "- aihf vs rlhf: +0.200 (s.e. nan): no verdict (fewer than 2 seeds)" in report
-    assert "| dpo | failed: RuntimeError: boom" in report
+    assert "(2 vs 1 seeds, provisional until both have 2)" in report  # a pair read before its seeds ran
+    assert "| dpo | 0 | failed: RuntimeError: boom" in report
     assert (
         "| method | 1000 | 2000 |\n| --- | --- | --- |\n| aihf | 0.200 | 0.600 |\n| rlhf | 0.100 | 0.300 |"
         in report

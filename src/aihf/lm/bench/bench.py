@@ -915,19 +915,21 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
         "(finished runs are reused; parallel workers overlap runs). "
         "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
-        "seed std: std of the per-seed means.",
+        "seed std: std of the per-seed means. train s: seed mean of the training time, the last attempt's "
+        "for a job resumed after an interruption.",
         "",
-        "| method | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
+        "| method | seeds | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
         "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, e in results["methods"].items():
         if "error" in e:
             state = "not run yet" if e["error"] == "not run" else f"failed: {e['error'][:80]}"
-            lines.append(f"| {method} | {state} | | | | | | |")
+            lines.append(f"| {method} | 0 | {state} | | | | | | |")
             continue
         cells = [
             method,
+            str(e.get("seeds", 1)),
             f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')} ({_fmt(e, 'gold_reward_sem')})",
             _fmt(e.get("across_seeds_std", {}), "gold_reward_mean"),
             _fmt(e, "kl_to_ref", 2),
@@ -948,7 +950,10 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         if "gold_reward_mean" in ea and "gold_reward_mean" in eb:
             diff, se, verdict = pair_verdict(a, ea, b, eb)
             kl = f"KL {ea['kl_to_ref']:.2f} vs {eb['kl_to_ref']:.2f}"
-            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se:.3f}): {verdict}; {kl}")
+            seeds = f"{ea['seeds']} vs {eb['seeds']} seeds"
+            if min(ea["seeds"], eb["seeds"]) < len(cfg["seeds"]):
+                seeds += f", provisional until both have {len(cfg['seeds'])}"
+            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se:.3f}): {verdict}; {kl} ({seeds})")
     for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
         table = _size_sweep(results["runs"], cfg, axis)
         if table:
