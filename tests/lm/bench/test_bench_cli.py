@@ -80,8 +80,13 @@ def test_bench_options_reach_the_config(monkeypatch):
     )
     assert (cfg.kl_scales, cfg.shard, cfg.overrides) == ([0.5], (1, 3), {"dpo": {"beta": 0.2}})
     assert seen["workers"] == 2 and seen["report_only"] is False
-    args = parse(["bench", "--out", "x", "--report-only"])
+    assert seen["cfg"].diagnostic_methods == []  # the tiny presets run none
+    args = parse(["bench", "--out", "x", "--report-only", "--diagnostic-methods", "aihf-sft"])
     assert args.handler(args) == 0 and seen["report_only"] is True
+    assert seen["cfg"].diagnostic_methods == ["aihf-sft"]
+    args = parse(["bench", "--out", "x", "--diagnostic-methods", "aihf-sftt"])
+    with pytest.raises(InputError, match=r"--diagnostic-methods: unknown methods \['aihf-sftt'\]"):
+        args.handler(args)
     args = parse(["bench", "--out", "x", "--records", "no/such/dir"])
     with pytest.raises(InputError, match="--records no/such/dir: not a directory"):
         args.handler(args)

@@ -1,10 +1,13 @@
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from aihf.lm.bench.bench import (
     BenchConfig,
+    Job,
     _frontier,
+    _record,
     make_plots,
     method_config,
     pair_verdict,
@@ -70,6 +73,26 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert "| method | 250 | 1000 |\n| --- | --- | --- |\n| aihf | 0.050 | 0.200 |\n\n" in report
 
 
+def test_a_diagnostic_is_marked_keeps_no_snapshots_and_decides_no_pair():
+    cfg = BenchConfig(methods=["aihf", "rlhf"], seeds=[0, 1], diagnostic_methods=["aihf-sft"])
+    cfg.curve_points = 2
+    assert "snapshot_steps" in _record(Job("aihf", 1000, 1000, 1.0, 0), cfg)["config"]
+    assert "snapshot_steps" not in _record(Job("aihf-sft", 1000, 1000, 1.0, 0), cfg)["config"]
+    runs = [fake_run("base", 0.0, 0.0)]
+    runs += [fake_run(m, gold, 1.0, seed=s) for m, gold in (("aihf", 0.2), ("rlhf", 0.5)) for s in (0, 1)]
+    runs += [fake_run("aihf-sft", 0.9 + 0.01 * s, 1.0, seed=s) for s in (0, 1)]
+    for r in runs:  # seeds that differ a little, so that a pair could be decided
+        r["metrics"]["gold_reward_mean"] += 0.001 * r["seed"]
+    results = summarise(runs, cfg, SimpleNamespace(gold=[0.0]), "vader", 1.0)
+    report = render_report(results, {}, Path("."))
+    assert "| aihf-sft (diagnostic) | 2 |" in report and "| aihf | 2 |" in report
+    runs = [r for r in runs if r["method"] != "aihf-sft"]
+    not_run = render_report(summarise(runs, cfg, SimpleNamespace(gold=[0.0]), "vader", 1.0), {}, Path("."))
+    assert "| aihf-sft (diagnostic) | 0 | not run yet |" in not_run
+    assert "- aihf vs rlhf: -0.300 (s.e. 0.001): rlhf beats aihf" in report
+    assert "- aihf-sft vs rlhf: +0.405" in report and "a diagnostic: no verdict" in report
+
+
 def test_frontier_averages_seeds_per_beta():
     rows = [
         {"method": "dpo", "demos": 10, "prefs": 10, "kl_scale": k, "seed": seed, "beta": 0.1 * k}
@@ -127,7 +150,10 @@ def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_s
     assert method_config("aihf", cfg, 0)[2]["max_new_tokens"] == cfg.sampling.max_new_tokens == 32
     jobs = cfg.jobs()
     main = [j for j in jobs if (j.demos, j.prefs, j.kl_scale) == (500, 1000, 1.0)]
-    assert len(main) == 7 * 3 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed
+    assert len(main) == 7 * 3 + 2 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed
+    # the headline runs first, then the two diagnostics (seed 0), then the 24 sweep points
+    assert [j.name for j in jobs[21:23]] == ["aihf-sft_d500_p1000_k1_s0", "aihf-warm_d500_p1000_k1_s0"]
+    assert len(jobs) == 21 + 2 + 24
     quick = BenchConfig.smollm2(model, quick=True)
     assert quick.seeds == [0] and not (quick.pref_sizes or quick.demo_sizes or quick.kl_scales)
 

@@ -105,6 +105,10 @@ class BenchConfig:
     kl_scales: list[float] = field(default_factory=list)  # frontier: each method's beta times these
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
     sweep_seeds: list[int] | None = None  # default: `seeds`
+    # methods run after the main runs, at the main data point and the sweep seeds, to explain a result
+    # (added after seeing it, so they stay out of the verdict: the report marks them, and no pair with
+    # fewer seeds than `seeds` is decided)
+    diagnostic_methods: list[str] = field(default_factory=list)
     # gold reward against training steps (paper Fig. 6): the main runs of these seeds keep this many
     # evenly spaced policy snapshots, each evaluated like the final policy
     curve_points: int = 0
@@ -164,6 +168,8 @@ class BenchConfig:
             demo_sizes=[] if quick else [125, 250],
             kl_scales=[] if quick else [0.5, 2.0],
             sweep_seeds=[0],
+            # docs/lm_bench_smollm2.md, session 8: AIHF from the SFT policy, and with RLHF's reward stage
+            diagnostic_methods=[] if quick else ["aihf-sft", "aihf-warm"],
             curve_points=0 if quick else 4,
             gold=f"fluent-sentiment:{model_dir}",
             base_model=str(model_dir),
@@ -176,6 +182,7 @@ class BenchConfig:
         """Every (method, demonstrations, preference pairs, KL scale, seed) to train, main runs first."""
         main = [Job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.methods for s in self.seeds]
         seeds = self.sweep_seeds if self.sweep_seeds is not None else self.seeds
+        main += [Job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.diagnostic_methods for s in seeds]
         methods = [m for m in self.sweep_methods if m in self.methods]
         sweep = [Job(m, self.n_demos, n, 1.0, s) for n in self.pref_sizes for m in methods for s in seeds]
         sweep += [Job(m, n, self.n_prefs, 1.0, s) for n in self.demo_sizes for m in methods for s in seeds]
@@ -274,7 +281,7 @@ def run_bench(
     """
     cfg = cfg or BenchConfig()
     cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
-    unknown = sorted(set(cfg.methods) - set(METHODS))
+    unknown = sorted(set(cfg.methods + cfg.diagnostic_methods) - set(METHODS))
     if unknown:
         raise InputError(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}")
     out = Path(out_dir)
@@ -648,6 +655,7 @@ def _record(job: Job, cfg: BenchConfig) -> dict[str, Any]:
     interval of a gold-vs-steps run)."""
     trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
     main = (job.demos, job.prefs, job.kl_scale) == (cfg.n_demos, cfg.n_prefs, 1.0)
+    main = main and job.method in cfg.methods  # diagnostics keep no snapshots
     if cfg.curve_points and main and job.seed in cfg.curve_seeds:
         units = values["max_iterations"] if TRAINERS[trainer].iterative else values["max_steps"]
         values["snapshot_steps"] = max(1, units // cfg.curve_points)
@@ -691,7 +699,7 @@ def summarise(
     """Per method at the main data size: the metrics averaged over seeds (std across seeds beside)."""
     methods: dict[str, dict[str, Any]] = {}
     config = asdict(cfg)
-    for method in ["base", *cfg.methods]:
+    for method in ["base", *cfg.methods, *cfg.diagnostic_methods]:
         done = [r for r in runs if r["method"] == method and _is_main(r, config) and "metrics" in r]
         failed = [r["error"] for r in runs if r["method"] == method and "error" in r]
         if not done:
@@ -915,20 +923,23 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
         "(finished runs are reused; parallel workers overlap runs). "
         "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
-        "seed std: std of the per-seed means. train s: seed mean of the training time, the last attempt's "
-        "for a job resumed after an interruption.",
+        "seed std: std of the per-seed means. train s: seed mean of the training time (of the seeds that "
+        "ran in one go, where any did). A diagnostic was added after seeing a result, to explain it, "
+        "and enters no verdict.",
         "",
         "| method | seeds | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
         "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    diagnostic = set(cfg.get("diagnostic_methods", []))
     for method, e in results["methods"].items():
+        label = f"{method} (diagnostic)" if method in diagnostic else method
         if "error" in e:
             state = "not run yet" if e["error"] == "not run" else f"failed: {e['error'][:80]}"
-            lines.append(f"| {method} | 0 | {state} | | | | | | |")
+            lines.append(f"| {label} | 0 | {state} | | | | | | |")
             continue
         cells = [
-            method,
+            label,
             str(e.get("seeds", 1)),
             f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')} ({_fmt(e, 'gold_reward_sem')})",
             _fmt(e.get("across_seeds_std", {}), "gold_reward_mean"),
@@ -949,6 +960,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         ea, eb = results["methods"].get(a, {}), results["methods"].get(b, {})
         if "gold_reward_mean" in ea and "gold_reward_mean" in eb:
             diff, se, verdict = pair_verdict(a, ea, b, eb)
+            verdict = "a diagnostic: no verdict" if a in diagnostic else verdict
             kl = f"KL {ea['kl_to_ref']:.2f} vs {eb['kl_to_ref']:.2f}"
             seeds = f"{ea['seeds']} vs {eb['seeds']} seeds"
             if min(ea["seeds"], eb["seeds"]) < len(cfg["seeds"]):

@@ -34,6 +34,12 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--methods", nargs="+", help="subset of methods (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
+    p.add_argument(
+        "--diagnostic-methods",
+        nargs="*",
+        help="methods run after the main runs at the sweep seeds, marked in the report and kept out of "
+        "the verdict (default: the preset's; none to run none)",
+    )
     p.add_argument("--n-test", type=int, help="number of test prompts")
     p.add_argument("--pref-sizes", nargs="+", type=int, help="sweep: preference pairs (demonstrations fixed)")
     p.add_argument("--demo-sizes", nargs="+", type=int, help="sweep: demonstrations (preference pairs fixed)")
@@ -132,6 +138,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg = BenchConfig() if args.quick else BenchConfig.full()
     cfg.overrides = _parse_overrides(args.override)
     names = ("methods", "seeds", "n_test", "pref_sizes", "demo_sizes", "kl_scales", "sweep_seeds")
+    names += ("diagnostic_methods",)
     for name in (*names, "gold", "data_dir", "base_model", "records"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
@@ -164,7 +171,8 @@ def _check_bench(cfg: Any) -> None:
     from aihf.lm.modeling import check_model_source
     from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
 
-    for name, values in (("--methods", cfg.methods), ("--override", list(cfg.overrides))):
+    checked = [("--methods", cfg.methods), ("--diagnostic-methods", cfg.diagnostic_methods)]
+    for name, values in (*checked, ("--override", list(cfg.overrides))):
         unknown = sorted(set(values) - set(METHODS))
         if unknown:
             raise InputError(f"{name}: unknown methods {unknown}: expected some of {', '.join(METHODS)}")
