@@ -87,16 +87,20 @@ class Job:
     def status(self) -> str:
         """'finished' (in RUNS), 'recorded' (only in the committed record), 'checkpoint' (resumable) or
         'new'."""
-        state = run_status(self.run_dir, load_config(str(CONFIG), self._config_values()))
+        state = self._run_state()
         if state != "finished" and recorded(self) is not None:
             return "recorded"
         return state
 
     def result(self) -> dict[str, Any] | None:
         """The finished run's results (`load_result`'s form), from RUNS or else from the record."""
-        if run_status(self.run_dir, load_config(str(CONFIG), self._config_values())) == "finished":
+        if self._run_state() == "finished":
             return load_result(self.run_dir)
         return recorded(self)
+
+    def _run_state(self) -> str:
+        """The run's state in RUNS alone: 'finished', 'checkpoint' or 'new'."""
+        return run_status(self.run_dir, load_config(str(CONFIG), self._config_values()))
 
     def run(self) -> None:
         run_bench(

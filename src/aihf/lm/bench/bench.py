@@ -436,8 +436,7 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
     record["evaluation"] = _eval_settings(cfg)
     write_json(run_dir / "eval.json", record)
     if "metrics" in record:  # finished: its checkpoints were only there to survive a kill
-        for stage_checkpoints in sorted(run_dir.rglob("checkpoints")):
-            shutil.rmtree(stage_checkpoints, ignore_errors=True)
+        _drop_checkpoints(run_dir)
     return record
 
 
@@ -561,25 +560,22 @@ def _sft_start(out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dic
     a second process wait for the first; an interrupted run resumes from its checkpoints."""
     import fcntl
 
-    from aihf import checkpoints
     from aihf.lm.train import run_training
 
-    start, key = sft_start_dir(out, sft, cfg, demos)
+    start, key = _sft_start_dir(out, sft, cfg, demos)
     start.parent.mkdir(parents=True, exist_ok=True)
     with open(start.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not (start / "policy" / "config.json").is_file():
             write_json(start / "start.json", key | {"demos": len(demos)})
-            found = [p for p in start.glob("checkpoints/checkpoint-*") if p.is_dir()]
-            checkpoints.prune(p for p in found if not checkpoints.is_complete(p))  # cut short by a kill
+            _prune_cut_checkpoints(start)
             config = _resumable(sft, start, sft["max_steps"])
             run_training("sft", cfg.base_model, str(start), config=config, demos=demos)
-            for checkpoints_dir in start.rglob("checkpoints"):
-                shutil.rmtree(checkpoints_dir, ignore_errors=True)
+            _drop_checkpoints(start)
     return start
 
 
-def sft_start_dir(
+def _sft_start_dir(
     out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dict[str, Any]]
 ) -> tuple[Path, dict[str, Any]]:
     """Where the SFT start of these settings lives (OUT/sft_starts/d{N}_s{SEED}_{digest}), and what
@@ -627,17 +623,29 @@ def _claim(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> bool:
     same job and settings left checkpoints to resume from. Anything else there is cleared first, so a
     run never resumes from another setting's checkpoints or reuses its stages; so is a checkpoint the
     kill cut short (TRL writes in place), so that each stage resumes from its newest complete one."""
-    from aihf import checkpoints
-
     mine = {"config": record["config"], "evaluation": _eval_settings(cfg)}
     path = run_dir / "job.json"
     same = path.is_file() and json.loads(path.read_text()) == mine
     if not same and run_dir.exists():
         shutil.rmtree(run_dir)
     write_json(path, mine)
-    found = sorted(p for p in run_dir.rglob("checkpoints/checkpoint-*") if p.is_dir())
+    return _prune_cut_checkpoints(run_dir) and same
+
+
+def _prune_cut_checkpoints(root: Path) -> bool:
+    """Delete every checkpoint under `root` that a kill cut short (TRL writes in place); True when a
+    complete one is left to resume from."""
+    from aihf import checkpoints
+
+    found = sorted(p for p in root.rglob("checkpoints/checkpoint-*") if p.is_dir())
     checkpoints.prune(p for p in found if not checkpoints.is_complete(p))
-    return same and any(p.is_dir() for p in found)
+    return any(p.is_dir() for p in found)
+
+
+def _drop_checkpoints(root: Path) -> None:
+    """Delete every stage's checkpoints under `root`: a finished run keeps none."""
+    for stage_checkpoints in sorted(root.rglob("checkpoints")):
+        shutil.rmtree(stage_checkpoints, ignore_errors=True)
 
 
 def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
