@@ -1,5 +1,6 @@
 import argparse
 import json
+import time
 
 import pytest
 
@@ -61,9 +62,9 @@ def test_bench_options_reach_the_config(monkeypatch):
 
     seen = {}
 
-    def fake_run(out, cfg, workers, report_only):
-        seen.update(cfg=cfg, workers=workers, report_only=report_only)
-        return {"failed": []}
+    def fake_run(out, cfg, workers, report_only, deadline):
+        seen.update(cfg=cfg, workers=workers, report_only=report_only, deadline=deadline)
+        return {"failed": [], "postponed": []}
 
     monkeypatch.setattr(bench, "run_bench", fake_run)
     sweeps = ["--pref-sizes", "50", "--demo-sizes", "20", "--kl-scales", "0.5"]
@@ -90,6 +91,16 @@ def test_bench_options_reach_the_config(monkeypatch):
     args = parse(["bench", "--out", "x", "--records", "no/such/dir"])
     with pytest.raises(InputError, match="--records no/such/dir: not a directory"):
         args.handler(args)
+    assert seen["deadline"] is None
+    args = parse(["bench", "--out", "x", "--time-limit", "90"])
+    assert args.handler(args) == 0 and 89 * 60 < seen["deadline"] - time.time() <= 90 * 60
+    for bad in ("0", "-5", "nan", "inf"):
+        args = parse(["bench", "--out", "x", "--time-limit", bad])
+        with pytest.raises(InputError, match=r"--time-limit = .*: expected"):
+            args.handler(args)
+    args = parse(["bench", "--out", "x", "--report-only", "--time-limit", "90"])
+    with pytest.raises(InputError, match="--report-only trains nothing"):
+        args.handler(args)
     args = parse(["bench", "--out", "x", "--report-only", "--shard", "0/2"])
     with pytest.raises(InputError, match="--report-only writes the report of every shard"):
         args.handler(args)
@@ -115,10 +126,24 @@ def test_failed_jobs_are_listed_and_the_exit_code_is_1(monkeypatch, capsys):
     """Every other job still ran (run_bench records failures and goes on); the command then fails."""
     from aihf.lm.bench import bench
 
-    monkeypatch.setattr(
-        bench, "run_bench", lambda out, cfg, workers, report_only: {"failed": ["dpo_d1000_p1000_k1_s0"]}
-    )
+    def fake_run(out, cfg, workers, report_only, deadline):
+        return {"failed": ["dpo_d1000_p1000_k1_s0"], "postponed": []}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
     args = parse(["bench", "--out", "x", "--quick", "--methods", "dpo", "--workers", "1"])
     assert args.handler(args) == 1
     [err] = capsys.readouterr().err.strip().splitlines()
     assert "1 bench job(s) failed: dpo_d1000_p1000_k1_s0" in err
+
+
+def test_jobs_left_by_the_time_limit_are_listed_and_the_exit_code_is_0(monkeypatch, capsys):
+    from aihf.lm.bench import bench
+
+    def fake_run(out, cfg, workers, report_only, deadline):
+        return {"failed": [], "postponed": ["sft_d1000_p1000_k1_s1", "dpo_d1000_p1000_k1_s1"]}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
+    args = parse(["bench", "--out", "x", "--quick", "--methods", "dpo", "--time-limit", "10"])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "2 job(s) left for a later call (--time-limit): sft_d1000_p1000_k1_s1, dpo_d1000" in out

@@ -53,6 +53,7 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
         "shard": [1, 2],
         "runs": 2,
         "failed": [],
+        "postponed": [],
     }  # jobs 1, 3 of 5
     assert not (tmp_path / "out" / "report.md").exists()
     cfg.shard = None  # ...then the rest, reusing those, and the report
@@ -305,3 +306,56 @@ def test_an_sft_start_is_trained_once_per_config_and_demonstrations(tmp_path, mo
     assert bench._sft_start(tmp_path, sft, cfg, demos[:1]) != first
     assert trained == [(1e-4, 2), (2e-4, 2), (1e-4, 1)]
     assert json.loads((first / "start.json").read_text())["demos"] == 2
+
+
+def _fake_record(path, method, seconds, snapshots=0, resumed=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = {"method": method, "config": {"snapshot_steps": snapshots}, "metrics": {"gold_reward_mean": 0.5}}
+    path.write_text(json.dumps(run | {"seconds": seconds, "resumed": resumed}))
+
+
+def test_a_jobs_expected_length_is_its_methods_longest_finished_run_alike_in_snapshots(tmp_path):
+    cfg = bench.BenchConfig(methods=["dpo"], n_demos=8, n_prefs=8, steps=8, curve_points=2)
+    main, sweep = bench.Job("dpo", 8, 8, 1.0, 0), bench.Job("dpo", 8, 4, 1.0, 0)
+    assert bench.expected_seconds(tmp_path, main, cfg) is None  # nothing of its method finished
+    _fake_record(tmp_path / "runs" / "a" / "eval.json", "dpo", 900.0, snapshots=2)
+    assert bench.expected_seconds(tmp_path, sweep, cfg) == 900.0  # the only dpo run, though unlike
+    cfg.records = str(tmp_path / "records")  # an earlier machine's records count too
+    _fake_record(tmp_path / "records" / "b.json", "dpo", 600.0)
+    _fake_record(tmp_path / "records" / "c.json", "dpo", 500.0)
+    _fake_record(tmp_path / "records" / "d.json", "dpo", 50.0, resumed=True)  # its clock: the last part
+    _fake_record(tmp_path / "records" / "e.json", "sft", 5000.0)
+    assert bench.expected_seconds(tmp_path, sweep, cfg) == 600.0
+    assert bench.expected_seconds(tmp_path, main, cfg) == 900.0  # it keeps snapshots, as run a did
+    (tmp_path / "records" / "b.json").write_text('{"method":\n')
+    with pytest.raises(InputError, match=r"b.json: line 2: not a JSON job record"):
+        bench.expected_seconds(tmp_path, sweep, cfg)
+
+
+def test_a_time_limit_starts_only_the_jobs_expected_to_end_in_time(tmp_path, monkeypatch, capsys):
+    import time
+
+    cfg = _sft_and_dpo_with_sft_finished(tmp_path, tmp_path / "out")
+    started = []
+
+    def fake_job(job, record, inputs):
+        started.append(job.name)
+        return record | {"metrics": {}}
+
+    monkeypatch.setattr(bench, "_run_job", fake_job)
+    dpo = "dpo_d8_p8_k1_s0"
+    # no DPO run has finished: its length is unknown, so it starts while time is left...
+    assert bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=time.time() + 60)["postponed"] == []
+    assert started == [dpo]
+    # ...and not once the time is up
+    left = bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=time.time() - 1)["postponed"]
+    assert left == [dpo] and started == [dpo]
+    assert f"not starting {dpo}: length unknown, 0 min left" in capsys.readouterr().out
+    _fake_record(tmp_path / "out" / "runs" / "dpo_d8_p4_k1_s0" / "eval.json", "dpo", 3600.0)
+    cfg.shard = (0, 1)
+    result = bench.run_bench(tmp_path / "out", cfg, deadline=time.time() + 1800)  # an hour-long job
+    assert result["postponed"] == [dpo] and started == [dpo]
+    assert "expected 60 min, 30 min left" in capsys.readouterr().out
+    assert result["runs"] == 1  # the finished SFT job is still reused
+    result = bench.run_bench(tmp_path / "out", cfg, deadline=time.time() + 7200)
+    assert result["postponed"] == [] and started == [dpo, dpo]

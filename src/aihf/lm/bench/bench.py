@@ -269,6 +269,7 @@ def run_bench(
     workers: int = 1,
     only: Iterable[str] | None = None,
     report_only: bool = False,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
 
@@ -277,7 +278,9 @@ def run_bench(
     reuses their runs for the report. A run's numbers depend on its thread count in the last digits, so
     compare runs made with the same setting. `only` (job names, or a worker's queue) runs just those
     jobs and writes no report. `report_only` trains nothing and writes the report of the jobs finished
-    so far (a long benchmark's results can be read, and committed, as they come in).
+    so far (a long benchmark's results can be read, and committed, as they come in). `deadline` (a
+    `time.time()` value) starts no job expected to end after it (`expected_seconds`), so that a
+    session or batch slot that ends then cuts no job short; the jobs left are returned as `postponed`.
     """
     cfg = cfg or BenchConfig()
     cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
@@ -290,7 +293,7 @@ def run_bench(
     jobs = cfg.jobs()
     pending = [job.name for job in jobs if _finished(out, job, cfg) is None]
     if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
-        _run_workers(out_dir, cfg, pending, workers)  # inputs are checked above; the reference is cached
+        _run_workers(out_dir, cfg, pending, workers, deadline)  # inputs checked above; reference cached
     if only is not None:
         by_name = {job.name: job for job in jobs}
         selected: Iterable[Job] = (by_name[name] for name in only)
@@ -298,18 +301,22 @@ def run_bench(
         selected = [job for i, job in enumerate(jobs) if not cfg.shard or i % cfg.shard[1] == cfg.shard[0]]
     runs: list[dict[str, Any]] = []
     failed: list[str] = []  # the caller lists them and exits non-zero, after every other job ran
+    postponed: list[str] = []  # not started: expected to end after the deadline
     for job in selected:
         print(f"[bench {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
         done = _finished(out, job, cfg)
         if done is not None:  # resume: an earlier run of the same job and settings is reused
             print(f"[bench] reusing the finished {job.name}", flush=True)
             runs.append(done)
+        elif not report_only and deadline is not None and _ends_late(out, job, cfg, deadline):
+            postponed.append(job.name)
         elif not report_only:
             runs.append(_run_job(job, _record(job, cfg), inputs))
             if "error" in runs[-1]:
                 failed.append(job.name)
     if cfg.shard or only is not None:
-        return {"shard": list(cfg.shard) if cfg.shard else None, "runs": len(runs), "failed": failed}
+        shard = list(cfg.shard) if cfg.shard else None
+        return {"shard": shard, "runs": len(runs), "failed": failed, "postponed": postponed}
 
     for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
         if "metrics" in run:
@@ -320,7 +327,7 @@ def run_bench(
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))
-    return results | {"failed": failed}
+    return results | {"failed": failed, "postponed": postponed}
 
 
 @dataclass
@@ -476,7 +483,9 @@ def default_workers() -> int:
     return 1 if torch.cuda.is_available() else max(1, min(4, os.cpu_count() or 1))
 
 
-def _run_workers(out_dir: str | Path, cfg: BenchConfig, pending: list[str], workers: int) -> None:
+def _run_workers(
+    out_dir: str | Path, cfg: BenchConfig, pending: list[str], workers: int, deadline: float | None
+) -> None:
     """The pending jobs, in order, on one queue that `workers` single-threaded processes take from: a
     worker that finishes early takes the next job instead of waiting on a fixed share."""
     import multiprocessing
@@ -486,18 +495,19 @@ def _run_workers(out_dir: str | Path, cfg: BenchConfig, pending: list[str], work
     count = min(workers, len(pending))
     for name in pending + [None] * count:  # one stop sign per worker
         queue.put(name)
-    processes = [context.Process(target=_worker, args=(str(out_dir), cfg, queue)) for _ in range(count)]
+    args = (str(out_dir), cfg, queue, deadline)
+    processes = [context.Process(target=_worker, args=args) for _ in range(count)]
     for process in processes:
         process.start()
     for process in processes:
         process.join()  # a worker that died leaves its jobs to the caller, which runs what is missing
 
 
-def _worker(out_dir: str, cfg: BenchConfig, queue: Any) -> None:
+def _worker(out_dir: str, cfg: BenchConfig, queue: Any, deadline: float | None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    run_bench(out_dir, cfg, only=iter(queue.get, None))
+    run_bench(out_dir, cfg, only=iter(queue.get, None), deadline=deadline)
 
 
 def _train(
@@ -677,14 +687,45 @@ def _finished(out: Path, job: Job, cfg: BenchConfig) -> dict[str, Any] | None:
     paths = [out / "runs" / job.name / "eval.json"]
     paths += [Path(cfg.records) / f"{job.name}.json"] if cfg.records else []
     for path in (p for p in paths if p.is_file()):
-        try:
-            saved = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: line {err.lineno}: not a JSON job record ({err.msg})") from None
+        saved = _read_record(path)
         same = saved.get("config") == record["config"] and saved.get("evaluation") == _eval_settings(cfg)
         if same and "metrics" in saved:
             return saved
     return None
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: line {err.lineno}: not a JSON job record ({err.msg})") from None
+
+
+def expected_seconds(out: Path, job: Job, cfg: BenchConfig) -> float | None:
+    """How long `job` should take: the longest finished run of its method (OUT/runs and `cfg.records`)
+    that ran in one go, among those that kept snapshots as it will (evaluating them takes time) if any
+    did; None before any run of its method has finished. The longest, because a run that trains its
+    shared SFT start first takes longer than one that finds it."""
+    snapshots = bool(_record(job, cfg)["config"].get("snapshot_steps"))
+    paths = list((out / "runs").glob("*/eval.json"))
+    paths += sorted(Path(cfg.records).glob("*.json")) if cfg.records else []
+    alike, other = [], []
+    for run in map(_read_record, paths):
+        if run.get("method") == job.method and "metrics" in run and not run.get("resumed"):
+            same = bool(run["config"].get("snapshot_steps")) == snapshots
+            (alike if same else other).append(float(run["seconds"]))
+    return max(alike or other) if alike or other else None
+
+
+def _ends_late(out: Path, job: Job, cfg: BenchConfig, deadline: float) -> bool:
+    """True (and says so) when `job` would end after `deadline`: it is left for a later call rather
+    than cut short. A job whose length is not known yet starts while any time is left."""
+    left, expected = deadline - time.time(), expected_seconds(out, job, cfg)
+    if left > (expected or 0.0):
+        return False
+    guess = f"expected {expected / 60:.0f} min" if expected is not None else "length unknown"
+    print(f"[bench] not starting {job.name}: {guess}, {max(left, 0) / 60:.0f} min left", flush=True)
+    return True
 
 
 def _is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         metavar="I/N",
         help="run every N-th job from the I-th (0-based) only, e.g. 0/2 and 1/2 in two processes; "
         "a final call without --shard reuses their runs and writes the report",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MINUTES",
+        help="start no job expected to end later than MINUTES from now (its expected length: the "
+        "longest finished run of its method here or in --records; a method with none finished starts "
+        "while time is left), so that a session or batch slot ending then cuts no job short; the "
+        "jobs left over are listed for the next call",
     )
     p.add_argument("--sweep-seeds", nargs="+", type=int, help="seeds of the sweep runs (default: --seeds)")
     p.add_argument(
@@ -129,6 +139,7 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from aihf.lm.bench.bench import BenchConfig, run_bench
+    from aihf.validation import POSITIVE, check_value
 
     if args.preset == "smollm2":
         from aihf.lm.pretrained import get_model
@@ -146,9 +157,18 @@ def _bench(args: argparse.Namespace) -> int:
         if args.report_only:
             raise InputError("--report-only writes the report of every shard: leave out --shard")
         cfg.shard = _parse_shard(args.shard)
+    deadline = None
+    if args.time_limit is not None:
+        if args.report_only:
+            raise InputError("--time-limit limits training, and --report-only trains nothing: leave one out")
+        deadline = time.time() + 60 * check_value("--time-limit", args.time_limit, float, POSITIVE)
     _check_bench(cfg)
     workers = _parse_workers(args.workers)
-    failed = run_bench(args.out, cfg, workers=workers, report_only=args.report_only)["failed"]
+    result = run_bench(args.out, cfg, workers=workers, report_only=args.report_only, deadline=deadline)
+    if result["postponed"]:
+        left = result["postponed"]
+        print(f"{len(left)} job(s) left for a later call (--time-limit): {', '.join(left)}")
+    failed = result["failed"]
     if failed:
         where = Path(args.out) / "runs"
         print(
