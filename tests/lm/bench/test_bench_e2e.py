@@ -334,8 +334,11 @@ def test_a_jobs_expected_length_is_its_methods_longest_finished_run_alike_in_sna
 
 def test_a_time_limit_starts_only_the_jobs_expected_to_end_in_time(tmp_path, monkeypatch, capsys):
     import time
+    from types import SimpleNamespace
 
     cfg = _sft_and_dpo_with_sft_finished(tmp_path, tmp_path / "out")
+    now = 1_000_000.0  # a stopped clock: what is left does not depend on how fast the machine is
+    monkeypatch.setattr(bench, "time", SimpleNamespace(time=lambda: now, perf_counter=time.perf_counter))
     started = []
 
     def fake_job(job, record, inputs):
@@ -345,17 +348,17 @@ def test_a_time_limit_starts_only_the_jobs_expected_to_end_in_time(tmp_path, mon
     monkeypatch.setattr(bench, "_run_job", fake_job)
     dpo = "dpo_d8_p8_k1_s0"
     # no DPO run has finished: its length is unknown, so it starts while time is left...
-    assert bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=time.time() + 60)["postponed"] == []
+    assert bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=now + 60)["postponed"] == []
     assert started == [dpo]
     # ...and not once the time is up
-    left = bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=time.time() - 1)["postponed"]
+    left = bench.run_bench(tmp_path / "out", cfg, only=[dpo], deadline=now - 1)["postponed"]
     assert left == [dpo] and started == [dpo]
     assert f"not starting {dpo}: length unknown, 0 min left" in capsys.readouterr().out
     _fake_record(tmp_path / "out" / "runs" / "dpo_d8_p4_k1_s0" / "eval.json", "dpo", 3600.0)
     cfg.shard = (0, 1)
-    result = bench.run_bench(tmp_path / "out", cfg, deadline=time.time() + 1800)  # an hour-long job
+    result = bench.run_bench(tmp_path / "out", cfg, deadline=now + 1800)  # an hour-long job
     assert result["postponed"] == [dpo] and started == [dpo]
     assert "expected 60 min, 30 min left" in capsys.readouterr().out
     assert result["runs"] == 1  # the finished SFT job is still reused
-    result = bench.run_bench(tmp_path / "out", cfg, deadline=time.time() + 7200)
+    result = bench.run_bench(tmp_path / "out", cfg, deadline=now + 3601)
     assert result["postponed"] == [] and started == [dpo, dpo]
