@@ -59,7 +59,8 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
     assert "| aihf | 2 | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
-    assert "- aihf vs rlhf: +0.200 (s.e. nan): no verdict (fewer than 2 seeds)" in report
+    assert "- aihf vs rlhf: +0.200 (s.e. –): no verdict (fewer than 2 seeds)" in report
+    assert "nan" not in report
     assert "(2 vs 1 seeds, provisional until both have 2)" in report  # a pair read before its seeds ran
     assert "| dpo | 0 | failed: RuntimeError: boom" in report
     assert (

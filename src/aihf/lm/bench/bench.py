@@ -1014,7 +1014,8 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             seeds = f"{ea['seeds']} vs {eb['seeds']} seeds"
             if min(ea["seeds"], eb["seeds"]) < len(cfg["seeds"]):
                 seeds += f", provisional until both have {len(cfg['seeds'])}"
-            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se:.3f}): {verdict}; {kl} ({seeds})")
+            se_text = _fmt({"se": se}, "se")  # "–" where one seed gives no spread
+            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se_text}): {verdict}; {kl} ({seeds})")
     for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
         table = _size_sweep(results["runs"], cfg, axis)
         if table:
