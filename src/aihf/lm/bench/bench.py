@@ -958,7 +958,11 @@ def pair_verdict(a: str, ea: dict[str, Any], b: str, eb: dict[str, Any]) -> tupl
 
 
 def _fmt(entry: dict[str, Any], key: str, digits: int = 3) -> str:
-    value = entry.get(key)
+    return _number(entry.get(key), digits)
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    """`value` to `digits` decimals, or "–" where it is missing or NaN (e.g. a spread of one seed)."""
     return "–" if value is None or value != value else f"{value:.{digits}f}"
 
 
@@ -1014,8 +1018,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             seeds = f"{ea['seeds']} vs {eb['seeds']} seeds"
             if min(ea["seeds"], eb["seeds"]) < len(cfg["seeds"]):
                 seeds += f", provisional until both have {len(cfg['seeds'])}"
-            se_text = _fmt({"se": se}, "se")  # "–" where one seed gives no spread
-            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {se_text}): {verdict}; {kl} ({seeds})")
+            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {_number(se)}): {verdict}; {kl} ({seeds})")
     for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
         table = _size_sweep(results["runs"], cfg, axis)
         if table:
