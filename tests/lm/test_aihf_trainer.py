@@ -296,3 +296,31 @@ def test_reward_model_with_its_own_tokenizer(tiny_dir, data_dir, tmp_path):
     assert all(math.isfinite(v) for v in final.values())
     saved = load_tokenizer(str(out / "reward_model"))
     assert saved.get_vocab() == load_tokenizer(str(other / "reward_model")).get_vocab()
+
+
+def test_policy_step_logs_the_spread_of_scores_and_of_the_kl_penalty(tiny_dir, data_dir, tmp_path):
+    """`policy/score_std` is the mean over prompts of the scores' std across the prompt's k samples."""
+    scored = []
+
+    def reward_fn(prompts, completions):
+        scores = [float(len(c)) for c in completions]
+        scored.append(scores)
+        return scores
+
+    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
+    config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=1, **(SMALL | {"num_samples": 3}))
+    trainer = AIHFTrainer(
+        load_causal_lm(str(tiny_dir / "policy")),
+        tokenizer,
+        config,
+        reward_fn=reward_fn,
+        prompts=prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer),
+        method="rlhf",
+    )
+    prompts = trainer.prompt_data.column("prompt")[:3]
+    metrics = trainer.policy_step(prompts, reward_fn)
+    expected = torch.tensor(scored[0]).view(3, 3).std(1).mean().item()
+    assert metrics["policy/score_std"] == pytest.approx(expected, rel=1e-5)
+    assert expected > 0  # the check could fail: the sampled lengths differ within a group
+    # before any update the policy is its reference: every sample's KL estimate, so its spread, is 0
+    assert metrics["policy/kl_penalty_std"] == pytest.approx(0.0, abs=1e-5)

@@ -99,8 +99,11 @@ def test_evaluate_identical_policy_has_zero_kl_and_a_perturbed_one_positive(mode
     assert {"learned_gold_pearson", "learned_gold_spearman", "reward_accuracy"} <= set(result.metrics)
     # on the common pool (the reference's samples): the learned reward against their gold scores
     ref = reference_samples(policy, tokenizer, PROMPTS * 4, length_gold, CONFIG)
-    expected = correlations(reward_scores(reward, reward_tokenizer, ref.prompts, ref.completions), ref.gold)
+    common = reward_scores(reward, reward_tokenizer, ref.prompts, ref.completions)
+    expected = correlations(common, ref.gold)
     assert result.metrics["common_learned_gold_spearman"] == pytest.approx(expected["spearman"], nan_ok=True)
+    assert result.metrics["common_learned_std"] == pytest.approx(float(np.std(common, ddof=1)), rel=1e-6)
+    assert result.metrics["common_learned_std"] > 0
     assert len(result.learned) == len(PROMPTS) * 4 and "learned" in result.rows()[0]
 
 

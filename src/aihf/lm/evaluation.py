@@ -282,6 +282,8 @@ def evaluate(
         corr = correlations(common, ref.gold)
         metrics["common_learned_gold_pearson"] = corr["pearson"]
         metrics["common_learned_gold_spearman"] = corr["spearman"]
+        # the learned reward's scale on that pool: a fixed KL weight beta means less against a wider one
+        metrics["common_learned_std"] = _std(common)
         if prefs:
             metrics["reward_accuracy"] = preference_accuracy(reward_model, reward_tokenizer, prefs)
     return Evaluation(metrics, samples, learned)

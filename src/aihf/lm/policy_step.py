@@ -170,11 +170,16 @@ class PolicyStep:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         loss = -(advantages.detach() * out.sums).mean()
         tokens = out.mask.sum().clamp(min=1)
+        # which term drives the advantages: the spread of the reward's scores over a prompt's k samples,
+        # or that of the KL penalty (a reward on a small scale leaves beta * KL in charge)
+        penalty = self.config.beta * kl
         return loss, {
             "objective/kl": kl.mean().item(),
             "objective/entropy": (out.entropy.sum() / tokens).item(),
             "objective/rlhf_reward": shaped.mean().item(),
             "policy/advantage_std": advantages.std().item(),
+            "policy/score_std": scores.view(-1, k).std(1).mean().item(),
+            "policy/kl_penalty_std": penalty.view(-1, k).std(1).mean().item(),
         }
 
     def _online_dpo_loss(
