@@ -30,6 +30,19 @@ def _trainer(tiny_dir, data_dir, tmp_path, **overrides):
     )
 
 
+def _rl_trainer(tiny_dir, data_dir, config, reward_fn):
+    """RLHF's RL stage: the policy step toward a frozen Python reward function, on the shipped prompts."""
+    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
+    return AIHFTrainer(
+        load_causal_lm(str(tiny_dir / "policy")),
+        tokenizer,
+        config,
+        reward_fn=reward_fn,
+        prompts=prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer),
+        method="rlhf",
+    )
+
+
 @torch.no_grad()
 def _reward_gaps(trainer):
     """Held-fixed agent samples: R(demo) - R(agent) and preference accuracy of the current reward model."""
@@ -102,16 +115,8 @@ def test_policy_step_takes_a_python_reward_function(tiny_dir, data_dir, tmp_path
         calls.append((list(prompts), list(completions)))
         return [float(c.count("e")) for c in completions]
 
-    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
     config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=2, learning_rate=1e-3, **SMALL)
-    trainer = AIHFTrainer(
-        load_causal_lm(str(tiny_dir / "policy")),
-        tokenizer,
-        config,
-        reward_fn=reward_fn,
-        prompts=prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer),
-        method="rlhf",
-    )
+    trainer = _rl_trainer(tiny_dir, data_dir, config, reward_fn)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     metrics = trainer.train()
     assert len(calls) == 2 and len(calls[0][0]) == 3 * 2  # prompt_batch_size * num_samples
@@ -249,7 +254,6 @@ def test_policy_step_raises_a_frozen_python_reward(tiny_dir, data_dir, tmp_path,
     def vowels(prompts, completions):
         return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]
 
-    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
     config = AIHFConfig(
         output_dir=str(tmp_path / "rl"),
         max_iterations=30,
@@ -261,10 +265,7 @@ def test_policy_step_raises_a_frozen_python_reward(tiny_dir, data_dir, tmp_path,
         max_new_tokens=8,
         report_to="none",
     )
-    prompts = prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer)
-    trainer = AIHFTrainer(
-        load_causal_lm(str(tiny_dir / "policy")), tokenizer, config, reward_fn=vowels, prompts=prompts
-    )
+    trainer = _rl_trainer(tiny_dir, data_dir, config, vowels)
     trainer.train()
     scores = [json.loads(line)["objective/scores"] for line in (tmp_path / "rl" / "metrics.jsonl").open()]
     first, last = sum(scores[:5]) / 5, sum(scores[-5:]) / 5
@@ -307,16 +308,8 @@ def test_policy_step_logs_the_spread_of_scores_and_of_the_kl_penalty(tiny_dir, d
         scored.append(scores)
         return scores
 
-    tokenizer = load_tokenizer(str(tiny_dir / "policy"))
     config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=1, **(SMALL | {"num_samples": 3}))
-    trainer = AIHFTrainer(
-        load_causal_lm(str(tiny_dir / "policy")),
-        tokenizer,
-        config,
-        reward_fn=reward_fn,
-        prompts=prepare_text_data(data_dir / "prompts.jsonl", "prompts", tokenizer),
-        method="rlhf",
-    )
+    trainer = _rl_trainer(tiny_dir, data_dir, config, reward_fn)
     prompts = trainer.prompt_data.column("prompt")[:3]
     metrics = trainer.policy_step(prompts, reward_fn)
     expected = torch.tensor(scored[0]).view(3, 3).std(1).mean().item()
