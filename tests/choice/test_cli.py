@@ -163,7 +163,7 @@ def test_example_commands_write_their_files(capsys, tmp_path):
     assert main(["choice", "example2", "--out", str(tmp_path), "--repeats", "3"]) == 0
     assert main(["choice", "variance", "--out", str(tmp_path), "--repeats", "50"]) == 0
     out, _ = capsys.readouterr()
-    assert "0.5091" in out and "mass on 46..50" in out and "p(1-p)/(|D|+|P|)" in out
+    assert "0.5091" in out and "mass on 45..49" in out and "p(1-p)/(|D|+|P|)" in out
     for stem in ("example1", "example2", "variance"):
         for suffix in ("json", "csv", "png"):
             path = tmp_path / f"{stem}.{suffix}"

@@ -32,10 +32,10 @@ def test_sweep_writes_heat_map_and_aihf_wins_with_both_sources(tmp_path):
 def test_example2_small(tmp_path):
     report = experiments.example2(tmp_path, repeats=2, n_actions=12, n_covered=9, n_demos=500, per_pair=50)
     saved = json.loads((tmp_path / "example2.json").read_text())
-    assert saved["covered"] == "1..9" and saved["max_residual"] < 1e-9
+    assert saved["covered"] == "0..8" and saved["max_residual"] < 1e-9
     assert saved["uncovered_mass"]["rlhf"]["mean"] == 0.0
     assert saved["uncovered_mass"]["aihf"]["mean"] > 0.1
-    assert "mass on 10..12" in report.table()
+    assert "mass on 9..11" in report.table()
 
 
 @pytest.mark.slow

@@ -1,11 +1,14 @@
 """The paper's discrete-choice experiments (v1 section 4) and a data-ratio sweep.
 
+Actions are numbered from 0 everywhere (reports, plots, CSV, CLI), as in the Python API; the paper
+counts from 1, so its actions 1..45 are 0..44 here.
+
 - `example1`: two actions with equal true reward, the paper's two data sets; AIHF is the pooled
   estimate 56/110 in both, while RLHF follows whichever source happens to be wrong.
-- `variance`: Monte-Carlo variance of each estimator of pi_1 with two actions, against
+- `variance`: Monte-Carlo variance of each estimator of pi_0 with two actions, against
   p(1-p)/|D| (SFT), p(1-p)/|P| (RM) and p(1-p)/(|D|+|P|) (AIHF).
-- `example2`: 50 actions, demonstrations only cover 1..45, full BTL comparisons (paper Fig. 2):
-  SFT and RLHF put zero mass on 46..50, AIHF keeps it.
+- `example2`: 50 actions, demonstrations only cover 0..44, full BTL comparisons (paper Fig. 2):
+  SFT and RLHF put zero mass on 45..49, AIHF keeps it.
 - `sweep`: total-variation error of each estimator as |D| and |P| vary.
 
 Each writes JSON + CSV + PNG files into `out_dir` (atomically) and returns a `Report` whose
@@ -97,13 +100,13 @@ def _save(fig, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------- Example 1
 
 EXAMPLE1 = {
-    "A: D=50/50, P 1>2 x6, 2>1 x4": ([50, 50], [[0, 6], [4, 0]]),
-    "B: D=6/4, P 1>2 x50, 2>1 x50": ([6, 4], [[0, 50], [50, 0]]),
+    "A: D=50/50, P 0>1 x6, 1>0 x4": ([50, 50], [[0, 6], [4, 0]]),
+    "B: D=6/4, P 0>1 x50, 1>0 x50": ([6, 4], [[0, 50], [50, 0]]),
 }
 
 
 def example1(out_dir: Path, beta: float = 1.0, alpha: float = 1.0) -> Report:
-    """Both data sets of the paper's Example 1 (truth: equal rewards, pi_1 = 0.5)."""
+    """Both data sets of the paper's Example 1 (truth: equal rewards, pi_0 = 0.5)."""
     results, rows = {}, []
     for name, (demos, prefs) in EXAMPLE1.items():
         est = estimate_all(make_data(demos, prefs), beta, alpha)
@@ -111,10 +114,10 @@ def example1(out_dir: Path, beta: float = 1.0, alpha: float = 1.0) -> Report:
         policies = est.policies()
         rows.append([name, 0.5, *(policies[k][0] for k in ESTIMATORS), est.aihf.residual])
     report = Report(
-        f"Example 1 (beta={beta:g}, alpha={alpha:g}): probability of action 1 (truth 0.5)",
+        f"Example 1 (beta={beta:g}, alpha={alpha:g}): probability of action 0 (truth 0.5)",
         ["data", "truth", "SFT", "RM only", "RLHF", "AIHF", "AIHF FOC residual"],
         rows,
-        notes=["AIHF = (n_1 + w_12) / (|D| + |P|) = 56/110 = 0.5091 in both data sets (pooled estimate)."],
+        notes=["AIHF = (n_0 + w_01) / (|D| + |P|) = 56/110 = 0.5091 in both data sets (pooled estimate)."],
     )
     write_json(out_dir / "example1.json", {"beta": beta, "alpha": alpha, "results": results})
     write_text(out_dir / "example1.csv", report.csv_text())
@@ -131,7 +134,7 @@ def example1(out_dir: Path, beta: float = 1.0, alpha: float = 1.0) -> Report:
     ax.axhline(0.5, color="black", linestyle="--", linewidth=1, label="truth")
     ax.set_xticks(range(len(rows)), [row[0] for row in rows], fontsize=8)
     ax.set_ylim(0.4, 0.68)
-    ax.set_ylabel("estimated pi(action 1)")
+    ax.set_ylabel("estimated pi(action 0)")
     ax.set_title("Example 1: AIHF pools demonstrations and preferences")
     ax.legend(fontsize=8, ncol=5, loc="upper center")
     report.plots.append(_save(fig, out_dir / "example1.png"))
@@ -160,9 +163,9 @@ VARIANCE_CONFIGS = (
 )
 
 
-def pi1_estimates(n1: int, n_demos: int, w12: int, n_prefs: int, beta: float, alpha: float) -> np.ndarray:
-    """pi_1 of (SFT, RM, RLHF, AIHF) for two actions with n_1 of |D| demos and w_12 of |P| wins."""
-    data = ChoiceData(np.array([n1, n_demos - n1]), np.array([[0, w12], [n_prefs - w12, 0]]))
+def pi0_estimates(n0: int, n_demos: int, w01: int, n_prefs: int, beta: float, alpha: float) -> np.ndarray:
+    """pi_0 of (SFT, RM, RLHF, AIHF) for two actions with n0 of |D| demos on action 0 and w01 of |P| wins."""
+    data = ChoiceData(np.array([n0, n_demos - n0]), np.array([[0, w01], [n_prefs - w01, 0]]))
     policies = estimate_all(data, beta, alpha).policies()
     return np.array([policies[k][0] for k in ESTIMATORS])
 
@@ -175,14 +178,14 @@ def variance(
     alpha: float = 1.0,
     configs: tuple[tuple[float, int, int], ...] = VARIANCE_CONFIGS,
 ) -> Report:
-    """Monte-Carlo variance of pi_1 for each estimator (two actions) against the paper's formulas."""
+    """Monte-Carlo variance of pi_0 for each estimator (two actions) against the paper's formulas."""
     rng = np.random.default_rng(seed)
     rows, records = [], []
     for p, n_demos, n_prefs in configs:
-        n1 = rng.binomial(n_demos, p, size=repeats)  # multinomial demonstrations with two actions
-        w12 = rng.binomial(n_prefs, p, size=repeats)  # BTL: P(1 over 2) = pi_1 / (pi_1 + pi_2) = p
+        n0 = rng.binomial(n_demos, p, size=repeats)  # multinomial demonstrations with two actions
+        w01 = rng.binomial(n_prefs, p, size=repeats)  # BTL: P(0 over 1) = pi_0 / (pi_0 + pi_1) = p
         cache: dict[tuple[int, int], np.ndarray] = {}  # the estimators depend on the counts only
-        draws = np.array([_cached(cache, a, b, n_demos, n_prefs, beta, alpha) for a, b in zip(n1, w12)])
+        draws = np.array([_cached(cache, a, b, n_demos, n_prefs, beta, alpha) for a, b in zip(n0, w01)])
         var = draws.var(axis=0, ddof=1)
         q = p * (1 - p)
         theory = {"sft": q / n_demos, "rm": q / n_prefs, "aihf": q / (n_demos + n_prefs)}
@@ -215,7 +218,7 @@ def variance(
             }
         )
     report = Report(
-        f"Variance of the pi_1 estimators, two actions, {repeats} Monte-Carlo repeats (beta={beta:g})",
+        f"Variance of the pi_0 estimators, two actions, {repeats} Monte-Carlo repeats (beta={beta:g})",
         [
             "p",
             "|D|",
@@ -256,7 +259,7 @@ def variance(
         [f"p={r['p']}\n|D|={r['n_demos']} |P|={r['n_prefs']}" for r in records],
         fontsize=7,
     )
-    ax.set_ylabel("Var of estimated pi_1")
+    ax.set_ylabel("Var of estimated pi_0")
     ax.set_title("Monte-Carlo variance vs theory (black markers)")
     ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     report.plots.append(_save(fig, out_dir / "variance.png"))
@@ -264,11 +267,11 @@ def variance(
 
 
 def _cached(
-    cache: dict, n1: int, w12: int, n_demos: int, n_prefs: int, beta: float, alpha: float
+    cache: dict, n0: int, w01: int, n_demos: int, n_prefs: int, beta: float, alpha: float
 ) -> np.ndarray:
-    key = (int(n1), int(w12))
+    key = (int(n0), int(w01))
     if key not in cache:
-        cache[key] = pi1_estimates(key[0], n_demos, key[1], n_prefs, beta, alpha)
+        cache[key] = pi0_estimates(key[0], n_demos, key[1], n_prefs, beta, alpha)
     return cache[key]
 
 
@@ -286,7 +289,7 @@ def example2(
     n_demos: int = 2000,
     per_pair: int = 200,
 ) -> Report:
-    """The coverage experiment (paper Fig. 2): demonstrations only from actions 1..n_covered."""
+    """The coverage experiment (paper Fig. 2): demonstrations only from actions 0..n_covered-1."""
     rng = np.random.default_rng(seed)
     reward = gaussian_bump_reward(n_actions)
     truth = true_policy(reward, beta)
@@ -313,11 +316,10 @@ def example2(
                 float(tv[key].std()),
             ]
         )
-    first_uncovered = n_covered + 1
     report = Report(
-        f"Example 2: {n_actions} actions, demonstrations ({n_demos}) cover 1..{n_covered}, {per_pair} BTL "
-        f"comparisons per pair, {repeats} repeats (beta={beta:g}, alpha={alpha:g})",
-        ["policy", f"mass on {first_uncovered}..{n_actions}", "std", "TV to truth", "TV std"],
+        f"Example 2: {n_actions} actions, demonstrations ({n_demos}) cover 0..{n_covered - 1}, "
+        f"{per_pair} BTL comparisons per pair, {repeats} repeats (beta={beta:g}, alpha={alpha:g})",
+        ["policy", f"mass on {n_covered}..{n_actions - 1}", "std", "TV to truth", "TV std"],
         rows,
         notes=[f"Largest first-order-condition residual over all RM/AIHF solves: {worst_residual:.2e}."],
     )
@@ -330,7 +332,7 @@ def example2(
             "repeats": repeats,
             "n_demos": n_demos,
             "per_pair": per_pair,
-            "covered": f"1..{n_covered}",
+            "covered": f"0..{n_covered - 1}",
             "truth_reward": reward.tolist(),
             "truth_policy": truth.tolist(),
             "max_residual": worst_residual,
@@ -350,7 +352,7 @@ def example2(
     for i in range(n_actions):
         writer.writerow(
             [
-                i + 1,
+                i,
                 int(covered[i]),
                 truth[i],
                 *(policies[k][:, i].mean() for k in ESTIMATORS),
@@ -361,16 +363,28 @@ def example2(
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
-    actions = np.arange(1, n_actions + 1)
-    for key in ("sft", "rlhf", "aihf"):
+    actions = np.arange(n_actions)
+    # SFT and RLHF nearly coincide, so each estimator gets its own line style and marker as well as colour
+    styles = {"sft": ("-", "o", 6), "rm": ("-", "s", 3), "rlhf": ("--", "x", 5), "aihf": ("-", ".", 4)}
+    for key in ESTIMATORS:
         mean, std = policies[key].mean(axis=0), policies[key].std(axis=0)
-        ax.plot(actions, mean, marker=".", color=COLORS[key], label=LABELS[key])
-        ax.fill_between(actions, mean - std, mean + std, color=COLORS[key], alpha=0.2)
-    ax.plot(actions, truth, color="black", linestyle="--", label="ground truth")
-    ax.axvline(n_covered + 0.5, color="red", linestyle=":", label="demonstration coverage ends")
+        linestyle, marker, size = styles[key]
+        ax.plot(
+            actions,
+            mean,
+            linestyle=linestyle,
+            marker=marker,
+            markersize=size,
+            fillstyle="none",
+            color=COLORS[key],
+            label=LABELS[key],
+        )
+        ax.fill_between(actions, mean - std, mean + std, color=COLORS[key], alpha=0.15)
+    ax.plot(actions, truth, color="black", linestyle=":", label="ground truth")
+    ax.axvline(n_covered - 0.5, color="tab:red", linestyle=":", label="demonstration coverage ends")
     ax.set_xlabel("action")
     ax.set_ylabel("probability (mean ± std over repeats)")
-    ax.set_title(f"Example 2: policies with demonstrations covering actions 1..{n_covered}")
+    ax.set_title(f"Example 2: policies with demonstrations covering actions 0..{n_covered - 1}")
     ax.legend(fontsize=8)
     report.plots.append(_save(fig, out_dir / "example2.png"))
     return report
@@ -444,7 +458,9 @@ def sweep(
         image = ax.imshow(mean[k], origin="lower", cmap="viridis_r", vmin=vmin, vmax=vmax)
         for a in range(len(demo_sizes)):
             for b in range(len(pref_sizes)):
-                ax.text(b, a, f"{mean[k, a, b]:.2f}", ha="center", va="center", fontsize=7, color="white")
+                shade = image.cmap(image.norm(mean[k, a, b]))  # dark text on light cells, white on dark
+                colour = "black" if 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] > 0.5 else "white"
+                ax.text(b, a, f"{mean[k, a, b]:.2f}", ha="center", va="center", fontsize=7, color=colour)
         ax.set_title(LABELS[key])
         ax.set_xticks(range(len(pref_sizes)), [str(s) for s in pref_sizes], fontsize=7)
         ax.set_xlabel("|P| (comparisons)")
