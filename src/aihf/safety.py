@@ -1,0 +1,386 @@
+"""Guards against untrusted files and runaway values, shared by every domain.
+
+Everything here raises `InputError` subclasses, so the CLI turns each refusal into one line and exit 2:
+
+- `safe_child`: a file name read from a manifest, record or data file must resolve inside its directory
+  (no `../`, no absolute path, no symlink pointing out), or a crafted file reads or writes elsewhere.
+- `escape_terminal`: control bytes from file names and data are shown escaped, never sent raw to the
+  terminal (an ESC sequence could rewrite the screen; a newline would split the one error line).
+- `RunLock`: one run per output directory; two runs on one `--out` would interleave logs and overwrite
+  each other's checkpoints.
+- `refuse_out_over_input`: an `--out` that is an input, holds one, or holds a finished run is refused.
+- `check_finite` / `check_finite_weights`: stop at the first non-finite loss or gradient norm, and never
+  save non-finite weights as a result.
+- `load_weights`: weights files load without running code (safetensors, or `torch.load` restricted to
+  tensors); a pickle that needs more is refused.
+- `check_hub_name`: a Hub model name that cannot load offline fails at once with one line, instead of a
+  dozen retry messages and 30 s of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from aihf.errors import InputError
+
+# ------------------------------------------------------------------------------------------------------
+# paths
+
+
+def safe_child(directory: str | os.PathLike[str], name: str, what: str = "file name") -> Path:
+    """`directory / name`, refused unless it stays inside `directory` once resolved.
+
+    Refuses absolute names, `..` that climbs out, symlinks (at any level) that point out, NUL bytes
+    and empty names. `what` says where the name came from, e.g. "manifest entry".
+    """
+    root = Path(directory)
+    shown = escape_terminal(repr(name)) if isinstance(name, str) else type(name).__name__
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InputError(f"{root}: {what} {shown}: expected a relative file name")
+    candidate = Path(name)
+    if candidate.is_absolute() or candidate.drive:
+        raise InputError(f"{root}: {what} {shown} is an absolute path; refusing a path outside {root}")
+    try:
+        resolved_root = root.resolve()
+        resolved = (root / candidate).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise InputError(f"{root}: {what} {shown}: cannot be resolved ({_reason(err)})") from None
+    if not resolved.is_relative_to(resolved_root) or resolved == resolved_root:
+        raise InputError(f"{root}: {what} {shown} points outside {root}; refusing it")
+    return root / candidate
+
+
+def refuse_out_over_input(
+    out: str | os.PathLike[str],
+    inputs: Mapping[str, str | os.PathLike[str] | None],
+    overwrite: bool = False,
+    finished: Sequence[str] = ("policy/config.json", "results.json"),
+    option: str = "--out",
+) -> None:
+    """Refuse an output directory that would destroy an input or a finished run, before any work.
+
+    `inputs` maps each input's flag (e.g. "--model") to its path (None or a Hub name that is not a
+    local path is skipped). An `--out` that is an input or holds one is always refused: `--overwrite`
+    cannot make reading and writing the same files safe. One that holds a finished run (any of
+    `finished`, relative to it) is refused unless `overwrite`.
+    """
+    target = _resolved(Path(out))
+    for flag, value in inputs.items():
+        if value is None or not Path(value).exists():
+            continue
+        source = _resolved(Path(value))
+        if source == target:
+            raise InputError(
+                f"{option} {_show(out)}: is the input {flag} {_show(value)}; choose another {option}"
+            )
+        if source.is_relative_to(target):
+            raise InputError(
+                f"{option} {_show(out)}: holds the input {flag} {_show(value)}, which the run would "
+                f"overwrite; choose another {option}"
+            )
+    if overwrite:
+        return
+    for marker in finished:
+        if (Path(out) / marker).is_file():
+            raise InputError(
+                f"{option} {_show(out)}: holds a finished run ({marker}); pass --overwrite to replace it "
+                "or choose another directory"
+            )
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as err:
+        raise InputError(f"{_show(path)}: cannot be resolved ({_reason(err)})") from None
+
+
+# ------------------------------------------------------------------------------------------------------
+# terminal output
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Bidirectional overrides and isolates reorder what the terminal shows ("Trojan Source").
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+
+
+def escape_terminal(text: str) -> str:
+    """`text` with C0/C1 control characters, DEL and bidi overrides shown as escapes (`\\x1b`, `\\n`)."""
+    return "".join(_escape_char(c) for c in text)
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code < 0x20 or 0x7F <= code <= 0x9F or char in _BIDI:
+        return _ESCAPES.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+    return char
+
+
+def _show(path: str | os.PathLike[str]) -> str:
+    return escape_terminal(os.fspath(path))
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or type(err).__name__
+
+
+# ------------------------------------------------------------------------------------------------------
+# one run per output directory
+
+LOCK_NAME = ".aihf.lock"
+
+
+class LockedError(InputError):
+    """Another live process holds the output directory's lock."""
+
+
+class RunLock:
+    """An exclusive lock on an output directory: `OUT/.aihf.lock` holding the owner's pid.
+
+    Taken with O_EXCL, so of two runs started together exactly one wins. A lock left by a process that
+    no longer exists (killed, crashed) is taken over; a live holder is refused with its pid. Use as a
+    context manager around the whole run, after validation (taking it creates `out`).
+    """
+
+    def __init__(self, out: str | os.PathLike[str], option: str = "--out") -> None:
+        self.out = Path(out)
+        self.path = self.out / LOCK_NAME
+        self.option = option
+        self._held = False
+
+    def acquire(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a stale lock is removed, then the O_EXCL create is tried again
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder):
+                    raise LockedError(
+                        f"{self.option} {_show(self.out)}: in use by another run (pid {holder}, lock "
+                        f"{_show(self.path)}); wait for it to finish or choose another {self.option}"
+                    ) from None
+                self._break_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self._held = True
+            return
+        raise LockedError(f"{self.option} {_show(self.out)}: could not take the lock {_show(self.path)}")
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _holder(self) -> int | None:
+        """The pid in the lock file; None when it is unreadable or half-written (treated as stale)."""
+        try:
+            text = self.path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _break_stale(self) -> None:
+        """Rename, then delete: of two processes breaking the same stale lock only one rename succeeds."""
+        doomed = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, doomed)
+            doomed.unlink()
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OverflowError:
+        return False
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped still answers kill(0); its lock is stale all the same."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# runaway values
+
+
+class NonFiniteError(InputError):
+    """Training produced a non-finite loss, gradient norm or weight; nothing non-finite is saved."""
+
+
+def check_finite(
+    step: int, loss: Any, grad_norm: Any = None, last_checkpoint: str | os.PathLike[str] | None = None
+) -> None:
+    """Raise NonFiniteError when `loss` or `grad_norm` (numbers or one-element tensors) is NaN or inf.
+
+    Call it every optimisation step before `optimizer.step()` and before any save, so the last saved
+    checkpoint stays the last good one; the message names the step and that checkpoint.
+    """
+    for name, value in (("loss", loss), ("gradient norm", grad_norm)):
+        if value is None:
+            continue
+        number = float(value)
+        if not math.isfinite(number):
+            resume = (
+                f"the last good checkpoint is {_show(last_checkpoint)}"
+                if last_checkpoint is not None
+                else "no checkpoint was saved"
+            )
+            raise NonFiniteError(
+                f"step {step}: {name} is {number} (training diverged; lower the learning rate); "
+                f"stopped without saving, {resume}"
+            )
+
+
+def check_finite_weights(named: Mapping[str, Any] | Any, what: str) -> None:
+    """Refuse to save weights (a state dict or a module) with a NaN or inf, naming the first tensor."""
+    import torch
+
+    tensors = named.state_dict() if hasattr(named, "state_dict") else named
+    for name, tensor in tensors.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            count = int((~torch.isfinite(tensor)).sum())
+            raise NonFiniteError(
+                f"{what}: {count} non-finite values in {name}; not saved (training diverged)"
+            )
+
+
+# ------------------------------------------------------------------------------------------------------
+# weights files
+
+SAFE_WEIGHTS = (".safetensors",)
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth")
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A state dict from a safetensors file, or from a PyTorch pickle with `torch.load(weights_only=True)`.
+
+    A pickle that needs anything beyond tensors and plain containers (code, custom classes) is refused
+    with one line instead of being run; any other suffix is refused.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{_show(path)}: weights file not found")
+    if path.suffix in SAFE_WEIGHTS:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise InputError(f"{_show(path)}: not a readable safetensors file ({_first_line(err)})") from None
+    if path.suffix in PICKLED_WEIGHTS:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError for forbidden globals, RuntimeError for damage
+            raise InputError(
+                f"{_show(path)}: refused: a pickle that is not plain tensors, or damaged "
+                f"({type(err).__name__}); only safetensors or weights-only pickles are loaded"
+            ) from None
+        if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+            raise InputError(f"{_show(path)}: expected a mapping of names to tensors")
+        return loaded
+    raise InputError(
+        f"{_show(path)}: unsupported weights file {path.suffix!r}: expected "
+        + ", ".join(SAFE_WEIGHTS + PICKLED_WEIGHTS)
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return escape_terminal(text.splitlines()[0]) if text else type(err).__name__
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hub names
+
+
+def check_hub_name(name: str, option: str, timeout: float = 3.0) -> None:
+    """Refuse at once a Hub model name that cannot load: not in the local cache, and either
+    `HF_HUB_OFFLINE` is set or the Hub's host does not answer one quick connection attempt.
+
+    Without this, transformers retries several times (a dozen lines, 30-50 s) before failing. A name in
+    the cache passes; so does one the Hub can be reached for (transformers reports a wrong name itself).
+    """
+    if _in_hub_cache(name):
+        return
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        raise InputError(
+            f"{option} {_show(name)}: not a local directory and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set; download it first or pass a local save_pretrained directory"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        reason = "timed out" if isinstance(err, TimeoutError) else _reason(err)
+        raise InputError(
+            f"{option} {_show(name)}: not a local directory and not in the Hugging Face cache, and "
+            f"{host} cannot be reached ({reason}); pass a local save_pretrained directory"
+        ) from None
+
+
+def _in_hub_cache(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an invalid repo id: not cached (transformers names the problem when loading)
+        return False
+    return isinstance(found, str)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def user_file_errors(path: str | os.PathLike[str], what: str = "file") -> Iterator[None]:
+    """Turn OSError and UnicodeDecodeError raised while reading `path` into one InputError line."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise InputError(f"{_show(path)}: not a UTF-8 text {what}") from None
+    except OSError as err:
+        raise InputError(f"{_show(path)}: cannot read the {what} ({describe_os_error(err)})") from None
+
+
+def describe_os_error(err: OSError) -> str:
+    """A short reason: 'permission denied', 'is a directory', 'too many levels of symbolic links'."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return (err.strerror or type(err).__name__).lower()
