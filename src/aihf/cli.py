@@ -2,7 +2,11 @@
 
 Each domain module exposes `register(subparsers)`; it must import only argparse-level code so that
 `aihf choice ...` never pays for importing transformers. Handlers raise `InputError` for bad input,
-which becomes one line on stderr and exit code 2.
+which becomes one line on stderr and exit code 2. This is the one place errors are printed: control
+characters from file names and data are escaped there (`safety.escape_terminal`), so a message never
+splits into two lines or sends raw escape sequences to the terminal. An OSError that names a file
+(permission denied, a directory or FIFO where a file was expected, a full disk) is the user's file, not
+a bug, and is one line too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from aihf import __version__
 from aihf.errors import InputError
 from aihf.io import check_output_path
+from aihf.safety import describe_os_error, escape_terminal
 
 # Domain CLI modules, in the order they appear in `aihf --help`.
 DOMAINS = ("aihf.choice.cli", "aihf.control.cli", "aihf.lm.cli", "aihf.quickstart")
@@ -24,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits with code 2 on usage errors already; keep its message to one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {escape_terminal(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,18 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_path(args.out, is_file=getattr(args, "out_is_file", False))
         result = args.handler(args)
     except InputError as err:
-        print(f"aihf: error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     except ModuleNotFoundError as err:
         if not err.name or err.name.split(".")[0] == "aihf":
             raise  # a bug, not a missing extra
         extra = f"aihf[{args.command}]" if args.command in ("control", "lm") else "aihf[all]"
-        print(
-            f"aihf: error: `aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'",
-            file=sys.stderr,
-        )
+        _error(f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
+        return 2
+    except OSError as err:
+        if err.filename is None:
+            raise  # not about a file the user named: a bug
+        _error(f"{err.filename}: {describe_os_error(err)}")
         return 2
     except KeyboardInterrupt:
         print("aihf: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _error(message: str) -> None:
+    print(f"aihf: error: {escape_terminal(message)}", file=sys.stderr)
