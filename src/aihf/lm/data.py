@@ -137,6 +137,29 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+# The roles TRL's data utilities accept in a conversation.
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _check_messages(messages: list[Any], where: str) -> None:
+    """Every message an object with a known `role` and a string `content`, or InputError naming the
+    1-based message: a number, null or list would otherwise render as text and train as if valid."""
+    for number, message in enumerate(messages, start=1):
+        place = f"{where}, message {number}"
+        if not isinstance(message, dict):
+            raise InputError(
+                f"{place}: expected an object with 'role' and 'content', got {type(message).__name__}"
+            )
+        for key in ("role", "content"):
+            if key not in message:
+                raise InputError(f"{place}: missing {key!r}")
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str) or role not in ROLES:
+            raise InputError(f"{place}: 'role' = {role!r}: expected one of {', '.join(map(repr, ROLES))}")
+        if not isinstance(content, str):
+            raise InputError(f"{place}: 'content' = {content!r}: expected a string")
+
+
 def _is_conversation(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value)
 
@@ -191,6 +214,9 @@ def _to_text(
     kind: str, layout: tuple[str, ...], row: dict[str, Any], tokenizer: Any, where: str
 ) -> dict[str, str]:
     """One row to text fields; raises InputError for wrong types or a preference pair with two prompts."""
+    for column in layout:
+        if isinstance(row[column], list):
+            _check_messages(row[column], f"{where}, field {column!r}")
     if layout == ("messages",):
         msgs = row["messages"]
         if kind == "prompts":
