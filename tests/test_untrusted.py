@@ -148,3 +148,86 @@ def test_an_os_error_without_a_file_name_is_a_bug_and_raises(monkeypatch):
     monkeypatch.setattr(args, "handler", handler)
     with pytest.raises(OSError, match="internal"):
         cli.main([])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Hub names when the Hub is out of reach: one line at once, no retries
+
+
+@pytest.fixture
+def no_hub(monkeypatch, tmp_path):
+    """No cached models, and a connection attempt to the Hub that fails as without a network."""
+    import socket
+
+    from aihf import safety
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    attempts = []
+
+    def refuse(address, timeout=None):
+        attempts.append(address)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(safety.socket, "create_connection", refuse)
+    return attempts
+
+
+def test_an_uncached_hub_model_is_one_line_when_offline(no_hub, monkeypatch):
+    from aihf.safety import check_hub_name
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=r"--model org/name: not a local directory .* HF_HUB_OFFLINE is set"):
+        check_hub_name("org/name", "--model")
+    assert no_hub == []  # offline means not even one connection attempt
+
+
+def test_an_uncached_hub_model_is_one_line_when_the_hub_cannot_be_reached(no_hub):
+    from aihf.safety import check_hub_name
+
+    with pytest.raises(InputError, match=r"huggingface\.co cannot be reached \(Name or service not known\)"):
+        check_hub_name("org/name", "--reward-model")
+    assert no_hub == [("huggingface.co", 443)]
+
+
+def test_a_cached_hub_model_passes_offline(no_hub, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    from aihf.safety import check_hub_name
+
+    cache = tmp_path / "hub-cache"
+    repo = cache / "models--org--name"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_hub_name("org/name", "--model")
+
+
+def test_a_hub_dataset_loads_from_the_cache_only_when_the_hub_cannot_be_reached(no_hub, monkeypatch):
+    import datasets
+
+    from aihf.lm.data import load_records
+
+    seen = []
+
+    def load_dataset(name, split):
+        seen.append((name, split, datasets.config.HF_HUB_OFFLINE))
+        if name == "org/cached":
+            return [{"prompt": "a"}]
+        raise ConnectionError("not cached")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    before = datasets.config.HF_HUB_OFFLINE
+    assert load_records("org/cached:test")[0] == [{"prompt": "a"}]
+    with pytest.raises(InputError) as info:
+        load_records("org/missing")
+    assert str(info.value) == (
+        "org/missing: not a local file or directory and not in the datasets cache, and huggingface.co "
+        "cannot be reached (Name or service not known)"
+    )
+    assert seen == [("org/cached", "test", True), ("org/missing", "train", True)]
+    assert datasets.config.HF_HUB_OFFLINE is before  # restored

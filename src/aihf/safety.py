@@ -324,32 +324,58 @@ def _first_line(err: BaseException) -> str:
 # Hub names
 
 
-def check_hub_name(name: str, option: str, timeout: float = 3.0) -> None:
-    """Refuse at once a Hub model name that cannot load: not in the local cache, and either
-    `HF_HUB_OFFLINE` is set or the Hub's host does not answer one quick connection attempt.
+def check_hub_name(name: str, option: str) -> None:
+    """Refuse at once a Hub model name that cannot load: not in the local cache while the Hub is out of
+    reach (`hub_unreachable`).
 
-    Without this, transformers retries several times (a dozen lines, 30-50 s) before failing. A name in
-    the cache passes; so does one the Hub can be reached for (transformers reports a wrong name itself).
+    Without this, transformers retries several times (a dozen lines, 30-80 s) before failing. A name in
+    the cache passes; so does any name while the Hub answers (transformers reports a wrong name itself).
     """
     if _in_hub_cache(name):
         return
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+    reason = hub_unreachable()
+    if reason is not None:
         raise InputError(
-            f"{option} {_show(name)}: not a local directory and not in the Hugging Face cache, and "
-            "HF_HUB_OFFLINE is set; download it first or pass a local save_pretrained directory"
+            f"{option} {_show(name)}: not a local directory and not in the Hugging Face cache, and {reason}; "
+            "pass a local save_pretrained directory"
         )
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    url = urlparse(endpoint)
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be used ("HF_HUB_OFFLINE is set", "huggingface.co cannot be reached (...)"),
+    or None when one quick connection to its host (`HF_ENDPOINT`) succeeds. No retries."""
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or _env_true("HF_DATASETS_OFFLINE"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
     try:
         with socket.create_connection((host, port), timeout=timeout):
-            pass
+            return None
     except OSError as err:
         reason = "timed out" if isinstance(err, TimeoutError) else _reason(err)
-        raise InputError(
-            f"{option} {_show(name)}: not a local directory and not in the Hugging Face cache, and "
-            f"{host} cannot be reached ({reason}); pass a local save_pretrained directory"
-        ) from None
+        return f"{host} cannot be reached ({reason})"
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """Run a Hub-using call in offline mode (local cache only, no retries), whatever the environment
+    said when huggingface_hub and datasets were imported."""
+    import importlib
+
+    patched = []
+    for module_name in ("huggingface_hub.constants", "datasets.config"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, "HF_HUB_OFFLINE"):
+            patched.append((module, module.HF_HUB_OFFLINE))
+            module.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for module, value in patched:
+            module.HF_HUB_OFFLINE = value
 
 
 def _in_hub_cache(name: str) -> bool:
