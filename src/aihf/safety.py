@@ -134,67 +134,80 @@ def _reason(err: BaseException) -> str:
 # ------------------------------------------------------------------------------------------------------
 # one run per output directory
 
-LOCK_NAME = ".aihf.lock"
+LOCK_SUFFIX = ".aihf.lock"
 
 
 class LockedError(InputError):
-    """Another live process holds the output directory's lock."""
+    """Another live process holds the output's lock."""
 
 
 class RunLock:
-    """An exclusive lock on an output directory: `OUT/.aihf.lock` holding the owner's pid.
+    """An exclusive lock on an output path: `.NAME.aihf.lock` beside it, holding the owner's pid.
 
-    Taken with O_EXCL, so of two runs started together exactly one wins. A lock left by a process that
-    no longer exists (killed, crashed) is taken over; a live holder is refused with its pid. Use as a
-    context manager around the whole run, after validation (taking it creates `out`).
+    The lock is an `flock` on that file, which the kernel drops when its process dies, so a lock left by
+    a killed or crashed run is taken over; a live holder is refused with the pid it wrote. The file lies
+    beside the output, not in it, so taking the lock writes nothing into `out` and leaves checks such
+    as "is --out empty?" and whole-directory replaces undisturbed; parent directories it had to create
+    are removed again on release when still empty (a refused run leaves nothing behind).
     """
 
     def __init__(self, out: str | os.PathLike[str], option: str = "--out") -> None:
         self.out = Path(out)
-        self.path = self.out / LOCK_NAME
+        target = _resolved(self.out)  # one lock whatever the spelling (relative, via a symlink)
+        self.path = target.with_name(f".{target.name}{LOCK_SUFFIX}")
         self.option = option
-        self._held = False
+        self._created: list[Path] = []
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # a stale lock is removed, then the O_EXCL create is tried again
+        import fcntl
+
+        missing = []
+        parent = self.path.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            directory.mkdir(exist_ok=True)
+            self._created.append(directory)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and _alive(holder):
-                    raise LockedError(
-                        f"{self.option} {_show(self.out)}: in use by another run (pid {holder}, lock "
-                        f"{_show(self.path)}); wait for it to finish or choose another {self.option}"
-                    ) from None
-                self._break_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            self._held = True
-            return
-        raise LockedError(f"{self.option} {_show(self.out)}: could not take the lock {_show(self.path)}")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                self._remove_created()
+                raise LockedError(
+                    f"{self.option} {_show(self.out)}: in use by another run (pid {_show(holder)}, lock "
+                    f"{_show(self.path)}); wait for it to finish or choose another {self.option}"
+                ) from None
+            # The holder before us may have unlinked the file between our open and our flock: the lock
+            # is ours only if the path still names the inode we locked.
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
+        if self._fd is not None:
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                self.path.unlink()  # while still locked, so no one locks a file about to vanish
+            os.close(self._fd)
+            self._fd = None
+        self._remove_created()
 
-    def _holder(self) -> int | None:
-        """The pid in the lock file; None when it is unreadable or half-written (treated as stale)."""
-        try:
-            text = self.path.read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        return int(text) if text.isdigit() else None
-
-    def _break_stale(self) -> None:
-        """Rename, then delete: of two processes breaking the same stale lock only one rename succeeds."""
-        doomed = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path, doomed)
-            doomed.unlink()
+    def _remove_created(self) -> None:
+        for directory in reversed(self._created):
+            with contextlib.suppress(OSError):  # not empty: the run wrote there, keep it
+                directory.rmdir()
+        self._created = []
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -202,29 +215,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OverflowError:
-        return False
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A process that exited but was not reaped still answers kill(0); its lock is stale all the same."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 # ------------------------------------------------------------------------------------------------------
