@@ -332,8 +332,7 @@ def run_dir(tmp_path: Path) -> Path:
     [
         ("model", {"--model": "model"}, "--out {t}/model: is the input --model {t}/model"),
         (".", {"--model": "model"}, "holds the input --model {t}/model, which the run would overwrite"),
-        (".", {"--prefs": "data.jsonl"}, "holds the input --prefs"),
-        ("data.jsonl", {"--prefs": "data.jsonl"}, "is the input --prefs"),
+        (".", {"--base-model": "model"}, "holds the input --base-model"),
         ("done", {}, "holds a finished run (policy/config.json); pass --overwrite"),
         ("control", {}, "holds a finished run (results.json)"),
         ("model/..", {"--model": "model"}, "holds the input --model"),
@@ -345,6 +344,14 @@ def test_an_out_over_an_input_or_a_finished_run_is_refused(run_dir, out, inputs,
     with pytest.raises(InputError) as info:
         refuse_out_over_input(run_dir / out, {flag: run_dir / path for flag, path in inputs.items()})
     assert message.format(t=run_dir) in str(info.value)
+
+
+def test_an_out_that_is_a_data_file_is_refused_but_one_holding_it_is_not(run_dir):
+    from aihf.safety import refuse_out_over_input
+
+    with pytest.raises(InputError, match=r"data\.jsonl: is the input --prefs"):
+        refuse_out_over_input(run_dir / "data.jsonl", {}, {"--prefs": run_dir / "data.jsonl"})
+    refuse_out_over_input(run_dir, {}, {"--prefs": run_dir / "data.jsonl"})
 
 
 def test_overwrite_allows_a_finished_run_but_never_an_input(run_dir):
@@ -490,3 +497,40 @@ def test_a_pickle_of_something_other_than_a_mapping_is_refused(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "w.pt")
     with pytest.raises(InputError, match="expected a mapping of names to tensors"):
         load_weights(tmp_path / "w.pt")
+
+
+# ------------------------------------------------------------------------------------------------------
+# the CLI takes the lock and refuses an --out over an input for every command
+
+
+def test_a_second_command_on_a_locked_out_is_one_line_naming_the_holder(tmp_path, capfd):
+    from aihf.cli import main
+    from aihf.safety import RunLock
+
+    out = tmp_path / "run"
+    with RunLock(out):
+        assert main(["choice", "example1", "--out", str(out)]) == 2
+    err = _one_line(capfd)
+    assert f"--out {out}: in use by another run (pid {os.getpid()}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_releases_the_lock_after_a_run(tmp_path, capfd):
+    from aihf.cli import main
+
+    out = tmp_path / "run"
+    assert main(["choice", "example1", "--out", str(out)]) == 0
+    assert out.is_dir() and not _lock_file(out).exists()
+    capfd.readouterr()
+
+
+def test_ranks_other_than_0_do_not_take_the_lock(tmp_path, monkeypatch, capfd):
+    """Under `accelerate launch` every rank runs the command on the same --out; rank 0 holds the lock."""
+    from aihf.cli import main
+    from aihf.safety import RunLock
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("RANK", "1")
+    with RunLock(out):
+        assert main(["choice", "example1", "--out", str(out)]) == 0
+    capfd.readouterr()

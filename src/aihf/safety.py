@@ -61,19 +61,24 @@ def safe_child(directory: str | os.PathLike[str], name: str, what: str = "file n
 def refuse_out_over_input(
     out: str | os.PathLike[str],
     inputs: Mapping[str, str | os.PathLike[str] | None],
+    files: Mapping[str, str | os.PathLike[str] | None] | None = None,
     overwrite: bool = False,
     finished: Sequence[str] = ("policy/config.json", "results.json"),
     option: str = "--out",
 ) -> None:
-    """Refuse an output directory that would destroy an input or a finished run, before any work.
+    """Refuse an output that would destroy an input or a finished run, before any work.
 
-    `inputs` maps each input's flag (e.g. "--model") to its path (None or a Hub name that is not a
-    local path is skipped). An `--out` that is an input or holds one is always refused: `--overwrite`
-    cannot make reading and writing the same files safe. One that holds a finished run (any of
-    `finished`, relative to it) is refused unless `overwrite`.
+    `inputs` maps the flag of each input model or directory (e.g. "--model") to its path: an `--out`
+    that is one or holds one is refused (a run writes `OUT/policy`, `OUT/reward_model`, ...). `files`
+    maps data and config files: only an `--out` that is one of them is refused (a data file kept inside a
+    run directory is not overwritten). Paths that do not exist (a Hub name, None) are skipped.
+    `--overwrite` never makes reading and writing the same files safe; it only allows an `--out` holding
+    a finished run (any of `finished`, relative to it), which is refused otherwise.
     """
     target = _resolved(Path(out))
-    for flag, value in inputs.items():
+    every = [(flag, value, True) for flag, value in inputs.items()]
+    every += [(flag, value, False) for flag, value in (files or {}).items()]
+    for flag, value, may_not_hold in every:
         if value is None or not Path(value).exists():
             continue
         source = _resolved(Path(value))
@@ -81,7 +86,7 @@ def refuse_out_over_input(
             raise InputError(
                 f"{option} {_show(out)}: is the input {flag} {_show(value)}; choose another {option}"
             )
-        if source.is_relative_to(target):
+        if may_not_hold and source.is_relative_to(target):
             raise InputError(
                 f"{option} {_show(out)}: holds the input {flag} {_show(value)}, which the run would "
                 f"overwrite; choose another {option}"
