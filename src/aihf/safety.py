@@ -24,6 +24,7 @@ import errno
 import math
 import os
 import socket
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,12 @@ def refuse_out_over_input(
         if value is None or not Path(value).exists():
             continue
         source = _resolved(Path(value))
+        lexical = Path(os.path.abspath(value))  # a symlinked input inside --out is still inside it
         if source == target:
             raise InputError(
                 f"{option} {_show(out)}: is the input {flag} {_show(value)}; choose another {option}"
             )
-        if may_not_hold and source.is_relative_to(target):
+        if may_not_hold and (source.is_relative_to(target) or lexical.is_relative_to(os.path.abspath(out))):
             raise InputError(
                 f"{option} {_show(out)}: holds the input {flag} {_show(value)}, which the run would "
                 f"overwrite; choose another {option}"
@@ -387,6 +389,28 @@ def _in_hub_cache(name: str) -> bool:
 
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_input_file(path: str | os.PathLike[str], what: str = "file") -> None:
+    """Refuse, before opening it, a path that is not a readable regular file: missing, a broken or
+    looping symbolic link, a directory, a FIFO or device (opening a FIFO would wait forever for a
+    writer), or unreadable. The messages start with the path, e.g. "p.jsonl: file not found"."""
+    shown = _show(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"{shown}: broken symbolic link (to {_show(os.readlink(path))})") from None
+        raise InputError(f"{shown}: {what} not found") from None
+    except OSError as err:  # a symlink loop, a path through a file, a name too long
+        raise InputError(f"{shown}: cannot open the {what} ({describe_os_error(err)})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{shown}: is a directory, expected a {what}")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise InputError(f"{shown}: is {kind}, expected a regular {what}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{shown}: cannot read the {what} (permission denied)")
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aihf.errors import InputError
-from aihf.safety import escape_terminal, hub_offline, hub_unreachable
+from aihf.safety import check_input_file, escape_terminal, hub_offline, hub_unreachable, user_file_errors
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
     path = Path(source)
     name = str(source)
     if path.suffix == ".jsonl" and not path.is_dir():
-        if not path.is_file():
-            raise InputError(f"{name}: file not found")
+        check_input_file(path)  # a FIFO would block the read, a symlink loop raise mid-way
         numbered = _read_json_lines(path)
         return [row for _, row in numbered], name, [f"line {n}" for n, _ in numbered]
     import datasets
@@ -83,13 +82,18 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
                 else:
                     ds = datasets.load_dataset(str(path), split=split)
             elif path.suffix in {".json", ".parquet"}:
-                if not path.is_file():
-                    raise InputError(f"{name}: file not found")
+                check_input_file(path)
                 ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
             elif path.exists():
                 raise InputError(
                     f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
                 )
+            elif (
+                path.is_symlink() or name.startswith(("/", ".", "~")) or name.partition(":")[0].count("/") > 1
+            ):
+                # a broken or looping link, or a local path (a Hub name is "org/name"): say what is wrong
+                check_input_file(path)
+                raise InputError(f"{name}: file not found")
             else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
                 ds = _load_hub_dataset(datasets, name, split)
     except InputError:
@@ -120,12 +124,16 @@ def _load_hub_dataset(datasets: Any, name: str, split: str) -> Any:
 
 @contextlib.contextmanager
 def _quiet_datasets(datasets: Any) -> Iterator[None]:
-    """No "Generating train split" bars while loading: the error line, if any, is all that prints."""
+    """No "Generating train split" bars and no logged errors (datasets logs "Failed to read ..." before
+    raising) while loading: the error line, if any, is all that prints."""
     enabled = datasets.utils.logging.is_progress_bar_enabled()
+    verbosity = datasets.utils.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
     try:
         yield
     finally:
+        datasets.utils.logging.set_verbosity(verbosity)
         if enabled:
             datasets.enable_progress_bars()
 
@@ -135,22 +143,17 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     import json
 
     rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise InputError(
-                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
-                    )
-                rows.append((number, row))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+    with user_file_errors(path), path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((number, row))
     return rows
 
 
