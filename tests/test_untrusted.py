@@ -554,6 +554,13 @@ def _fifo(path: Path, tiny: Path) -> None:
     os.mkfifo(path)
 
 
+def _socket(path: Path, tiny: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+
+
 def _link(target: str) -> Callable[[Path, Path], None]:
     """A symbolic link to `target` ({t} and {tiny} filled in; may not exist)."""
 
@@ -739,6 +746,8 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("fifo-lm-config", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": _fifo}, "c.yaml: is a FIFO, expected a regular config file"),
     ("fifo-control-config", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": _fifo}, "c.yaml: is a FIFO"),
     ("fifo-bench-config", ["control", "bench", "--out", "{out}", "--config", "{t}/c.yaml"], {"c.yaml": _fifo}, "c.yaml: is a FIFO"),
+    ("socket-prefs-jsonl", DPO, {"p.jsonl": _socket}, "p.jsonl: is a socket, expected a regular file"),
+    ("socket-config", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": _socket}, "c.yaml: is a socket"),
     ("fifo-choice-data", [*SOLVE, "--data", "{t}/d.json"], {"d.json": _fifo}, "d.json: no such file"),
     ("fifo-unknown-suffix", [*LM, "--trainer", "dpo", "--prefs", "{t}/p.txt"], {"p.txt": _fifo}, "p.txt: unsupported file type"),
     ("dangling-prefs", DPO, {"p.jsonl": _link("{t}/gone.jsonl")}, "p.jsonl: broken symbolic link (to "),
