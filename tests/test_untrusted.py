@@ -1138,3 +1138,50 @@ def test_a_damaged_state_file_is_one_line(tmp_path, text, message):
     with pytest.raises(InputError, match=re.escape(message)) as info:
         load_state(tmp_path / "state.json")
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------------
+# a full disk
+
+
+def _run_handler(monkeypatch: pytest.MonkeyPatch, argv: list[str], error: OSError) -> int:
+    """main(argv) with the command's handler replaced by one that raises `error`."""
+    from aihf import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+
+    def handler(args):
+        raise error
+
+    monkeypatch.setattr(args, "handler", handler)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    return cli.main(argv)
+
+
+@pytest.mark.parametrize("layout", ["lm", "control", "none"])
+def test_a_full_disk_is_one_line_naming_the_last_complete_checkpoint(layout, tmp_path, monkeypatch, capfd):
+    import errno
+
+    from aihf.checkpoints import write_manifest
+
+    out = tmp_path / "run"
+    if layout == "lm":
+        for step in (2, 4, 10):
+            (out / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+            (out / "checkpoints" / f"checkpoint-{step}" / "w").write_text("w")
+        write_manifest(out / "checkpoints" / "checkpoint-2")
+        write_manifest(out / "checkpoints" / "checkpoint-4")  # checkpoint-10 was cut short: no manifest
+        expected = f"the last complete checkpoint is {out}/checkpoints/checkpoint-4"
+    elif layout == "control":
+        (out / "checkpoint").mkdir(parents=True)
+        (out / "checkpoint" / "state.json").write_text("{}")
+        write_manifest(out / "checkpoint")
+        expected = f"the last complete checkpoint is {out}/checkpoint"
+    else:
+        expected = "no complete checkpoint was saved"
+    error = OSError(errno.ENOSPC, "No space left on device")  # a write() error names no file
+    assert _run_handler(monkeypatch, ["choice", "example1", "--out", str(out)], error) == 2
+    err = _one_line(capfd)
+    assert f"no space left on device (writing under --out {out}); {expected}" in err

@@ -100,6 +100,16 @@ def is_complete(directory: str | os.PathLike[str]) -> bool:
     return True
 
 
+def newest_complete(out_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint of a run directory, LM (`OUT/checkpoints/checkpoint-N`) or control
+    (`OUT/checkpoint`); None if there is none. Named when a run stops, for the user to resume from."""
+    root = Path(out_dir)
+    numbered = [p for p in root.glob("checkpoints/checkpoint-*") if p.name.rpartition("-")[2].isdigit()]
+    candidates = [*sorted(numbered, key=lambda p: int(p.name.rpartition("-")[2])), root / "checkpoint"]
+    complete = [p for p in candidates if p.is_dir() and is_complete(p)]
+    return complete[-1] if complete else None
+
+
 def remove_dir(path: str | os.PathLike[str]) -> None:
     """Delete a directory by renaming it out of the way first (an interrupted delete leaves only a
     hidden `.NAME.deleting`, which `remove_leftovers` clears later)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -72,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
         return 2
     except OSError as err:
+        out = getattr(args, "out", None)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and out:
+            _error(f"{err.filename or ''}{': ' if err.filename else ''}{_disk_full(err, out)}")
+            return 2
         if err.filename is None:
             raise  # not about a file the user named: a bug
         _error(f"{err.filename}: {describe_os_error(err)}")
@@ -96,6 +101,16 @@ def _paths(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
         if isinstance(value, (str, os.PathLike)):
             found["--" + name.replace("_", "-")] = os.fspath(value)
     return found
+
+
+def _disk_full(err: OSError, out: str) -> str:
+    """What a full disk cost: the checkpoint a resume would start from (the write that failed left
+    only temporary files, as every save is atomic)."""
+    from aihf.checkpoints import newest_complete
+
+    last = newest_complete(out)
+    resume = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was saved"
+    return f"{describe_os_error(err)} (writing under --out {out}); {resume}"
 
 
 def _error(message: str) -> None:
