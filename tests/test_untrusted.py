@@ -126,35 +126,14 @@ def test_argparse_errors_escape_control_bytes(capfd):
     ids=["permission", "directory", "disk-full"],
 )
 def test_an_os_error_on_a_named_file_is_one_line(error, monkeypatch, capfd):
-    from aihf import cli
-
-    def handler(args):
-        raise error
-
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    args = parser.parse_args(["choice", "solve", "--json", "--demo-counts", "5,5"])
-    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
-    monkeypatch.setattr(args, "handler", handler)
-    assert cli.main([]) == 2
+    assert _run_handler(monkeypatch, ["choice", "solve", "--json", "--demo-counts", "5,5"], error) == 2
     err = _one_line(capfd)
     assert "/data/p.jsonl" in err and error.strerror.lower() in err.lower()
 
 
 def test_an_os_error_without_a_file_name_is_a_bug_and_raises(monkeypatch):
-    from aihf import cli
-
-    parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    args = parser.parse_args(["choice", "solve", "--json", "--demo-counts", "5,5"])
-    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
-
-    def handler(args):
-        raise OSError("internal")
-
-    monkeypatch.setattr(args, "handler", handler)
     with pytest.raises(OSError, match="internal"):
-        cli.main([])
+        _run_handler(monkeypatch, ["choice", "solve", "--json", "--demo-counts", "5,5"], OSError("internal"))
 
 
 # ------------------------------------------------------------------------------------------------------
