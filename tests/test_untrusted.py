@@ -1164,3 +1164,19 @@ def test_a_full_disk_is_one_line_naming_the_last_complete_checkpoint(layout, tmp
     assert _run_handler(monkeypatch, ["choice", "example1", "--out", str(out)], error) == 2
     err = _one_line(capfd)
     assert f"no space left on device (writing under --out {out}); {expected}" in err
+
+
+# ------------------------------------------------------------------------------------------------------
+# a damaged conversion marker of `aihf lm get-model` means "convert again", whatever its bytes
+
+
+@pytest.mark.parametrize(
+    "marker", [b"\xff\xfe\x00", b"[1, 2]", b'"text"', b"{"], ids=["binary", "list", "string", "torn"]
+)
+def test_a_damaged_model_marker_is_converted_again(tmp_path, marker):
+    from aihf.lm.pretrained import MARKER, get_model
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / MARKER).write_bytes(marker)
+    with pytest.raises(InputError, match=r"none\.gguf: GGUF file not found"):
+        get_model("smollm2-135m-instruct", out=tmp_path / "m", gguf=tmp_path / "none.gguf")
