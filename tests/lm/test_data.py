@@ -191,6 +191,15 @@ def test_message_rows_are_checked_by_type(tokenizer, tmp_path, jsonl, kind, row,
     assert "\n" not in str(err.value) and ", field '" in str(err.value)
 
 
+def test_a_huge_bad_value_is_shown_shortened(tokenizer):
+    row = {"messages": [USER, {"role": "assistant", "content": ["x" * 10_000] * 1000}]}
+    with pytest.raises(
+        InputError, match=r"message 2: 'content' = \['xxx.*\.\.\.\]: expected a string"
+    ) as err:
+        prepare_text_data([row], "demos", tokenizer)
+    assert len(str(err.value)) < 400  # from 10 million characters
+
+
 def test_every_role_trl_accepts_renders(tokenizer):
     tokenizer.chat_template = CHAT_TEMPLATE
     conversation = [

@@ -175,9 +175,20 @@ def _check_messages(messages: list[Any], where: str) -> None:
                 raise InputError(f"{place}: missing {key!r}")
         role, content = message["role"], message["content"]
         if not isinstance(role, str) or role not in ROLES:
-            raise InputError(f"{place}: 'role' = {role!r}: expected one of {', '.join(map(repr, ROLES))}")
+            raise InputError(
+                f"{place}: 'role' = {_short(role)}: expected one of {', '.join(map(repr, ROLES))}"
+            )
         if not isinstance(content, str):
-            raise InputError(f"{place}: 'content' = {content!r}: expected a string")
+            raise InputError(f"{place}: 'content' = {_short(content)}: expected a string")
+
+
+def _short(value: Any) -> str:
+    """A repr cut to a readable length: a value from the data may be megabytes long."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring, shortener.maxother, shortener.maxlist, shortener.maxdict = 40, 40, 3, 3
+    return shortener.repr(value)
 
 
 def _is_conversation(value: Any) -> bool:
