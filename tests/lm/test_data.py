@@ -122,6 +122,7 @@ def test_text_prompt_with_conversation_answers_checks_the_pair_shares_its_prompt
 
 
 USER = {"role": "user", "content": "Rate the film"}
+PAIR_OK = {"prompt": "a", "chosen": " b", "rejected": " c"}
 REPLY = {"role": "assistant", "content": "Lovely"}
 
 
@@ -210,3 +211,13 @@ def test_every_role_trl_accepts_renders(tokenizer):
     ]
     demo = prepare_text_data([{"messages": conversation}], "demos", tokenizer).rows[0]
     assert demo["completion"] == "Sunny.\n"
+
+
+def test_logged_notes_escape_control_characters_in_the_file_name(tokenizer, tmp_path, jsonl, caplog):
+    path = jsonl(
+        tmp_path / "p\x1b[2J.jsonl", [{"prompt": "a", "chosen": " b", "rejected": " b"}] * 2 + [PAIR_OK]
+    )
+    with caplog.at_level("WARNING", logger="aihf.lm.data"):
+        data = prepare_text_data(path, "prefs", tokenizer)
+    assert data.dropped == 2
+    assert "p\\x1b[2J.jsonl: 2 of 3 pairs" in caplog.text and "\x1b" not in caplog.text

@@ -343,12 +343,12 @@ def prepare_text_data(
             f"{name}: {data.overlong} of {len(records)} rows exceed max_length={max_length} tokens ({action})"
         )
         data.notes.append(note)
-        logger.warning(note)
+        logger.warning(escape_terminal(note))  # the file name may carry control characters
     if ties:
         note = f"{name}: {ties} of {len(records)} pairs have chosen == rejected (dropped: nothing to prefer)"
         data.dropped += ties
         data.notes.append(note)
-        logger.warning(note)
+        logger.warning(escape_terminal(note))  # the file name may carry control characters
     if not data.rows:
         raise InputError(
             f"{name}: no usable rows ({data.dropped - ties} longer than max_length={max_length} dropped, "
