@@ -246,14 +246,16 @@ def test_the_lock_holds_the_pid_beside_out_and_is_removed_on_release(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the parents it made are gone again
 
 
-def test_a_second_lock_on_the_same_out_names_the_holder(tmp_path):
-    from aihf.safety import LockedError, RunLock
+def test_the_lock_nests_within_one_process(tmp_path):
+    """The CLI takes the lock, then the Python API it calls may take it again."""
+    from aihf.safety import RunLock
 
     out = tmp_path / "out"
-    with RunLock(out), pytest.raises(LockedError) as info:
-        RunLock(tmp_path / "." / "out").acquire()  # another spelling of the same path
-    assert f"in use by another run (pid {os.getpid()}" in str(info.value)
-    RunLock(out).acquire()  # released: free again
+    with RunLock(out):
+        with RunLock(tmp_path / "." / "out"):  # another spelling of the same path
+            assert _lock_file(out).exists()
+        assert _lock_file(out).exists()  # still held by the outer one
+    assert not _lock_file(out).exists()
 
 
 def test_a_live_process_holding_the_lock_refuses_others_until_it_exits(tmp_path):
@@ -286,13 +288,17 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
         assert _lock_file(out).read_text() == f"{os.getpid()}\n"
 
 
-def test_a_refused_lock_leaves_no_directories_behind(tmp_path):
+def test_a_refused_lock_leaves_nothing_behind(tmp_path):
     from aihf.safety import LockedError, RunLock
 
-    with RunLock(tmp_path / "x" / "out"):
+    holder = _holder(tmp_path / "out", "with RunLock(OUT):\n    print('held', flush=True)\n    input()")
+    try:
+        assert holder.stdout.readline() == "held\n"
         with pytest.raises(LockedError):
-            RunLock(tmp_path / "x" / "out").acquire()
-        assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [".out.aihf.lock"]
+            RunLock(tmp_path / "out").acquire()
+    finally:
+        holder.communicate("\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -488,14 +494,15 @@ def test_a_pickle_of_something_other_than_a_mapping_is_refused(tmp_path):
 
 
 def test_a_second_command_on_a_locked_out_is_one_line_naming_the_holder(tmp_path, capfd):
-    from aihf.cli import main
-    from aihf.safety import RunLock
-
     out = tmp_path / "run"
-    with RunLock(out):
+    holder = _holder(out, "with RunLock(OUT):\n    print('held', flush=True)\n    input()")
+    try:
+        assert holder.stdout.readline() == "held\n"
         assert main(["choice", "example1", "--out", str(out)]) == 2
+    finally:
+        holder.communicate("\n")
     err = _one_line(capfd)
-    assert f"--out {out}: in use by another run (pid {os.getpid()}" in err
+    assert f"--out {out}: in use by another run (pid {holder.pid}" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -510,13 +517,14 @@ def test_the_cli_releases_the_lock_after_a_run(tmp_path, capfd):
 
 def test_ranks_other_than_0_do_not_take_the_lock(tmp_path, monkeypatch, capfd):
     """Under `accelerate launch` every rank runs the command on the same --out; rank 0 holds the lock."""
-    from aihf.cli import main
-    from aihf.safety import RunLock
-
     out = tmp_path / "run"
+    holder = _holder(out, "with RunLock(OUT):\n    print('held', flush=True)\n    input()")
     monkeypatch.setenv("RANK", "1")
-    with RunLock(out):
+    try:
+        assert holder.stdout.readline() == "held\n"
         assert main(["choice", "example1", "--out", str(out)]) == 0
+    finally:
+        holder.communicate("\n")
     capfd.readouterr()
 
 
@@ -592,16 +600,14 @@ def _lm_checkpoint(manifest: str) -> Callable[[Path, Path], None]:
     return write
 
 
-_HELD: list[Any] = []
+_HELD: list[subprocess.Popen[str]] = []
 
 
 def _locked(path: Path, tiny: Path) -> None:
-    """Hold the run lock on `path` (released after the case), as a concurrent run would."""
-    from aihf.safety import RunLock
-
-    lock = RunLock(path)
-    lock.acquire()
-    _HELD.append(lock)
+    """Another process holds the run lock on `path` (until the case ends), as a concurrent run would."""
+    holder = _holder(path, "with RunLock(OUT):\n    print('held', flush=True)\n    input()")
+    _HELD.append(holder)
+    assert holder.stdout.readline() == "held\n"
 
 
 def _jsonl(*rows: str) -> str:
@@ -913,7 +919,7 @@ def test_untrusted_input_is_one_line_exit_2_and_writes_nothing(argv, files, expe
         assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     finally:
         while _HELD:
-            _HELD.pop().release()
+            _HELD.pop().communicate("\n")
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -151,6 +151,11 @@ class LockedError(InputError):
     """Another live process holds the output's lock."""
 
 
+# Locks this process holds, and how many RunLocks share each: taking a lock again in the same process
+# (the CLI takes it, then the Python API it calls) nests instead of refusing itself.
+_HELD_HERE: dict[Path, int] = {}
+
+
 class RunLock:
     """An exclusive lock on an output path: `.NAME.aihf.lock` beside it, holding the owner's pid.
 
@@ -158,7 +163,8 @@ class RunLock:
     a killed or crashed run is taken over; a live holder is refused with the pid it wrote. The file lies
     beside the output, not in it, so taking the lock writes nothing into `out` and leaves checks such
     as "is --out empty?" and whole-directory replaces undisturbed; parent directories it had to create
-    are removed again on release when still empty (a refused run leaves nothing behind).
+    are removed again on release when still empty (a refused run leaves nothing behind). Within one
+    process the lock nests: a second RunLock on the same output shares the first.
     """
 
     def __init__(self, out: str | os.PathLike[str], option: str = "--out") -> None:
@@ -168,10 +174,15 @@ class RunLock:
         self.option = option
         self._created: list[Path] = []
         self._fd: int | None = None
+        self._nested = False
 
     def acquire(self) -> None:
         import fcntl
 
+        if self.path in _HELD_HERE:  # this process already runs there (the CLI, then the Python API)
+            _HELD_HERE[self.path] += 1
+            self._nested = True
+            return
         missing = []
         parent = self.path.parent
         while not parent.exists():
@@ -204,9 +215,15 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD_HERE[self.path] = 1
 
     def release(self) -> None:
+        if self._nested:
+            self._nested = False
+            _HELD_HERE[self.path] -= 1
+            return
         if self._fd is not None:
+            del _HELD_HERE[self.path]
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()  # while still locked, so no one locks a file about to vanish
             os.close(self._fd)
