@@ -246,6 +246,19 @@ def test_the_lock_holds_the_pid_beside_out_and_is_removed_on_release(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the parents it made are gone again
 
 
+def test_an_out_in_a_read_only_directory_is_locked_inside(tmp_path, monkeypatch):
+    from aihf.safety import RunLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path and real(path, mode))
+    with RunLock(out):
+        assert (out / ".aihf.lock").read_text() == f"{os.getpid()}\n"
+        assert not _lock_file(out).exists()
+    assert list(out.iterdir()) == []
+
+
 def test_the_lock_nests_within_one_process(tmp_path):
     """The CLI takes the lock, then the Python API it calls may take it again."""
     from aihf.safety import RunLock

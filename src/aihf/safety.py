@@ -162,7 +162,8 @@ class RunLock:
     The lock is an `flock` on that file, which the kernel drops when its process dies, so a lock left by
     a killed or crashed run is taken over; a live holder is refused with the pid it wrote. The file lies
     beside the output, not in it, so taking the lock writes nothing into `out` and leaves checks such
-    as "is --out empty?" and whole-directory replaces undisturbed; parent directories it had to create
+    as "is --out empty?" and whole-directory replaces undisturbed (only when the directory holding --out
+    is read-only does the lock go inside it, as `OUT/.aihf.lock`); parent directories it had to create
     are removed again on release when still empty (a refused run leaves nothing behind). Within one
     process the lock nests: a second RunLock on the same output shares the first.
     """
@@ -171,6 +172,8 @@ class RunLock:
         self.out = Path(out)
         target = _resolved(self.out)  # one lock whatever the spelling (relative, via a symlink)
         self.path = target.with_name(f".{target.name}{LOCK_SUFFIX}")
+        if target.is_dir() and self.path.parent.exists() and not os.access(self.path.parent, os.W_OK):
+            self.path = target / LOCK_SUFFIX  # --out is a writable directory in a read-only one
         self.option = option
         self._created: list[Path] = []
         self._fd: int | None = None
