@@ -65,3 +65,44 @@ def test_read_jsonl_drops_only_a_torn_last_line(tmp_path):
     log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(InputError, match=r"metrics\.jsonl, line 2: not valid JSON"):
         read_jsonl(log)
+
+
+def _manifest(root, files):
+    import json
+
+    (root / "manifest.json").write_text(json.dumps({"files": files}))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../outside.txt", "sub/../../outside.txt", "/etc/passwd", "link/secret", "linkfile", ""],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlinked-dir", "symlinked-file", "empty"],
+)
+def test_manifest_names_outside_the_checkpoint_are_refused(tmp_path, checkpoint, name):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    (checkpoint / "link").symlink_to(tmp_path)
+    (checkpoint / "linkfile").symlink_to(outside)
+    _manifest(checkpoint, {name: {"size": 6, "sha256": "0" * 64}})
+    with pytest.raises(CheckpointError) as info:
+        verify(checkpoint)
+    message = str(info.value)
+    assert "\n" not in message and "manifest" in message
+    assert "refusing" in message or "expected a relative" in message or "absolute" in message
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["[]", '{"files": []}', '{"files": {"a": 3}}', '{"files": {"a": {"size": "x", "sha256": "0"}}}', "null"],
+    ids=["list", "files-list", "entry-number", "size-text", "null"],
+)
+def test_manifests_of_the_wrong_shape_are_damaged(checkpoint, manifest):
+    (checkpoint / "manifest.json").write_text(manifest)
+    with pytest.raises(CheckpointError, match="damaged checkpoint manifest"):
+        verify(checkpoint)
+
+
+def test_a_manifest_that_is_not_text_is_damaged(checkpoint):
+    (checkpoint / "manifest.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CheckpointError, match="damaged checkpoint manifest"):
+        verify(checkpoint)

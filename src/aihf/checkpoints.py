@@ -22,6 +22,7 @@ from typing import Any
 
 from aihf.errors import InputError
 from aihf.io import sha256_file, write_json
+from aihf.safety import escape_terminal, safe_child
 
 MANIFEST = "manifest.json"
 _DELETING = ".deleting"
@@ -42,26 +43,53 @@ def write_manifest(directory: str | os.PathLike[str]) -> None:
 
 
 def verify(directory: str | os.PathLike[str]) -> None:
-    """Raise CheckpointError naming the first missing, truncated or altered file of a checkpoint."""
+    """Raise CheckpointError naming the first missing, truncated or altered file of a checkpoint.
+
+    Every name in the manifest must resolve inside the checkpoint (`safety.safe_child`): a crafted
+    manifest cannot make the check read, or the message name, a file elsewhere.
+    """
     root = Path(directory)
     manifest = root / MANIFEST
     if not root.is_dir():
-        raise CheckpointError(f"{root}: no such checkpoint directory")
+        raise CheckpointError(f"{escape_terminal(str(root))}: no such checkpoint directory")
     if not manifest.is_file():
-        raise CheckpointError(f"{root}: incomplete checkpoint ({MANIFEST} missing: the save did not finish)")
-    try:
-        entries = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{manifest}: damaged checkpoint manifest") from None
+        raise CheckpointError(
+            f"{escape_terminal(str(root))}: incomplete checkpoint "
+            f"({MANIFEST} missing: the save did not finish)"
+        )
+    entries = _read_manifest(manifest)
     for name, entry in entries.items():
-        path = root / name
+        try:
+            path = safe_child(root, name, what=f"{MANIFEST} entry")
+        except InputError as err:
+            raise CheckpointError(str(err)) from None
+        shown = escape_terminal(str(path))
         if not path.is_file():
-            raise CheckpointError(f"{path}: missing from the checkpoint (deleted after it was saved)")
+            raise CheckpointError(f"{shown}: missing from the checkpoint (deleted after it was saved)")
         size = path.stat().st_size
         if size != entry["size"]:
-            raise CheckpointError(f"{path}: {size} bytes, the checkpoint saved {entry['size']} (truncated?)")
+            raise CheckpointError(f"{shown}: {size} bytes, the checkpoint saved {entry['size']} (truncated?)")
         if sha256_file(path) != entry["sha256"]:
-            raise CheckpointError(f"{path}: contents differ from those saved (damaged checkpoint file)")
+            raise CheckpointError(f"{shown}: contents differ from those saved (damaged checkpoint file)")
+
+
+def _read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's entries, each `{"size": int, "sha256": str}`; any other shape is damage."""
+    damaged = CheckpointError(f"{escape_terminal(str(manifest))}: damaged checkpoint manifest")
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError, OSError):  # UnicodeDecodeError is a ValueError
+        raise damaged from None
+    if not isinstance(entries, dict):
+        raise damaged
+    for entry in entries.values():
+        if not (
+            isinstance(entry, dict)
+            and type(entry.get("size")) is int
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise damaged
+    return entries
 
 
 def is_complete(directory: str | os.PathLike[str]) -> bool:
@@ -70,6 +98,16 @@ def is_complete(directory: str | os.PathLike[str]) -> bool:
     except CheckpointError:
         return False
     return True
+
+
+def newest_complete(out_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint of a run directory, LM (`OUT/checkpoints/checkpoint-N`) or control
+    (`OUT/checkpoint`); None if there is none. Named when a run stops, for the user to resume from."""
+    root = Path(out_dir)
+    numbered = [p for p in root.glob("checkpoints/checkpoint-*") if p.name.rpartition("-")[2].isdigit()]
+    candidates = [*sorted(numbered, key=lambda p: int(p.name.rpartition("-")[2])), root / "checkpoint"]
+    complete = [p for p in candidates if p.is_dir() and is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def remove_dir(path: str | os.PathLike[str]) -> None:

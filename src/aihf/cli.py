@@ -2,19 +2,30 @@
 
 Each domain module exposes `register(subparsers)`; it must import only argparse-level code so that
 `aihf choice ...` never pays for importing transformers. Handlers raise `InputError` for bad input,
-which becomes one line on stderr and exit code 2.
+which becomes one line on stderr and exit code 2. Before any handler runs, an `--out` that is one of
+the command's inputs (or holds an input model) is refused, and the output is locked for the run's duration
+(`safety.RunLock`: a second command on the same `--out` is refused with the holder's pid).
+
+This is the one place errors are printed: control characters from file names and data are escaped
+there (`safety.escape_terminal`), so a message never splits into two lines or sends raw escape
+sequences to the terminal. An OSError that names a file (permission denied, a directory or FIFO where
+a file was expected, a full disk) is the user's file, not a bug, and is one line too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from aihf import __version__
 from aihf.errors import InputError
 from aihf.io import check_output_path
+from aihf.safety import RunLock, describe_os_error, escape_terminal, refuse_out_over_input
 
 # Domain CLI modules, in the order they appear in `aihf --help`.
 DOMAINS = ("aihf.choice.cli", "aihf.control.cli", "aihf.lm.cli", "aihf.quickstart")
@@ -24,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits with code 2 on usage errors already; keep its message to one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {escape_terminal(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,22 +53,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if getattr(args, "out", None):
             check_output_path(args.out, is_file=getattr(args, "out_is_file", False))
-        result = args.handler(args)
+            refuse_out_over_input(
+                args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
+            )
+            if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+                lock = RunLock(args.out)
+        with lock:
+            result = args.handler(args)
     except InputError as err:
-        print(f"aihf: error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     except ModuleNotFoundError as err:
         if not err.name or err.name.split(".")[0] == "aihf":
             raise  # a bug, not a missing extra
         extra = f"aihf[{args.command}]" if args.command in ("control", "lm") else "aihf[all]"
-        print(
-            f"aihf: error: `aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'",
-            file=sys.stderr,
-        )
+        _error(f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
+        return 2
+    except OSError as err:
+        out = getattr(args, "out", None)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and out:
+            _error(f"{err.filename or ''}{': ' if err.filename else ''}{_disk_full(err, out)}")
+            return 2
+        if err.filename is None:
+            raise  # not about a file the user named: a bug
+        _error(f"{err.filename}: {describe_os_error(err)}")
         return 2
     except KeyboardInterrupt:
         print("aihf: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+# Options naming models (directories a run may write over: OUT/policy, OUT/reward_model) and files a
+# command reads. An --out that is one of them, or holds one of the models, is refused. Locations a
+# command also writes (--data-dir, --resume) are not listed.
+MODEL_OPTIONS = ("model", "reward_model", "base_model", "policy", "reference")
+FILE_OPTIONS = ("demos", "prefs", "prompts", "data", "config", "gguf")
+
+
+def _paths(args: argparse.Namespace, names: Sequence[str]) -> dict[str, str]:
+    found = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, os.PathLike)):
+            found["--" + name.replace("_", "-")] = os.fspath(value)
+    return found
+
+
+def _disk_full(err: OSError, out: str) -> str:
+    """What a full disk cost: the checkpoint a resume would start from (the write that failed left
+    only temporary files, as every save is atomic)."""
+    from aihf.checkpoints import newest_complete
+
+    last = newest_complete(out)
+    resume = f"the last complete checkpoint is {last}" if last else "no complete checkpoint was saved"
+    return f"{describe_os_error(err)} (writing under --out {out}); {resume}"
+
+
+def _error(message: str) -> None:
+    print(f"aihf: error: {escape_terminal(message)}", file=sys.stderr)

@@ -48,21 +48,36 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def check_output_path(path: str | os.PathLike[str], is_file: bool = False, option: str = "--out") -> None:
     """Refuse an output path that cannot be written, before any work: an existing file where a directory
-    is wanted (or the reverse), a file among its parents, or a parent directory that is not writable.
-    Creates nothing."""
+    is wanted (or the reverse), a file among its parents, a broken or looping symbolic link on the way,
+    or a parent directory that is not writable. Creates nothing."""
     from aihf.errors import InputError
 
     target = Path(path)
+    existing = target
+    while not existing.exists():
+        if existing.is_symlink():  # exists() is False for a link to nothing, or a link loop
+            raise InputError(f"{option} {target}: {_link_problem(existing)}")
+        existing = existing.parent
     if target.exists() and target.is_dir() == is_file:
         wanted, found = ("a file", "a directory") if is_file else ("a directory", "an existing file")
         raise InputError(f"{option} {target}: is {found}, expected {wanted}")
-    existing = target if target.is_dir() else target.parent
-    while not existing.exists():
-        existing = existing.parent
+    if existing == target and not target.is_dir():
+        existing = target.parent
     if not existing.is_dir():
         raise InputError(f"{option} {target}: {existing} is a file, so no directory can be made under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{option} {target}: {existing} is not writable")
+
+
+def _link_problem(link: Path) -> str:
+    """Why a symbolic link cannot be followed: a loop, or a target that does not exist."""
+    try:
+        os.stat(link)
+    except FileNotFoundError:
+        return f"{link} is a broken symbolic link (to {os.readlink(link)})"
+    except OSError as err:
+        return f"{link} is a symbolic link that cannot be followed ({(err.strerror or '').lower()})"
+    return f"{link} is a symbolic link"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

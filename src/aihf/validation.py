@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.safety import check_input_file, describe_os_error
 
 
 @dataclass(frozen=True)
@@ -163,14 +164,15 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found" + (" (it is a directory)" if path.is_dir() else ""))
+    if path.is_dir():
+        raise InputError(f"{path}: config file not found (it is a directory)")
+    check_input_file(path, "config file")  # a FIFO would block the read; a broken link is named
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text (UTF-8) YAML file") from None
     except OSError as err:
-        raise InputError(f"{path}: cannot read the config file ({err.strerror})") from None
+        raise InputError(f"{path}: cannot read the config file ({describe_os_error(err)})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from aihf.errors import InputError
@@ -117,3 +119,105 @@ def test_text_prompt_with_conversation_answers_checks_the_pair_shares_its_prompt
     row["rejected"] = [{"role": "user", "content": "Another question"}, row["rejected"][1]]
     with pytest.raises(InputError, match="row 1: prompt mismatch"):
         prepare_text_data([row], "prefs", tokenizer)
+
+
+USER = {"role": "user", "content": "Rate the film"}
+PAIR_OK = {"prompt": "a", "chosen": " b", "rejected": " c"}
+REPLY = {"role": "assistant", "content": "Lovely"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "message"),
+    [
+        (
+            "demos",
+            {"messages": [USER, {"role": "assistant", "content": 3}]},
+            "field 'messages', message 2: 'content' = 3",
+        ),
+        (
+            "demos",
+            {"messages": [USER, {"role": "assistant", "content": None}]},
+            "message 2: 'content' = None",
+        ),
+        ("demos", {"messages": [USER, {"role": "assistant", "content": ["a", "b"]}]}, "message 2: 'content'"),
+        ("demos", {"messages": [USER, {"role": "assistant"}]}, "message 2: missing 'content'"),
+        (
+            "demos",
+            {"messages": [{"role": 1, "content": "hi"}, REPLY]},
+            "message 1: 'role' = 1: expected one of",
+        ),
+        ("demos", {"messages": [{"role": None, "content": "hi"}, REPLY]}, "message 1: 'role' = None"),
+        ("demos", {"messages": [{"role": "robot", "content": "hi"}, REPLY]}, "message 1: 'role' = 'robot'"),
+        ("demos", {"messages": [{"role": ["user"], "content": "hi"}, REPLY]}, "message 1: 'role' = ['user']"),
+        ("demos", {"messages": [USER, "Lovely"]}, "message 2: expected an object with 'role' and 'content'"),
+        ("demos", {"messages": [USER, {"content": "Lovely"}]}, "message 2: missing 'role'"),
+        (
+            "prompts",
+            {"prompt": [{"role": "user", "content": 7.5}]},
+            "field 'prompt', message 1: 'content' = 7.5",
+        ),
+        (
+            "prompts",
+            {"messages": [{"role": "user", "content": {"text": "hi"}}]},
+            "field 'messages', message 1",
+        ),
+        (
+            "prefs",
+            {"chosen": [USER, REPLY], "rejected": [USER, {"role": "assistant", "content": 0}]},
+            "field 'rejected', message 2",
+        ),
+        (
+            "prefs",
+            {"prompt": [USER], "chosen": [REPLY], "rejected": [{"role": 2, "content": "x"}]},
+            "field 'rejected', message 1: 'role' = 2",
+        ),
+        (
+            "prefs",
+            {
+                "prompt": "Rate it",
+                "chosen": [USER, {"role": "assistant", "content": True}],
+                "rejected": [USER, REPLY],
+            },
+            "field 'chosen', message 2",
+        ),
+    ],
+)
+def test_message_rows_are_checked_by_type(tokenizer, tmp_path, jsonl, kind, row, message):
+    tokenizer.chat_template = CHAT_TEMPLATE
+    path = jsonl(tmp_path / "chat.jsonl", [row])
+    with pytest.raises(
+        InputError, match=re.escape("chat.jsonl, line 1, ") + ".*" + re.escape(message)
+    ) as err:
+        prepare_text_data(path, kind, tokenizer)
+    assert "\n" not in str(err.value) and ", field '" in str(err.value)
+
+
+def test_a_huge_bad_value_is_shown_shortened(tokenizer):
+    row = {"messages": [USER, {"role": "assistant", "content": ["x" * 10_000] * 1000}]}
+    with pytest.raises(
+        InputError, match=r"message 2: 'content' = \['xxx.*\.\.\.\]: expected a string"
+    ) as err:
+        prepare_text_data([row], "demos", tokenizer)
+    assert len(str(err.value)) < 400  # from 10 million characters
+
+
+def test_every_role_trl_accepts_renders(tokenizer):
+    tokenizer.chat_template = CHAT_TEMPLATE
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather?"},
+        {"role": "tool", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny."},
+    ]
+    demo = prepare_text_data([{"messages": conversation}], "demos", tokenizer).rows[0]
+    assert demo["completion"] == "Sunny.\n"
+
+
+def test_logged_notes_escape_control_characters_in_the_file_name(tokenizer, tmp_path, jsonl, caplog):
+    path = jsonl(
+        tmp_path / "p\x1b[2J.jsonl", [{"prompt": "a", "chosen": " b", "rejected": " b"}] * 2 + [PAIR_OK]
+    )
+    with caplog.at_level("WARNING", logger="aihf.lm.data"):
+        data = prepare_text_data(path, "prefs", tokenizer)
+    assert data.dropped == 2
+    assert "p\\x1b[2J.jsonl: 2 of 3 pairs" in caplog.text and "\x1b" not in caplog.text

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.safety import check_input_file, escape_terminal, hub_offline, hub_unreachable, user_file_errors
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
     path = Path(source)
     name = str(source)
     if path.suffix == ".jsonl" and not path.is_dir():
-        if not path.is_file():
-            raise InputError(f"{name}: file not found")
+        check_input_file(path)  # a FIFO would block the read, a symlink loop raise mid-way
         numbered = _read_json_lines(path)
         return [row for _, row in numbered], name, [f"line {n}" for n, _ in numbered]
     import datasets
@@ -82,16 +82,20 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
                 else:
                     ds = datasets.load_dataset(str(path), split=split)
             elif path.suffix in {".json", ".parquet"}:
-                if not path.is_file():
-                    raise InputError(f"{name}: file not found")
+                check_input_file(path)
                 ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
             elif path.exists():
                 raise InputError(
                     f"{name}: unsupported file type {path.suffix!r}: expected .jsonl, .json or .parquet"
                 )
+            elif (
+                path.is_symlink() or name.startswith(("/", ".", "~")) or name.partition(":")[0].count("/") > 1
+            ):
+                # a broken or looping link, or a local path (a Hub name is "org/name"): say what is wrong
+                check_input_file(path)
+                raise InputError(f"{name}: file not found")
             else:  # a Hub name, optionally "name:split" with datasets' slicing, e.g. "org/set:train[:10000]"
-                hub, _, hub_split = name.partition(":")
-                ds = datasets.load_dataset(hub, split=hub_split or split)
+                ds = _load_hub_dataset(datasets, name, split)
     except InputError:
         raise
     except Exception as err:  # datasets raises many types; the user needs the source and the reason
@@ -101,14 +105,35 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
     return rows, name, [f"row {i}" for i in range(1, len(rows) + 1)]
 
 
+def _load_hub_dataset(datasets: Any, name: str, split: str) -> Any:
+    """A Hub dataset; with the Hub out of reach, from the local cache only, so an uncached name fails
+    at once with one line instead of five retries (40 s) of connection messages."""
+    hub, _, hub_split = name.partition(":")
+    reason = hub_unreachable()
+    if reason is None:
+        return datasets.load_dataset(hub, split=hub_split or split)
+    try:
+        with hub_offline():
+            return datasets.load_dataset(hub, split=hub_split or split)
+    except Exception:
+        raise InputError(
+            f"{escape_terminal(name)}: not a local file or directory and not in the datasets cache, and "
+            f"{reason}"
+        ) from None
+
+
 @contextlib.contextmanager
 def _quiet_datasets(datasets: Any) -> Iterator[None]:
-    """No "Generating train split" bars while loading: the error line, if any, is all that prints."""
+    """No "Generating train split" bars and no logged errors (datasets logs "Failed to read ..." before
+    raising) while loading: the error line, if any, is all that prints."""
     enabled = datasets.utils.logging.is_progress_bar_enabled()
+    verbosity = datasets.utils.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
     try:
         yield
     finally:
+        datasets.utils.logging.set_verbosity(verbosity)
         if enabled:
             datasets.enable_progress_bars()
 
@@ -118,23 +143,52 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     import json
 
     rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise InputError(
-                        f"{path}, line {number}: expected a JSON object, got {type(row).__name__}"
-                    )
-                rows.append((number, row))
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a UTF-8 text file") from None
+    with user_file_errors(path), path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((number, row))
     return rows
+
+
+# The roles TRL's data utilities accept in a conversation.
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _check_messages(messages: list[Any], where: str) -> None:
+    """Every message an object with a known `role` and a string `content`, or InputError naming the
+    1-based message: a number, null or list would otherwise render as text and train as if valid."""
+    for number, message in enumerate(messages, start=1):
+        place = f"{where}, message {number}"
+        if not isinstance(message, dict):
+            raise InputError(
+                f"{place}: expected an object with 'role' and 'content', got {type(message).__name__}"
+            )
+        for key in ("role", "content"):
+            if key not in message:
+                raise InputError(f"{place}: missing {key!r}")
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str) or role not in ROLES:
+            raise InputError(
+                f"{place}: 'role' = {_short(role)}: expected one of {', '.join(map(repr, ROLES))}"
+            )
+        if not isinstance(content, str):
+            raise InputError(f"{place}: 'content' = {_short(content)}: expected a string")
+
+
+def _short(value: Any) -> str:
+    """A repr cut to a readable length: a value from the data may be megabytes long."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring, shortener.maxother, shortener.maxlist, shortener.maxdict = 40, 40, 3, 3
+    return shortener.repr(value)
 
 
 def _is_conversation(value: Any) -> bool:
@@ -191,6 +245,9 @@ def _to_text(
     kind: str, layout: tuple[str, ...], row: dict[str, Any], tokenizer: Any, where: str
 ) -> dict[str, str]:
     """One row to text fields; raises InputError for wrong types or a preference pair with two prompts."""
+    for column in layout:
+        if isinstance(row[column], list):
+            _check_messages(row[column], f"{where}, field {column!r}")
     if layout == ("messages",):
         msgs = row["messages"]
         if kind == "prompts":
@@ -286,12 +343,12 @@ def prepare_text_data(
             f"{name}: {data.overlong} of {len(records)} rows exceed max_length={max_length} tokens ({action})"
         )
         data.notes.append(note)
-        logger.warning(note)
+        logger.warning(escape_terminal(note))  # the file name may carry control characters
     if ties:
         note = f"{name}: {ties} of {len(records)} pairs have chosen == rejected (dropped: nothing to prefer)"
         data.dropped += ties
         data.notes.append(note)
-        logger.warning(note)
+        logger.warning(escape_terminal(note))  # the file name may carry control characters
     if not data.rows:
         raise InputError(
             f"{name}: no usable rows ({data.dropped - ties} longer than max_length={max_length} dropped, "

@@ -118,10 +118,11 @@ def get_model(name: str, out: str | Path | None = None, gguf: str | Path | None 
     marker = target / MARKER
     if marker.is_file():
         try:
-            if json.loads(marker.read_text()).get("sha256") == spec.sha256:
-                return target
-        except json.JSONDecodeError:
-            pass  # a damaged marker: convert again
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError:  # torn or not text (UnicodeDecodeError is a ValueError): convert again
+            saved = None
+        if isinstance(saved, dict) and saved.get("sha256") == spec.sha256:
+            return target
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a directory (expected an output directory)")
     if target.is_dir() and any(target.iterdir()) and not marker.is_file():
