@@ -5,13 +5,17 @@ from types import SimpleNamespace
 import pytest
 
 from aihf.errors import InputError
+from aihf.experiments.queue import parse_shard
+from aihf.lm import cli as lm_cli
 from aihf.lm.bench import cli
 from aihf.lm.tiny import save_tiny_models
 
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    subparsers = parser.add_subparsers()
+    lm_cli.register_eval(subparsers)  # `aihf lm eval` is the lm package's, not the benchmark's
+    cli.register(subparsers)
     return parser.parse_args(argv)
 
 
@@ -106,8 +110,8 @@ def test_bench_options_reach_the_config(monkeypatch):
     with pytest.raises(InputError, match="--report-only writes the report of every shard"):
         args.handler(args)
     for bad in ("3/3", "1", "a/2"):
-        with pytest.raises(InputError, match="expected I/N"):
-            cli._parse_shard(bad)
+        with pytest.raises(InputError, match="expected 0 <= I < N"):
+            parse_shard(bad)
     assert 1 <= cli._parse_workers("auto") <= 4
     for bad in ("0", "-1", "two"):
         with pytest.raises(InputError, match="expected auto or a whole number"):
