@@ -96,18 +96,18 @@ def run_queue(
 
 
 def _run_claimed(job: Job, run_job: RunJob, store: Store) -> dict[str, Any]:
-    """`run_job(job)`, its lock released whatever happens; an exception becomes the record's error."""
+    """`run_job(job)`, its lock released whatever happens."""
     try:
         return run_job(job)
-    except Exception as err:  # one failing job must not hide the others' results
-        print(traceback.format_exc(), flush=True)
-        return {
-            "name": job.name,
-            "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc(),
-        }
     finally:
         store.release(job)
+
+
+def failure(err: Exception) -> dict[str, Any]:
+    """The record of a job that raised `err` (for a domain's `run_job`): one line and its traceback."""
+    trace = traceback.format_exc()
+    print(trace, flush=True)
+    return {"error": f"{type(err).__name__}: {err}", "traceback": trace}
 
 
 def ends_late(job: Job, deadline: float, expected: float | None, label: str = "bench") -> bool:

@@ -152,3 +152,22 @@ def test_jobs_left_by_the_time_limit_are_listed_and_the_exit_code_is_0(monkeypat
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "2 job(s) left for a later call (--time-limit): sft_d1000_p1000_k1_s1, dpo_d1000" in out
+
+
+def test_a_protocol_file_with_an_unknown_method_or_a_bad_field_stops_before_any_job(tmp_path, capsys):
+    from aihf.cli import main
+    from aihf.lm.bench.bench import PRESETS, PROTOCOL_DIR
+
+    text = (PROTOCOL_DIR / PRESETS["tiny"]).read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("methods: [aihf, rlhf,", "methods: [aihf, rlfh,"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{bad}: field 'methods': unknown method 'rlfh'" in err
+    bad.write_text(text.replace("n_test: 1024", "n_tests: 1024"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    assert f"{bad}: unknown field 'n_tests'" in capsys.readouterr().err
+    bad.write_text(text.replace("steps: 80", "steps: many"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    assert f"{bad}: field 'steps' = 'many': expected an integer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
