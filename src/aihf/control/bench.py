@@ -94,7 +94,7 @@ def run_bench(
     outcome = queue.run_queue(jobs, run_job, store, selected, label="control bench")
     table = report(out_dir)
     if outcome.failed:
-        raise queue.JobsFailed(outcome.failed, str(out_dir))
+        raise queue.JobsFailed(outcome.failed, "the output above")
     return table
 
 

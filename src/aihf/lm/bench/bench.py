@@ -35,7 +35,7 @@ from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
-from aihf.lm.bench.report import make_plots, render_report, summarise
+from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
 from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
@@ -86,6 +86,8 @@ class BenchConfig:
     demo_sizes: list[int] = field(default_factory=list)  # sweep: demonstrations, preference pairs fixed
     kl_scales: list[float] = field(default_factory=list)  # frontier: each method's beta times these
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
+    # the claims: (AIHF variant, its baseline), tested on the main runs' per-seed gold (Holm over them)
+    pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in PAIRS])
     sweep_seeds: list[int] | None = None  # default: `seeds`
     # methods run after the main runs, at the main data point and the sweep seeds, to explain a result
     # (added after seeing it, so they stay out of the verdict: the report marks them, and no pair with
@@ -183,6 +185,11 @@ def read_bench_protocol(
     for name in ("methods", "diagnostic_methods", "sweep_methods"):
         for method in values[name]:
             get_variant(method, f"{path}: field {name!r}")
+    for pair in values["pairs"]:
+        if len(pair) != 2:
+            raise InputError(f"{path}: field 'pairs': {pair!r}: expected [method, baseline]")
+        for method in pair:
+            get_variant(method, f"{path}: field 'pairs'")
     for name in (*values["method_settings"], *values["overrides"]):
         get_variant(name, f"{path}: field 'method_settings'")
     return BenchConfig(**values)

@@ -13,9 +13,9 @@ import numpy as np
 
 from aihf.experiments.report import fmt, holm, pair_test, sd, verdict
 
-# Pairs compared, as in the paper: each AIHF variant against its baseline.
-PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("aihf-sft", "rlhf"), ("direct-aihf", "dpo"))
-PAIRS += (("direct-aihf", "rpo"), ("self-play-aihf", "spin"))
+# Pairs compared when a protocol names none (results.json from before protocols listed their pairs).
+PAIRS = [["aihf", "rlhf"], ["aihf-warm", "rlhf"], ["aihf-sft", "rlhf"], ["direct-aihf", "dpo"]]
+PAIRS += [["direct-aihf", "rpo"], ["self-play-aihf", "spin"]]
 
 
 def is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:
@@ -226,7 +226,7 @@ def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> d
 
 
 def pair_tests(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pair of `PAIRS` with runs of both methods: Welch's t (with its df) and the exact
+    """Every pair of the protocol's `pairs` with runs of both methods: Welch's t (its df) and the exact
     permutation test on the per-seed gold rewards of the main runs, Holm-adjusted over the pairs
     that are claims (diagnostics, added after seeing a result, are tested but decide nothing)."""
     cfg = results["config"]
@@ -236,7 +236,7 @@ def pair_tests(results: dict[str, Any]) -> list[dict[str, Any]]:
         if is_main(r, cfg):
             per_seed.setdefault(r["method"], []).append(r["gold_reward_mean"])
     pairs = []
-    for a, b in PAIRS:
+    for a, b in cfg.get("pairs") or PAIRS:
         ea, eb = results["methods"].get(a, {}), results["methods"].get(b, {})
         if "gold_reward_mean" in ea and "gold_reward_mean" in eb:
             pairs.append(
