@@ -140,7 +140,7 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     assert [r["seed"] for r in summary["aihf"]["per_seed"]] == [0, 1]
     assert summary["aihf"]["per_seed"][0]["ent_coef"] == "fixed 0.2"
     assert main(["control", "bench", "--out", str(tmp_path), "--shard", "2/2", "--algos", "bc"]) == 2
-    assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err
+    assert "--shard '2/2': expected I/N with 0 <= I < N" in capsys.readouterr().err
 
 
 def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_data, tmp_path, capsys):

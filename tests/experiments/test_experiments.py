@@ -85,7 +85,7 @@ def test_the_queue_shards_reuses_postpones_and_lists_failures(tmp_path, monkeypa
     assert store.claim(jobs[1])  # another worker's job is left to it
     assert queue.run_queue(jobs, run_job, store, [jobs[1]]).held == ["a_s1"]
     for bad in ("2/2", "1", "a/b", "-1/2"):
-        with pytest.raises(InputError, match=r"--shard .*: expected 0 <= I < N"):
+        with pytest.raises(InputError, match=r"--shard '.*': expected I/N with 0 <= I < N"):
             queue.parse_shard(bad)
     assert queue.parse_shard("1/3") == (1, 3)
 

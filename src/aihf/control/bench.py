@@ -91,7 +91,7 @@ def run_bench(
             return queue.failure(err)
 
     store = run_store(out_dir)
-    outcome = queue.run_queue(jobs, run_job, store, selected, label="control bench")
+    outcome = queue.run_queue(jobs, run_job, store, selected, label=None)  # stdout: the table only
     table = report(out_dir)
     if outcome.failed:
         raise queue.JobsFailed(outcome.failed, "the output above")

@@ -49,7 +49,7 @@ def parse_shard(text: str, flag: str = "--shard") -> tuple[int, int]:
     """ "I/N" -> (I, N) with 0 <= I < N."""
     index, sep, count = text.partition("/")
     if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise InputError(f"{flag} {text}: expected 0 <= I < N, written I/N (e.g. 0/2)")
+        raise InputError(f"{flag} {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
     return int(index), int(count)
 
 
@@ -66,26 +66,33 @@ def run_queue(
     train: bool = True,
     deadline: float | None = None,
     expected: Callable[[Job], float | None] | None = None,
-    label: str = "bench",
+    label: str | None = "bench",
 ) -> Outcome:
     """One pass over `selected` (default: every job): reuse, postpone, claim and run.
 
     `train=False` runs nothing (a report of what has finished). `expected(job)`: the seconds a job
-    should take, None if unknown (for `deadline`, a `time.time()` value).
+    should take, None if unknown (for `deadline`, a `time.time()` value). `label` prefixes the
+    progress lines ("[bench 3/47] NAME"); None prints only what is postponed or held.
     """
     outcome = Outcome()
     for job in jobs if selected is None else selected:
-        print(f"[{label} {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
+        if label:
+            print(f"[{label} {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
         done = store.finished(job)
         if done is not None:
-            print(f"[{label}] reusing the finished {job.name}", flush=True)
+            if label:
+                print(f"[{label}] reusing the finished {job.name}", flush=True)
             outcome.records.append(done)
         elif not train:
             continue
-        elif deadline is not None and ends_late(job, deadline, expected(job) if expected else None, label):
+        elif deadline is not None and ends_late(
+            job, deadline, expected(job) if expected else None, label or "queue"
+        ):
             outcome.postponed.append(job.name)
         elif not store.claim(job):
-            print(f"[{label}] {job.name} is running in process {store.holder(job)}: left to it", flush=True)
+            print(
+                f"[{label or 'queue'}] {job.name} runs in process {store.holder(job)}: left to it", flush=True
+            )
             outcome.held.append(job.name)
         else:
             record = _run_claimed(job, run_job, store)

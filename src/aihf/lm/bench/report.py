@@ -86,7 +86,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     ax.bar(
         names,
         [ok[m]["gold_reward_mean"] for m in names],
-        color=["C0" if "aihf" in m else "C7" for m in names],
+        color=["C0" if m in _variants(results["config"]) else "C7" for m in names],
     )
     ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
     ax.set_ylabel(f"gold reward ({results['gold_reward']})")
@@ -105,7 +105,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 [r["gold_reward_mean"] for r in main],
                 label=method,
                 color=f"C{i}",
-                marker="o" if "aihf" in method else "x",
+                marker="o" if method in _variants(cfg) else "x",
             )
         frontier = _frontier(results["runs"], method, cfg)
         if len(frontier) > 1:
@@ -170,6 +170,11 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         axes[0][0].set_title("Data-size sweeps")
         _save_plot(fig, out, plots, "size_sweep")
     return plots
+
+
+def _variants(cfg: dict[str, Any]) -> set[str]:
+    """The methods on the AIHF side of the protocol's pairs (drawn apart from their baselines)."""
+    return {a for a, _ in cfg.get("pairs") or PAIRS}
 
 
 def _save_plot(fig: Any, out: Path, plots: dict[str, str], key: str) -> None:
