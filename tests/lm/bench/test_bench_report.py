@@ -178,3 +178,24 @@ def test_a_pair_is_decided_by_welch_t_with_its_df_holm_adjusted_over_the_claims(
     direct = pairs[("direct-aihf", "dpo")]
     assert direct["test"].diff > 2 * direct["test"].se and direct["test"].p_welch > 0.05  # the old rule's win
     assert "p_holm" not in pairs[("aihf-sft", "rlhf")]
+
+
+def test_a_protocol_defines_its_own_variants_of_registered_methods(tmp_path):
+    from aihf.errors import InputError
+    from aihf.lm.bench.bench import read_bench_protocol
+
+    path = tmp_path / "p.yaml"
+    variants = "variants:\n  direct-aihf-a0.3: {method: direct-aihf, settings: {alpha: 0.3}}\n"
+    variants += "  rlhf-short-sft: {method: rlhf, start: base}\n"
+    path.write_text(f"methods: [direct-aihf, direct-aihf-a0.3]\npairs: [[direct-aihf-a0.3, dpo]]\n{variants}")
+    cfg = read_bench_protocol(path)
+    trainer, _, values = method_config("direct-aihf-a0.3", cfg, 0)
+    assert (trainer, values["alpha"], values["beta"]) == ("direct-aihf", 0.3, 0.1)  # the method's beta too
+    own, registered = cfg.job("direct-aihf-a0.3", 8, 8, 1.0, 0), cfg.job("direct-aihf", 8, 8, 1.0, 0)
+    assert own.spec["variant"]["method"] == "direct-aihf" and "variant" not in registered.spec
+    path.write_text("methods: [dpo-x]\nvariants:\n  dpo-x: {method: dop}\n")
+    with pytest.raises(InputError, match=r"p.yaml: field 'methods': variant 'dpo-x': unknown method 'dop'"):
+        read_bench_protocol(path)
+    path.write_text("methods: [dpo]\nvariants:\n  dpo-x: {method: dpo, start: sft2}\n")
+    with pytest.raises(InputError, match=r"p.yaml: field 'variants', 'dpo-x': field 'start' = 'sft2'"):
+        read_bench_protocol(path)

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aihf.errors import InputError
 from aihf.experiments import queue
@@ -39,7 +39,7 @@ from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
 from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
-from aihf.lm.methods import METHODS, VARIANTS, Budget, get_variant
+from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
 
 # The protocol files of `--preset` (configs/protocols/): each with the overrides of its --quick run.
 PROTOCOL_DIR = Path(__file__).resolve().parents[4] / "configs" / "protocols"
@@ -69,6 +69,17 @@ RESUME_POINTS = 8
 
 
 @dataclass
+class ProtocolVariant:
+    """A protocol's own variant of a registered method: its start, its reward start and its settings
+    (e.g. Direct AIHF at alpha 0.3), named in `methods` like a registry variant."""
+
+    method: str
+    start: Literal["base", "sft"] = "base"
+    warm_reward: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class BenchConfig:
     """A benchmark protocol: what runs (methods, seeds, sweeps), on what, with which budget.
 
@@ -79,6 +90,7 @@ class BenchConfig:
     methods: list[str] = field(default_factory=lambda: list(TINY_METHODS))
     settings: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TINY_SETTINGS))
     method_settings: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TINY_METHOD_SETTINGS))
+    variants: dict[str, ProtocolVariant] = field(default_factory=dict)  # besides the registry's VARIANTS
     seeds: list[int] = field(default_factory=lambda: [0])
     n_demos: int = 1000
     n_prefs: int = 1000
@@ -117,6 +129,18 @@ class BenchConfig:
         """The protocol of `--preset NAME` (`quick`: its quick run; `model_dir`: another base model)."""
         return read_bench_protocol(PROTOCOL_DIR / PRESETS[name], quick, model_dir)
 
+    def variant(self, name: str, where: str = "method") -> Variant:
+        """A method of this protocol: one of its `variants`, else the registry's."""
+        if name in self.variants:
+            own = self.variants[name]
+            if own.method not in METHODS:
+                raise InputError(f"{where}: variant {name!r}: unknown method {own.method!r}")
+            return Variant(own.method, own.start, own.warm_reward)
+        if name not in VARIANTS:
+            known = ", ".join([*VARIANTS, *self.variants])
+            raise InputError(f"{where}: unknown method {name!r}: expected one of {known}")
+        return VARIANTS[name]
+
     def budget(self, warm_reward: bool = False) -> Budget:
         return Budget(
             self.steps,
@@ -131,8 +155,14 @@ class BenchConfig:
         """The job of `method` at these data sizes, KL scale and seed, with its resolved spec."""
         name = f"{method}_d{demos}_p{prefs}_k{kl_scale:g}_s{seed}"
         settings = (("demos", demos), ("prefs", prefs), ("kl_scale", kl_scale))
-        config = _job_config(self, method, demos, prefs, kl_scale, seed)
-        return Job(method, seed, settings, name, {"config": config, "evaluation": eval_settings(self)})
+        spec = {
+            "config": _job_config(self, method, demos, prefs, kl_scale, seed),
+            "evaluation": eval_settings(self),
+        }
+        if method in self.variants:  # its start is part of what it computes, beside the trainer config
+            own = self.variants[method]
+            spec["variant"] = {"method": own.method, "start": own.start, "warm_reward": own.warm_reward}
+        return Job(method, seed, settings, name, spec)
 
     def jobs(self) -> list[Job]:
         """Every (method, demonstrations, preference pairs, KL scale, seed) to train, main runs first."""
@@ -182,17 +212,19 @@ def read_bench_protocol(
         values["base_model"] = str(get_model(proto.model))
     values["gold"] = proto.gold.format(model=values["base_model"])
     values["data_dir"] = str(SHIPPED_DATA.get(proto.data_dir, proto.data_dir))
+    cfg = BenchConfig(**values)
     for name in ("methods", "diagnostic_methods", "sweep_methods"):
         for method in values[name]:
-            get_variant(method, f"{path}: field {name!r}")
+            cfg.variant(method, f"{path}: field {name!r}")
     for pair in values["pairs"]:
         if len(pair) != 2:
             raise InputError(f"{path}: field 'pairs': {pair!r}: expected [method, baseline]")
         for method in pair:
-            get_variant(method, f"{path}: field 'pairs'")
-    for name in (*values["method_settings"], *values["overrides"]):
-        get_variant(name, f"{path}: field 'method_settings'")
-    return BenchConfig(**values)
+            cfg.variant(method, f"{path}: field 'pairs'")
+    for name in ("method_settings", "overrides", "variants"):
+        for method in values[name]:
+            cfg.variant(method, f"{path}: field {name!r}")
+    return cfg
 
 
 def method_config(
@@ -200,9 +232,12 @@ def method_config(
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """(registry trainer, the data it takes, its config) of a benchmark method: the common settings,
     its family's, its own, its budget, the seed, the overrides, beta times `kl_scale`."""
-    variant = VARIANTS[method]
+    variant = cfg.variant(method)
     trainer = METHODS[variant.method]
-    values = cfg.settings["common"] | cfg.settings[trainer.family] | cfg.method_settings.get(method, {})
+    values = cfg.settings["common"] | cfg.settings[trainer.family]
+    if method in cfg.variants:  # a protocol's variant: its method's settings, then its own
+        values |= cfg.method_settings.get(variant.method, {}) | cfg.variants[method].settings
+    values |= cfg.method_settings.get(method, {})
     values |= {"seed": seed} | trainer.budget(cfg.budget(variant.warm_reward))
     values |= cfg.overrides.get(method, {})
     if kl_scale != 1.0:  # a method whose protocol states no beta scales its config class's default
@@ -256,9 +291,11 @@ def run_bench(
     """
     cfg = cfg or BenchConfig()
     cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
-    unknown = sorted(set(cfg.methods + cfg.diagnostic_methods) - set(VARIANTS))
+    unknown = sorted(set(cfg.methods + cfg.diagnostic_methods) - set(VARIANTS) - set(cfg.variants))
     if unknown:
-        raise InputError(f"unknown methods {unknown}: expected some of {', '.join(VARIANTS)}")
+        raise InputError(
+            f"unknown methods {unknown}: expected some of {', '.join([*VARIANTS, *cfg.variants])}"
+        )
     out = Path(out_dir)
     start = time.perf_counter()
     inputs = _Inputs.load(out, cfg)
@@ -309,7 +346,13 @@ def _name(run: dict[str, Any]) -> str:
 
 def _record(job: Job) -> dict[str, Any]:
     """The start of a run's eval.json: the job and the trainer config it runs with."""
-    return {"method": job.method, **dict(job.settings), "seed": job.seed, "config": dict(job.spec["config"])}
+    record = {
+        "method": job.method,
+        **dict(job.settings),
+        "seed": job.seed,
+        "config": dict(job.spec["config"]),
+    }
+    return record | ({"variant": job.spec["variant"]} if "variant" in job.spec else {})
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:
@@ -510,7 +553,8 @@ def _train(
     """One method's training, with its registry starts (an SFT policy, a Bradley-Terry reward) first."""
     from aihf.lm.train import run_training
 
-    cfg, variant = inputs.cfg, VARIANTS[method]
+    cfg = inputs.cfg
+    variant = cfg.variant(method)
     trainer = METHODS[variant.method]
     stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
     policy_start, reward_start = cfg.base_model, inputs.reward_init

@@ -182,9 +182,10 @@ def _check_bench(cfg: Any) -> None:
 
     checked = [("--methods", cfg.methods), ("--diagnostic-methods", cfg.diagnostic_methods)]
     for name, values in (*checked, ("--override", list(cfg.overrides))):
-        unknown = sorted(set(values) - set(VARIANTS))
+        unknown = sorted(set(values) - set(VARIANTS) - set(cfg.variants))
         if unknown:
-            raise InputError(f"{name}: unknown methods {unknown}: expected some of {', '.join(VARIANTS)}")
+            known = ", ".join([*VARIANTS, *cfg.variants])
+            raise InputError(f"{name}: unknown methods {unknown}: expected some of {known}")
     check_value("--n-test", cfg.n_test, int, AT_LEAST_1)
     for flag, values, limits in (
         ("--seeds", cfg.seeds, SEED),
