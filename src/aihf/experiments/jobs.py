@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+Portable = Callable[[Any], Any]  # a value as any machine writes it (e.g. machine paths made relative)
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,11 @@ class Job:
         """A digest of `spec`: equal for two jobs that would compute the same run."""
         return spec_key(self.spec)
 
-    def matches(self, record: Mapping[str, Any]) -> bool:
-        """True when `record` was written by a run of this job's spec."""
-        return all(record.get(k) == v for k, v in self.spec.items())
+    def matches(self, record: Mapping[str, Any], portable: Portable | None = None) -> bool:
+        """True when `record` was written by a run of this job's spec; `portable` maps both sides to
+        a form that does not depend on the machine (where a record from another one may be read)."""
+        same = portable or (lambda value: value)
+        return all(same(record.get(k)) == same(v) for k, v in self.spec.items())
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:

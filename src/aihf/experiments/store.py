@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aihf.errors import InputError
-from aihf.experiments.jobs import Job
+from aihf.experiments.jobs import Job, Portable
 from aihf.io import write_json
 
 
@@ -41,6 +41,7 @@ class Store:
     record_name: str = "eval.json"
     records: Path | None = None
     layout: Callable[[Path, Job], Path] | None = None  # default: ROOT/runs/NAME
+    portable: Portable | None = None  # how specs compare across machines (Job.matches)
 
     def run_dir(self, job: Job) -> Path:
         return self.layout(self.root, job) if self.layout else self.root / "runs" / job.name
@@ -54,7 +55,7 @@ class Store:
         paths += [self.records / f"{job.name}.json"] if self.records else []
         for path in (p for p in paths if p.is_file()):
             saved = read_record(path)
-            if job.matches(saved) and "error" not in saved:
+            if job.matches(saved, self.portable) and "error" not in saved:
                 return saved
         return None
 

@@ -199,3 +199,27 @@ def test_a_protocol_defines_its_own_variants_of_registered_methods(tmp_path):
     path.write_text("methods: [dpo]\nvariants:\n  dpo-x: {method: dpo, start: sft2}\n")
     with pytest.raises(InputError, match=r"p.yaml: field 'variants', 'dpo-x': field 'start' = 'sft2'"):
         read_bench_protocol(path)
+
+
+def test_a_record_from_another_checkout_or_cache_is_reused(tmp_path):
+    """Records hold the machine's paths (shipped data, model cache): they compare by their place in
+    the package and the cache, so committed records are reused from any checkout."""
+    import json
+
+    from aihf.lm.bench.bench import _store
+
+    cfg = BenchConfig(methods=["sft"], n_demos=8, n_prefs=8)
+    cfg.data_dir, cfg.base_model = (
+        "/here/src/aihf/data/lm/smollm2",
+        "/home/me/.cache/aihf/models/smollm2-135m-instruct",
+    )
+    cfg.gold, cfg.records = f"fluent-sentiment:{cfg.base_model}", str(tmp_path / "records")
+    job = cfg.job("sft", 8, 8, 1.0, 0)
+    there = json.loads(
+        json.dumps(dict(job.spec)).replace("/here/src/", "/elsewhere/").replace("/home/me/.cache", "/c")
+    )
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / f"{job.name}.json").write_text(json.dumps(there | {"metrics": {}}))
+    assert _store(tmp_path / "out", cfg).finished(job) is not None
+    cfg.data_dir = "/here/src/aihf/data/lm/generated"  # other data: not this job's record
+    assert _store(tmp_path / "out", cfg).finished(cfg.job("sft", 8, 8, 1.0, 0)) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import traceback
@@ -40,6 +41,7 @@ from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
+from aihf.lm.pretrained import MODELS
 
 # The protocol files of `--preset` (configs/protocols/): each with the overrides of its --quick run.
 PROTOCOL_DIR = Path(__file__).resolve().parents[4] / "configs" / "protocols"
@@ -268,7 +270,28 @@ def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _store(out: Path, cfg: BenchConfig) -> Store:
-    return Store(out, "eval.json", Path(cfg.records) if cfg.records else None)
+    return Store(out, "eval.json", Path(cfg.records) if cfg.records else None, portable=portable)
+
+
+# Machine paths in a spec: the package's shipped data and the model cache (`aihf lm get-model`), as
+# any checkout or machine writes them, so that committed records are reused from any of them.
+_MACHINE_PATHS = [
+    (re.compile(r"[^\s:]*/aihf/data/"), "<aihf>/data/"),
+    (re.compile(r"[^\s:]*/models/(?=(" + "|".join(map(re.escape, MODELS)) + r")\b)"), "<aihf-cache>/models/"),
+]
+
+
+def portable(value: Any) -> Any:
+    """`value` (a record's spec part) with machine paths replaced by their place in the package or
+    the model cache; everything else as it is."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        for pattern, replacement in _MACHINE_PATHS:
+            value = pattern.sub(replacement, value)
+    return value
 
 
 def run_bench(
