@@ -1,6 +1,6 @@
 """Per-run times of the SmolLM2 benchmark, measured before its budgets are fixed (issue 12 item 6).
 
-Runs every method of `BenchConfig.smollm2` once at a small budget (seed 0, the shipped chat data,
+Runs every method of `--preset smollm2` once at a small budget (seed 0, the shipped chat data,
 the protocol's settings), reads each run's training and evaluation seconds, and extrapolates to the
 protocol's budgets: offline methods by optimiser steps, AIHF by iterations, RLHF as its SFT stage plus
 its RL stage (whose reward stage has as many reward steps as AIHF spreads over its iterations).
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from aihf.lm.bench import bench
+from aihf.lm.methods import METHODS, VARIANTS
 from aihf.lm.pretrained import get_model
 
 PILOT = {"steps": 8, "iterations": 4, "rlhf_reward_steps": 8, "n_test": 32}
@@ -26,10 +27,10 @@ PILOT = {"steps": 8, "iterations": 4, "rlhf_reward_steps": 8, "n_test": 32}
 
 def units(method: str, cfg: bench.BenchConfig) -> float:
     """How many of the method's own units (steps or iterations) a job of `cfg` trains."""
-    trainer = bench.METHODS[method][0]
-    if trainer == "aihf":
+    variant = VARIANTS[method]
+    if METHODS[variant.method].family == "rl":  # AIHF: one policy step per iteration
         return cfg.iterations
-    return cfg.steps * (2 if method in bench.SFT_START else 1)  # the SFT start counts as steps too
+    return cfg.steps * (2 if variant.start == "sft" else 1)  # the SFT start counts as steps too
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = get_model("smollm2-135m-instruct")
-    full = bench.BenchConfig.smollm2(model)
-    pilot = bench.BenchConfig.smollm2(model, quick=True)
+    full = bench.BenchConfig.preset("smollm2", model_dir=model)
+    pilot = bench.BenchConfig.preset("smollm2", quick=True, model_dir=model)
     for key, value in PILOT.items():
         setattr(pilot, key, value)
     pilot.methods = args.methods or full.methods

@@ -87,3 +87,29 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_jsonl(
+    path: str | os.PathLike[str], missing: str | None = None, field: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (blank lines skipped); a bad line is named by file and line.
+
+    `missing`: what to do when the file is absent (said in the error); `field`: a key every row must
+    hold as a string."""
+    from aihf.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: missing ({missing})" if missing else f"{path}: file not found")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+        if field is not None and not isinstance(row.get(field) if isinstance(row, dict) else None, str):
+            raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
+        rows.append(row)
+    return rows

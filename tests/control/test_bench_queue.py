@@ -1,46 +1,55 @@
-"""benchmarks/control_hopper.py: the protocol's job queue (pilot -> budget -> tuning -> finals), on
-tiny Pendulum runs with the same code path as the Hopper comparison."""
+"""aihf.control.protocol: a staged protocol's job queue (pilot -> budget -> tuning -> finals), on tiny
+Pendulum runs with the same code path as the Hopper comparison (configs/protocols/control_hopper.yaml)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "control_hopper.py"
+from aihf.control import protocol as module
+from aihf.errors import InputError
+from aihf.experiments.store import holder
 
 
 @pytest.fixture
 def queue(tiny_data, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("control_hopper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "control_hopper", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_interval: 100\n"
         "eval_episodes: 1\nsac_batch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\ntensorboard: false\n"
     )
-    monkeypatch.setattr(module, "CONFIG", config)
-    monkeypatch.setattr(module, "DATA", Path(tiny_data["demos_path"]).parent)
-    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(module, "SEEDS", (0, 1))
-    monkeypatch.setattr(module, "PILOT_STEPS", 300)
-    monkeypatch.setattr(module, "BUDGET_STEP", 100)
-    monkeypatch.setattr(module, "TUNE_STEPS_CAP", 100)
-    # the random "demonstrations" return about -600: B is the first 100 steps whose mean reaches -10^4
-    monkeypatch.setattr(module, "demonstration_return", lambda: -12_500.0)
-    grids = {"aihf": [{"reward_lr": 1e-4}, {"reward_lr": 1e-2}], "bc": [{"bc_steps": 5}, {"bc_steps": 40}]}
-    monkeypatch.setattr(module, "GRIDS", grids)
-    monkeypatch.setattr(
-        module, "PRIORITY", (("tune", "aihf"), ("tune", "bc"), ("final", "aihf"), ("final", "bc"))
+    data = tiny_data["demos_path"].parent
+    (tmp_path / "protocol.yaml").write_text(
+        f"config: tiny.yaml\ndata: {data}\nresults: results\nseeds: [0, 1]\n"
+        "pilot: {algo: sac-true, settings: {termination: bootstrap}}\n"
+        "pilot_steps: 300\nbudget_step: 100\ntune_steps_cap: 100\n"
+        "grids:\n  aihf: [{reward_lr: 1.0e-4}, {reward_lr: 1.0e-2}]\n  bc: [{bc_steps: 5}, {bc_steps: 40}]\n"
+        "priority: [[tune, aihf], [tune, bc], [final, aihf], [final, bc]]\n"
+        "check: {algo: sac-true, settings: {backend: sb3}}\n"
     )
+    proto, root = module.read_control_protocol(tmp_path / "protocol.yaml")
+    # the random "demonstrations" return about -600: B is the first 100 steps whose mean reaches -10^4
+    monkeypatch.setattr(module, "demonstration_return", lambda data: -12_500.0)
     (tmp_path / "results").mkdir()
-    return module, tmp_path / "runs"
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+    # the module-level view the assertions read, as the script's globals were
+    return SimpleNamespace(
+        plan=lambda runs: module.ProtocolQueue(proto, root, runs).plan(),
+        work=lambda runs: module.ProtocolQueue(proto, root, runs).work(wait=0.1),
+        budget=lambda runs: module.ProtocolQueue(proto, root, runs).budget(),
+        status=lambda runs: module.ProtocolQueue(proto, root, runs).status(),
+        report=lambda runs: module.ProtocolQueue(proto, root, runs).report(),
+        state=lambda runs, job: module.ProtocolQueue(proto, root, runs).state(job),
+        pilot_jobs=lambda runs: module.ProtocolQueue(proto, root, runs).pilot_jobs(),
+        claim=lambda runs, job: module.ProtocolQueue(proto, root, runs).store.claim(job),
+        lock_path=lambda runs, job: module.ProtocolQueue(proto, root, runs).store.lock_path(job),
+        holder=holder,
+        GRIDS=proto.grids,
+        RESULTS=jobs.results,
+    ), tmp_path / "runs"
 
 
 def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
@@ -53,7 +62,7 @@ def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
     b, pilot = module.budget(runs)
     assert b == 100 and [row["step"] for row in pilot] == [100]
     plan = module.plan(runs)
-    assert all(job is not None and not why and job.status() == "finished" for job, why in plan)
+    assert all(job is not None and not why and module.state(runs, job) == "finished" for job, why in plan)
     tuned = {job.name for job, _ in plan if job.name.startswith("tune/")}
     assert tuned == {
         "tune/aihf/reward_lr=0.0001",
@@ -113,7 +122,7 @@ def test_on_a_new_machine_the_queue_reruns_only_what_the_committed_record_lacks(
     path.write_text(json.dumps(record))
     other = runs.with_name("runs-new-machine")
 
-    pending = [job.name for job, _ in module.plan(other) if job.status() != "recorded"]
+    pending = [job.name for job, _ in module.plan(other) if module.state(other, job) != "recorded"]
     assert pending == ["final/aihf/seed1"]
     module.work(other)
     assert sorted(p.name for p in other.iterdir() if p.name != "locks") == ["final"]
@@ -131,3 +140,18 @@ def test_on_a_new_machine_the_queue_reruns_only_what_the_committed_record_lacks(
     # the seeded rerun gives the numbers of the first run; everything else comes back from the record
     assert without_wall_time(again) == without_wall_time(first)
     assert "recorded" in module.status(other)
+
+
+def test_a_bad_protocol_file_is_named_by_file_and_field_before_any_job(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("config: c.yaml\ndata: d\nresults: r\nseeds: [0, one]\n")
+    with pytest.raises(
+        InputError, match=r"bad.yaml: field 'seeds' = \[0, 'one'\]: expected a list of integers"
+    ):
+        module.read_control_protocol(path)
+    path.write_text("config: c.yaml\ndata: d\nresults: r\npilot_step: 5\n")
+    with pytest.raises(InputError, match=r"bad.yaml: unknown field 'pilot_step'"):
+        module.read_control_protocol(path)
+    path.write_text("config: c.yaml\ndata: d\nresults: r\ngrids: {aihf: []}\npriority: [[final, bc]]\n")
+    with pytest.raises(InputError, match=r"bad.yaml: field 'priority', entry 0"):
+        module.read_control_protocol(path)

@@ -140,7 +140,7 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     assert [r["seed"] for r in summary["aihf"]["per_seed"]] == [0, 1]
     assert summary["aihf"]["per_seed"][0]["ent_coef"] == "fixed 0.2"
     assert main(["control", "bench", "--out", str(tmp_path), "--shard", "2/2", "--algos", "bc"]) == 2
-    assert "--shard 2/2: expected 0 <= I < N" in capsys.readouterr().err
+    assert "--shard '2/2': expected I/N with 0 <= I < N" in capsys.readouterr().err
 
 
 def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_data, tmp_path, capsys):
@@ -185,3 +185,38 @@ def test_table_names_each_rows_sac_when_backends_differ():
     assert "| AIHF (sbx SAC) |" in mixed and "| IPL (inverse preference learning) (sb3 SAC) |" in mixed
     one = _table({"aihf": [run(0, "sbx")], "rlhf": [run(0, "sbx")]}, "Hopper-v5", 100)
     assert "(sbx SAC, entropy coefficient fixed 0.2)" in one and "(sbx SAC) |" not in one
+
+
+def test_a_failed_run_is_listed_after_the_others_ran_and_the_exit_code_is_1(
+    tiny_data, tmp_path, monkeypatch, capsys
+):
+    from aihf.cli import main
+    from aihf.control import bench
+
+    real_train = bench.train
+
+    def train_failing_bc(cfg, *args, **kwargs):
+        if cfg.algo == "bc":
+            raise RuntimeError("boom")
+        return real_train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "train", train_failing_bc)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_episodes: 1\n"
+        "sac_batch_size: 32\nreward_updates_per_iter: 2\ntensorboard: false\n"
+    )
+    argv = ["control", "bench", "--config", str(config), "--algos", "bc", "aihf", "--seeds", "0"]
+    argv += [
+        "--total-steps",
+        "100",
+        "--demos",
+        str(tiny_data["demos_path"]),
+        "--prefs",
+        str(tiny_data["prefs_path"]),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("aihf: error: control bench: 1 job(s) failed: bc/seed0")
+    assert (tmp_path / "out" / "aihf" / "seed0" / "results.json").is_file()  # the run after it still ran
+    assert "| AIHF | 1 |" in (tmp_path / "out" / "results.md").read_text()

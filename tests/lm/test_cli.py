@@ -153,3 +153,47 @@ def test_model_given_as_a_file_is_an_input_error(data_dir, tmp_path, capsys):
     argv = ["lm", "train", "--trainer", "sft", "--model", str(data_dir / "demos.jsonl")]
     assert aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert ": is a file" in capsys.readouterr().err
+
+
+def test_the_lm_command_line_does_not_import_the_benchmark():
+    """`aihf lm` stands on its own: train and eval work without `aihf.lm.bench` imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aihf.lm.cli, aihf.lm.quickstart; "
+        "assert 'aihf.lm.bench' not in sys.modules, sorted(m for m in sys.modules if 'bench' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eval_is_registered_by_the_lm_package(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "aihf.lm.bench.cli", None)  # as if lm.bench were absent
+    with pytest.raises(SystemExit):
+        aihf.cli.main(["lm", "--help"])
+    commands = capsys.readouterr().out
+    assert "eval" in commands and "train" in commands and "generate-data" not in commands
+
+
+@pytest.mark.parametrize(
+    ("trainer", "config", "data", "message"),
+    [
+        ("direct-aihf", {"alpha": 1.0}, {"prefs"}, "direct-aihf: alpha > 0 needs demonstrations"),
+        ("aihf", {"alpha": 0.0}, {"demos"}, "aihf: learning the reward needs demonstrations"),
+        ("rlhf", {"sft_steps": 2}, {"prefs"}, "rlhf: sft_steps > 0 needs demonstrations"),
+        ("aihf", {"reward_steps_per_iteration": 0}, set(), "aihf: the policy step needs prompts"),
+    ],
+)
+def test_each_methods_data_check_runs_before_anything_loads(trainer, config, data, message, tmp_path):
+    from aihf.errors import InputError
+    from aihf.lm.train import run_training
+
+    rows = {
+        "demos": [{"prompt": "a", "completion": " b"}],
+        "prefs": [{"prompt": "a", "chosen": " b", "rejected": " c"}],
+    }
+    given = {name: rows[name] for name in data}
+    with pytest.raises(InputError, match=message):  # "no/such/model" would fail later, when it loads
+        run_training(
+            trainer, "no/such/model", str(tmp_path), reward_model="no/such/rm", config=config, **given
+        )

@@ -139,7 +139,7 @@ def test_smollm2_bench_smoke_runs_every_protocol_method_on_the_shipped_chat_data
     fluent-sentiment gold, the paper's starts) at two steps per method."""
     from aihf.lm.bench.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig.smollm2(smollm2, quick=True)
+    cfg = BenchConfig.preset("smollm2", quick=True, model_dir=smollm2)
     cfg.n_test = 4
     results = run_bench(tmp_path / "bench", cfg)
     assert results["failed"] == [] and results["gold_reward"].startswith("fluent-sentiment:")

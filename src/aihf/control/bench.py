@@ -4,9 +4,10 @@ Writes one run directory per (algo, seed), `curves.csv` (true return vs SAC step
 seeds), `curves.png`, `results.md` (final true return per algorithm) and `results.json` (with every
 seed's final return and curve).
 
-Long benches are sharded and resumable: `shard=(i, n)` runs every n-th (algo, seed) pair starting at
-the i-th (one process per core), a finished run with the same config is skipped, and an interrupted
-one continues from its checkpoint. `report()` then merges every shard's runs.
+Long benches are sharded and resumable (`aihf.experiments`' queue): `shard=(i, n)` runs every n-th
+(algo, seed) pair starting at the i-th (one process per core), a finished run with the same config is
+skipped, an interrupted one continues from its checkpoint, and a failed one is listed after the others
+ran (`JobsFailed`). `report()` then merges every shard's runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from aihf.control.config import AIHFControlConfig, load_config
 from aihf.control.data import resolve_data
 from aihf.control.train import load_run_data, train
 from aihf.errors import InputError
+from aihf.experiments import queue
+from aihf.experiments.jobs import Job
+from aihf.experiments.report import fmt, mean_curve, sd
+from aihf.experiments.store import Store
 from aihf.io import atomic_path, write_json, write_text
 
 LABELS = {
@@ -65,19 +70,39 @@ def run_bench(
     index, count = shard
     if not 0 <= index < count:
         raise InputError(f"--shard {index}/{count}: expected 0 <= I < N")
-    pairs = [(algo, seed) for algo in algos for seed in seeds][index::count]
-    plan = []  # every config and data set is checked before the first (long) run starts
-    for algo, seed in pairs:
+    jobs, configs = [], {}
+    for algo, seed in [(algo, seed) for algo in algos for seed in seeds]:
         cfg = load_config(config_path, {**explicit, "algo": algo, "seed": seed})
-        demos, prefs = resolve_data(cfg.env_id, demos_path, prefs_path)
-        plan.append((cfg, *load_run_data(cfg, demos, prefs)))
-    for cfg, demos, prefs in plan:
-        run_dir = out_dir / cfg.algo / f"seed{cfg.seed}"
-        status = run_status(run_dir, cfg)
-        if status == "finished":
-            continue
-        train(cfg, run_dir, demos, prefs, resume=status == "checkpoint", progress=progress)
-    return report(out_dir)
+        jobs.append(Job(algo, seed, name=f"{algo}/seed{seed}", spec={"config": cfg.to_dict()}))
+        configs[jobs[-1].name] = cfg
+    selected = queue.select(jobs, shard)
+    plan = {}  # every config and data set is checked before the first (long) run starts
+    for job in selected:
+        cfg = configs[job.name]
+        plan[job.name] = (cfg, *load_run_data(cfg, *resolve_data(cfg.env_id, demos_path, prefs_path)))
+
+    def run_job(job: Job) -> dict[str, Any]:
+        cfg, demos, prefs = plan[job.name]
+        run_dir = store.run_dir(job)
+        resume = run_status(run_dir, cfg) == "checkpoint"
+        try:
+            return train(cfg, run_dir, demos, prefs, resume=resume, progress=progress)
+        except Exception as err:  # one failing run must not stop the others
+            return queue.failure(err)
+
+    store = run_store(out_dir)
+    outcome = queue.run_queue(jobs, run_job, store, selected, label=None)  # stdout: the table only
+    table = report(out_dir)
+    if outcome.failed:
+        raise queue.JobsFailed(outcome.failed, "the output above")
+    return table
+
+
+def run_store(out_dir: str | Path) -> Store:
+    """Runs in OUT/<algo>/seed<N>/, finished when their results.json holds the job's config."""
+    return Store(
+        Path(out_dir), "results.json", layout=lambda root, job: root / job.method / f"seed{job.seed}"
+    )
 
 
 def run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
@@ -143,11 +168,6 @@ def cut_at(result: dict[str, Any], budget: int) -> dict[str, Any]:
     return cut
 
 
-def _spread(values: list[float]) -> float:
-    """Standard deviation over seeds (ddof=1: a sample of seeds); 0 for a single seed."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def last3(result: dict[str, Any]) -> float:
     """Mean of the last three evaluations: less noisy than the final one."""
     return float(np.mean([r for _, r in result["curve"][-3:]]))
@@ -158,14 +178,14 @@ def _summarize(
 ) -> str:
     """Write curves.csv, curves.png, results.json and results.md for `runs` (algo -> results)."""
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
-    curves = _aggregate(runs)
+    curves = {algo: mean_curve([r["curve"] for r in rs]) for algo, rs in runs.items()}
     _write_curves(out_dir / "curves.csv", curves)
     _plot(out_dir / "curves.png", curves, env_id)
     table = _table(runs, env_id, total_steps)
     summary = {
         algo: {
             "final_return_mean_over_seeds": float(np.mean([r["eval_return_mean"] for r in rs])),
-            "final_return_std_over_seeds": _spread([r["eval_return_mean"] for r in rs]),
+            "final_return_std_over_seeds": sd([r["eval_return_mean"] for r in rs]),
             "last3_return_mean_over_seeds": float(np.mean([last3(r) for r in rs])),
             "seeds": [r["seed"] for r in rs],
             "per_seed": [
@@ -194,19 +214,6 @@ def _summarize(
     write_json(out_dir / "results.json", {"env": env_id, "seeds": seeds, "algos": summary})
     write_text(out_dir / "results.md", table)
     return table
-
-
-def _aggregate(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[tuple[int, float, float]]]:
-    """Mean and std over seeds at every step that all seeds evaluated."""
-    out = {}
-    for algo, rs in runs.items():
-        common = sorted(set.intersection(*(set(s for s, _ in r["curve"]) for r in rs)))
-        rows = []
-        for step in common:
-            values = [dict(r["curve"])[step] for r in rs]
-            rows.append((step, float(np.mean(values)), _spread(values)))
-        out[algo] = rows
-    return out
 
 
 def _write_curves(path: Path, curves: dict[str, list[tuple[int, float, float]]]) -> None:
@@ -260,7 +267,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         finals = [r["eval_return_mean"] for r in rs]
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
-        score = f"{np.mean(finals):.1f} +- {_spread(finals):.1f}"
+        score = f"{np.mean(finals):.1f} +- {sd(finals):.1f}"
         recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = LABELS.get(algo, algo)
@@ -268,7 +275,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
             label += f" ({_backend(rs[0])} SAC)"
         if rs[0].get("cut_from_steps"):
             label += f" (cut at {rs[0]['total_steps']} of {rs[0]['cut_from_steps']} steps)"
-        lines.append(f"| {label} | {len(rs)} | {score} | {recent} | {each} | {_fmt(acc)} | {_fmt(corr)} |")
+        lines.append(f"| {label} | {len(rs)} | {score} | {recent} | {each} | {_mean(acc)} | {_mean(corr)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,6 +284,7 @@ def _backend(result: dict[str, Any]) -> str:
     return result.get("backend", "sb3")
 
 
-def _fmt(values: list[float | None]) -> str:
+def _mean(values: list[float | None]) -> str:
+    """The mean of the seeds' diagnostics, "-" where no seed has one."""
     values = [v for v in values if v is not None]
-    return f"{np.mean(values):.2f}" if values else "-"
+    return fmt(float(np.mean(values)) if values else None, 2, missing="-")

@@ -113,6 +113,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.set_defaults(handler=_bench)
 
+    protocol = sub.add_parser(
+        "protocol",
+        help="run a staged protocol (budget pilot, tuning, finals) as a queue of resumable jobs",
+        description="work: claim and run the next ready job until none is left (one worker per core); "
+        "status: where the queue stands; report: the tables, curves and record from what has finished "
+        "(jobs in the committed record are not rerun).",
+    )
+    protocol.add_argument("action", choices=("work", "status", "report"))
+    protocol.add_argument("--runs", required=True, help="directory of every run of the protocol")
+    protocol.add_argument(
+        "--protocol",
+        help="protocol file (default: configs/protocols/control_hopper.yaml, the Hopper-v5 comparison)",
+    )
+    protocol.set_defaults(handler=_protocol)
+
 
 def _config_from_args(args: argparse.Namespace):
     """Defaults < the environment's preset (config.PRESETS; the env of the flags, else the YAML's) <
@@ -176,28 +191,47 @@ def _collect(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
+    from aihf.experiments.queue import JobsFailed, parse_shard
 
     if args.budget is not None and (not args.report_only or args.budget < 1):
         raise InputError(f"--budget {args.budget}: expected a positive step count, with --report-only")
     if args.report_only:
         print(rebuild_report(args.out, args.budget), end="")
         return 0
-    try:
-        index, count = (int(part) for part in args.shard.split("/"))
-    except ValueError as err:
-        raise InputError(f"--shard {args.shard}: expected I/N, e.g. 0/2") from err
+    shard = parse_shard(args.shard)
     overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
-    report = run_bench(
-        args.env,
-        args.algos,
-        args.seeds,
-        args.out,
-        args.total_steps,
-        args.config,
-        args.demos,
-        args.prefs,
-        overrides=overrides,
-        shard=(index, count),
-    )
+    try:
+        report = run_bench(
+            args.env,
+            args.algos,
+            args.seeds,
+            args.out,
+            args.total_steps,
+            args.config,
+            args.demos,
+            args.prefs,
+            overrides=overrides,
+            shard=shard,
+        )
+    except JobsFailed as err:
+        print(f"aihf: error: control bench: {err}", file=sys.stderr)
+        return 1
     print(report, end="")
+    return 0
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    from aihf.control.protocol import DEFAULT_PROTOCOL, ProtocolQueue, read_control_protocol
+
+    proto, root = read_control_protocol(args.protocol or DEFAULT_PROTOCOL)
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    jobs = ProtocolQueue(proto, root, runs)
+    if args.action == "work":
+        failed = jobs.work()
+        if failed:
+            print(f"aihf: error: {len(failed)} protocol job(s) failed: {', '.join(failed)}", file=sys.stderr)
+            return 1
+        return 0
+    print(jobs.status() if args.action == "status" else jobs.report())
     return 0

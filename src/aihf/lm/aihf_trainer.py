@@ -53,17 +53,10 @@ class AIHFTrainer(LoopTrainer):
             raise InputError(f"{method}: needs a reward model (--reward-model) or a reward function")
         self.train_reward = train_reward and reward_fn is None and config.reward_steps_per_iteration > 0
         uses_demos = self.train_reward and config.alpha > 0 and demos is not None
-        if self.train_reward and not uses_demos and prefs is None:
-            raise InputError(
-                f"{method}: learning the reward needs demonstrations (with alpha > 0) or preferences"
-            )
+        # what the data must hold is checked once, before anything loads (the registry's `check`)
         policy_prompts = prompts.column("prompt") if prompts is not None else []
         if not policy_prompts:
             policy_prompts = [r["prompt"] for d in (demos, prefs) if d is not None for r in d.rows]
-        if not policy_prompts:
-            raise InputError(
-                f"{method}: the policy step needs prompts (--prompts, or demonstrations/preferences)"
-            )
         self.method = method
         super().__init__(
             policy,

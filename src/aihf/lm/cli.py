@@ -1,15 +1,23 @@
-"""`aihf lm ...`: train the LM methods and build tiny local models. Heavy imports stay in handlers.
+"""`aihf lm ...`: train and evaluate the LM methods, build tiny local models. Heavy imports stay in handlers.
 
 Each subcommand is a `register_*(subparsers)` function listed in `SUBCOMMANDS`; adding one is one line.
+The benchmark's commands (`bench`, `pretrain`, `generate-data`) come from `aihf.lm.bench.cli`, added
+when that package is there: the rest of `aihf lm` does not depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
-from aihf.lm.bench.cli import register as register_bench
+from aihf.errors import InputError
+
+# The shipped data of the tiny replica: `aihf lm eval`'s default prompts and reference policy.
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lm"
+BENCH_CLI = "aihf.lm.bench.cli"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -94,11 +102,88 @@ def register_get_model(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_get_model)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from aihf.io import read_jsonl, write_json
+    from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
+    from aihf.lm.gold import load_gold_reward
+    from aihf.lm.modeling import check_model_source
+    from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
+
+    check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
+    check_value("--max-new-tokens", args.max_new_tokens, int, LENGTH)
+    check_value("--seed", args.seed, int, SEED)
+    for flag, model in (
+        ("--policy", args.policy),
+        ("--reference", args.reference),
+        ("--reward-model", args.reward_model),
+    ):
+        if model:
+            check_model_source(model, flag)  # all of them before the first loads (and prints its bar)
+    for path in (args.prompts, args.prefs):
+        if path and not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
+    prompts_path = args.prompts or SHIPPED / "corpus" / "prompts_test.jsonl"
+    prompts = [r["prompt"] for r in read_jsonl(prompts_path, field="prompt")][: args.n_prompts]
+    prefs = read_jsonl(args.prefs, field="chosen") if args.prefs else None
+    gold = load_gold_reward(args.gold)
+    policy, tokenizer = load_model(args.policy)
+    reference, ref_tokenizer = load_model(args.reference or SHIPPED / "base_model")
+    check_same_vocab(tokenizer, ref_tokenizer)
+    rm = rm_tok = None
+    if args.reward_model:
+        rm, rm_tok = load_model(args.reward_model, kind="reward")
+    result = evaluate(
+        policy,
+        tokenizer,
+        reference,
+        prompts,
+        gold,
+        config=SamplingConfig(max_new_tokens=args.max_new_tokens),
+        reward_model=rm,
+        reward_tokenizer=rm_tok,
+        prefs=prefs,
+        seed=args.seed,
+    )
+    print(json.dumps(result.metrics, indent=2))
+    if args.out:
+        write_json(args.out, {"metrics": result.metrics, "samples": result.rows()})
+    return 0
+
+
+def register_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a policy under a gold reward against a reference")
+    p.add_argument("--policy", required=True, help="policy directory (save_pretrained)")
+    p.add_argument("--reference", help="reference policy (default: the shipped base model)")
+    p.add_argument("--reward-model", help="learned reward model to check against the gold reward")
+    p.add_argument("--prefs", help="held-out preferences JSONL for the learned reward's accuracy")
+    p.add_argument("--prompts", help="prompts JSONL (default: the shipped test prompts)")
+    p.add_argument(
+        "--n-prompts", type=int, default=256, help="use the first N prompts (default: %(default)s)"
+    )
+    p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write metrics and samples as JSON here")
+    p.set_defaults(handler=_eval, out_is_file=True)
+
+
+def register_bench(subparsers: argparse._SubParsersAction) -> None:
+    """The benchmark's commands, when `aihf.lm.bench` is installed beside `aihf.lm`."""
+    try:
+        bench_cli = importlib.import_module(BENCH_CLI)
+    except ModuleNotFoundError as err:
+        if err.name not in (BENCH_CLI, BENCH_CLI.rpartition(".")[0]):
+            raise
+        return
+    bench_cli.register(subparsers)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_train,
+    register_eval,
     register_tiny_model,
     register_get_model,
-    register_bench,  # bench, eval, pretrain, generate-data (aihf.lm.bench.cli)
+    register_bench,  # bench, pretrain, generate-data (aihf.lm.bench.cli)
 )
 
 

@@ -123,10 +123,6 @@ class DirectAIHFTrainer(_OfflineTrainer):
         demos: TextData | None = None,
         sources: dict[str, str | None] | None = None,
     ) -> None:
-        if prefs is None:
-            raise InputError("direct-aihf: needs preferences (--prefs)")
-        if config.alpha > 0 and demos is None:
-            raise InputError("direct-aihf: alpha > 0 needs demonstrations (--demos); use alpha: 0 for DPO")
         super().__init__(
             policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources, config.max_steps
         )
@@ -217,8 +213,6 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         sources: dict[str, str | None] | None = None,
         method: str = "self-play-aihf",
     ) -> None:
-        if demos is None:
-            raise InputError(f"{method}: needs demonstrations (--demos)")
         self.method = method
         total_steps = config.max_iterations * config.steps_per_iteration
         # The reference is the current iterate pi_t, copied every iteration: no frozen pi_0 is kept.

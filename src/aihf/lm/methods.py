@@ -1,7 +1,9 @@
 """The one registry of LM methods: name, config class, data, outputs, and how each one trains.
 
-`aihf lm train --trainer NAME`, `run_training`, the docs and the tests all read `METHODS`; adding a
-method is one `Method(...)` entry and its `run` function here. Heavy imports stay inside the runners.
+`aihf lm train --trainer NAME`, `run_training`, the benchmark, the docs and the tests all read
+`METHODS`; adding a method is one `Method(...)` entry and its `run` function here (its data checks and
+its benchmark budget beside it). Heavy imports stay inside the runners. `VARIANTS` are the benchmark's
+other starts of a registered method (from the SFT policy, or with a warmed reward).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aihf.errors import InputError
 from aihf.lm.config import (
@@ -41,6 +43,71 @@ class RunInputs:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A benchmark's training budget, which each method turns into its own config fields."""
+
+    steps: int  # optimiser steps of the one-stage methods (and of an SFT start)
+    iterations: int  # outer iterations of AIHF / RLHF (one policy step each)
+    reward_steps: int  # RLHF's reward-model stage; AIHF spreads as many over its iterations
+    spin_iterations: int  # Self-Play AIHF / SPIN iterations (`steps` spread over them)
+    max_new_tokens: int  # the evaluation's completion length, for methods that sample while they train
+    warm_reward: bool = False  # the reward starts from a Bradley-Terry warm-up (no reward budget here)
+
+
+def _steps_budget(budget: Budget) -> dict[str, Any]:
+    return {"max_steps": budget.steps}
+
+
+def _aihf_budget(budget: Budget) -> dict[str, Any]:
+    values: dict[str, Any] = {"max_iterations": budget.iterations}
+    if not budget.warm_reward:  # the same reward-update budget as RLHF's reward stage
+        values["reward_steps_per_iteration"] = max(1, round(budget.reward_steps / budget.iterations))
+    return values
+
+
+def _rlhf_budget(budget: Budget) -> dict[str, Any]:
+    return {
+        "max_iterations": budget.iterations,
+        "reward_warmup_steps": budget.reward_steps,
+        "sft_steps": budget.steps,
+    }
+
+
+def _self_play_budget(budget: Budget) -> dict[str, Any]:
+    return {
+        "max_iterations": budget.spin_iterations,
+        "steps_per_iteration": max(1, budget.steps // budget.spin_iterations),
+        "max_new_tokens": budget.max_new_tokens,
+    }
+
+
+DataCheck = Callable[[Any, dict[str, bool], bool], None]  # (config, data given, reward_fn given)
+
+
+def _check_aihf(cfg: Any, has: dict[str, bool], reward_fn: bool) -> None:
+    learns_reward = not reward_fn and cfg.reward_steps_per_iteration > 0
+    if learns_reward and not (cfg.alpha > 0 and has["demos"]) and not has["prefs"]:
+        raise InputError("aihf: learning the reward needs demonstrations (alpha > 0) or preferences")
+    _check_policy_step("aihf", has)
+
+
+def _check_rlhf(cfg: Any, has: dict[str, bool], reward_fn: bool) -> None:
+    if cfg.sft_steps > 0 and not has["demos"]:
+        raise InputError("rlhf: sft_steps > 0 needs demonstrations (--demos)")
+    _check_policy_step("rlhf", has)
+
+
+def _check_policy_step(name: str, has: dict[str, bool]) -> None:
+    if not any(has.values()):
+        raise InputError(f"{name}: the policy step needs prompts (--prompts, --demos or --prefs)")
+
+
+def _check_direct_aihf(cfg: Any, has: dict[str, bool], reward_fn: bool) -> None:
+    if cfg.alpha > 0 and not has["demos"]:
+        raise InputError("direct-aihf: alpha > 0 needs demonstrations (--demos); use alpha: 0 for DPO")
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     config: type[LMConfig]
@@ -54,6 +121,23 @@ class Method:
     # trains earlier stages in their own directories and resumes each on its own (`_rlhf`), so it
     # checks its own checkpoints rather than run_training checking OUT/checkpoints
     staged: bool = False
+    # what the config asks of the data, checked by run_training once, before anything loads
+    check: DataCheck | None = None
+    # --- how the benchmark runs it ---
+    family: Literal["rl", "offline"] = "offline"  # its settings family: rl = samples while it trains
+    start: Literal["base", "sft"] = "base"  # the policy it starts from (the paper: baselines from SFT)
+    budget: Callable[[Budget], dict[str, Any]] = _steps_budget
+    sft_stage: bool = False  # trains its own SFT stage into OUT/sft (the benchmark links a shared one)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A registered method as the benchmark runs it: its start and whether its reward is warmed."""
+
+    method: str
+    start: Literal["base", "sft"] = "base"
+    warm_reward: bool = False  # the reward starts from the same Bradley-Terry warm-up as RLHF's
+    summary: str = ""
 
 
 # --- runners -----------------------------------------------------------------------------------------
@@ -263,6 +347,9 @@ METHODS: dict[str, Method] = {
             iterative=True,
             outputs=("policy", "reward_model"),
             needs_reward_model=True,
+            check=_check_aihf,
+            family="rl",
+            budget=_aihf_budget,
         ),
         Method(
             "direct-aihf",
@@ -271,6 +358,7 @@ METHODS: dict[str, Method] = {
             _direct_aihf,
             required=("prefs",),
             optional=("demos",),
+            check=_check_direct_aihf,
         ),
         Method(
             "self-play-aihf",
@@ -280,6 +368,7 @@ METHODS: dict[str, Method] = {
             required=("demos",),
             optional=("prefs",),
             iterative=True,
+            budget=_self_play_budget,
         ),
         Method(
             "rlhf",
@@ -291,6 +380,10 @@ METHODS: dict[str, Method] = {
             outputs=("policy", "reward_stage/reward_model"),
             needs_reward_model=True,
             staged=True,
+            check=_check_rlhf,
+            family="rl",
+            budget=_rlhf_budget,
+            sft_stage=True,
         ),
         Method("sft", SFTRewardConfig, "TRL SFTTrainer on the demonstrations", _sft, required=("demos",)),
         Method(
@@ -301,9 +394,16 @@ METHODS: dict[str, Method] = {
             required=("prefs",),
             outputs=("reward_model",),
         ),
-        Method("dpo", DirectAIHFConfig, "TRL DPOTrainer", _trl_pairwise("dpo"), required=("prefs",)),
         Method(
-            "ipo", DirectAIHFConfig, "TRL DPOTrainer, IPO loss", _trl_pairwise("ipo"), required=("prefs",)
+            "dpo", DirectAIHFConfig, "TRL DPOTrainer", _trl_pairwise("dpo"), required=("prefs",), start="sft"
+        ),
+        Method(
+            "ipo",
+            DirectAIHFConfig,
+            "TRL DPOTrainer, IPO loss",
+            _trl_pairwise("ipo"),
+            required=("prefs",),
+            start="sft",
         ),
         Method(
             "rpo",
@@ -311,6 +411,7 @@ METHODS: dict[str, Method] = {
             "TRL DPOTrainer, DPO + alpha * SFT on the chosen answers (loss_type sigmoid + sft)",
             _trl_pairwise("rpo"),
             required=("prefs",),
+            start="sft",
         ),
         Method(
             "orpo",
@@ -326,9 +427,27 @@ METHODS: dict[str, Method] = {
             _self_play("spin"),
             required=("demos",),
             iterative=True,
+            budget=_self_play_budget,
         ),
     )
 }
+
+# What the benchmark can run: every method as registered, and these variants of one.
+VARIANTS: dict[str, Variant] = {m.name: Variant(m.name, m.start, summary=m.summary) for m in METHODS.values()}
+VARIANTS |= {
+    "aihf-warm": Variant(
+        "aihf",
+        warm_reward=True,
+        summary="AIHF whose reward starts from RLHF's Bradley-Terry warm-up (`reward_steps` steps)",
+    ),
+    "aihf-sft": Variant("aihf", start="sft", summary="AIHF started from the SFT policy, as RLHF is"),
+}
+
+
+def get_variant(name: str, where: str = "method") -> Variant:
+    if name not in VARIANTS:
+        raise InputError(f"{where}: unknown method {name!r}: expected one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
 
 
 def get_method(name: str) -> Method:

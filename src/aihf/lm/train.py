@@ -77,13 +77,21 @@ def run_training(
         raise InputError(
             f"{where}: field 'lr_scheduler_type' = {cfg.lr_scheduler_type!r}: expected one of {names}"
         )
-    _check_data_for_config(trainer, cfg, data_args, reward_fn)
+    if method.check is not None:  # the method's own demands on the data, before anything loads
+        given = {name: value is not None for name, value in data_args.items()}
+        method.check(cfg, given, reward_fn is not None)
+    if getattr(cfg, "use_vllm", False):
+        from trl.import_utils import is_vllm_available
+
+        if not is_vllm_available():
+            raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")
     from aihf.lm.runtime import resolve_resume
 
     if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints
         resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged one stops here
     check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
-    if reward_model is not None and reward_fn is None and (method.needs_reward_model or trainer == "reward"):
+    starts_from_reward = method.needs_reward_model or "reward_model" in method.outputs
+    if reward_model is not None and reward_fn is None and starts_from_reward:
         check_model_source(reward_model, "--reward-model")
 
     tokenizer = load_tokenizer(model)
@@ -103,22 +111,3 @@ def run_training(
     if not cfg.resume_from_checkpoint:  # a fresh run into an old directory starts a fresh log
         (Path(out) / "metrics.jsonl").unlink(missing_ok=True)
     return method.run(RunInputs(cfg, model, tokenizer, reward_model, loaded, sources, reward_fn))
-
-
-def _check_data_for_config(trainer: str, cfg: Any, data: dict[str, Any], reward_fn: RewardFn | None) -> None:
-    """What the trainers would refuse after loading their models, refused before anything loads."""
-    has = {name: value is not None for name, value in data.items()}
-    if trainer == "direct-aihf" and cfg.alpha > 0 and not has["demos"]:
-        raise InputError("direct-aihf: alpha > 0 needs demonstrations (--demos); use alpha: 0 for DPO")
-    learns_reward = trainer == "aihf" and reward_fn is None and cfg.reward_steps_per_iteration > 0
-    if learns_reward and not (cfg.alpha > 0 and has["demos"]) and not has["prefs"]:
-        raise InputError(f"{trainer}: learning the reward needs demonstrations (alpha > 0) or preferences")
-    if trainer == "rlhf" and cfg.sft_steps > 0 and not has["demos"]:
-        raise InputError("rlhf: sft_steps > 0 needs demonstrations (--demos)")
-    if trainer in ("aihf", "rlhf") and not any(has.values()):
-        raise InputError(f"{trainer}: the policy step needs prompts (--prompts, --demos or --prefs)")
-    if getattr(cfg, "use_vllm", False):
-        from trl.import_utils import is_vllm_available
-
-        if not is_vllm_available():
-            raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")

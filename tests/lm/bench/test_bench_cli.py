@@ -5,13 +5,17 @@ from types import SimpleNamespace
 import pytest
 
 from aihf.errors import InputError
+from aihf.experiments.queue import parse_shard
+from aihf.lm import cli as lm_cli
 from aihf.lm.bench import cli
 from aihf.lm.tiny import save_tiny_models
 
 
 def parse(argv):
     parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
+    subparsers = parser.add_subparsers()
+    lm_cli.register_eval(subparsers)  # `aihf lm eval` is the lm package's, not the benchmark's
+    cli.register(subparsers)
     return parser.parse_args(argv)
 
 
@@ -107,7 +111,7 @@ def test_bench_options_reach_the_config(monkeypatch):
         args.handler(args)
     for bad in ("3/3", "1", "a/2"):
         with pytest.raises(InputError, match="expected I/N"):
-            cli._parse_shard(bad)
+            parse_shard(bad)
     assert 1 <= cli._parse_workers("auto") <= 4
     for bad in ("0", "-1", "two"):
         with pytest.raises(InputError, match="expected auto or a whole number"):
@@ -148,3 +152,22 @@ def test_jobs_left_by_the_time_limit_are_listed_and_the_exit_code_is_0(monkeypat
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "2 job(s) left for a later call (--time-limit): sft_d1000_p1000_k1_s1, dpo_d1000" in out
+
+
+def test_a_protocol_file_with_an_unknown_method_or_a_bad_field_stops_before_any_job(tmp_path, capsys):
+    from aihf.cli import main
+    from aihf.lm.bench.bench import PRESETS, PROTOCOL_DIR
+
+    text = (PROTOCOL_DIR / PRESETS["tiny"]).read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("methods: [aihf, rlhf,", "methods: [aihf, rlfh,"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{bad}: field 'methods': unknown method 'rlfh'" in err
+    bad.write_text(text.replace("n_test: 1024", "n_tests: 1024"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    assert f"{bad}: unknown field 'n_tests'" in capsys.readouterr().err
+    bad.write_text(text.replace("steps: 80", "steps: many"))
+    assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
+    assert f"{bad}: field 'steps' = 'many': expected an integer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ import pytest
 
 from aihf import checkpoints
 from aihf.errors import InputError
+from aihf.experiments import queue
 from aihf.lm import train
 from aihf.lm.bench import bench
 from aihf.lm.tiny import save_tiny_models
@@ -167,17 +168,17 @@ def test_a_job_dir_left_by_other_settings_is_cleared_not_resumed(tmp_path):
     (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (run_dir / "sft" / "policy").mkdir(parents=True)
     cfg = bench.BenchConfig(methods=["dpo"], steps=8)
-    job = bench.Job("dpo", 8, 8, 1.0, 0)
-    assert bench._claim(run_dir, bench._record(job, cfg), cfg) is False
+    store = bench._store(tmp_path, cfg)
+    assert bench._claim(store, cfg.job("dpo", 8, 8, 1.0, 0)) is False
     assert sorted(p.name for p in run_dir.iterdir()) == ["job.json"]
     (run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (run_dir / "checkpoints" / "checkpoint-4" / "optimizer.pt").write_bytes(b"saved")
     checkpoints.write_manifest(run_dir / "checkpoints" / "checkpoint-4")
     (run_dir / "checkpoints" / "checkpoint-6").mkdir()  # the kill came while this one was written
-    assert bench._claim(run_dir, bench._record(job, cfg), cfg) is True  # the same job: resumed
+    assert bench._claim(store, cfg.job("dpo", 8, 8, 1.0, 0)) is True  # the same job: resumed
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-4"]  # from its newest
     other = bench.BenchConfig(methods=["dpo"], steps=16)
-    assert bench._claim(run_dir, bench._record(job, other), other) is False
+    assert bench._claim(store, other.job("dpo", 8, 8, 1.0, 0)) is False
     assert not (run_dir / "checkpoints").exists()
 
 
@@ -269,7 +270,7 @@ def test_dpo_rpo_and_rlhf_of_a_seed_share_one_sft_run_and_rlhf_ends_as_with_its_
     assert len(list((out / "sft_starts").glob("d8_s0_*/policy"))) == 1
 
     inputs = bench._Inputs.load(out, cfg)  # RLHF on its own, as `aihf lm train --trainer rlhf` runs it
-    values = bench._record(bench.Job("rlhf", 8, 8, 1.0, 0), cfg)["config"]
+    values = cfg.job("rlhf", 8, 8, 1.0, 0).spec["config"]
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     train.run_training(
@@ -316,7 +317,7 @@ def _fake_record(path, method, seconds, snapshots=0, resumed=False):
 
 def test_a_jobs_expected_length_is_its_methods_longest_finished_run_alike_in_snapshots(tmp_path):
     cfg = bench.BenchConfig(methods=["dpo"], n_demos=8, n_prefs=8, steps=8, curve_points=2)
-    main, sweep = bench.Job("dpo", 8, 8, 1.0, 0), bench.Job("dpo", 8, 4, 1.0, 0)
+    main, sweep = cfg.job("dpo", 8, 8, 1.0, 0), cfg.job("dpo", 8, 4, 1.0, 0)
     assert bench.expected_seconds(tmp_path, main, cfg) is None  # nothing of its method finished
     _fake_record(tmp_path / "runs" / "a" / "eval.json", "dpo", 900.0, snapshots=2)
     assert bench.expected_seconds(tmp_path, sweep, cfg) == 900.0  # the only dpo run, though unlike
@@ -338,7 +339,7 @@ def test_a_time_limit_starts_only_the_jobs_expected_to_end_in_time(tmp_path, mon
 
     cfg = _sft_and_dpo_with_sft_finished(tmp_path, tmp_path / "out")
     now = 1_000_000.0  # a stopped clock: what is left does not depend on how fast the machine is
-    monkeypatch.setattr(bench, "time", SimpleNamespace(time=lambda: now, perf_counter=time.perf_counter))
+    monkeypatch.setattr(queue, "time", SimpleNamespace(time=lambda: now, strftime=time.strftime))
     started = []
 
     def fake_job(job, record, inputs):

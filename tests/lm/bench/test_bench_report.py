@@ -1,19 +1,10 @@
+from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from aihf.lm.bench.bench import (
-    BenchConfig,
-    Job,
-    _frontier,
-    _record,
-    make_plots,
-    method_config,
-    pair_verdict,
-    render_report,
-    summarise,
-)
+from aihf.lm.bench.bench import BenchConfig, method_config
+from aihf.lm.bench.report import _frontier, make_plots, pair_tests, render_report, summarise
 
 
 def fake_run(method, gold, kl, seed=0, demos=1000, prefs=1000, kl_scale=1.0, learned=False):
@@ -44,8 +35,7 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
         {"method": "dpo", "demos": 1000, "prefs": 1000, "kl_scale": 1.0, "seed": 0, "config": {}}
         | {"error": "RuntimeError: boom"},
     ]
-    ref = SimpleNamespace(gold=[0.0, 0.2])
-    results = summarise(runs, cfg, ref, "vader", 12.0)
+    results = summarise(runs, asdict(cfg), [0.0, 0.2], "vader", 12.0)
     aihf = results["methods"]["aihf"]  # the main runs only: sweep points do not enter the average
     assert aihf["gold_reward_mean"] == pytest.approx(0.3) and aihf["kl_to_ref"] == pytest.approx(2.0)
     assert aihf["seeds"] == 2 and aihf["across_seeds_std"]["gold_reward_mean"] == pytest.approx(
@@ -59,7 +49,10 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
     assert "| aihf | 2 | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
-    assert "- aihf vs rlhf: +0.200 (s.e. –): no verdict (fewer than 2 seeds)" in report
+    assert (
+        "- aihf vs rlhf: +0.200 (s.e. –, Welch t – on – df, p –, permutation p –, Holm p –): undecided "
+        "(fewer than 2 seeds an arm)" in report
+    )
     assert "nan" not in report
     assert "(2 vs 1 seeds, provisional until both have 2)" in report  # a pair read before its seeds ran
     assert "| dpo | 0 | failed: RuntimeError: boom" in report
@@ -77,20 +70,21 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
 def test_a_diagnostic_is_marked_keeps_no_snapshots_and_decides_no_pair():
     cfg = BenchConfig(methods=["aihf", "rlhf"], seeds=[0, 1], diagnostic_methods=["aihf-sft"])
     cfg.curve_points = 2
-    assert "snapshot_steps" in _record(Job("aihf", 1000, 1000, 1.0, 0), cfg)["config"]
-    assert "snapshot_steps" not in _record(Job("aihf-sft", 1000, 1000, 1.0, 0), cfg)["config"]
+    assert "snapshot_steps" in cfg.job("aihf", 1000, 1000, 1.0, 0).spec["config"]
+    assert "snapshot_steps" not in cfg.job("aihf-sft", 1000, 1000, 1.0, 0).spec["config"]
     runs = [fake_run("base", 0.0, 0.0)]
     runs += [fake_run(m, gold, 1.0, seed=s) for m, gold in (("aihf", 0.2), ("rlhf", 0.5)) for s in (0, 1)]
     runs += [fake_run("aihf-sft", 0.9 + 0.01 * s, 1.0, seed=s) for s in (0, 1)]
     for r in runs:  # seeds that differ a little, so that a pair could be decided
         r["metrics"]["gold_reward_mean"] += 0.001 * r["seed"]
-    results = summarise(runs, cfg, SimpleNamespace(gold=[0.0]), "vader", 1.0)
+    results = summarise(runs, asdict(cfg), [0.0], "vader", 1.0)
     report = render_report(results, {}, Path("."))
     assert "| aihf-sft (diagnostic) | 2 |" in report and "| aihf | 2 |" in report
     runs = [r for r in runs if r["method"] != "aihf-sft"]
-    not_run = render_report(summarise(runs, cfg, SimpleNamespace(gold=[0.0]), "vader", 1.0), {}, Path("."))
+    not_run = render_report(summarise(runs, asdict(cfg), [0.0], "vader", 1.0), {}, Path("."))
     assert "| aihf-sft (diagnostic) | 0 | not run yet |" in not_run
-    assert "- aihf vs rlhf: -0.300 (s.e. 0.001): rlhf beats aihf" in report
+    assert "- aihf vs rlhf: -0.300 (s.e. 0.001, Welch t -424.26 on 2.0 df, p 0.000" in report
+    assert "Holm p 0.000): rlhf beats aihf" in report
     assert "- aihf-sft vs rlhf: +0.405" in report and "a diagnostic: no verdict" in report
 
 
@@ -134,12 +128,12 @@ def test_method_configs_scale_with_the_budget():
 
 
 def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_starts(tmp_path):
-    from aihf.lm.bench.bench import SFT_START, BenchConfig
     from aihf.lm.bench.cli import _check_bench
+    from aihf.lm.methods import VARIANTS
     from aihf.lm.tiny import save_tiny_models
 
     model = save_tiny_models(tmp_path, seed=0) / "policy"
-    cfg = BenchConfig.smollm2(model)
+    cfg = BenchConfig.preset("smollm2", model_dir=model)
     _check_bench(cfg)  # every job's trainer config validates (the registry's config classes)
     assert set(cfg.methods) == {"aihf", "rlhf", "direct-aihf", "dpo", "rpo", "orpo", "sft"}
     assert cfg.gold == f"fluent-sentiment:{model}" and cfg.data_dir.endswith("smollm2")
@@ -147,24 +141,85 @@ def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_s
         values = method_config(method, cfg, 0)[2]
         assert (values["use_peft"], values["max_length"], values["max_prompt_length"]) == (True, 96, 64)
     assert method_config("rpo", cfg, 0)[:2] == ("rpo", ("prefs",))
-    assert "rpo" in SFT_START and "orpo" not in SFT_START and "direct-aihf" not in SFT_START
+    sft_start = {name for name, variant in VARIANTS.items() if variant.start == "sft"}
+    assert "rpo" in sft_start and "orpo" not in sft_start and "direct-aihf" not in sft_start
     assert method_config("aihf", cfg, 0)[2]["max_new_tokens"] == cfg.sampling.max_new_tokens == 32
     jobs = cfg.jobs()
-    main = [j for j in jobs if (j.demos, j.prefs, j.kl_scale) == (500, 1000, 1.0)]
+    main = [j for j in jobs if dict(j.settings) == {"demos": 500, "prefs": 1000, "kl_scale": 1.0}]
     assert len(main) == 7 * 3 + 2 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed
     # the headline runs first, then the two diagnostics (seed 0), then the 24 sweep points
     assert [j.name for j in jobs[21:23]] == ["aihf-sft_d500_p1000_k1_s0", "aihf-warm_d500_p1000_k1_s0"]
     assert len(jobs) == 21 + 2 + 24
-    quick = BenchConfig.smollm2(model, quick=True)
+    quick = BenchConfig.preset("smollm2", quick=True, model_dir=model)
     assert quick.seeds == [0] and not (quick.pref_sizes or quick.demo_sizes or quick.kl_scales)
 
 
-def test_a_pair_is_decided_only_beyond_twice_the_welch_standard_error():
-    def entry(mean, std, seeds=3):
-        return {"gold_reward_mean": mean, "seeds": seeds, "across_seeds_std": {"gold_reward_mean": std}}
+def test_a_pair_is_decided_by_welch_t_with_its_df_holm_adjusted_over_the_claims():
+    """Three seeds an arm: Welch's df is small, so a gap of 2 standard errors does not decide; the
+    exact permutation p of 3 vs 3 seeds cannot go below 0.1; Holm counts every claim of the family."""
+    cfg = {"n_demos": 10, "n_prefs": 10, "seeds": [0, 1, 2], "diagnostic_methods": ["aihf-sft"]}
 
-    diff, se, verdict = pair_verdict("aihf", entry(0.8, 0.03), "rlhf", entry(0.7, 0.03))
-    assert diff == pytest.approx(0.1) and se == pytest.approx((2 * 0.03**2 / 3) ** 0.5)
-    assert verdict == "aihf beats rlhf"
-    assert pair_verdict("aihf", entry(0.6, 0.03), "rlhf", entry(0.7, 0.03))[2] == "rlhf beats aihf"
-    assert pair_verdict("aihf", entry(0.8, 0.1), "rlhf", entry(0.7, 0.1))[2] == "tie at this budget"
+    def runs(method, golds):
+        return [
+            {"method": method, "demos": 10, "prefs": 10, "kl_scale": 1.0, "seed": s, "gold_reward_mean": g}
+            for s, g in enumerate(golds)
+        ]
+
+    rows = runs("aihf", [0.80, 0.83, 0.86]) + runs("rlhf", [0.70, 0.73, 0.76])  # t 4.08 on 4 df: p 0.015
+    rows += runs("direct-aihf", [0.70, 0.80, 0.90]) + runs("dpo", [0.53, 0.63, 0.73])  # 2.08 s.e. apart
+    rows += runs("aihf-sft", [0.90, 0.91, 0.92])
+    entry = {"gold_reward_mean": 0.0, "seeds": 3}
+    methods = {m: entry for m in ("aihf", "rlhf", "direct-aihf", "dpo", "aihf-sft")}
+    pairs = {(p["a"], p["b"]): p for p in pair_tests({"config": cfg, "runs": rows, "methods": methods})}
+    aihf = pairs[("aihf", "rlhf")]
+    assert aihf["test"].df == pytest.approx(4.0) and aihf["test"].p_welch == pytest.approx(0.0151, abs=1e-3)
+    assert aihf["test"].p_perm == pytest.approx(0.1)  # the smallest p of 20 equally likely splits
+    assert aihf["p_holm"] == pytest.approx(2 * aihf["test"].p_welch)  # two claims; aihf-sft is a diagnostic
+    direct = pairs[("direct-aihf", "dpo")]
+    assert direct["test"].diff > 2 * direct["test"].se and direct["test"].p_welch > 0.05  # the old rule's win
+    assert "p_holm" not in pairs[("aihf-sft", "rlhf")]
+
+
+def test_a_protocol_defines_its_own_variants_of_registered_methods(tmp_path):
+    from aihf.errors import InputError
+    from aihf.lm.bench.bench import read_bench_protocol
+
+    path = tmp_path / "p.yaml"
+    variants = "variants:\n  direct-aihf-a0.3: {method: direct-aihf, settings: {alpha: 0.3}}\n"
+    variants += "  rlhf-short-sft: {method: rlhf, start: base}\n"
+    path.write_text(f"methods: [direct-aihf, direct-aihf-a0.3]\npairs: [[direct-aihf-a0.3, dpo]]\n{variants}")
+    cfg = read_bench_protocol(path)
+    trainer, _, values = method_config("direct-aihf-a0.3", cfg, 0)
+    assert (trainer, values["alpha"], values["beta"]) == ("direct-aihf", 0.3, 0.1)  # the method's beta too
+    own, registered = cfg.job("direct-aihf-a0.3", 8, 8, 1.0, 0), cfg.job("direct-aihf", 8, 8, 1.0, 0)
+    assert own.spec["variant"]["method"] == "direct-aihf" and "variant" not in registered.spec
+    path.write_text("methods: [dpo-x]\nvariants:\n  dpo-x: {method: dop}\n")
+    with pytest.raises(InputError, match=r"p.yaml: field 'methods': variant 'dpo-x': unknown method 'dop'"):
+        read_bench_protocol(path)
+    path.write_text("methods: [dpo]\nvariants:\n  dpo-x: {method: dpo, start: sft2}\n")
+    with pytest.raises(InputError, match=r"p.yaml: field 'variants', 'dpo-x': field 'start' = 'sft2'"):
+        read_bench_protocol(path)
+
+
+def test_a_record_from_another_checkout_or_cache_is_reused(tmp_path):
+    """Records hold the machine's paths (shipped data, model cache): they compare by their place in
+    the package and the cache, so committed records are reused from any checkout."""
+    import json
+
+    from aihf.lm.bench.bench import _store
+
+    cfg = BenchConfig(methods=["sft"], n_demos=8, n_prefs=8)
+    cfg.data_dir, cfg.base_model = (
+        "/here/src/aihf/data/lm/smollm2",
+        "/home/me/.cache/aihf/models/smollm2-135m-instruct",
+    )
+    cfg.gold, cfg.records = f"fluent-sentiment:{cfg.base_model}", str(tmp_path / "records")
+    job = cfg.job("sft", 8, 8, 1.0, 0)
+    there = json.loads(
+        json.dumps(dict(job.spec)).replace("/here/src/", "/elsewhere/").replace("/home/me/.cache", "/c")
+    )
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / f"{job.name}.json").write_text(json.dumps(there | {"metrics": {}}))
+    assert _store(tmp_path / "out", cfg).finished(job) is not None
+    cfg.data_dir = "/here/src/aihf/data/lm/generated"  # other data: not this job's record
+    assert _store(tmp_path / "out", cfg).finished(cfg.job("sft", 8, 8, 1.0, 0)) is None

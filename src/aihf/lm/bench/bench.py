@@ -1,20 +1,16 @@
 """The LM benchmark: every method trained on the same generated data, evaluated under the gold reward.
 
-Pairs compared, as in the paper: AIHF vs RLHF, Direct AIHF vs DPO, Self-Play AIHF vs SPIN, with IPO
-and SFT as references. Each run goes through `aihf.lm.train.run_training`, then `aihf.lm.evaluation`
-scores its policy on the test prompts (gold reward, KL to the base model, win rate against it) and,
-for methods that learn a reward (AIHF, RLHF), that reward's accuracy on held-out preferences and its
-correlation with the gold reward on the policy's own samples (the paper's Fig. 8).
+Each job (a method, its data sizes and KL scale, a seed) goes through `aihf.lm.train.run_training`,
+then `aihf.lm.evaluation` scores its policy on the test prompts (gold reward, KL to the base model,
+win rate against it) and, for methods that learn a reward, that reward's accuracy on held-out
+preferences and its correlation with the gold on the policy's own samples (the paper's Fig. 8).
 
-As in the paper's IMDb runs, the baselines that need a starting policy (RLHF, DPO, IPO) start from the
-SFT model trained on the demonstrations; the AIHF variants start from the base policy. AIHF's reward
-gets the same number of gradient steps as RLHF's reward stage (spread over the iterations).
-
-`quick=True` is the main job's version (one seed, short runs, a small test set, at most ~10 minutes on
-2 CPU cores); the full version adds seeds, the data-size sweeps (preferences varied with demonstrations
-fixed, and the reverse) and the reward-vs-KL frontier (each method's KL weight scaled). Output:
-report.md, results.json and PNG plots in the output directory. `shard=(i, n)` runs every n-th job only
-(for parallel processes or machines); a final unsharded call reuses their runs and writes the report.
+The job queue, the store of records and the pair tests are `aihf.experiments`'; this module supplies
+the jobs (`BenchConfig.jobs`) and `run_job`. Which policy a method starts from, its budget and its data
+are its registry entry's (`aihf.lm.methods`): the baselines that need a starting policy (DPO, IPO, RPO)
+start from the SFT model trained on the demonstrations, as in the paper's IMDb runs; RLHF's SFT stage is
+that same run; the AIHF variants start from the base policy. Presets are protocol files
+(configs/lm/bench_*.yaml); the report is `aihf.lm.bench.report`'s.
 """
 
 from __future__ import annotations
@@ -22,29 +18,40 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Literal
 
 from aihf.errors import InputError
-from aihf.io import write_json, write_text
+from aihf.experiments import queue
+from aihf.experiments.jobs import Job
+from aihf.experiments.protocol import read_protocol
+from aihf.experiments.store import Store
+from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
+from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
 from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
-from aihf.lm.methods import METHODS as TRAINERS
+from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
+from aihf.lm.pretrained import MODELS
+
+# The protocol files of `--preset` (configs/protocols/): each with the overrides of its --quick run.
+PROTOCOL_DIR = Path(__file__).resolve().parents[4] / "configs" / "protocols"
+PRESETS = {"tiny": "lm_tiny.yaml", "smollm2": "lm_smollm2.yaml"}
+# Shipped directories a protocol names by key (`data_dir: smollm2`, `base_model: tiny`).
+SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR}
 
 # Settings of the tiny replica (a 1M-parameter model trains at larger learning rates than the 1e-5
 # default), in three families: `common` to every trainer, `rl` for the methods that sample while they
-# train (AIHF, RLHF), `offline` for those trained on the fixed data sets.
+# train (the registry's `family`), `offline` for those trained on the fixed data sets.
 TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True}
     | {"logging_steps": 10},
@@ -52,51 +59,40 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
     | {"learning_rate": 1e-4, "policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4, "batch_size": 16},
     "offline": {"learning_rate": 1e-4, "batch_size": 16},
 }
-
-# benchmark method -> (trainer in the aihf.lm.methods registry, settings family, its own settings).
-# The data each gets is the trainer's (`required` + `optional` in the registry).
-METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "aihf": ("aihf", "rl", {}),
-    "rlhf": ("rlhf", "rl", {}),
-    # AIHF whose reward starts from the same Bradley-Terry warm-up as RLHF's reward stage (see WARM_START).
-    "aihf-warm": ("aihf", "rl", {}),
-    # AIHF started from the SFT policy, as RLHF is (see SFT_START); the paper starts AIHF from the base.
-    "aihf-sft": ("aihf", "rl", {}),
-    "direct-aihf": ("direct-aihf", "offline", {"beta": 0.1}),
-    "dpo": ("dpo", "offline", {"beta": 0.1}),
-    "ipo": ("ipo", "offline", {"beta": 0.1}),
-    "rpo": ("rpo", "offline", {"beta": 0.1}),  # DPO + alpha (1) x NLL of the chosen answers
-    "orpo": ("orpo", "offline", {"beta": 0.1}),  # odds-ratio weight; no reference model, from the base
-    "self-play-aihf": ("self-play-aihf", "offline", {}),
-    "spin": ("spin", "offline", {}),
-    "sft": ("sft", "offline", {}),
+# Each method's own settings on top of its family's: the pairwise losses' KL weight, stated (not left
+# to the config classes' defaults, which differ: AIHFConfig 0.05, DirectAIHFConfig 0.1).
+TINY_METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    m: {"beta": 0.1} for m in ("direct-aihf", "dpo", "ipo", "rpo", "orpo")
 }
 TINY_METHODS = ["aihf", "rlhf", "aihf-warm", "aihf-sft", "direct-aihf", "dpo", "ipo", "self-play-aihf"]
 TINY_METHODS += ["spin", "sft"]
-# Methods whose reward model is first fitted to the preferences (TRL RewardTrainer, `rlhf_reward_steps`
-# steps): plain AIHF starts its reward from a fresh head, so its first policy steps chase an untrained
-# reward, while RLHF's reward stage gives it a trained one; this variant separates the two effects.
-WARM_START = {"aihf-warm"}
-# Methods trained from the SFT policy (`steps` SFT steps on the demonstrations), as in the paper; RLHF's
-# trainer runs its own SFT stage (`sft_steps`).
-SFT_START = {"dpo", "ipo", "rpo", "aihf-sft"}
-PAIRS = (("aihf", "rlhf"), ("aihf-warm", "rlhf"), ("aihf-sft", "rlhf"), ("direct-aihf", "dpo"))
-PAIRS += (("direct-aihf", "rpo"), ("self-play-aihf", "spin"))
-
-
-# The SmolLM2 protocol's budgets and precision (docs/lm_bench_smollm2.md: from measured per-run times).
-SMOLLM2_BF16 = True
-SMOLLM2_BUDGET = {"n_test": 128, "steps": 125, "iterations": 40, "rlhf_reward_steps": 125}
-SMOLLM2_QUICK_BUDGET = {"n_test": 8, "steps": 2, "iterations": 2, "rlhf_reward_steps": 2}
 # Checkpoints per stage of a benchmark job (`_resumable`): what a job killed mid-way loses at most.
 RESUME_POINTS = 8
 
 
 @dataclass
+class ProtocolVariant:
+    """A protocol's own variant of a registered method: its start, its reward start and its settings
+    (e.g. Direct AIHF at alpha 0.3), named in `methods` like a registry variant."""
+
+    method: str
+    start: Literal["base", "sft"] = "base"
+    warm_reward: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class BenchConfig:
+    """A benchmark protocol: what runs (methods, seeds, sweeps), on what, with which budget.
+
+    The defaults are the tiny replica's quick run; the presets are protocol files with these fields.
+    """
+
     quick: bool = True
     methods: list[str] = field(default_factory=lambda: list(TINY_METHODS))
     settings: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TINY_SETTINGS))
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TINY_METHOD_SETTINGS))
+    variants: dict[str, ProtocolVariant] = field(default_factory=dict)  # besides the registry's VARIANTS
     seeds: list[int] = field(default_factory=lambda: [0])
     n_demos: int = 1000
     n_prefs: int = 1000
@@ -104,6 +100,8 @@ class BenchConfig:
     demo_sizes: list[int] = field(default_factory=list)  # sweep: demonstrations, preference pairs fixed
     kl_scales: list[float] = field(default_factory=list)  # frontier: each method's beta times these
     sweep_methods: list[str] = field(default_factory=lambda: ["aihf", "rlhf", "direct-aihf", "dpo"])
+    # the claims: (AIHF variant, its baseline), tested on the main runs' per-seed gold (Holm over them)
+    pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in PAIRS])
     sweep_seeds: list[int] | None = None  # default: `seeds`
     # methods run after the main runs, at the main data point and the sweep seeds, to explain a result
     # (added after seeing it, so they stay out of the verdict: the report marks them, and no pair with
@@ -129,119 +127,255 @@ class BenchConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     @classmethod
-    def full(cls) -> BenchConfig:
-        return cls(
-            quick=False,
-            seeds=[0, 1, 2],
-            pref_sizes=[2000, 3000],
-            demo_sizes=[250, 500],
-            kl_scales=[0.3, 0.5, 2.0, 3.0],
-            n_test=1024,
-            steps=80,
-            iterations=40,
-            rlhf_reward_steps=80,
+    def preset(cls, name: str, quick: bool = False, model_dir: str | Path | None = None) -> BenchConfig:
+        """The protocol of `--preset NAME` (`quick`: its quick run; `model_dir`: another base model)."""
+        return read_bench_protocol(PROTOCOL_DIR / PRESETS[name], quick, model_dir)
+
+    def variant(self, name: str, where: str = "method") -> Variant:
+        """A method of this protocol: one of its `variants`, else the registry's."""
+        if name in self.variants:
+            own = self.variants[name]
+            if own.method not in METHODS:
+                raise InputError(f"{where}: variant {name!r}: unknown method {own.method!r}")
+            return Variant(own.method, own.start, own.warm_reward)
+        if name not in VARIANTS:
+            known = ", ".join([*VARIANTS, *self.variants])
+            raise InputError(f"{where}: unknown method {name!r}: expected one of {known}")
+        return VARIANTS[name]
+
+    def budget(self, warm_reward: bool = False) -> Budget:
+        return Budget(
+            self.steps,
+            self.iterations,
+            self.rlhf_reward_steps,
+            self.spin_iterations,
+            self.sampling.max_new_tokens,
+            warm_reward,
         )
 
-    @classmethod
-    def smollm2(cls, model_dir: str | Path, quick: bool = False) -> BenchConfig:
-        """SmolLM2-135M-Instruct with LoRA on the shipped chat data, gold `fluent-sentiment`: the
-        protocol of docs/lm_bench_smollm2.md. `quick`: a smoke run of the same path
-        (one seed, a few steps)."""
-        settings = {
-            # rendered prompts are 41-56 tokens (system turn included), completions at most 32 + EOS
-            "common": {"max_length": 96, "max_prompt_length": 64, "use_peft": True, "bf16": SMOLLM2_BF16}
-            | {"report_to": "none", "cpu": True, "logging_steps": 5},
-            "rl": {"max_new_tokens": 32, "num_samples": 4, "prompt_batch_size": 4, "beta": 0.05}
-            | {"learning_rate": 1e-4, "policy_learning_rate": 1e-4, "reward_learning_rate": 1e-4}
-            | {"batch_size": 8},
-            "offline": {"learning_rate": 1e-4, "batch_size": 8},
+    def job(self, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> Job:
+        """The job of `method` at these data sizes, KL scale and seed, with its resolved spec."""
+        name = f"{method}_d{demos}_p{prefs}_k{kl_scale:g}_s{seed}"
+        settings = (("demos", demos), ("prefs", prefs), ("kl_scale", kl_scale))
+        spec = {
+            "config": _job_config(self, method, demos, prefs, kl_scale, seed),
+            "evaluation": eval_settings(self),
         }
-        budget = SMOLLM2_QUICK_BUDGET if quick else SMOLLM2_BUDGET
-        return cls(
-            quick=quick,
-            methods=["aihf", "rlhf", "direct-aihf", "dpo", "rpo", "orpo", "sft"],
-            settings=settings,
-            seeds=[0] if quick else [0, 1, 2],
-            n_demos=500,
-            n_prefs=1000,
-            pref_sizes=[] if quick else [250, 500],
-            demo_sizes=[] if quick else [125, 250],
-            kl_scales=[] if quick else [0.5, 2.0],
-            sweep_seeds=[0],
-            # docs/lm_bench_smollm2.md, session 8: AIHF from the SFT policy, and with RLHF's reward stage
-            diagnostic_methods=[] if quick else ["aihf-sft", "aihf-warm"],
-            curve_points=0 if quick else 4,
-            gold=f"fluent-sentiment:{model_dir}",
-            base_model=str(model_dir),
-            data_dir=str(SMOLLM2_DATA_DIR),
-            sampling=SamplingConfig(max_new_tokens=32),
-            **budget,
-        )
+        if method in self.variants:  # its start is part of what it computes, beside the trainer config
+            own = self.variants[method]
+            spec["variant"] = {"method": own.method, "start": own.start, "warm_reward": own.warm_reward}
+        return Job(method, seed, settings, name, spec)
 
     def jobs(self) -> list[Job]:
         """Every (method, demonstrations, preference pairs, KL scale, seed) to train, main runs first."""
-        main = [Job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.methods for s in self.seeds]
         seeds = self.sweep_seeds if self.sweep_seeds is not None else self.seeds
-        main += [Job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.diagnostic_methods for s in seeds]
+        main = [self.job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.methods for s in self.seeds]
+        main += [
+            self.job(m, self.n_demos, self.n_prefs, 1.0, s) for m in self.diagnostic_methods for s in seeds
+        ]
         methods = [m for m in self.sweep_methods if m in self.methods]
-        sweep = [Job(m, self.n_demos, n, 1.0, s) for n in self.pref_sizes for m in methods for s in seeds]
-        sweep += [Job(m, n, self.n_prefs, 1.0, s) for n in self.demo_sizes for m in methods for s in seeds]
+        sweep = [
+            self.job(m, self.n_demos, n, 1.0, s) for n in self.pref_sizes for m in methods for s in seeds
+        ]
         sweep += [
-            Job(m, self.n_demos, self.n_prefs, k, s) for k in self.kl_scales for m in methods for s in seeds
+            self.job(m, n, self.n_prefs, 1.0, s) for n in self.demo_sizes for m in methods for s in seeds
+        ]
+        sweep += [
+            self.job(m, self.n_demos, self.n_prefs, k, s)
+            for k in self.kl_scales
+            for m in methods
+            for s in seeds
         ]
         return main + [job for job in sweep if job not in main]
 
 
-@dataclass(frozen=True)
-class Job:
-    method: str
-    demos: int
-    prefs: int
-    kl_scale: float
-    seed: int
+@dataclass
+class _ProtocolFile(BenchConfig):
+    """A protocol file's fields: BenchConfig's, the model by name, and the overrides of its quick run."""
 
-    @property
-    def name(self) -> str:
-        return f"{self.method}_d{self.demos}_p{self.prefs}_k{self.kl_scale:g}_s{self.seed}"
+    model: str | None = None  # a model of `aihf lm get-model`: base_model and `{model}` in gold
+    quick_run: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise InputError(f"{path}: missing (generate it with `aihf lm generate-data`)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_bench_protocol(
+    path: str | Path, quick: bool = False, model_dir: str | Path | None = None
+) -> BenchConfig:
+    """A BenchConfig from a protocol file; every field and method checked, named by file and field.
+    `model_dir` replaces the file's `model` (a directory instead of a model of `aihf lm get-model`)."""
+    proto = read_protocol(path, _ProtocolFile)
+    if quick:
+        proto = read_protocol(path, _ProtocolFile, {"quick": True, **proto.quick_run})
+    values = {f.name: getattr(proto, f.name) for f in fields(BenchConfig)}
+    if model_dir is not None:
+        values["base_model"] = str(model_dir)
+    elif proto.model is not None:
+        from aihf.lm.pretrained import get_model
 
-
-def trainer_and_data(method: str) -> tuple[str, tuple[str, ...]]:
-    """The registry trainer a benchmark method runs, and the data sets it takes."""
-    trainer = METHODS[method][0]
-    registered = TRAINERS[trainer]
-    return trainer, tuple(sorted(registered.required + registered.optional))
+        values["base_model"] = str(get_model(proto.model))
+    values["gold"] = proto.gold.format(model=values["base_model"])
+    values["data_dir"] = str(SHIPPED_DATA.get(proto.data_dir, proto.data_dir))
+    cfg = BenchConfig(**values)
+    for name in ("methods", "diagnostic_methods", "sweep_methods"):
+        for method in values[name]:
+            cfg.variant(method, f"{path}: field {name!r}")
+    for pair in values["pairs"]:
+        if len(pair) != 2:
+            raise InputError(f"{path}: field 'pairs': {pair!r}: expected [method, baseline]")
+        for method in pair:
+            cfg.variant(method, f"{path}: field 'pairs'")
+    for name in ("method_settings", "overrides", "variants"):
+        for method in values[name]:
+            cfg.variant(method, f"{path}: field {name!r}")
+    return cfg
 
 
 def method_config(
     method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    _, family, own = METHODS[method]
-    trainer, needs = trainer_and_data(method)
-    values = cfg.settings["common"] | cfg.settings[family] | own | {"seed": seed}
-    if trainer in ("aihf", "rlhf"):
-        values |= {"max_iterations": cfg.iterations}
-        if trainer == "rlhf":
-            values |= {"reward_warmup_steps": cfg.rlhf_reward_steps, "sft_steps": cfg.steps}
-        elif method not in WARM_START:  # the same reward-update budget as RLHF's reward stage
-            values["reward_steps_per_iteration"] = max(1, round(cfg.rlhf_reward_steps / cfg.iterations))
-    elif trainer in ("self-play-aihf", "spin"):
-        values |= {
-            "max_iterations": cfg.spin_iterations,
-            "steps_per_iteration": max(1, cfg.steps // cfg.spin_iterations),
-            "max_new_tokens": cfg.sampling.max_new_tokens,
-        }
-    else:
-        values |= {"max_steps": cfg.steps}
+    """(registry trainer, the data it takes, its config) of a benchmark method: the common settings,
+    its family's, its own, its budget, the seed, the overrides, beta times `kl_scale`."""
+    variant = cfg.variant(method)
+    trainer = METHODS[variant.method]
+    values = cfg.settings["common"] | cfg.settings[trainer.family]
+    if method in cfg.variants:  # a protocol's variant: its method's settings, then its own
+        values |= cfg.method_settings.get(variant.method, {}) | cfg.variants[method].settings
+    values |= cfg.method_settings.get(method, {})
+    values |= {"seed": seed} | trainer.budget(cfg.budget(variant.warm_reward))
     values |= cfg.overrides.get(method, {})
-    if kl_scale != 1.0:
-        values["beta"] = values.get("beta", 0.1) * kl_scale
-    return trainer, needs, values
+    if kl_scale != 1.0:  # a method whose protocol states no beta scales its config class's default
+        values["beta"] = (values["beta"] if "beta" in values else trainer.config().beta) * kl_scale
+    return trainer.name, tuple(sorted(trainer.required + trainer.optional)), values
+
+
+def _job_config(cfg: BenchConfig, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> dict:
+    """A job's trainer config, with the snapshot interval of a gold-vs-steps run (main runs of the
+    curve seeds; diagnostics keep none)."""
+    trainer, _, values = method_config(method, cfg, seed, kl_scale)
+    main = (demos, prefs, kl_scale) == (cfg.n_demos, cfg.n_prefs, 1.0) and method in cfg.methods
+    if cfg.curve_points and main and seed in cfg.curve_seeds:
+        units = values["max_iterations"] if METHODS[trainer].iterative else values["max_steps"]
+        values["snapshot_steps"] = max(1, units // cfg.curve_points)
+    return values
+
+
+def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
+    """What a job's evaluation depends on (part of its spec, and of the reference cache's)."""
+    return {
+        "n_test": cfg.n_test,
+        "gold": cfg.gold,
+        "sampling": asdict(cfg.sampling),
+        "base_model": cfg.base_model,
+        "data_dir": cfg.data_dir,
+    }
+
+
+def _store(out: Path, cfg: BenchConfig) -> Store:
+    return Store(out, "eval.json", Path(cfg.records) if cfg.records else None, portable=portable)
+
+
+# Machine paths in a spec: the package's shipped data and the model cache (`aihf lm get-model`), as
+# any checkout or machine writes them, so that committed records are reused from any of them.
+_MACHINE_PATHS = [
+    (re.compile(r"[^\s:]*/aihf/data/"), "<aihf>/data/"),
+    (re.compile(r"[^\s:]*/models/(?=(" + "|".join(map(re.escape, MODELS)) + r")\b)"), "<aihf-cache>/models/"),
+]
+
+
+def portable(value: Any) -> Any:
+    """`value` (a record's spec part) with machine paths replaced by their place in the package or
+    the model cache; everything else as it is."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        for pattern, replacement in _MACHINE_PATHS:
+            value = pattern.sub(replacement, value)
+    return value
+
+
+def run_bench(
+    out_dir: str | Path,
+    cfg: BenchConfig | None = None,
+    workers: int = 1,
+    only: Iterable[str] | None = None,
+    report_only: bool = False,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
+
+    `workers` > 1 runs the pending jobs in that many processes of one thread each (the small models
+    here train faster that way than on several threads), each taking the next job from one queue, then
+    reuses their runs for the report. A run's numbers depend on its thread count in the last digits, so
+    compare runs made with the same setting. `only` (job names, or a worker's queue) runs just those
+    jobs and writes no report. `report_only` trains nothing and writes the report of the jobs finished
+    so far. `deadline` (a `time.time()` value) starts no job expected to end after it
+    (`expected_seconds`); the jobs left are returned as `postponed`.
+    """
+    cfg = cfg or BenchConfig()
+    cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
+    unknown = sorted(set(cfg.methods + cfg.diagnostic_methods) - set(VARIANTS) - set(cfg.variants))
+    if unknown:
+        raise InputError(
+            f"unknown methods {unknown}: expected some of {', '.join([*VARIANTS, *cfg.variants])}"
+        )
+    out = Path(out_dir)
+    start = time.perf_counter()
+    inputs = _Inputs.load(out, cfg)
+    jobs, store = cfg.jobs(), _store(out, cfg)
+    pending = [job.name for job in jobs if store.finished(job) is None]
+    if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
+        _run_workers(out_dir, cfg, pending, workers, deadline)  # inputs checked above; reference cached
+    if only is not None:
+        by_name = {job.name: job for job in jobs}
+        selected = [by_name[name] for name in only]
+    else:
+        selected = queue.select(jobs, cfg.shard)
+    outcome = queue.run_queue(
+        jobs,
+        lambda job: _run_job(job, _record(job), inputs),
+        store,
+        selected,
+        train=not report_only,
+        deadline=deadline,
+        expected=lambda job: expected_seconds(out, job, cfg),
+    )
+    if cfg.shard or only is not None:
+        shard = list(cfg.shard) if cfg.shard else None
+        return {
+            "shard": shard,
+            "runs": len(outcome.records),
+            "failed": outcome.failed,
+            "postponed": outcome.postponed,
+        }
+
+    runs = outcome.records
+    by_name = {job.name: job for job in jobs}
+    for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
+        if "metrics" in run:
+            store.export(by_name[_name(run)], run, out / "records")
+    runs.insert(0, _base_run(inputs))
+    config = asdict(cfg)
+    results = summarise(runs, config, inputs.ref.gold, gold_name(inputs.gold), time.perf_counter() - start)
+    plots = make_plots(out, results, runs)
+    write_json(out / "results.json", results)
+    write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))
+    return results | {"failed": outcome.failed, "postponed": outcome.postponed}
+
+
+def _name(run: dict[str, Any]) -> str:
+    return f"{run['method']}_d{run['demos']}_p{run['prefs']}_k{run['kl_scale']:g}_s{run['seed']}"
+
+
+def _record(job: Job) -> dict[str, Any]:
+    """The start of a run's eval.json: the job and the trainer config it runs with."""
+    record = {
+        "method": job.method,
+        **dict(job.settings),
+        "seed": job.seed,
+        "config": dict(job.spec["config"]),
+    }
+    return record | ({"variant": job.spec["variant"]} if "variant" in job.spec else {})
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:
@@ -261,73 +395,6 @@ def init_reward_model(base_model: str, out: Path) -> Path:
         except OSError:  # another process got there first
             shutil.rmtree(tmp)
     return out
-
-
-def run_bench(
-    out_dir: str | Path,
-    cfg: BenchConfig | None = None,
-    workers: int = 1,
-    only: Iterable[str] | None = None,
-    report_only: bool = False,
-    deadline: float | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate every (method, data size, seed); write report.md, results.json and plots.
-
-    `workers` > 1 runs the pending jobs in that many processes of one thread each (the small models
-    here train faster that way than on several threads), each taking the next job from one queue, then
-    reuses their runs for the report. A run's numbers depend on its thread count in the last digits, so
-    compare runs made with the same setting. `only` (job names, or a worker's queue) runs just those
-    jobs and writes no report. `report_only` trains nothing and writes the report of the jobs finished
-    so far (a long benchmark's results can be read, and committed, as they come in). `deadline` (a
-    `time.time()` value) starts no job expected to end after it (`expected_seconds`), so that a
-    session or batch slot that ends then cuts no job short; the jobs left are returned as `postponed`.
-    """
-    cfg = cfg or BenchConfig()
-    cfg.data_dir, cfg.base_model = str(cfg.data_dir), str(cfg.base_model)
-    unknown = sorted(set(cfg.methods + cfg.diagnostic_methods) - set(METHODS))
-    if unknown:
-        raise InputError(f"unknown methods {unknown}: expected some of {', '.join(METHODS)}")
-    out = Path(out_dir)
-    start = time.perf_counter()
-    inputs = _Inputs.load(out, cfg)
-    jobs = cfg.jobs()
-    pending = [job.name for job in jobs if _finished(out, job, cfg) is None]
-    if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
-        _run_workers(out_dir, cfg, pending, workers, deadline)  # inputs checked above; reference cached
-    if only is not None:
-        by_name = {job.name: job for job in jobs}
-        selected: Iterable[Job] = (by_name[name] for name in only)
-    else:
-        selected = [job for i, job in enumerate(jobs) if not cfg.shard or i % cfg.shard[1] == cfg.shard[0]]
-    runs: list[dict[str, Any]] = []
-    failed: list[str] = []  # the caller lists them and exits non-zero, after every other job ran
-    postponed: list[str] = []  # not started: expected to end after the deadline
-    for job in selected:
-        print(f"[bench {jobs.index(job) + 1}/{len(jobs)}] {job.name}", flush=True)
-        done = _finished(out, job, cfg)
-        if done is not None:  # resume: an earlier run of the same job and settings is reused
-            print(f"[bench] reusing the finished {job.name}", flush=True)
-            runs.append(done)
-        elif not report_only and deadline is not None and _ends_late(out, job, cfg, deadline):
-            postponed.append(job.name)
-        elif not report_only:
-            runs.append(_run_job(job, _record(job, cfg), inputs))
-            if "error" in runs[-1]:
-                failed.append(job.name)
-    if cfg.shard or only is not None:
-        shard = list(cfg.shard) if cfg.shard else None
-        return {"shard": shard, "runs": len(runs), "failed": failed, "postponed": postponed}
-
-    for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
-        if "metrics" in run:
-            name = Job(**{f.name: run[f.name] for f in fields(Job)}).name
-            write_json(out / "records" / f"{name}.json", run)
-    runs.insert(0, _base_run(inputs))
-    results = summarise(runs, cfg, inputs.ref, gold_name(inputs.gold), time.perf_counter() - start)
-    plots = make_plots(out, results, runs)
-    write_json(out / "results.json", results)
-    write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))
-    return results | {"failed": failed, "postponed": postponed}
 
 
 @dataclass
@@ -352,18 +419,19 @@ class _Inputs:
     @classmethod
     def load(cls, out: Path, cfg: BenchConfig) -> _Inputs:
         data_dir = Path(cfg.data_dir)
-        demos, prefs = _read_jsonl(data_dir / "demos.jsonl"), _read_jsonl(data_dir / "prefs.jsonl")
-        heldout = _read_jsonl(data_dir / "prefs_heldout.jsonl")
-        rl_prompts = _read_jsonl(data_dir / "prompts.jsonl")
+        hint = "generate it with `aihf lm generate-data`"
+        demos, prefs = read_jsonl(data_dir / "demos.jsonl", hint), read_jsonl(data_dir / "prefs.jsonl", hint)
+        heldout = read_jsonl(data_dir / "prefs_heldout.jsonl", hint)
+        rl_prompts = read_jsonl(data_dir / "prompts.jsonl", hint)
         # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
         rendered = data_dir / "test_prompts.jsonl"
         if rendered.is_file():
-            test_prompts = [row["prompt"] for row in _read_jsonl(rendered)][: cfg.n_test]
+            test_prompts = [row["prompt"] for row in read_jsonl(rendered)][: cfg.n_test]
         else:
             test_prompts = load_prompts("test", limit=cfg.n_test)
         gold = load_gold_reward(cfg.gold)
         reference, tokenizer = load_model(cfg.base_model)
-        cache, settings = out / "reference.json", _eval_settings(cfg)
+        cache, settings = out / "reference.json", eval_settings(cfg)
         saved = json.loads(cache.read_text()) if cache.is_file() else {}
         if saved.get("evaluation") == settings:
             ref = Samples(**saved["samples"])
@@ -402,27 +470,27 @@ class _Inputs:
 
 
 def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any]:
-    """Train one job (resuming an interrupted attempt), evaluate it, save OUT/runs/NAME/eval.json."""
+    """The domain's `run_job`: train one job (resuming an interrupted attempt), evaluate it, save
+    OUT/runs/NAME/eval.json."""
     import torch
 
-    cfg = inputs.cfg
-    trainer, needs = trainer_and_data(job.method)
-    values = record["config"]  # method_config's, with the budget and KL scale of this job
-    run_dir = inputs.out / "runs" / job.name
+    trainer, needs, _ = method_config(job.method, inputs.cfg, job.seed)
+    store = _store(inputs.out, inputs.cfg)
+    run_dir = store.run_dir(job)
     data = {
-        "demos": inputs.demos[: job.demos],
-        "prefs": inputs.prefs[: job.prefs],
+        "demos": inputs.demos[: job.get("demos")],
+        "prefs": inputs.prefs[: job.get("prefs")],
         "prompts": inputs.rl_prompts,
     }
-    record["resumed"] = _claim(run_dir, record, cfg)
+    record["resumed"] = _claim(store, job)
     t0 = time.perf_counter()
     try:
         torch.manual_seed(job.seed)
-        record["train_metrics"] = _train(job.method, trainer, values, cfg, run_dir, inputs, needs, data)
+        record["train_metrics"] = _train(job.method, record["config"], inputs, run_dir, needs, data)
         record["train_seconds"] = time.perf_counter() - t0
         policy, _ = load_model(run_dir / "policy")
         rm = rm_tok = None
-        learned = [o for o in TRAINERS[trainer].outputs if Path(o).name == "reward_model"]
+        learned = [o for o in METHODS[trainer].outputs if Path(o).name == "reward_model"]
         if learned:
             rm, rm_tok = load_model(run_dir / learned[0], kind="reward")
         result = inputs.evaluate(
@@ -440,8 +508,8 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
         record["traceback"] = traceback.format_exc()
         print(record["traceback"], flush=True)
     record["seconds"] = time.perf_counter() - t0
-    record["evaluation"] = _eval_settings(cfg)
-    write_json(run_dir / "eval.json", record)
+    record["evaluation"] = eval_settings(inputs.cfg)
+    store.save(job, record)
     if "metrics" in record:  # finished: its checkpoints were only there to survive a kill
         _drop_checkpoints(run_dir)
     return record
@@ -452,12 +520,12 @@ def _base_run(inputs: _Inputs) -> dict[str, Any]:
     table); cached in OUT/base.json like a job's eval.json."""
     cfg, path = inputs.cfg, inputs.out / "base.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    if saved.get("evaluation") == _eval_settings(cfg):
+    if saved.get("evaluation") == eval_settings(cfg):
         return saved
     base = inputs.evaluate(inputs.reference)
     main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
     run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
-    run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": _eval_settings(cfg)}
+    run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": eval_settings(cfg)}
     write_json(path, run)
     return run
 
@@ -486,67 +554,55 @@ def default_workers() -> int:
 def _run_workers(
     out_dir: str | Path, cfg: BenchConfig, pending: list[str], workers: int, deadline: float | None
 ) -> None:
-    """The pending jobs, in order, on one queue that `workers` single-threaded processes take from: a
-    worker that finishes early takes the next job instead of waiting on a fixed share."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    queue = context.Queue()
-    count = min(workers, len(pending))
-    for name in pending + [None] * count:  # one stop sign per worker
-        queue.put(name)
-    args = (str(out_dir), cfg, queue, deadline)
-    processes = [context.Process(target=_worker, args=args) for _ in range(count)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()  # a worker that died leaves its jobs to the caller, which runs what is missing
+    """The pending jobs on one queue that `workers` single-threaded processes take from."""
+    queue.run_workers(pending, workers, _worker, (str(out_dir), cfg, deadline))
 
 
-def _worker(out_dir: str, cfg: BenchConfig, queue: Any, deadline: float | None) -> None:
+def _worker(out_dir: str, cfg: BenchConfig, deadline: float | None, names: Iterable[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
-    run_bench(out_dir, cfg, only=iter(queue.get, None), deadline=deadline)
+    run_bench(out_dir, cfg, only=names, deadline=deadline)
 
 
 def _train(
     method: str,
-    trainer: str,
     values: dict[str, Any],
-    cfg: BenchConfig,
-    run_dir: Path,
     inputs: _Inputs,
+    run_dir: Path,
     needs: tuple[str, ...],
     data: dict[str, list[dict[str, Any]]],
 ) -> dict[str, float]:
-    """One method's training, with its warm starts (an SFT policy, a Bradley-Terry reward) first."""
+    """One method's training, with its registry starts (an SFT policy, a Bradley-Terry reward) first."""
     from aihf.lm.train import run_training
 
+    cfg = inputs.cfg
+    variant = cfg.variant(method)
+    trainer = METHODS[variant.method]
     stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
     policy_start, reward_start = cfg.base_model, inputs.reward_init
     warm_out = run_dir / "warmup"
-    if method in SFT_START:  # the same SFT run as the `sft` method's
+    if variant.start == "sft":  # the same SFT run as the `sft` method's
         sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
         policy_start = str(_sft_start(inputs.out, sft, cfg, data["demos"]) / "policy")
-    if trainer == "rlhf" and values.get("sft_steps", 0) > 0:  # its SFT stage, the same run again
+    if trainer.sft_stage and values.get("sft_steps", 0) > 0:  # its SFT stage, the same run again
         sft = {k: v for k, v in values.items() if k in SFT_STAGE_FIELDS} | {"max_steps": values["sft_steps"]}
         _link_stage(_sft_start(inputs.out, sft, cfg, data["demos"]), run_dir / "sft")
-    if method in WARM_START and not (warm_out / "reward_model" / "config.json").is_file():
+    if variant.warm_reward and not (warm_out / "reward_model" / "config.json").is_file():
         warm = stage | {"max_steps": cfg.rlhf_reward_steps, "learning_rate": values["reward_learning_rate"]}
         warm = _resumable(warm, warm_out, cfg.rlhf_reward_steps)
         run_training(
             "reward", cfg.base_model, str(warm_out), str(inputs.reward_init), config=warm, prefs=data["prefs"]
         )
-    if method in WARM_START:
+    if variant.warm_reward:
         reward_start = warm_out / "reward_model"
-    units = values["max_iterations"] if TRAINERS[trainer].iterative else values["max_steps"]
+    units = values["max_iterations"] if trainer.iterative else values["max_steps"]
     metrics = run_training(
-        trainer,
+        trainer.name,
         policy_start,
         str(run_dir),
-        reward_model=str(reward_start) if TRAINERS[trainer].needs_reward_model else None,
-        config=_resumable(values, run_dir, units, staged=TRAINERS[trainer].staged),
+        reward_model=str(reward_start) if trainer.needs_reward_model else None,
+        config=_resumable(values, run_dir, units, staged=trainer.staged),
         **{k: data[k] for k in needs},
     )
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -628,18 +684,12 @@ def _resumable(values: dict[str, Any], out: Path, units: int, staged: bool = Fal
     return values | {"save_steps": every, "save_total_limit": 1, "resume_from_checkpoint": resume or None}
 
 
-def _claim(run_dir: Path, record: dict[str, Any], cfg: BenchConfig) -> bool:
-    """Mark `run_dir` as this job's (OUT/runs/NAME/job.json); True when an interrupted attempt of the
-    same job and settings left checkpoints to resume from. Anything else there is cleared first, so a
-    run never resumes from another setting's checkpoints or reuses its stages; so is a checkpoint the
-    kill cut short (TRL writes in place), so that each stage resumes from its newest complete one."""
-    mine = {"config": record["config"], "evaluation": _eval_settings(cfg)}
-    path = run_dir / "job.json"
-    same = path.is_file() and json.loads(path.read_text()) == mine
-    if not same and run_dir.exists():
-        shutil.rmtree(run_dir)
-    write_json(path, mine)
-    return _prune_cut_checkpoints(run_dir) and same
+def _claim(store: Store, job: Job) -> bool:
+    """Mark the job's run directory as its own (`Store.open_run`); True when an interrupted attempt
+    of the same job and settings left checkpoints to resume from. A checkpoint the kill cut short
+    (TRL writes in place) is deleted, so that each stage resumes from its newest complete one."""
+    same = store.open_run(job)
+    return _prune_cut_checkpoints(store.run_dir(job)) and same
 
 
 def _prune_cut_checkpoints(root: Path) -> bool:
@@ -658,416 +708,15 @@ def _drop_checkpoints(root: Path) -> None:
         shutil.rmtree(stage_checkpoints, ignore_errors=True)
 
 
-def _eval_settings(cfg: BenchConfig) -> dict[str, Any]:
-    return {
-        "n_test": cfg.n_test,
-        "gold": cfg.gold,
-        "sampling": asdict(cfg.sampling),
-        "base_model": cfg.base_model,
-        "data_dir": cfg.data_dir,
-    }
-
-
-def _record(job: Job, cfg: BenchConfig) -> dict[str, Any]:
-    """The start of a run's eval.json: the job and the trainer config it ran with (with the snapshot
-    interval of a gold-vs-steps run)."""
-    trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
-    main = (job.demos, job.prefs, job.kl_scale) == (cfg.n_demos, cfg.n_prefs, 1.0)
-    main = main and job.method in cfg.methods  # diagnostics keep no snapshots
-    if cfg.curve_points and main and job.seed in cfg.curve_seeds:
-        units = values["max_iterations"] if TRAINERS[trainer].iterative else values["max_steps"]
-        values["snapshot_steps"] = max(1, units // cfg.curve_points)
-    return asdict(job) | {"config": values}
-
-
-def _finished(out: Path, job: Job, cfg: BenchConfig) -> dict[str, Any] | None:
-    """The saved record of `job` if it finished with the same training and evaluation settings: its
-    OUT/runs/NAME/eval.json, else its copy in `cfg.records`."""
-    record = _record(job, cfg)
-    paths = [out / "runs" / job.name / "eval.json"]
-    paths += [Path(cfg.records) / f"{job.name}.json"] if cfg.records else []
-    for path in (p for p in paths if p.is_file()):
-        saved = _read_record(path)
-        same = saved.get("config") == record["config"] and saved.get("evaluation") == _eval_settings(cfg)
-        if same and "metrics" in saved:
-            return saved
-    return None
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: line {err.lineno}: not a JSON job record ({err.msg})") from None
-
-
 def expected_seconds(out: Path, job: Job, cfg: BenchConfig) -> float | None:
     """How long `job` should take: the longest finished run of its method (OUT/runs and `cfg.records`)
     that ran in one go, among those that kept snapshots as it will (evaluating them takes time) if any
     did; None before any run of its method has finished. The longest, because a run that trains its
     shared SFT start first takes longer than one that finds it."""
-    snapshots = bool(_record(job, cfg)["config"].get("snapshot_steps"))
-    paths = list((out / "runs").glob("*/eval.json"))
-    paths += sorted(Path(cfg.records).glob("*.json")) if cfg.records else []
+    snapshots = bool(job.spec["config"].get("snapshot_steps"))
     alike, other = [], []
-    for run in map(_read_record, paths):
+    for run in _store(out, cfg).all_records():
         if run.get("method") == job.method and "metrics" in run and not run.get("resumed"):
             same = bool(run["config"].get("snapshot_steps")) == snapshots
             (alike if same else other).append(float(run["seconds"]))
     return max(alike or other) if alike or other else None
-
-
-def _ends_late(out: Path, job: Job, cfg: BenchConfig, deadline: float) -> bool:
-    """True (and says so) when `job` would end after `deadline`: it is left for a later call rather
-    than cut short. A job whose length is not known yet starts while any time is left."""
-    left, expected = deadline - time.time(), expected_seconds(out, job, cfg)
-    if left > (expected or 0.0):
-        return False
-    guess = f"expected {expected / 60:.0f} min" if expected is not None else "length unknown"
-    print(f"[bench] not starting {job.name}: {guess}, {max(left, 0) / 60:.0f} min left", flush=True)
-    return True
-
-
-def _is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:
-    """A run at the main data sizes and KL weight (not a sweep point); `cfg` as in results.json."""
-    return (run["demos"], run["prefs"], run["kl_scale"]) == (cfg["n_demos"], cfg["n_prefs"], 1.0)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": _sd(values), "n": len(values)}
-
-
-def _sd(values: list[float]) -> float:
-    """Sample standard deviation (ddof=1: seeds are a sample); 0 for one value."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def summarise(
-    runs: list[dict[str, Any]], cfg: BenchConfig, ref: Any, gold: str, seconds: float
-) -> dict[str, Any]:
-    """Per method at the main data size: the metrics averaged over seeds (std across seeds beside)."""
-    methods: dict[str, dict[str, Any]] = {}
-    config = asdict(cfg)
-    for method in ["base", *cfg.methods, *cfg.diagnostic_methods]:
-        done = [r for r in runs if r["method"] == method and _is_main(r, config) and "metrics" in r]
-        failed = [r["error"] for r in runs if r["method"] == method and "error" in r]
-        if not done:
-            methods[method] = {"error": failed[0] if failed else "not run"}
-            continue
-        keys = sorted(set.intersection(*(set(r["metrics"]) for r in done)))
-        entry: dict[str, Any] = {k: float(np.mean([r["metrics"][k] for r in done])) for k in keys}
-        entry["seeds"] = len(done)
-        # a resumed run's clock covers its last process only: time the runs that ran in one go
-        timed = [r for r in done if not r.get("resumed")] or done
-        entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in timed]))
-        if len(done) > 1:
-            entry["across_seeds_std"] = {k: _sd([r["metrics"][k] for r in done]) for k in keys}
-        methods[method] = entry
-    sweep = [
-        {k: r[k] for k in ("method", "demos", "prefs", "kl_scale", "seed")}
-        | r["metrics"]
-        | {"beta": r["config"].get("beta")}
-        for r in runs
-        if "metrics" in r
-    ]
-    ref_gold = np.asarray(ref.gold)
-    return {
-        "gold_reward": gold,
-        "reference": {"gold_reward_mean": float(ref_gold.mean()), "gold_reward_std": _sd(list(ref_gold))},
-        "methods": methods,
-        "runs": sweep,
-        # gold reward against training steps (paper Fig. 6): method -> seed -> snapshot evaluations
-        "curves": {
-            m: {str(r["seed"]): r["curve"] for r in runs if r["method"] == m and r.get("curve")}
-            for m in cfg.methods
-            if any(r["method"] == m and r.get("curve") for r in runs)
-        },
-        "config": config,
-        "seconds": seconds,
-        "run_seconds": float(sum(r.get("seconds", 0.0) for r in runs)),
-    }
-
-
-def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, str]:
-    """PNG plots (paths relative to `out`): gold reward per method, reward vs KL, learned vs gold,
-    and the data-size sweep when there is one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots: dict[str, str] = {}
-    ok = {m: v for m, v in results["methods"].items() if "gold_reward_mean" in v}
-    if not ok:
-        return plots
-    names = list(ok)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(
-        names,
-        [ok[m]["gold_reward_mean"] for m in names],
-        color=["C0" if "aihf" in m else "C7" for m in names],
-    )
-    ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
-    ax.set_ylabel(f"gold reward ({results['gold_reward']})")
-    ax.set_title("Gold reward of each method's policy on the test prompts")
-    ax.legend()
-    ax.tick_params(axis="x", rotation=30)
-    _save_plot(fig, out, plots, "gold_reward")
-
-    cfg = results["config"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, method in enumerate(cfg["methods"]):
-        main = [r for r in results["runs"] if r["method"] == method and _is_main(r, cfg)]
-        if main:
-            ax.scatter(
-                [r["kl_to_ref"] for r in main],
-                [r["gold_reward_mean"] for r in main],
-                label=method,
-                color=f"C{i}",
-                marker="o" if "aihf" in method else "x",
-            )
-        frontier = _frontier(results["runs"], method, cfg)
-        if len(frontier) > 1:
-            ax.errorbar(
-                [f["kl"] for f in frontier],
-                [f["gold"] for f in frontier],
-                xerr=[f["kl_std"] for f in frontier],
-                yerr=[f["gold_std"] for f in frontier],
-                color=f"C{i}",
-                lw=1,
-                capsize=2,
-            )
-    ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base")
-    ax.set_xlabel("KL to the base policy (nats per completion)")
-    ax.set_ylabel("gold reward")
-    ax.set_title("Reward vs KL (lines: beta sweep, mean +- seed std)")
-    ax.legend(fontsize=7)
-    _save_plot(fig, out, plots, "reward_vs_kl")
-
-    learned = [r for r in runs if r.get("samples") and "learned" in r["samples"][0] and _is_main(r, cfg)]
-    if learned:
-        fig, axes = plt.subplots(1, len({r["method"] for r in learned}), figsize=(9, 3.5), squeeze=False)
-        for ax, method in zip(axes[0], sorted({r["method"] for r in learned})):
-            rows = [s for r in learned if r["method"] == method for s in r["samples"]]
-            ax.scatter([s["gold"] for s in rows], [s["learned"] for s in rows], s=6, alpha=0.5)
-            ax.set_title(f"{method}: learned vs gold")
-            ax.set_xlabel("gold reward")
-            ax.set_ylabel("learned reward")
-        _save_plot(fig, out, plots, "learned_vs_gold")
-
-    if results.get("curves"):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for i, (method, by_seed) in enumerate(results["curves"].items()):
-            for seed, curve in by_seed.items():
-                steps = [p["step"] for p in curve]
-                ax.plot(
-                    steps,
-                    [p["gold_reward_mean"] for p in curve],
-                    marker="o",
-                    color=f"C{i}",
-                    label=f"{method} (seed {seed})",
-                )
-        ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
-        ax.set_xlabel("training units (optimiser steps; iterations for AIHF / RLHF's RL stage)")
-        ax.set_ylabel("gold reward")
-        ax.set_title("Gold reward of the policy snapshots")
-        ax.legend(fontsize=7)
-        _save_plot(fig, out, plots, "gold_vs_steps")
-
-    sweeps = [(axis, _size_sweep(results["runs"], cfg, axis)) for axis in ("prefs", "demos")]
-    sweeps = [(axis, table) for axis, table in sweeps if table]
-    if sweeps:
-        fig, axes = plt.subplots(1, len(sweeps), figsize=(6 * len(sweeps), 4), squeeze=False)
-        for ax, (axis, table) in zip(axes[0], sweeps):
-            for i, (method, points) in enumerate(table.items()):
-                sizes = sorted(points)
-                ax.plot(sizes, [points[n] for n in sizes], marker="o", color=f"C{i}", label=method)
-            fixed = "demonstrations" if axis == "prefs" else "preference pairs"
-            ax.set_xlabel(f"{'preference pairs' if axis == 'prefs' else 'demonstrations'} ({fixed} fixed)")
-            ax.set_ylabel("gold reward")
-            ax.legend()
-        axes[0][0].set_title("Data-size sweeps")
-        _save_plot(fig, out, plots, "size_sweep")
-    return plots
-
-
-def _save_plot(fig: Any, out: Path, plots: dict[str, str], key: str) -> None:
-    """Lay out, write OUT/<key>.png, record it in `plots` and free the figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    plots[key] = f"{key}.png"
-    fig.savefig(out / plots[key], dpi=120)
-    plt.close(fig)
-
-
-def _sweep_seeds(cfg: dict[str, Any]) -> list[int]:
-    return cfg["sweep_seeds"] if cfg["sweep_seeds"] is not None else cfg["seeds"]
-
-
-def _frontier(rows: list[dict[str, Any]], method: str, cfg: dict[str, Any]) -> list[dict[str, float]]:
-    """The method's frontier at the main data sizes: per KL weight beta, gold reward and KL to the base
-    averaged over the sweep seeds (with their std across seeds), in increasing beta."""
-    by_beta: dict[float, list[dict[str, Any]]] = {}
-    for r in rows:
-        main_data = (r["demos"], r["prefs"]) == (cfg["n_demos"], cfg["n_prefs"])
-        if r["method"] == method and main_data and r["seed"] in _sweep_seeds(cfg) and r["beta"] is not None:
-            by_beta.setdefault(r["beta"], []).append(r)
-    points = []
-    for beta, runs in sorted(by_beta.items()):
-        gold, kl = [r["gold_reward_mean"] for r in runs], [r["kl_to_ref"] for r in runs]
-        points.append(
-            {"beta": beta, "gold": float(np.mean(gold)), "gold_std": _sd(gold)}
-            | {"kl": float(np.mean(kl)), "kl_std": _sd(kl), "n": len(runs)}
-        )
-    return points
-
-
-def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> dict[str, dict[int, float]]:
-    """method -> {size: gold reward averaged over the sweep seeds} along `axis` ("prefs" or "demos")."""
-    other = "demos" if axis == "prefs" else "prefs"
-    if not cfg["pref_sizes" if axis == "prefs" else "demo_sizes"]:
-        return {}
-    table: dict[str, dict[int, float]] = {}
-    for method in cfg["sweep_methods"]:
-        points: dict[int, list[float]] = {}
-        for r in rows:
-            if (
-                r["method"] == method
-                and r["kl_scale"] == 1.0
-                and r[other] == cfg[f"n_{other}"]
-                and r["seed"] in _sweep_seeds(cfg)
-            ):
-                points.setdefault(r[axis], []).append(r["gold_reward_mean"])
-        if len(points) > 1:
-            table[method] = {n: float(np.mean(v)) for n, v in points.items()}
-    return table
-
-
-def pair_verdict(a: str, ea: dict[str, Any], b: str, eb: dict[str, Any]) -> tuple[float, float, str]:
-    """(difference, its standard error, verdict) of two methods' seed-mean gold rewards: the rule the
-    protocols fix before their runs (a difference beyond 2 s.e. decides; one seed decides nothing)."""
-    diff = ea["gold_reward_mean"] - eb["gold_reward_mean"]
-    if min(ea["seeds"], eb["seeds"]) < 2:
-        return diff, float("nan"), "no verdict (fewer than 2 seeds)"
-    spread = [e.get("across_seeds_std", {}).get("gold_reward_mean", 0.0) ** 2 / e["seeds"] for e in (ea, eb)]
-    se = float(np.sqrt(sum(spread)))
-    if abs(diff) > 2 * se:
-        return diff, se, f"{a if diff > 0 else b} beats {b if diff > 0 else a}"
-    return diff, se, "tie at this budget"
-
-
-def _fmt(entry: dict[str, Any], key: str, digits: int = 3) -> str:
-    return _number(entry.get(key), digits)
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    """`value` to `digits` decimals, or "–" where it is missing or NaN (e.g. a spread of one seed)."""
-    return "–" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path) -> str:
-    cfg = results["config"]
-    lines = [
-        f"Gold reward: `{results['gold_reward']}`. Base policy on the test prompts: "
-        f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f}. "
-        f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
-        f"seeds {cfg['seeds']}. {len(results['runs']) - 1} runs; training + evaluation summed over runs: "
-        f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
-        "(finished runs are reused; parallel workers overlap runs). "
-        "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
-        "seed std: std of the per-seed means. train s: seed mean of the training time (of the seeds that "
-        "ran in one go, where any did). A diagnostic was added after seeing a result, to explain it, "
-        "and enters no verdict.",
-        "",
-        "| method | seeds | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
-        "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    diagnostic = set(cfg.get("diagnostic_methods", []))
-    for method, e in results["methods"].items():
-        label = f"{method} (diagnostic)" if method in diagnostic else method
-        if "error" in e:
-            state = "not run yet" if e["error"] == "not run" else f"failed: {e['error'][:80]}"
-            lines.append(f"| {label} | 0 | {state} | | | | | | |")
-            continue
-        cells = [
-            label,
-            str(e.get("seeds", 1)),
-            f"{_fmt(e, 'gold_reward_mean')} +- {_fmt(e, 'gold_reward_std')} ({_fmt(e, 'gold_reward_sem')})",
-            _fmt(e.get("across_seeds_std", {}), "gold_reward_mean"),
-            _fmt(e, "kl_to_ref", 2),
-            _fmt(e, "win_rate", 2),
-            _fmt(e, "reward_accuracy", 2),
-            f"{_fmt(e, 'learned_gold_spearman', 2)} / {_fmt(e, 'common_learned_gold_spearman', 2)}",
-            f"{e['train_seconds']:.0f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Pairs (AIHF variant vs its baseline), gold reward difference of the seed means and its standard "
-        "error (Welch, ddof = 1 seed spreads); a pair is decided only beyond twice the standard error:",
-        "",
-    ]
-    for a, b in PAIRS:
-        ea, eb = results["methods"].get(a, {}), results["methods"].get(b, {})
-        if "gold_reward_mean" in ea and "gold_reward_mean" in eb:
-            diff, se, verdict = pair_verdict(a, ea, b, eb)
-            verdict = "a diagnostic: no verdict" if a in diagnostic else verdict
-            kl = f"KL {ea['kl_to_ref']:.2f} vs {eb['kl_to_ref']:.2f}"
-            seeds = f"{ea['seeds']} vs {eb['seeds']} seeds"
-            if min(ea["seeds"], eb["seeds"]) < len(cfg["seeds"]):
-                seeds += f", provisional until both have {len(cfg['seeds'])}"
-            lines.append(f"- {a} vs {b}: {diff:+.3f} (s.e. {_number(se)}): {verdict}; {kl} ({seeds})")
-    for axis, title in (("prefs", "Preference pairs varied"), ("demos", "Demonstrations varied")):
-        table = _size_sweep(results["runs"], cfg, axis)
-        if table:
-            sizes = sorted({n for points in table.values() for n in points})
-            fixed = f"{cfg['n_demos']} demonstrations" if axis == "prefs" else f"{cfg['n_prefs']} pairs"
-            lines += ["", f"{title} ({fixed}; gold reward, seeds {_sweep_seeds(cfg)}):", ""]
-            lines += [
-                "| method | " + " | ".join(str(n) for n in sizes) + " |",
-                "| --- |" + " --- |" * len(sizes),
-            ]
-            for method, points in table.items():
-                lines.append(f"| {method} | " + " | ".join(_fmt(points, n) for n in sizes) + " |")
-    if cfg["kl_scales"]:
-        lines += ["", f"Reward-vs-KL frontier (KL weight beta varied; seeds {_sweep_seeds(cfg)}):", ""]
-        lines += ["| method | beta | gold reward (seed std) | KL to base (seed std) | seeds |"]
-        lines += ["| --- | --- | --- | --- | --- |"]
-        for method in cfg["sweep_methods"]:
-            for f in _frontier(results["runs"], method, cfg):
-                lines.append(
-                    f"| {method} | {f['beta']:g} | {f['gold']:.3f} ({f['gold_std']:.3f}) "
-                    f"| {f['kl']:.1f} ({f['kl_std']:.1f}) | {f['n']} |"
-                )
-    if results.get("curves"):
-        lines += [
-            "",
-            "Gold reward (KL to base) of the policy snapshots against training units (paper Fig. 6):",
-            "",
-        ]
-        for method, by_seed in results["curves"].items():
-            for seed, curve in by_seed.items():
-                points = ", ".join(
-                    f"{p['step']}: {p['gold_reward_mean']:.3f} ({p['kl_to_ref']:.1f})" for p in curve
-                )
-                lines.append(f"- {method}, seed {seed}: {points}")
-    quality = data_dir / "quality.md"
-    if quality.is_file():
-        lines += [
-            "",
-            "Training data quality (gold reward, the paper's Table 3):",
-            "",
-            quality.read_text().strip(),
-        ]
-    for title, key in (
-        ("Gold reward per method", "gold_reward"),
-        ("Reward vs KL", "reward_vs_kl"),
-        ("Learned reward vs gold reward on the policy's samples", "learned_vs_gold"),
-        ("Data-size sweep", "size_sweep"),
-        ("Gold reward against training steps", "gold_vs_steps"),
-    ):
-        if key in plots:
-            lines += ["", f"![{title}]({plots[key]})"]
-    return "\n".join(lines) + "\n"

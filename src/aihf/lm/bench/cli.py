@@ -1,19 +1,19 @@
-"""`aihf lm bench | eval | pretrain | generate-data`: the offline sentiment benchmark from the shell.
+"""`aihf lm bench | pretrain | generate-data`: the offline sentiment benchmark from the shell.
 
-`register(lm_subparsers)` adds the four subcommands to the `aihf lm` group; heavy imports stay inside
-the handlers so `aihf --help` stays fast.
+`register(lm_subparsers)` adds the three subcommands to the `aihf lm` group (`aihf.lm.cli` calls it
+only when this package is there); heavy imports stay inside the handlers so `aihf --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from aihf.errors import InputError
+from aihf.experiments.queue import parse_shard
 
 
 def register(lm_subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,14 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         choices=["tiny", "smollm2"],
         default="tiny",
         help="tiny (default): the 1M-parameter replica on its shipped data; smollm2: SmolLM2-135M-Instruct "
-        "with LoRA on the shipped chat data, gold fluent-sentiment (docs/lm_bench.md; converts the model "
-        "with `aihf lm get-model` first); --quick is then a smoke run of that path",
+        "with LoRA on the shipped chat data, gold fluent-sentiment (docs/lm_bench_smollm2.md; converts the "
+        "model with `aihf lm get-model` first); --quick is then a smoke run of that path. Each is a "
+        "protocol file in configs/protocols/ (lm_tiny.yaml, lm_smollm2.yaml)",
+    )
+    p.add_argument(
+        "--protocol",
+        metavar="FILE",
+        help="a protocol file (the fields of configs/protocols/lm_*.yaml) instead of --preset",
     )
     p.add_argument("--methods", nargs="+", help="subset of methods (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="override the seeds")
@@ -90,21 +96,6 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
     p.set_defaults(handler=_bench)
 
-    p = lm_subparsers.add_parser("eval", help="evaluate a policy under a gold reward against a reference")
-    p.add_argument("--policy", required=True, help="policy directory (save_pretrained)")
-    p.add_argument("--reference", help="reference policy (default: the shipped base model)")
-    p.add_argument("--reward-model", help="learned reward model to check against the gold reward")
-    p.add_argument("--prefs", help="held-out preferences JSONL for the learned reward's accuracy")
-    p.add_argument("--prompts", help="prompts JSONL (default: the shipped test prompts)")
-    p.add_argument(
-        "--n-prompts", type=int, default=256, help="use the first N prompts (default: %(default)s)"
-    )
-    p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write metrics and samples as JSON here")
-    p.set_defaults(handler=_eval, out_is_file=True)
-
     p = lm_subparsers.add_parser(
         "pretrain", help="pretrain the benchmark's base policy on the shipped corpus"
     )
@@ -138,15 +129,13 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from aihf.lm.bench.bench import BenchConfig, run_bench
+    from aihf.lm.bench.bench import BenchConfig, read_bench_protocol, run_bench
     from aihf.validation import POSITIVE, check_value
 
-    if args.preset == "smollm2":
-        from aihf.lm.pretrained import get_model
-
-        cfg = BenchConfig.smollm2(get_model("smollm2-135m-instruct"), quick=args.quick)
+    if args.protocol:
+        cfg = read_bench_protocol(args.protocol, quick=args.quick)
     else:
-        cfg = BenchConfig() if args.quick else BenchConfig.full()
+        cfg = BenchConfig.preset(args.preset, quick=args.quick)
     cfg.overrides = _parse_overrides(args.override)
     names = ("methods", "seeds", "n_test", "pref_sizes", "demo_sizes", "kl_scales", "sweep_seeds")
     names += ("diagnostic_methods",)
@@ -156,7 +145,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.shard:
         if args.report_only:
             raise InputError("--report-only writes the report of every shard: leave out --shard")
-        cfg.shard = _parse_shard(args.shard)
+        cfg.shard = parse_shard(args.shard)
     deadline = None
     if args.time_limit is not None:
         if args.report_only:
@@ -186,16 +175,17 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _check_bench(cfg: Any) -> None:
     """Every option and every job's trainer config (with its --override) checked before any run starts."""
-    from aihf.lm.bench.bench import METHODS, method_config
-    from aihf.lm.methods import build_config
+    from aihf.lm.bench.bench import method_config
+    from aihf.lm.methods import VARIANTS, build_config
     from aihf.lm.modeling import check_model_source
     from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
 
     checked = [("--methods", cfg.methods), ("--diagnostic-methods", cfg.diagnostic_methods)]
     for name, values in (*checked, ("--override", list(cfg.overrides))):
-        unknown = sorted(set(values) - set(METHODS))
+        unknown = sorted(set(values) - set(VARIANTS) - set(cfg.variants))
         if unknown:
-            raise InputError(f"{name}: unknown methods {unknown}: expected some of {', '.join(METHODS)}")
+            known = ", ".join([*VARIANTS, *cfg.variants])
+            raise InputError(f"{name}: unknown methods {unknown}: expected some of {known}")
     check_value("--n-test", cfg.n_test, int, AT_LEAST_1)
     for flag, values, limits in (
         ("--seeds", cfg.seeds, SEED),
@@ -209,7 +199,7 @@ def _check_bench(cfg: Any) -> None:
     if cfg.records is not None and not Path(cfg.records).is_dir():
         raise InputError(f"--records {cfg.records}: not a directory (expected the job records, NAME.json)")
     for job in cfg.jobs():
-        trainer, _, values = method_config(job.method, cfg, job.seed, job.kl_scale)
+        trainer, _, values = method_config(job.method, cfg, job.seed, job.get("kl_scale"))
         build_config(trainer, values, f"{job.method} config (with --override)")
 
 
@@ -223,13 +213,6 @@ def _parse_workers(text: str) -> int:
     return int(text)
 
 
-def _parse_shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise InputError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/2")
-    return int(index), int(count)
-
-
 def _parse_overrides(items: list[str]) -> dict[str, dict]:
     import yaml
 
@@ -241,73 +224,6 @@ def _parse_overrides(items: list[str]) -> dict[str, dict]:
             raise InputError(f"--override {item!r}: expected METHOD.KEY=VALUE, e.g. aihf.beta=0.1")
         overrides.setdefault(method, {})[name] = yaml.safe_load(value)
     return overrides
-
-
-def _read_rows(path: str, field: str) -> list[dict]:
-    rows = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row.get(field), str):
-                raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
-            rows.append(row)
-    return rows
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from aihf.io import write_json
-    from aihf.lm.bench.corpus import load_prompts
-    from aihf.lm.bench.pretrain import BASE_MODEL_DIR
-    from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
-    from aihf.lm.gold import load_gold_reward
-    from aihf.lm.modeling import check_model_source
-    from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
-
-    check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
-    check_value("--max-new-tokens", args.max_new_tokens, int, LENGTH)
-    check_value("--seed", args.seed, int, SEED)
-    for flag, model in (
-        ("--policy", args.policy),
-        ("--reference", args.reference),
-        ("--reward-model", args.reward_model),
-    ):
-        if model:
-            check_model_source(model, flag)  # all of them before the first loads (and prints its bar)
-    for path in (args.prompts, args.prefs):
-        if path and not Path(path).is_file():
-            raise InputError(f"{path}: file not found")
-    prompts = (
-        [r["prompt"] for r in _read_rows(args.prompts, "prompt")][: args.n_prompts]
-        if args.prompts
-        else load_prompts("test", limit=args.n_prompts)
-    )
-    prefs = _read_rows(args.prefs, "chosen") if args.prefs else None
-    gold = load_gold_reward(args.gold)
-    policy, tokenizer = load_model(args.policy)
-    reference, ref_tokenizer = load_model(args.reference or BASE_MODEL_DIR)
-    check_same_vocab(tokenizer, ref_tokenizer)
-    rm = rm_tok = None
-    if args.reward_model:
-        rm, rm_tok = load_model(args.reward_model, kind="reward")
-    result = evaluate(
-        policy,
-        tokenizer,
-        reference,
-        prompts,
-        gold,
-        config=SamplingConfig(max_new_tokens=args.max_new_tokens),
-        reward_model=rm,
-        reward_tokenizer=rm_tok,
-        prefs=prefs,
-        seed=args.seed,
-    )
-    print(json.dumps(result.metrics, indent=2))
-    if args.out:
-        write_json(args.out, {"metrics": result.metrics, "samples": result.rows()})
-    return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from aihf.errors import InputError
-from aihf.io import atomic_path, write_text
+from aihf.io import atomic_path, read_jsonl, write_text
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "lm"
 CORPUS_DIR = DATA_DIR / "corpus"
@@ -138,7 +138,5 @@ def load_prompts(split: str, corpus_dir: str | Path = CORPUS_DIR, limit: int | N
     if split not in PROMPT_SPLITS:
         raise InputError(f"prompt split {split!r}: expected one of {', '.join(PROMPT_SPLITS)}")
     path = Path(corpus_dir) / f"prompts_{split}.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: missing prompt file")
-    prompts = [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
+    prompts = [row["prompt"] for row in read_jsonl(path, "the shipped prompt file", field="prompt")]
     return prompts[:limit] if limit is not None else prompts

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from aihf.errors import InputError
-from aihf.io import write_json, write_text
+from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, split_sentences
 from aihf.lm.gold import RewardFn, gold_name
 
@@ -216,7 +216,7 @@ def generate_pool(
         name = f"pool-{index}-x{cfg.samples_per_prompt}-n{len(prompts)}.jsonl"  # reused only as sampled
         saved = work_dir / name if work_dir is not None else None
         if saved is not None and saved.is_file():
-            pool += [json.loads(line) for line in saved.read_text().splitlines()]
+            pool += read_jsonl(saved)
             continue
         model, tokenizer = load_checkpoint(path, checkpoints[0])
         if cfg.bf16:

@@ -1,0 +1,159 @@
+"""aihf.experiments: the job key, the store, the queue's rules and the report toolkit, on fake jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from aihf.errors import InputError
+from aihf.experiments import queue
+from aihf.experiments.jobs import Job
+from aihf.experiments.protocol import read_protocol
+from aihf.experiments.report import fmt, holm, markdown_table, mean_curve, pair_test, sd, verdict
+from aihf.experiments.store import Store, holder
+
+
+def job(method: str, seed: int, lr: float = 0.1) -> Job:
+    return Job(method, seed, (("lr", lr),), f"{method}_s{seed}", {"config": {"lr": lr, "seed": seed}})
+
+
+def test_a_record_is_reused_only_for_the_same_spec_here_or_in_the_records(tmp_path):
+    store = Store(tmp_path / "out", records=tmp_path / "records")
+    a = job("a", 0)
+    assert store.finished(a) is None
+    store.save(a, {"config": {"lr": 0.1, "seed": 0}, "metrics": {"x": 1}})
+    assert store.finished(a)["metrics"] == {"x": 1}
+    assert store.finished(job("a", 0, lr=0.2)) is None  # another config: not this job's record
+    store.save(a, {"config": {"lr": 0.1, "seed": 0}, "error": "boom"})
+    assert store.finished(a) is None  # a failed run is run again
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a_s0.json").write_text(json.dumps({"config": {"lr": 0.1, "seed": 0}, "m": 2}))
+    assert store.finished(a)["m"] == 2  # another machine's record
+    (tmp_path / "records" / "a_s0.json").write_text('{"config":\n')
+    with pytest.raises(InputError, match=r"a_s0.json: line 2: not a JSON job record"):
+        store.finished(a)
+    assert job("a", 0).key == a.key != job("a", 0, lr=0.2).key
+
+
+def test_a_run_directory_left_by_another_spec_is_cleared(tmp_path):
+    store = Store(tmp_path)
+    a = job("a", 0)
+    assert store.open_run(a) is False
+    (store.run_dir(a) / "checkpoint").mkdir()
+    assert store.open_run(a) is True and (store.run_dir(a) / "checkpoint").is_dir()
+    assert store.open_run(job("a", 0, lr=0.2)) is False
+    assert sorted(p.name for p in store.run_dir(a).iterdir()) == ["job.json"]
+
+
+def test_a_claim_is_held_by_a_live_pid_and_a_dead_ones_is_taken_over(tmp_path):
+    store, a = Store(tmp_path), job("a", 0)
+    assert store.claim(a) and not store.claim(a) and store.holder(a) == os.getpid()
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    (store.lock_path(a) / "pid").write_text(str(dead))
+    assert holder(store.lock_path(a)) is None and store.claim(a)
+    store.release(a)
+    assert not (tmp_path / "locks").exists()  # the last lock out leaves nothing behind
+
+
+def test_the_queue_shards_reuses_postpones_and_lists_failures(tmp_path, monkeypatch, capsys):
+    jobs = [job(m, s) for m in ("a", "b") for s in (0, 1)]
+    assert [j.name for j in queue.select(jobs, (1, 2))] == ["a_s1", "b_s1"]
+    store, ran = Store(tmp_path), []
+
+    def run_job(j: Job) -> dict:
+        ran.append(j.name)
+        record = {"config": dict(j.spec["config"])} | ({"error": "x"} if j.method == "b" else {"ok": 1})
+        store.save(j, record)
+        return record
+
+    outcome = queue.run_queue(jobs, run_job, store, queue.select(jobs, (0, 2)))
+    assert ran == ["a_s0", "b_s0"] and outcome.failed == ["b_s0"] and len(outcome.records) == 2
+    outcome = queue.run_queue(jobs, run_job, store, train=False)
+    assert ran == ["a_s0", "b_s0"] and [r["ok"] for r in outcome.records] == [1]  # a report: runs nothing
+    monkeypatch.setattr(queue.time, "time", lambda: 1000.0)
+    outcome = queue.run_queue(jobs, run_job, store, deadline=1000.0 + 60, expected=lambda j: 120.0)
+    assert outcome.postponed == ["a_s1", "b_s0", "b_s1"] and ran == ["a_s0", "b_s0"]
+    assert "not starting a_s1: expected 2 min, 1 min left" in capsys.readouterr().out
+    assert store.claim(jobs[1])  # another worker's job is left to it
+    assert queue.run_queue(jobs, run_job, store, [jobs[1]]).held == ["a_s1"]
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(InputError, match=r"--shard '.*': expected I/N with 0 <= I < N"):
+            queue.parse_shard(bad)
+    assert queue.parse_shard("1/3") == (1, 3)
+
+
+def test_the_staged_loop_runs_what_is_ready_and_stops_when_nothing_can_start(tmp_path):
+    store, done, ran = Store(tmp_path), set(), []
+    first, second = job("first", 0), job("second", 0)
+
+    def plan():
+        return [(first, "")] + ([(second, "")] if "first_s0" in done else [(None, "waits for first")])
+
+    def run_job(j: Job) -> dict:
+        ran.append(j.name)
+        done.add(j.name)
+        return {}
+
+    assert queue.work(plan, lambda j: j.name in done, run_job, store, wait=0) == []
+    assert ran == ["first_s0", "second_s0"]
+    failing = queue.work(lambda: [(job("bad", 0), "")], lambda j: False, lambda j: {"error": "x"}, store, 0)
+    assert failing == ["bad_s0"]  # tried once, listed, and the loop ends
+
+
+def test_seed_statistics_use_ddof_1_and_the_pair_tests_their_degrees_of_freedom():
+    assert sd([1.0]) == 0.0 and sd([1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    assert fmt(None) == "–" and fmt(float("nan"), missing="-") == "-" and fmt(0.12345, 2) == "0.12"
+    a, b = [0.78, 0.80, 0.77], [0.93, 0.94, 0.92, 0.95]
+    test = pair_test(a, b)
+    welch = stats.ttest_ind(a, b, equal_var=False)
+    assert test.t == pytest.approx(welch.statistic) and test.df == pytest.approx(welch.df)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    assert test.df == pytest.approx((va + vb) ** 2 / (va**2 / 2 + vb**2 / 3))  # Welch-Satterthwaite
+    assert test.p_perm == pytest.approx(2 / 35)  # exact: 2 of the C(7, 3) splits are as extreme
+    assert np.isnan(pair_test([1.0], [2.0, 3.0]).p_welch)
+    assert verdict("a", "b", test, 0.01) == "b beats a" and verdict("a", "b", test, 0.2) == "undecided"
+    assert holm([0.01, 0.04, float("nan"), 0.03]) == pytest.approx(
+        [0.03, 0.06, float("nan"), 0.06], nan_ok=True
+    )
+
+
+def test_tables_and_mean_curves():
+    assert markdown_table(["m", "x"], [["a", "1"]], "lr") == ["| m | x |", "|---|---:|", "| a | 1 |"]
+    rows = mean_curve([[(0, 1.0), (10, 2.0)], [(0, 3.0), (10, 4.0), (20, 5.0)]])
+    assert rows == [(0, 2.0, pytest.approx(2**0.5)), (10, 3.0, pytest.approx(2**0.5))]
+
+
+@dataclass
+class _Grid:
+    settings: dict[str, float]
+
+
+@dataclass
+class _Protocol:
+    seeds: list[int]
+    grids: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    stage: _Grid | None = None
+
+
+def test_a_protocol_file_is_checked_field_by_field(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("seeds: [0, 1]\ngrids: {aihf: [{lr: 1.0e-3}]}\nstage: {settings: {beta: 0.1}}\n")
+    assert read_protocol(path, _Protocol) == _Protocol([0, 1], {"aihf": [{"lr": 1e-3}]}, _Grid({"beta": 0.1}))
+    for text, where in (
+        ("seeds: [0]\nseed: 1\n", r"p.yaml: unknown field 'seed'"),
+        ("seeds: zero\n", r"p.yaml: field 'seeds' = 'zero': expected a list of integers"),
+        ("seeds: [0]\ngrids: {aihf: [{lr: fast}]}\n", r"p.yaml: field 'grids', 'aihf', entry 0, 'lr'"),
+        ("seeds: [0]\nstage: {setting: {}}\n", r"p.yaml: field 'stage': unknown field 'setting'"),
+        ("grids: {}\n", r"p.yaml: .*seeds"),
+    ):
+        path.write_text(text)
+        with pytest.raises(InputError, match=where):
+            read_protocol(path, _Protocol)
