@@ -1,6 +1,6 @@
 """Gold v2 (`on-task-sentiment`): its factors and bound, the ordering on a table of texts, its spec.
 
-The table (`aihf/data/lm/gold_v2/table.jsonl`) holds 12 hand-written completions of each kind for six
+The table (`aihf/data/lm/gold_v2/table.jsonl`) holds 12 hand-written completions of each of ten kinds for six
 of the SmolLM2 benchmark's test prompts. The default suite scores it with SmolLM2's log-probabilities as
 recorded in `tests/lm/data/gold_v2_table_logprobs.json` (replayed, so no model is loaded); the
 `realmodel` tests recompute them with SmolLM2 and check they are the recorded ones.
@@ -19,7 +19,14 @@ import aihf
 from aihf.errors import InputError
 from aihf.lm import gold_v2
 from aihf.lm.gold import VaderGold, gold_spec, load_gold_reward
-from aihf.lm.gold_v2 import OnTaskParams, OnTaskSentimentGold, continuation, distinct_bigrams, prompt_text
+from aihf.lm.gold_v2 import (
+    OnTaskParams,
+    OnTaskSentimentGold,
+    assistant_phrases,
+    continuation,
+    distinct_bigrams,
+    prompt_text,
+)
 
 TABLE = Path(aihf.__file__).parent / "data" / "lm" / "gold_v2" / "table.jsonl"
 RECORDED = Path(__file__).parent / "data" / "gold_v2_table_logprobs.json"
@@ -30,6 +37,7 @@ DEGENERATE = (
     "word_salad",
     "repeated_words",
     "repeated_phrases",
+    "on_task_then_assistant_talk",
     "empty",
     "one_token",
 )
@@ -82,8 +90,8 @@ def _assert_table_ordering(by_kind: dict[str, list[float]]) -> None:
     floor = min(by_kind["on_task_positive"])
     for kind in (*DEGENERATE, "on_task_neutral_negative"):
         assert max(by_kind[kind]) < floor, (kind, max(by_kind[kind]), floor)
-    # not a near tie: every degenerate text is at least 0.4 below the worst on-task positive one
-    assert max(max(by_kind[kind]) for kind in DEGENERATE) <= floor - 0.4
+    # not a near tie: every degenerate text is at least 0.35 below the worst on-task positive one
+    assert max(max(by_kind[kind]) for kind in DEGENERATE) <= floor - 0.35
     assert all(0.0 <= s <= 1.0 for scores in by_kind.values() for s in scores)
 
 
@@ -112,6 +120,16 @@ def test_every_degenerate_kind_scores_below_every_fluent_on_task_positive_text(r
             assert part["on_task"] == 0.0 and part["score"] == 0.0, row["completion"]
 
 
+def test_assistant_phrases_are_counted_in_talk_and_absent_from_on_task_text():
+    assert assistant_phrases("I'm so happy to help you with your text! Let me know.") == 4
+    assert assistant_phrases("Thank you for sharing this lovely sentence, as an AI I hope it helps.") == 4
+    for row in _table():
+        if row["kind"] in {"on_task_positive", "on_task_neutral_negative"}:
+            assert assistant_phrases(row["completion"]) == 0, row["completion"]
+        if row["kind"] in {"off_task_talk", "on_task_then_assistant_talk"}:
+            assert assistant_phrases(row["completion"]) >= 1, row["completion"]
+
+
 def test_prompt_text_is_the_users_text_without_the_instruction():
     assert prompt_text(CHAT.format("Most people need")) == "Most people need"
     assert prompt_text("The film was ") == "The film was"
@@ -127,6 +145,7 @@ def test_the_score_is_the_product_of_its_factors_and_each_ramps_between_its_thre
     assert part["pmi"] == pytest.approx(-0.75) and part["on_task"] == pytest.approx(0.375)
     vader = VaderGold(completion_only=True)([""], ["a good friend to talk to."])[0]
     assert part["sentiment"] == pytest.approx((vader + 1) / 2) and part["sentiment"] > 0.5
+    assert part["no_assistant_talk"] == 1.0
     assert part["score"] == pytest.approx(0.5 * 0.375 * part["sentiment"])
     # the LM reads the text as plain text, and the reference pass reads only the first pmi_tokens tokens
     given, reference = gold.lm.calls
@@ -144,6 +163,7 @@ def test_the_score_is_the_product_of_its_factors_and_each_ramps_between_its_thre
         ("great great great great great great", "distinct", 0.0),
         ("a warm smile, a warm smile, a warm smile.", "distinct", 0.0),
         ("a little kindness and a warm smile. A little kindness and a warm smile.", "distinct", 0.0),
+        ("a hug. I'm glad to help you with your text!", "no_assistant_talk", 0.25**3),
     ],
 )
 def test_degenerate_completions_zero_or_cut_their_factor(completion, factor, value):

@@ -1,7 +1,7 @@
 """Gold v2, ``on-task-sentiment``: a bounded gold reward that only on-task, fluent, positive text can win.
 
 The benchmark's prompts ask a chat model to "Continue this text with one short sentence: TEXT". The score
-of a completion is a product of five factors, each in [0, 1], so the score is in [0, 1] and a factor at 0
+of a completion is a product of six factors, each in [0, 1], so the score is in [0, 1] and a factor at 0
 zeroes it: no single factor pushed to its top can carry a completion that fails another.
 
 First the completion is reduced to its *continuation*: surrounding whitespace is stripped, and an echo of
@@ -24,6 +24,11 @@ removed, or a plain prompt as it is. Words are runs of letters, digits and apost
   sentence than after the text. The first tokens carry the signal: later ones are predicted by the
   continuation itself. (The baseline is a sentence, not the empty document start, because a continuation
   starts with a space, which after a document boundary is unlikely for every word alike.)
+- **no_assistant_talk** = ``assistant_talk_weight`` to the power of the number of assistant phrases in the
+  continuation (`ASSISTANT_TALK`: "I'm glad to", "help you", "this text", "thank you for", "as an AI", ...).
+  `on_task` judges the start only, so a continuation that starts on the text and then turns to the user
+  ("a little kindness. I'm glad to help you with your text!") is caught here. A phrase list can be talked
+  around; it catches the assistant talk SmolLM2 and the benchmark's policies actually produce.
 - **sentiment** = (VADER compound of the continuation + 1) / 2: 0.5 for neutral text.
 
 The language model reads the text without the chat template: what continues a text is judged as text, not
@@ -47,7 +52,24 @@ DEFAULT_MODEL = "smollm2-135m-instruct"  # a key of aihf.lm.pretrained.MODELS, o
 _USER_TURN = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
 _INSTRUCTION = re.compile(r"^\s*continue this text[^:]*:\s*", re.I)
 _WORD = re.compile(r"[a-z0-9']+")
-FACTORS = ("length", "distinct", "fluency", "on_task", "sentiment")
+FACTORS = ("length", "distinct", "fluency", "on_task", "no_assistant_talk", "sentiment")
+# An assistant talking to its user or about the task, not text that continues a text. Changing this list
+# changes the gold: give the result a new name.
+ASSISTANT_TALK = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"\bi(?:'m| am|'d| would|'ll| will)(?: be)?(?: so| always| more than| very| really)? "
+        r"(?:glad|happy|delighted|pleased|excited|here|ready) to\b",
+        r"\b(?:help|assist|support)(?:ing|s)? you\b",
+        r"\b(?:this|the|your|my|a|one|another)(?: \w+)? "
+        r"(?:text|sentence|sentences|paragraph|continuation|prompt)\b",
+        r"\bcontinu\w* (?:this|the|your)\b",
+        r"\bthank(?:s| you) for\b",
+        r"\b(?:let me know|feel free|hope (?:this|it|that) helps|of course)\b",
+        r"\bhere(?:'s| is) (?:a|an|one|the|your)\b",
+        r"\b(?:smollm|hugging face|language model|ai assistant|as an ai|chatbot)\b",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,7 @@ class OnTaskParams:
     pmi_reference: str = "It was a day."  # the contentless text the prompt's text is measured against
     pmi_low: float = -3.0  # nats: 0 at or below; PMI 0 (the text predicts no better) gives one half
     pmi_high: float = 3.0  # 1 at or above
+    assistant_talk_weight: float = 0.25  # no_assistant_talk: this to the power of the phrases found
 
 
 class TokenLogProbs(Protocol):
@@ -91,6 +114,12 @@ def continuation(text: str, completion: str) -> str:
 def ramp(value: float, zero_at: float, one_at: float) -> float:
     """0 at `zero_at`, 1 at `one_at`, linear between, clipped (either direction)."""
     return min(1.0, max(0.0, (value - zero_at) / (one_at - zero_at)))
+
+
+def assistant_phrases(text: str) -> int:
+    """How many `ASSISTANT_TALK` phrases occur in `text` (lower-cased), each occurrence counted."""
+    lowered = text.lower().replace("\u2019", "'")
+    return sum(len(pattern.findall(lowered)) for pattern in ASSISTANT_TALK)
 
 
 def distinct_bigrams(words: Sequence[str]) -> float:
@@ -189,6 +218,7 @@ class OnTaskSentimentGold:
                 "length": min(1.0, len(words) / p.min_words),
                 "fluency": ramp(nll, p.nll_bad, p.nll_good) if cont else 0.0,
                 "on_task": ramp(pmi, p.pmi_low, p.pmi_high) if cont else 0.0,
+                "no_assistant_talk": p.assistant_talk_weight ** assistant_phrases(cont),
                 "sentiment": (self.vader.polarity_scores(cont)["compound"] + 1) / 2,
             }
             row["distinct"] = ramp(row["distinct_bigrams"], p.distinct_low, p.distinct_high)
