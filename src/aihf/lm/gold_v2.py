@@ -287,7 +287,7 @@ def from_spec(spec: dict[str, Any]) -> OnTaskSentimentGold:
             raise InputError(f"gold spec field 'params.{key}': unknown parameter of {NAME}")
         wanted = {"int": int, "str": str}.get(types[key], (int, float))
         if isinstance(value, bool) or not isinstance(value, wanted):
-            raise InputError(f"gold spec field 'params.{key}': expected a {types[key]}, got {value!r}")
+            raise InputError(f"gold spec field 'params.{key}': expected {types[key]}, got {value!r}")
     params = OnTaskParams(**raw)
     if params.min_words < 1 or params.pmi_tokens < 1:
         raise InputError("gold spec field 'params': min_words and pmi_tokens must be at least 1")
