@@ -16,10 +16,17 @@ and `load_gold_reward(spec)` builds one from a spec string:
   log-likelihood per token under a frozen language model given the prompt (default: SmolLM2-135M-Instruct
   from `aihf lm get-model`). Strings of positive words saturate VADER but read at 5-7 nats/token, far
   above fluent English (about 2), so they score below fluent text of the same sentiment.
+- ``on-task-sentiment`` (or ``on-task-sentiment:MODEL``): gold v2 (`aihf.lm.gold_v2`), in [0, 1]; only
+  fluent, positive text that continues the prompt's text scores high (off-task talk, word salad,
+  repetition and empty or one-word answers score low). Use it for new results; ``fluent-sentiment``
+  stays as it was for the results that name it.
 - ``module:function``: any importable callable with the signature above.
 - a directory or Hub name of a Hugging Face sequence-classification model, optionally ``PATH#LABEL``
   to pick the logit of a label (name or index; default: the label named like "positive", else the
   last logit); e.g. ``lvwerra/distilbert-imdb#POSITIVE`` reproduces the paper's gold reward.
+
+`gold_spec(fn)` records a built-in gold as a JSON-able dict (name, parameters, the model's weights hash)
+that `load_gold_reward(spec)` rebuilds exactly, so a results file names the gold it was measured with.
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aihf.errors import InputError
+from aihf.lm import gold_v2
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], list[float]]
 
@@ -131,6 +140,7 @@ class FluentSentimentGold:
                 f"gold reward fluent-sentiment: cannot load the fluency model {model_dir!r} ({err})"
             ) from err
         self.vader = VaderGold(completion_only=True)
+        self.model_dir = model_dir  # for gold_spec
         self.threshold, self.penalty, self.batch_size = threshold, penalty, batch_size
         self.name = f"fluent-sentiment:{Path(model_dir).name}"
 
@@ -172,18 +182,69 @@ def _import_callable(spec: str) -> RewardFn:
     return fn
 
 
-def load_gold_reward(spec: str | RewardFn = "vader") -> RewardFn:
-    """A gold reward from a spec string (see the module docstring), or `spec` itself if it is callable."""
+def load_gold_reward(spec: str | dict[str, Any] | RewardFn = "vader") -> RewardFn:
+    """A gold reward from a spec string (see the module docstring), a spec dict from `gold_spec`, or
+    `spec` itself if it is callable."""
     if callable(spec):
         return spec
+    if isinstance(spec, dict):
+        return _from_spec_dict(spec)
     if spec in {"vader", "vader-completion"}:
         return VaderGold(completion_only=spec == "vader-completion")
     if spec == "fluent-sentiment" or spec.startswith("fluent-sentiment:"):
         return FluentSentimentGold(spec.partition(":")[2] or None)
+    if spec == gold_v2.NAME or spec.startswith(gold_v2.NAME + ":"):
+        return gold_v2.load(spec.partition(":")[2] or gold_v2.DEFAULT_MODEL)
     path, _, label = spec.partition("#")
     if ":" in path and not Path(path).exists() and "/" not in path.partition(":")[0]:
         return _import_callable(path)
     return ClassifierGold(path, label or None)
+
+
+SPEC_NAMES = ("vader", "vader-completion", "fluent-sentiment", gold_v2.NAME)
+
+
+def gold_spec(fn: RewardFn) -> dict[str, Any]:
+    """A built-in gold as a dict that `load_gold_reward` rebuilds exactly (name, params, model hash)."""
+    if isinstance(fn, gold_v2.OnTaskSentimentGold):
+        return gold_v2.spec(fn)
+    if isinstance(fn, VaderGold):
+        return {"name": fn.name}
+    if isinstance(fn, FluentSentimentGold):
+        from aihf.io import sha256_file
+
+        directory = Path(fn.model_dir)
+        return {
+            "name": "fluent-sentiment",
+            "model": str(directory),
+            "model_sha256": sha256_file(directory / "model.safetensors"),
+            "params": {"threshold": fn.threshold, "penalty": fn.penalty},
+        }
+    raise InputError(f"gold_spec: {gold_name(fn)!r} has no spec (only {', '.join(SPEC_NAMES)} have one)")
+
+
+def _from_spec_dict(spec: dict[str, Any]) -> RewardFn:
+    name = spec.get("name")
+    if name not in SPEC_NAMES:
+        raise InputError(f"gold spec field 'name': {name!r} is not one of {', '.join(SPEC_NAMES)}")
+    if name == gold_v2.NAME:
+        return gold_v2.from_spec(spec)
+    if name in {"vader", "vader-completion"}:
+        extra = sorted(set(spec) - {"name"})
+        if extra:
+            raise InputError(f"gold spec field {extra[0]!r}: {name} takes no fields but 'name'")
+        return VaderGold(completion_only=name == "vader-completion")
+    extra = sorted(set(spec) - {"name", "model", "model_sha256", "params"})
+    if extra:
+        raise InputError(f"gold spec field {extra[0]!r}: unknown for fluent-sentiment")
+    params = spec.get("params", {})
+    if not isinstance(params, dict) or set(params) - {"threshold", "penalty"}:
+        raise InputError("gold spec field 'params': fluent-sentiment takes only threshold and penalty")
+    gold = FluentSentimentGold(spec.get("model"), **params)
+    wanted = spec.get("model_sha256")
+    if wanted is not None and gold_spec(gold)["model_sha256"] != wanted:
+        raise InputError(f"gold spec field 'model_sha256': the weights in {gold.model_dir} hash otherwise")
+    return gold
 
 
 def gold_name(fn: RewardFn) -> str:
