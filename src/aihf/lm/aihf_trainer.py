@@ -228,10 +228,11 @@ class AIHFTrainer(LoopTrainer):
     def training_step(self) -> dict[str, float]:
         """(a) policy steps toward the current reward, (b) reward steps on demonstrations + preferences."""
         c = self.config
+        logged = self.logs_step(self.state.step + 1)
         records = []
         for _ in range(c.policy_steps_per_iteration):
             prompts = [r["prompt"] for micro in self.draw("prompts", self.prompt_data) for r in micro]
-            records.append(self.policy_step(prompts, self.current_reward()))
+            records.append(self.policy_step(prompts, self.current_reward(), with_entropy=logged))
         metrics = runtime.mean_metrics(records)
         if self.train_reward:
             steps = c.reward_steps_per_iteration
