@@ -229,18 +229,16 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
         draws = c.steps_per_iteration * c.gradient_accumulation_steps
         rows = [self.demos.rows[i] for _ in range(draws) for i in self.samplers["demos"].next()]
-        answers: list[str] = []
-        for start in range(0, len(rows), c.generation_batch_size):  # pi_t is fixed: batch the generation
-            chunk = rows[start : start + c.generation_batch_size]
-            answers += sample_completions(
-                self.opponent,
-                self.tokenizer,
-                [r["prompt"] for r in chunk],
-                1,
-                c.max_new_tokens,
-                c.temperature,
-                max_prompt_length=c.max_prompt_length,
-            ).completions
+        answers = sample_completions(  # pi_t is fixed: batch the generation
+            self.opponent,
+            self.tokenizer,
+            [r["prompt"] for r in rows],
+            1,
+            c.max_new_tokens,
+            c.temperature,
+            max_prompt_length=c.max_prompt_length,
+            batch_size=c.generation_batch_size,
+        ).completions
         return list(zip(rows, answers))
 
     @property

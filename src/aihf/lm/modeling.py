@@ -400,11 +400,13 @@ def sample_completions(
 ) -> Samples:
     """k sampled completions per prompt (training's sampler); `model` must be the unwrapped module.
 
-    One `generate` call for all prompts unless `batch_size` caps the prompts per call."""
+    One `generate` call for all prompts unless `batch_size` caps the prompts per call; then the calls
+    take prompts sorted by length, so a call pads little."""
     prompt_ids = prompt_token_ids(tokenizer, prompts, max_prompt_length)
     config = SamplingConfig(max_new_tokens, temperature, top_k, top_p, batch_size or len(prompt_ids))
+    chunked = len(prompt_ids) > config.batch_size
     generated = generate_ids(
-        model, prompt_ids, num_samples, config, tokenizer.pad_token_id, tokenizer.eos_token_id
+        model, prompt_ids, num_samples, config, tokenizer.pad_token_id, tokenizer.eos_token_id, chunked
     )
     return samples_from_ids(tokenizer, prompts, prompt_ids, generated, num_samples)
 

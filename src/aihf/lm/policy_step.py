@@ -25,6 +25,7 @@ from aihf.lm.modeling import (
     LogProbs,
     RewardFn,
     RewardScorer,
+    Samples,
     as_reward_fn,
     completion_logprobs,
     prompt_token_ids,
@@ -94,7 +95,9 @@ class PolicyStep:
             )
         return self.vllm
 
-    def sample(self, prompts: Sequence[str], num_samples: int) -> Any:
+    def sample(self, prompts: Sequence[str], num_samples: int, batch_size: int | None = None) -> Samples:
+        """`num_samples` completions per prompt from the current policy; `batch_size` prompts per
+        `generate` call (all in one by default)."""
         c = self.config
         if c.use_vllm:
             engine = self._vllm_engine()
@@ -116,6 +119,7 @@ class PolicyStep:
                 c.top_k,
                 c.top_p,
                 self.max_prompt_length,
+                batch_size,
             )
 
     @torch.no_grad()
