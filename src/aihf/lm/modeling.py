@@ -205,10 +205,11 @@ def selective_log_softmax(
         rows = rows.float()
         lse = rows.logsumexp(-1)
         logps.append(rows.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse)
-        if with_entropy:
+        if with_entropy:  # -sum p log p: no cancellation of two large terms, unlike lse - sum p x
             with torch.no_grad():
-                finite = rows.masked_fill(rows.isinf(), 0.0)  # top-k / top-p warped rows hold -inf
-                entropies.append(lse - (rows.softmax(-1) * finite).sum(-1))
+                log_p = rows - lse.unsqueeze(-1)
+                terms = log_p.exp() * log_p
+                entropies.append(-terms.masked_fill(rows.isinf(), 0.0).sum(-1))  # top-k / top-p: -inf
     return torch.cat(logps), torch.cat(entropies) if with_entropy else None
 
 
