@@ -8,7 +8,6 @@ import torch
 from aihf.errors import InputError
 from aihf.lm.evaluation import (
     SamplingConfig,
-    completion_logprobs,
     correlations,
     evaluate,
     load_model,
@@ -16,6 +15,7 @@ from aihf.lm.evaluation import (
     reference_samples,
     reward_scores,
     sample,
+    samples_logprobs,
     win_rate,
 )
 from aihf.lm.tiny import save_tiny_models
@@ -61,7 +61,7 @@ def test_sampling_is_seeded_and_keeps_exact_ids(models):
 def test_completion_logprobs_match_a_token_by_token_computation(models):
     policy, tokenizer, *_ = models
     samples = sample(policy, tokenizer, PROMPTS, CONFIG, seed=1)
-    batched = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
+    batched = samples_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
     for i in range(len(PROMPTS)):
         ids = samples.prompt_ids[i] + samples.completion_ids[i]
         with torch.no_grad():
@@ -164,7 +164,7 @@ def test_log_probs_are_those_of_the_sampling_distribution(models, config):
     """KL must compare the distributions sampled from: tempered and truncated like `generate`."""
     policy, tokenizer, *_ = models
     samples = sample(policy, tokenizer, PROMPTS, CONFIG, seed=1)
-    got = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3, config=config)
+    got = samples_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3, config=config)
     for i in range(len(PROMPTS)):
         ids = samples.prompt_ids[i] + samples.completion_ids[i]
         with torch.no_grad():
@@ -177,7 +177,7 @@ def test_log_probs_are_those_of_the_sampling_distribution(models, config):
         expected = sum(logps[t - 1, ids[t]].item() for t in range(start, len(ids)))
         if math.isfinite(expected):
             assert got[i].item() == pytest.approx(expected, abs=1e-4)
-    plain = completion_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
+    plain = samples_logprobs(policy, samples, tokenizer.pad_token_id, batch_size=3)
     assert not torch.allclose(got, plain)
 
 
@@ -191,7 +191,7 @@ def test_spreads_are_sample_standard_deviations(models):
     gold = np.asarray(result.samples.gold)
     assert result.metrics["gold_reward_std"] == pytest.approx(gold.std(ddof=1))
     assert result.metrics["gold_reward_sem"] == pytest.approx(gold.std(ddof=1) / len(gold) ** 0.5)
-    log_ratio = completion_logprobs(policy, result.samples, tokenizer.pad_token_id, config=CONFIG)
-    log_ratio -= completion_logprobs(reference, result.samples, tokenizer.pad_token_id, config=CONFIG)
+    log_ratio = samples_logprobs(policy, result.samples, tokenizer.pad_token_id, config=CONFIG)
+    log_ratio -= samples_logprobs(reference, result.samples, tokenizer.pad_token_id, config=CONFIG)
     sem = log_ratio.numpy().std(ddof=1) / len(log_ratio) ** 0.5
     assert sem > 0 and result.metrics["kl_to_ref_sem"] == pytest.approx(sem, rel=1e-5)

@@ -7,6 +7,7 @@ from aihf.lm.aihf_trainer import AIHFTrainer
 from aihf.lm.config import AIHFConfig, DirectAIHFConfig, SelfPlayAIHFConfig
 from aihf.lm.data import prepare_text_data
 from aihf.lm.direct import DirectAIHFTrainer, SelfPlayAIHFTrainer
+from aihf.lm.loop import Callback, Evaluate
 from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
 
 QUIET = {"report_to": "none", "learning_rate": 1e-2, "max_new_tokens": 5}
@@ -162,3 +163,84 @@ def test_wandb_tracker_runs_offline_when_installed(tiny_dir, data_dir, tmp_path,
     trainer = _direct(tiny_dir, data_dir, tmp_path, report_to=["wandb"], max_steps=1)
     trainer.train()
     assert list(tmp_path.rglob("offline-run-*"))
+
+
+class Recorder(Callback):
+    """Every hook call in order; adds a metric of its own at each unit's end."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, trainer):
+        self.events.append(("begin", trainer.state.step))
+
+    def on_step_begin(self, trainer):
+        self.events.append(("step_begin", trainer.state.step))
+
+    def on_step_end(self, trainer, metrics):
+        self.events.append(("step_end", trainer.state.step))
+        metrics["recorder/step"] = float(trainer.state.step)
+
+    def on_train_end(self, trainer):
+        self.events.append(("end", trainer.state.step))
+
+
+def test_callbacks_run_around_every_unit_and_their_metrics_are_logged(tiny_dir, data_dir, tmp_path):
+    import json
+
+    trainer = _direct(tiny_dir, data_dir, tmp_path, max_steps=2, batch_size=3)
+    recorder = Recorder()
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert recorder.events == [
+        ("begin", 0),
+        ("step_begin", 0),
+        ("step_end", 1),
+        ("step_begin", 1),
+        ("step_end", 2),
+        ("end", 2),
+    ]
+    logged = [json.loads(line) for line in (tmp_path / "direct" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["recorder/step"] for r in logged] == [1.0, 2.0]
+    # Direct AIHF's throughput comes from the `Throughput` callback, which consumes the unit's token count
+    assert all(r["train/tokens_per_second"] > 0 and "train/tokens" not in r for r in logged)
+
+
+def test_entropy_is_computed_only_on_logged_iterations(tiny_dir, data_dir, tmp_path):
+    trainer = _aihf(tiny_dir, data_dir, tmp_path, max_iterations=3, logging_steps=2, prompt_batch_size=2)
+    trainer.add_callback(recorder := Recorder())
+    trainer.train()
+    assert len(recorder.events) == 8
+    logged = trainer.logger.last
+    assert logged["step"] == 3 and "objective/entropy" in logged  # the last iteration is logged
+    trainer.state.step = 0  # the next unit is iteration 1: not logged, so no entropy
+    assert "objective/entropy" not in trainer.training_step()
+    trainer.state.step = 1
+    assert "objective/entropy" in trainer.training_step()
+
+
+def test_evaluate_callback_logs_evaluations_without_moving_the_training_stream(tiny_dir, data_dir, tmp_path):
+    """Evaluating every 2 units adds eval/ metrics there and leaves the training's numbers unchanged."""
+    import json
+
+    from aihf.lm.modeling import SamplingConfig
+
+    def length_gold(prompts, completions):
+        return [float(len(c)) for c in completions]
+
+    runs = {}
+    for name in ("plain", "evaluated"):
+        trainer = _aihf(tiny_dir, data_dir, tmp_path / name, max_iterations=3, prompt_batch_size=2)
+        if name == "evaluated":
+            reference = load_causal_lm(str(tiny_dir / "policy")).eval()
+            config = SamplingConfig(max_new_tokens=4)
+            trainer.add_callback(Evaluate(2, ["The film was", "Our team"], length_gold, reference, config))
+        trainer.train()
+        path = tmp_path / name / "aihf" / "metrics.jsonl"
+        runs[name] = [json.loads(line) for line in path.read_text().splitlines()]
+    evaluated = [r for r in runs["evaluated"] if "eval/gold_reward_mean" in r]
+    assert [r["step"] for r in evaluated] == [2]
+    assert evaluated[0]["eval/kl_to_ref"] != 0.0  # the policy has moved from its reference
+    for plain, other in zip(runs["plain"], runs["evaluated"]):
+        for key, value in plain.items():
+            assert other[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key

@@ -130,16 +130,11 @@ class AIHFTrainer(LoopTrainer):
         """Demonstration micro-batches for `steps` reward steps, each row paired with a fresh policy sample.
 
         The policy does not change during the reward steps, so all agent samples of an iteration come
-        from one batched `generate` call (in chunks of `generation_batch_size` prompts).
+        from one batched sampling (`generation_batch_size` prompts per `generate` call).
         """
         rows = [self.draw("demos", self.demos) for _ in range(steps)]
         prompts = [r["prompt"] for step in rows for micro in step for r in micro]
-        chunk = self.config.generation_batch_size
-        agent = iter(
-            c
-            for i in range(0, len(prompts), chunk)
-            for c in self.policy_step.sample(prompts[i : i + chunk], 1).completions
-        )
+        agent = iter(self.policy_step.sample(prompts, 1, self.config.generation_batch_size).completions)
         return [[[(r, next(agent)) for r in micro] for micro in step] for step in rows]
 
     def reward_step(
@@ -221,10 +216,11 @@ class AIHFTrainer(LoopTrainer):
     def training_step(self) -> dict[str, float]:
         """(a) policy steps toward the current reward, (b) reward steps on demonstrations + preferences."""
         c = self.config
+        logged = self.logs_step(self.state.step + 1)
         records = []
         for _ in range(c.policy_steps_per_iteration):
             prompts = [r["prompt"] for micro in self.draw("prompts", self.prompt_data) for r in micro]
-            records.append(self.policy_step(prompts, self.current_reward()))
+            records.append(self.policy_step(prompts, self.current_reward(), with_entropy=logged))
         metrics = runtime.mean_metrics(records)
         if self.train_reward:
             steps = c.reward_steps_per_iteration

@@ -15,6 +15,8 @@ from aihf import checkpoints
 from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
+from aihf.lm.loop import Callback, Snapshots
+from aihf.lm.modeling import lora_config
 
 
 def _jsonl_callback(path: Path) -> Any:
@@ -57,18 +59,18 @@ def _manifest_callback() -> Any:
     return Manifest()
 
 
-def _snapshot_callback(trainer: Any, config: LMConfig, card: str) -> Any:
+def as_trl_callback(callback: Callback) -> Any:
+    """One of our loop's callbacks run by a TRL trainer: its `on_step_end` after each optimiser step."""
+    from types import SimpleNamespace
+
     from transformers import TrainerCallback
 
-    class Snapshot(TrainerCallback):
-        """The policy as a loadable model every `snapshot_steps` optimiser steps (runtime.snapshot_dir)."""
-
+    class Adapter(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step % config.snapshot_steps == 0:
-                path = runtime.snapshot_dir(Path(config.output_dir), state.global_step)
-                runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card)
+            view = SimpleNamespace(state=SimpleNamespace(step=state.global_step))
+            callback.on_step_end(view, {})
 
-    return Snapshot()
+    return Adapter()
 
 
 def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
@@ -111,17 +113,7 @@ def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
 
 
 def _peft_config(config: LMConfig, task_type: str) -> Any:
-    if not config.use_peft:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        task_type=task_type,
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules or "all-linear",
-    )
+    return lora_config(config, task_type) if config.use_peft else None
 
 
 def _finish(
@@ -135,7 +127,12 @@ def _finish(
         runtime.trim_metrics(log, int(checkpoint.name.split("-")[-1]))
     card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
     if config.snapshot_steps:
-        trainer.add_callback(_snapshot_callback(trainer, config, card))
+
+        def save(path: Path) -> None:
+            runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card)
+
+        snapshots = Snapshots(config.snapshot_steps, Path(config.output_dir), save)
+        trainer.add_callback(as_trl_callback(snapshots))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime.save_model(
         trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card

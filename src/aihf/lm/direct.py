@@ -12,7 +12,6 @@ Both are one concatenated forward pass per step (chosen, rejected and demonstrat
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -21,9 +20,9 @@ from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import DirectAIHFConfig, LMConfig, SelfPlayAIHFConfig
 from aihf.lm.data import TextData
-from aihf.lm.loop import LoopTrainer
-from aihf.lm.modeling import encode, sample_completions
-from aihf.losses import dpo_loss, ipo_loss, sequence_logprobs, sft_loss, spin_loss
+from aihf.lm.loop import LoopTrainer, Throughput
+from aihf.lm.modeling import completion_logprobs, encode, sample_completions
+from aihf.losses import dpo_loss, ipo_loss, spin_loss
 
 
 class _OfflineTrainer(LoopTrainer):
@@ -54,8 +53,6 @@ class _OfflineTrainer(LoopTrainer):
         for offset, (key, data) in enumerate((("demos", demos), ("prefs", prefs))):
             if data is not None:
                 self.add_sampler(key, data, config.batch_size, offset)
-        self.tokens_seen = 0
-        self.started: float | None = None  # the first step's start, for tokens per second
 
     def data(self) -> tuple[TextData | None, ...]:
         return (self.demos, self.prefs)
@@ -73,29 +70,27 @@ class _OfflineTrainer(LoopTrainer):
             unwrapped = self.accelerator.unwrap_model(self.policy)
             with unwrapped.disable_adapter():
                 return self.reference_logps(unwrapped, batch, average)
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits
-        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-        return sequence_logprobs(logits.float(), labels, average=average)
+        return completion_logprobs(model, batch, average=average).sums
 
 
 def pairwise_forward(
     policy: Any, batch: dict[str, torch.Tensor], n_pairs: int, average: bool, sft_tokens: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One forward over [chosen; rejected; extra]: chosen and rejected logps, SFT loss on extra, logits.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One forward over [chosen; rejected; extra]: chosen and rejected logps, and the SFT loss on extra.
 
-    `sft_tokens` normalises the SFT sum (the step's token count under gradient accumulation)."""
-    logits = policy(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
-    logits = logits.float()
-    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    logps = sequence_logprobs(logits[: 2 * n_pairs], labels[: 2 * n_pairs], average=average)
+    `sft_tokens` normalises the SFT sum (the step's token count under gradient accumulation); without it
+    the SFT term is the token mean of these rows."""
+    out = completion_logprobs(policy, batch)
+    pairs = slice(0, 2 * n_pairs)
+    logps = out.sums[pairs]
+    if average:
+        logps = logps / out.mask[pairs].sum(-1).clamp(min=1)
     extra = None
-    if logits.size(0) > 2 * n_pairs:
-        extra = sft_loss(logits[2 * n_pairs :], labels[2 * n_pairs :], num_tokens=sft_tokens)
-    return logps[:n_pairs], logps[n_pairs:], extra, logits
+    if out.sums.size(0) > 2 * n_pairs:
+        rest = slice(2 * n_pairs, None)
+        count = sft_tokens if sft_tokens is not None else int(out.mask[rest].sum())
+        extra = -out.tokens[rest].sum() / max(count, 1)
+    return logps[:n_pairs], logps[n_pairs:], extra
 
 
 def _pair_metrics(prefix: str, chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
@@ -126,6 +121,7 @@ class DirectAIHFTrainer(_OfflineTrainer):
         super().__init__(
             policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources, config.max_steps
         )
+        self.add_callback(Throughput())
 
     @property
     def total(self) -> int:
@@ -150,7 +146,7 @@ class DirectAIHFTrainer(_OfflineTrainer):
         batch = self.batch(rows)
         n = len(pref_rows)
         average = c.loss_type == "ipo"
-        chosen, rejected, sft, _ = pairwise_forward(self.policy, batch, n, average, sft_tokens)
+        chosen, rejected, sft = pairwise_forward(self.policy, batch, n, average, sft_tokens)
         pair_batch = {k: v[: 2 * n] for k, v in batch.items()}
         ref = self.reference_logps(self.ref, pair_batch, average)
         if c.loss_type == "ipo":
@@ -181,12 +177,8 @@ class DirectAIHFTrainer(_OfflineTrainer):
             tokens += n_tokens
             return loss, metrics
 
-        if self.started is None:
-            self.started = time.perf_counter()
         metrics = self.accumulate(list(zip(prefs, demos)), micro_loss)
-        self.tokens_seen += tokens
-        speed = self.tokens_seen / max(time.perf_counter() - self.started, 1e-9)
-        return metrics | {"train/tokens_per_second": speed}
+        return metrics | {"train/tokens": tokens}  # `Throughput` turns it into tokens per second
 
 
 def _completion_tokens(tokenizer: Any, rows: list[dict[str, str]], max_length: int) -> int:
@@ -231,18 +223,16 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
         draws = c.steps_per_iteration * c.gradient_accumulation_steps
         rows = [self.demos.rows[i] for _ in range(draws) for i in self.samplers["demos"].next()]
-        answers: list[str] = []
-        for start in range(0, len(rows), c.generation_batch_size):  # pi_t is fixed: batch the generation
-            chunk = rows[start : start + c.generation_batch_size]
-            answers += sample_completions(
-                self.opponent,
-                self.tokenizer,
-                [r["prompt"] for r in chunk],
-                1,
-                c.max_new_tokens,
-                c.temperature,
-                max_prompt_length=c.max_prompt_length,
-            ).completions
+        answers = sample_completions(  # pi_t is fixed: batch the generation
+            self.opponent,
+            self.tokenizer,
+            [r["prompt"] for r in rows],
+            1,
+            c.max_new_tokens,
+            c.temperature,
+            max_prompt_length=c.max_prompt_length,
+            batch_size=c.generation_batch_size,
+        ).completions
         return list(zip(rows, answers))
 
     @property
@@ -259,7 +249,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         rows = [(p, y) for p, y, _ in pairs] + [(p, y) for p, _, y in pairs]
         batch = self.batch(rows)
         n = len(pairs)
-        chosen, rejected, _, _ = pairwise_forward(self.policy, batch, n, average=False)
+        chosen, rejected, _ = pairwise_forward(self.policy, batch, n, average=False)
         ref = self.reference_logps(self.opponent, batch, average=False)
         n_spin = len(spin_rows)
         spin = spin_loss(chosen[:n_spin], rejected[:n_spin], ref[:n_spin], ref[n : n + n_spin], c.beta)

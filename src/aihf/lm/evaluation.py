@@ -21,8 +21,7 @@ the range a run's seed can take (`REFERENCE_SEED`), so no run shares their rando
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,77 +29,33 @@ import torch
 
 from aihf.errors import InputError
 from aihf.lm.gold import RewardFn
-from aihf.losses import sequence_logprobs
+from aihf.lm.modeling import (
+    RewardScorer,
+    Samples,
+    SamplingConfig,
+    collate,
+    completion_logprobs,
+    generate_ids,
+    prompt_token_ids,
+    samples_from_ids,
+)
+from aihf.lm.modeling import load_model as load_model  # evaluation's callers load models from here
 
 REFERENCE_SEED = 2**32 + 17  # above every seed a run accepts (aihf.validation.SEED), so never a run's
-
-
-@dataclass
-class SamplingConfig:
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    batch_size: int = 64
-
-
-@dataclass
-class Samples:
-    """Completions with the exact token ids they were sampled as (for exact log-probabilities)."""
-
-    prompts: list[str]
-    completions: list[str]
-    prompt_ids: list[list[int]]
-    completion_ids: list[list[int]]
-    gold: list[float] = field(default_factory=list)
-
-
-def load_model(path: str | Path, kind: str = "policy") -> tuple[Any, Any]:
-    """A causal LM (`kind="policy"`) or sequence classifier (`kind="reward"`) and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    cls = AutoModelForCausalLM if kind == "policy" else AutoModelForSequenceClassification
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = cls.from_pretrained(str(path)).eval()
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: could not load a {kind} model with its tokenizer ({err})") from err
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # Generation pads on the left; scoring pads on the right so positions stay the natural ones.
-    tokenizer.padding_side = "left" if kind == "policy" else "right"
-    return model, tokenizer
 
 
 @torch.no_grad()
 def sample(
     model: Any, tokenizer: Any, prompts: Sequence[str], config: SamplingConfig, seed: int = 0
 ) -> Samples:
-    """One sampled completion per prompt (generation stops at eos; eos is kept in the ids)."""
+    """One sampled completion per prompt (generation stops at eos; eos is kept in the ids).
+
+    Prompts keep the tokenizer's special tokens and their order (`config.batch_size` per call), so a
+    seed gives the samples it always gave."""
     torch.manual_seed(seed)
-    out = Samples(list(prompts), [], [], [])
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    for i in range(0, len(prompts), config.batch_size):
-        batch = tokenizer(list(prompts[i : i + config.batch_size]), return_tensors="pt", padding=True)
-        generated = model.generate(
-            **batch,
-            do_sample=True,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            pad_token_id=pad,
-            eos_token_id=eos,
-        )
-        width = batch["input_ids"].shape[1]
-        for row, mask, new in zip(batch["input_ids"], batch["attention_mask"], generated[:, width:]):
-            ids = new.tolist()
-            if eos in ids:
-                ids = ids[: ids.index(eos) + 1]
-            out.prompt_ids.append(row[mask.bool()].tolist())
-            out.completion_ids.append(ids)
-            out.completions.append(tokenizer.decode(ids, skip_special_tokens=True))
-    return out
+    prompt_ids = prompt_token_ids(tokenizer, prompts, None, add_special_tokens=True)
+    generated = generate_ids(model, prompt_ids, 1, config, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    return samples_from_ids(tokenizer, prompts, prompt_ids, generated, 1)
 
 
 def _sampling_warpers(config: SamplingConfig | None) -> Any:
@@ -120,30 +75,23 @@ def _sampling_warpers(config: SamplingConfig | None) -> Any:
 
 
 @torch.no_grad()
-def completion_logprobs(
+def samples_logprobs(
     model: Any, samples: Samples, pad_id: int, batch_size: int = 64, config: SamplingConfig | None = None
 ) -> torch.Tensor:
-    """Sum of log p(completion token) for each sample, on the sampled ids (right-padded, so positions are
-    the natural ones), under the distribution `generate` samples from with `config`'s temperature, top-k
-    and top-p (the model's own distribution when `config` is None)."""
+    """Sum of log p(completion token) for each sample, on the sampled ids, under the distribution
+    `generate` samples from with `config`'s temperature, top-k and top-p (the model's own distribution
+    when `config` is None); `batch_size` samples per forward pass."""
     warpers = _sampling_warpers(config)
+    device = next(model.parameters()).device
     totals = []
     for i in range(0, len(samples.prompts), batch_size):
-        rows = list(zip(samples.prompt_ids[i : i + batch_size], samples.completion_ids[i : i + batch_size]))
-        width = max(len(p) + len(c) for p, c in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, (p, c) in enumerate(rows):
-            ids = torch.tensor(p + c, dtype=torch.long)
-            input_ids[j, : len(ids)] = ids
-            attention[j, : len(ids)] = 1
-            labels[j, len(p) : len(ids)] = ids[len(p) :]
-        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        if warpers:  # the warpers act on one position at a time: flatten (batch, time) into rows
-            flat = logits.reshape(-1, logits.size(-1))
-            logits = warpers(input_ids.reshape(-1, 1), flat).reshape(logits.shape)
-        totals.append(sequence_logprobs(logits, labels))
+        batch = collate(
+            samples.prompt_ids[i : i + batch_size],
+            samples.completion_ids[i : i + batch_size],
+            pad_id,
+            device=device,
+        )
+        totals.append(completion_logprobs(model, batch, warpers=warpers).sums)
     return torch.cat(totals) if totals else torch.zeros(0)
 
 
@@ -162,8 +110,6 @@ def reward_scores(
 ) -> list[float]:
     """The learned reward R(prompt, completion) exactly as training reads it (`RewardScorer`: EOS
     appended, no special tokens added), so accuracy and correlations use the position the head learned."""
-    from aihf.lm.modeling import RewardScorer
-
     scorer = RewardScorer(reward_model, tokenizer)
     scores: list[float] = []
     for i in range(0, len(prompts), batch_size):
@@ -255,8 +201,8 @@ def evaluate(
     samples = sample(policy, tokenizer, prompts, config, seed=seed)
     samples.gold = list(gold(samples.prompts, samples.completions))
     pad = tokenizer.pad_token_id
-    log_ratio = completion_logprobs(policy, samples, pad, config.batch_size, config)
-    log_ratio -= completion_logprobs(reference, samples, pad, config.batch_size, config)
+    log_ratio = samples_logprobs(policy, samples, pad, config.batch_size, config)
+    log_ratio -= samples_logprobs(reference, samples, pad, config.batch_size, config)
     gold_scores = np.asarray(samples.gold)
     metrics: dict[str, float] = {
         "gold_reward_mean": float(gold_scores.mean()),
@@ -292,7 +238,3 @@ def evaluate(
 def _std(values: Any) -> float:
     """Sample standard deviation (ddof = 1) of an array or a CPU tensor; 0 for a single value."""
     return float(np.std(np.asarray(values, dtype=np.float64), ddof=1)) if len(values) > 1 else 0.0
-
-
-def config_dict(config: SamplingConfig) -> dict[str, Any]:
-    return asdict(config)

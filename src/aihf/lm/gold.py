@@ -125,20 +125,16 @@ class FluentSentimentGold:
         penalty: float = 0.5,
         batch_size: int = 16,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from aihf.lm.modeling import load_model
 
         if model_dir is None:
             from aihf.lm.pretrained import get_model
 
             model_dir = str(get_model("smollm2-135m-instruct"))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        except OSError as err:
-            raise InputError(
-                f"gold reward fluent-sentiment: cannot load the fluency model {model_dir!r} ({err})"
-            ) from err
+            self.model, self.tokenizer = load_model(model_dir)
+        except InputError as err:
+            raise InputError(f"gold reward fluent-sentiment: the fluency model: {err}") from err
         self.vader = VaderGold(completion_only=True)
         self.model_dir = model_dir  # for gold_spec
         self.threshold, self.penalty, self.batch_size = threshold, penalty, batch_size

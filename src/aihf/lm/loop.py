@@ -4,7 +4,9 @@ A subclass says what one unit of progress is (`training_step`: an optimiser step
 iteration of several) and how many there are (`total`); this class owns everything around it:
 the accelerator, the policy with its PEFT adapter, optimiser, schedule and frozen reference, the
 data samplers, logging every `logging_steps` units, checkpoints every `save_steps` units, resume,
-the progress bar, and saving OUT/policy at the end.
+the progress bar, and saving OUT/policy at the end. What happens around a unit without being part of
+the algorithm (policy snapshots, throughput, periodic evaluation, a benchmark's clock) is a `Callback`,
+in the manner of transformers' `TrainerCallback`.
 
 Why not transformers' `Trainer`: AIHF updates two models with two optimisers and samples from the
 policy inside the step; Self-Play regenerates its opponent's answers every iteration. TRL's own
@@ -16,6 +18,7 @@ config's meaning through `baselines.trl_args`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,98 @@ import torch
 from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
+
+
+class Callback:
+    """Hooks around the loop's units; each receives the trainer. `on_step_end` may add to the unit's
+    metrics before they are logged (the unit's number is `trainer.state.step`)."""
+
+    def on_train_begin(self, trainer: LoopTrainer) -> None:
+        """Before the first unit of this `train` call (after a resume has loaded its checkpoint)."""
+
+    def on_step_begin(self, trainer: LoopTrainer) -> None:
+        """Before each unit."""
+
+    def on_step_end(self, trainer: LoopTrainer, metrics: dict[str, float]) -> None:
+        """After each unit, before its metrics are logged and its checkpoint is written."""
+
+    def on_train_end(self, trainer: LoopTrainer) -> None:
+        """After the last unit, before the final outputs are saved."""
+
+
+class Snapshots(Callback):
+    """The policy as a loadable model every `every` units, in OUT/snapshots/step-N (`runtime.snapshot_dir`).
+
+    `save(path)` writes one snapshot: our loop's `save_policy`, or TRL's model through `as_trl_callback`."""
+
+    def __init__(self, every: int, out_dir: Path, save: Callable[[Path], None] | None = None) -> None:
+        self.every, self.out_dir, self.save = every, Path(out_dir), save
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if trainer.state.step % self.every == 0:
+            path = runtime.snapshot_dir(self.out_dir, trainer.state.step)
+            (self.save or trainer.save_policy)(path)
+
+
+class Throughput(Callback):
+    """`train/tokens_per_second`: the tokens of all units so far over their wall-clock time (logging and
+    checkpoints between units excluded). A unit reports its tokens as `train/tokens` in its metrics."""
+
+    def __init__(self) -> None:
+        self.tokens, self.seconds, self.start = 0, 0.0, 0.0
+
+    def on_step_begin(self, trainer: LoopTrainer) -> None:
+        self.start = time.perf_counter()
+
+    def on_step_end(self, trainer: LoopTrainer, metrics: dict[str, float]) -> None:
+        self.seconds += time.perf_counter() - self.start
+        self.tokens += int(metrics.pop("train/tokens", 0))
+        metrics["train/tokens_per_second"] = self.tokens / max(self.seconds, 1e-9)
+
+
+class Evaluate(Callback):
+    """`aihf.lm.evaluation.evaluate` every `every` units on held-out prompts; its metrics are logged
+    with an `eval/` prefix. `reference` is the frozen model the KL and win rate compare against."""
+
+    def __init__(
+        self, every: int, prompts: Sequence[str], gold: Any, reference: Any, config: Any = None
+    ) -> None:
+        self.every, self.prompts, self.gold, self.reference, self.config = (
+            every,
+            prompts,
+            gold,
+            reference,
+            config,
+        )
+        self.ref_samples: Any = None
+
+    def on_step_end(self, trainer: LoopTrainer, metrics: dict[str, float]) -> None:
+        if trainer.state.step % self.every:
+            return
+        from aihf.lm.evaluation import evaluate, reference_samples
+        from aihf.lm.modeling import SamplingConfig
+
+        config = self.config or SamplingConfig()
+        rng = torch.get_rng_state()  # sampling here must not move the training's random stream
+        if self.ref_samples is None:  # the reference's samples are the same at every evaluation
+            self.ref_samples = reference_samples(
+                self.reference, trainer.tokenizer, self.prompts, self.gold, config, trainer.config.seed
+            )
+        policy = trainer.accelerator.unwrap_model(trainer.policy)
+        was_training = policy.training
+        result = evaluate(
+            policy.eval(),
+            trainer.tokenizer,
+            self.reference,
+            self.prompts,
+            self.gold,
+            config=config,
+            ref=self.ref_samples,
+            seed=trainer.config.seed,
+        )
+        policy.train(was_training)
+        torch.set_rng_state(rng)
+        metrics |= {f"eval/{k}": v for k, v in result.metrics.items()}
 
 
 class LoopTrainer:
@@ -42,8 +137,12 @@ class LoopTrainer:
         total_policy_steps: int,
         micro_batch_size: int,
         keep_reference: bool = True,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.config, self.tokenizer, self.sources = config, tokenizer, sources or {}
+        self.callbacks: list[Callback] = list(callbacks)
+        if config.snapshot_steps:
+            self.callbacks.append(Snapshots(config.snapshot_steps, Path(config.output_dir)))
         self.accelerator = acc = runtime.make_accelerator(config)
         runtime.check_accumulation(acc, config)
         policy = runtime.prepare_model(policy, config, "CAUSAL_LM")
@@ -72,6 +171,18 @@ class LoopTrainer:
     def data(self) -> Sequence[TextData | None]:
         """The data sets whose notes go into the model card."""
         return ()
+
+    def add_callback(self, callback: Callback) -> None:
+        self.callbacks.append(callback)
+
+    def logs_step(self, step: int) -> bool:
+        """Whether unit `step`'s metrics are logged: every `logging_steps` units and the last. Diagnostics
+        that cost compute (the policy's entropy) are computed only then."""
+        return step % self.config.logging_steps == 0 or step == self.total
+
+    def _call(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
 
     # --- shared helpers --------------------------------------------------------------------------------
 
@@ -107,18 +218,21 @@ class LoopTrainer:
         bar = runtime.start_or_resume(
             acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, total, self.method
         )
+        self._call("on_train_begin")
         while self.state.step < total:
-            metrics = runtime.gather_mean(acc, self.training_step())
+            self._call("on_step_begin")
+            metrics = self.training_step()
             self.state.step += 1
-            if self.state.step % c.logging_steps == 0 or self.state.step == total:
+            self._call("on_step_end", metrics)
+            metrics = runtime.gather_mean(acc, metrics)
+            if self.logs_step(self.state.step):
                 self.logger.log(self.state.step, metrics)
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
             bar.update(1)
             if c.save_steps and self.state.step % c.save_steps == 0:
                 runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
-            if c.snapshot_steps and self.state.step % c.snapshot_steps == 0:
-                self.save_policy(runtime.snapshot_dir(self.out_dir, self.state.step))
         bar.close()
+        self._call("on_train_end")
         self.save()
         self.logger.close()
         return self.logger.last

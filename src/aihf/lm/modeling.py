@@ -1,4 +1,6 @@
-"""Model loading, tokenisation to (prompt, completion) batches, sampling and scoring.
+"""The LM model stack: loading, tokenisation to (prompt, completion) batches, sampling and scoring.
+
+Training, evaluation and the gold reward all use these functions, so a fix here reaches all of them.
 
 One batch layout is used everywhere, TRL's: prompt and completion tokens concatenated, right padded,
 with a `completion_mask` marking the answer tokens. Text is tokenised as TRL's DPOTrainer does
@@ -9,14 +11,13 @@ Direct AIHF loss matches TRL's DPO loss exactly when alpha = 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from aihf.errors import InputError
-from aihf.losses import sequence_logprobs
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -92,6 +93,30 @@ def load_reward_model(path: str) -> Any:
     return model
 
 
+def load_model(path: str | Path, kind: str = "policy") -> tuple[Any, Any]:
+    """A causal LM (`kind="policy"`) or reward model (`kind="reward"`) in evaluation mode, and its
+    tokenizer: what evaluation and data generation read a saved model with."""
+    path = str(path)
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path) if kind == "policy" else load_reward_model(path)
+    # Generation pads on the left; scoring pads on the right so positions stay the natural ones.
+    tokenizer.padding_side = "left" if kind == "policy" else "right"
+    return model.eval(), tokenizer
+
+
+def lora_config(config: Any, task_type: str) -> Any:
+    """The LoRA adapter of a config with `use_peft` (`lora_*` fields), for our trainers and TRL's alike."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type=task_type,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules or "all-linear",
+    )
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -155,29 +180,71 @@ def encode(
 
 @dataclass
 class LogProbs:
-    """Per-sequence summed completion log-probabilities, and per-token values for KL / entropy."""
+    """Per-sequence summed completion log-probabilities, and per-token values for KL / entropy.
+
+    Token tensors cover the positions from the batch's first completion token to its end (prompt-only
+    columns are never computed), zero outside the completion."""
 
     sums: torch.Tensor  # [B]
-    tokens: torch.Tensor  # [B, T-1], zero outside the completion
-    mask: torch.Tensor  # [B, T-1]
-    entropy: torch.Tensor | None = None  # [B, T-1] token entropies, when asked for
+    tokens: torch.Tensor  # [B, L]
+    mask: torch.Tensor  # [B, L]
+    entropy: torch.Tensor | None = None  # [B, L] token entropies (no gradient), when asked for
 
 
-def completion_logprobs(model: Any, batch: dict[str, torch.Tensor], with_entropy: bool = False) -> LogProbs:
-    """log pi(completion | prompt) by one forward pass (aihf.losses.sequence_logprobs)."""
+ROW_CHUNK = 4  # rows per float32 log-softmax reduction: bounds the temporaries to [4, L, V]
+
+
+def selective_log_softmax(
+    logits: torch.Tensor, index: torch.Tensor, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log softmax(logits)[index] per position, in float32, without a [B, L, V] log-softmax kept.
+
+    logsumexp and a gather, a few rows at a time; the entropy (no gradient) reuses the logsumexp."""
+    logps, entropies = [], []
+    for rows, ids in zip(logits.split(ROW_CHUNK), index.split(ROW_CHUNK)):
+        rows = rows.float()
+        lse = rows.logsumexp(-1)
+        logps.append(rows.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse)
+        if with_entropy:  # -sum p log p: no cancellation of two large terms, unlike lse - sum p x
+            with torch.no_grad():
+                log_p = rows - lse.unsqueeze(-1)
+                terms = log_p.exp() * log_p
+                entropies.append(-terms.masked_fill(rows.isinf(), 0.0).sum(-1))  # top-k / top-p: -inf
+    return torch.cat(logps), torch.cat(entropies) if with_entropy else None
+
+
+def completion_logprobs(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    with_entropy: bool = False,
+    warpers: Any = None,
+    average: bool = False,
+) -> LogProbs:
+    """log pi(completion | prompt) by one forward pass, the one log-prob path of training, evaluation and
+    the gold.
+
+    Only the completion positions reach the LM head (`logits_to_keep`, as TRL): with SmolLM2's 49,152-word
+    vocabulary the prompt's logits would be most of the work. `warpers` (transformers logits processors)
+    give the distribution `generate` samples from under temperature / top-k / top-p; `average` divides
+    the sums by the completion length (IPO)."""
+    input_ids, completion = batch["input_ids"], batch["completion_mask"]
+    first = int(completion.any(0).long().argmax()) if completion.any() else input_ids.size(1) - 1
+    first = max(first, 1)  # position 0 has no prediction
+    keep = input_ids.size(1) - first + 1
     logits = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).logits
-    logits = logits.float()
-    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    sums = sequence_logprobs(logits, labels)
-    mask = batch["completion_mask"][:, 1:].to(logits.dtype)
-    log_probs = logits[:, :-1].log_softmax(-1)
-    tokens = torch.gather(log_probs, 2, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1) * mask
-    entropy = None
-    if with_entropy:
-        entropy = -(log_probs.exp() * log_probs).sum(-1).detach() * mask
-    return LogProbs(sums, tokens, mask, entropy)
+        input_ids=input_ids, attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep
+    ).logits[:, :-1]
+    labels = input_ids[:, first:]
+    if warpers:  # the warpers act on one position at a time: flatten (batch, time) into rows
+        flat = logits.float().reshape(-1, logits.size(-1))
+        logits = warpers(labels.reshape(-1, 1), flat).reshape(logits.shape)
+    mask = completion[:, first:].float()
+    tokens, entropy = selective_log_softmax(logits, labels, with_entropy)
+    tokens = tokens.masked_fill(mask == 0, 0.0)  # 0, not 0 * -inf, where a warper filtered the label
+    sums = tokens.sum(-1)
+    if average:
+        sums = sums / mask.sum(-1).clamp(min=1)
+    return LogProbs(sums, tokens, mask, entropy.masked_fill(mask == 0, 0.0) if entropy is not None else None)
 
 
 class RewardScorer:
@@ -204,19 +271,39 @@ class RewardScorer:
 
 
 @dataclass
-class Samples:
-    """k sampled completions per prompt: text for the reward, exact token batch for the policy loss."""
+class SamplingConfig:
+    """How evaluation samples: `generate`'s settings and the prompts per `generate` call."""
 
-    prompts: list[str]  # each prompt repeated k times, grouped
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    batch_size: int = 64
+
+
+@dataclass
+class Samples:
+    """Sampled completions with the exact token ids they were sampled as (for exact log-probabilities).
+
+    `num_samples` completions per prompt, grouped: `prompts[i]` and `prompt_ids[i]` belong to completion i.
+    """
+
+    prompts: list[str]
     completions: list[str]
-    batch: dict[str, torch.Tensor]
-    num_samples: int
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    gold: list[float] = field(default_factory=list)
+    num_samples: int = 1
+
+    def batch(self, pad_token_id: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The token batch of every (prompt, completion), right padded: the policy loss's input."""
+        return collate(self.prompt_ids, self.completion_ids, pad_token_id, device=device)
 
 
 def prompt_token_ids(
-    tokenizer: Any, prompts: Sequence[str], max_prompt_length: int | None
+    tokenizer: Any, prompts: Sequence[str], max_prompt_length: int | None, add_special_tokens: bool = False
 ) -> list[list[int]]:
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
     if max_prompt_length is not None:
         ids = [i[-max_prompt_length:] for i in ids]  # keep the end, next to the answer
     return ids
@@ -228,9 +315,8 @@ def samples_from_ids(
     prompt_ids: Sequence[list[int]],
     generated: Sequence[list[int]],
     num_samples: int,
-    device: torch.device | str,
 ) -> Samples:
-    """Samples from generated ids (k consecutive per prompt): cut after EOS, decode, build the token batch."""
+    """Samples from generated ids (k consecutive per prompt): cut after EOS (kept), decode."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     completion_ids = []
     for ids in generated:
@@ -240,13 +326,67 @@ def samples_from_ids(
         elif pad in ids and pad != eos:
             ids = ids[: ids.index(pad)]
         completion_ids.append(ids or [eos])
-    repeated_ids = [ids for ids in prompt_ids for _ in range(num_samples)]
+    repeated_ids = [list(ids) for ids in prompt_ids for _ in range(num_samples)]
     repeated = [p for p in prompts for _ in range(num_samples)]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Samples(repeated, texts, collate(repeated_ids, completion_ids, pad, device=device), num_samples)
+    return Samples(repeated, texts, repeated_ids, completion_ids, num_samples=num_samples)
+
+
+def _left_padded(prompt_ids: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in prompt_ids)
+    inputs = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    attention = torch.zeros_like(inputs)
+    for i, ids in enumerate(prompt_ids):
+        inputs[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[i, width - len(ids) :] = 1
+    return inputs, attention
 
 
 @torch.no_grad()
+def generate_ids(
+    model: Any,
+    prompt_ids: Sequence[list[int]],
+    num_samples: int,
+    config: SamplingConfig,
+    pad_token_id: int,
+    eos_token_id: int,
+    sort_by_length: bool = False,
+) -> list[list[int]]:
+    """`num_samples` completions per prompt (grouped, in prompt order) by `model.generate` with its KV
+    cache, `config.batch_size` prompts per call, left padded.
+
+    `sort_by_length` puts prompts of similar length in one call, so little of a call is padding; the
+    results come back in prompt order. It changes which random draws each prompt gets, so it is off
+    where a seeded run must reproduce earlier samples."""
+    order = list(range(len(prompt_ids)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(prompt_ids[i]))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    generated: dict[int, list[list[int]]] = {}
+    for start in range(0, len(order), config.batch_size):
+        chunk = order[start : start + config.batch_size]
+        inputs, attention = _left_padded([prompt_ids[i] for i in chunk], pad_token_id)
+        out = model.generate(
+            input_ids=inputs.to(device),
+            attention_mask=attention.to(device),
+            do_sample=True,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens,
+            num_return_sequences=num_samples,
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+        )
+        rows = out[:, inputs.size(1) :].tolist()
+        for j, i in enumerate(chunk):
+            generated[i] = rows[j * num_samples : (j + 1) * num_samples]
+    model.train(was_training)
+    return [ids for i in range(len(prompt_ids)) for ids in generated[i]]
+
+
 def sample_completions(
     model: Any,
     tokenizer: Any,
@@ -257,33 +397,19 @@ def sample_completions(
     top_k: int = 0,
     top_p: float = 1.0,
     max_prompt_length: int | None = None,
+    batch_size: int | None = None,
 ) -> Samples:
-    """Batched sampling with the KV cache (`model.generate`); `model` must be the unwrapped module."""
-    device = next(model.parameters()).device
+    """k sampled completions per prompt (training's sampler); `model` must be the unwrapped module.
+
+    One `generate` call for all prompts unless `batch_size` caps the prompts per call; then the calls
+    take prompts sorted by length, so a call pads little."""
     prompt_ids = prompt_token_ids(tokenizer, prompts, max_prompt_length)
-    width = max(len(ids) for ids in prompt_ids)
-    pad = tokenizer.pad_token_id
-    inputs = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    attention = torch.zeros_like(inputs)
-    for i, ids in enumerate(prompt_ids):  # left padding for generation
-        inputs[i, width - len(ids) :] = torch.tensor(ids)
-        attention[i, width - len(ids) :] = 1
-    was_training = model.training
-    model.eval()
-    out = model.generate(
-        input_ids=inputs.to(device),
-        attention_mask=attention.to(device),
-        do_sample=True,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
+    config = SamplingConfig(max_new_tokens, temperature, top_k, top_p, batch_size or len(prompt_ids))
+    chunked = len(prompt_ids) > config.batch_size
+    generated = generate_ids(
+        model, prompt_ids, num_samples, config, tokenizer.pad_token_id, tokenizer.eos_token_id, chunked
     )
-    model.train(was_training)
-    return samples_from_ids(tokenizer, prompts, prompt_ids, out[:, width:].tolist(), num_samples, device)
+    return samples_from_ids(tokenizer, prompts, prompt_ids, generated, num_samples)
 
 
 def as_reward_fn(reward: RewardScorer | RewardFn) -> Callable[[list[str], list[str]], torch.Tensor]:

@@ -25,6 +25,7 @@ from aihf.lm.modeling import (
     LogProbs,
     RewardFn,
     RewardScorer,
+    Samples,
     as_reward_fn,
     completion_logprobs,
     prompt_token_ids,
@@ -94,7 +95,9 @@ class PolicyStep:
             )
         return self.vllm
 
-    def sample(self, prompts: Sequence[str], num_samples: int) -> Any:
+    def sample(self, prompts: Sequence[str], num_samples: int, batch_size: int | None = None) -> Samples:
+        """`num_samples` completions per prompt from the current policy; `batch_size` prompts per
+        `generate` call (all in one by default)."""
         c = self.config
         if c.use_vllm:
             engine = self._vllm_engine()
@@ -104,9 +107,7 @@ class PolicyStep:
             ids = prompt_token_ids(self.tokenizer, prompts, self.max_prompt_length)
             repeated = [i for i in ids for _ in range(num_samples)]
             _, completion_ids, *_ = engine.generate(repeated, None, num_samples)
-            return samples_from_ids(
-                self.tokenizer, prompts, ids, completion_ids, num_samples, self.accelerator.device
-            )
+            return samples_from_ids(self.tokenizer, prompts, ids, completion_ids, num_samples)
         with runtime.generation_model(self.accelerator, self.policy) as model:
             return sample_completions(
                 model,
@@ -118,6 +119,7 @@ class PolicyStep:
                 c.top_k,
                 c.top_p,
                 self.max_prompt_length,
+                batch_size,
             )
 
     @torch.no_grad()
@@ -127,40 +129,45 @@ class PolicyStep:
         with self.accelerator.unwrap_model(self.policy).disable_adapter():  # PEFT: the base is pi_0
             return completion_logprobs(self.accelerator.unwrap_model(self.policy), batch)
 
-    def __call__(self, prompts: Sequence[str], reward: RewardScorer | RewardFn) -> dict[str, float]:
+    def __call__(
+        self, prompts: Sequence[str], reward: RewardScorer | RewardFn, with_entropy: bool = True
+    ) -> dict[str, float]:
         """One optimiser step on `prompts`: sample k answers each in one call, score them, then the
-        loss and backward in `gradient_accumulation_steps` micro-batches of whole prompt groups."""
+        loss and backward in `gradient_accumulation_steps` micro-batches of whole prompt groups.
+
+        `with_entropy`: report the policy's token entropy (a softmax over the vocabulary at every
+        completion token; skipped on steps whose metrics are not logged)."""
         score = as_reward_fn(reward)
         c = self.config
         samples = self.sample(prompts, c.num_samples)
-        device = samples.batch["input_ids"].device
-        scores = score(samples.prompts, samples.completions).to(device)
+        tokens = samples.batch(self.tokenizer.pad_token_id, self.accelerator.device)
+        scores = score(samples.prompts, samples.completions).to(self.accelerator.device)
         chunks = _micro_slices(len(prompts), self.gradient_accumulation_steps, c.num_samples)
         records = []
         for i, rows in enumerate(chunks):
-            batch = _trim({key: value[rows] for key, value in samples.batch.items()})
+            batch = _trim({key: value[rows] for key, value in tokens.items()})
             ref = self.reference_logprobs(batch)
             if c.policy_optimizer == "rloo":
-                loss, metrics = self._rloo_loss(batch, scores[rows], ref)
+                loss, metrics = self._rloo_loss(batch, scores[rows], ref, with_entropy)
             else:
-                loss, metrics = self._online_dpo_loss(batch, scores[rows], ref)
+                loss, metrics = self._online_dpo_loss(batch, scores[rows], ref, with_entropy)
             runtime.backward(self.accelerator, self.policy, loss / len(chunks), sync=i == len(chunks) - 1)
             records.append(metrics | {"loss/policy": loss.item()})
         runtime.optimizer_step(
             self.accelerator, self.policy, self.optimizer, self.scheduler, self.max_grad_norm
         )
         self.updates += 1
-        lengths = samples.batch["completion_mask"].sum(-1).float()
+        lengths = tokens["completion_mask"].sum(-1).float()
         return runtime.mean_metrics(records) | {
             "objective/scores": scores.mean().item(),
             "policy/completion_length": lengths.mean().item(),
         }
 
     def _rloo_loss(
-        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs
+        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs, with_entropy: bool
     ) -> tuple[torch.Tensor, dict[str, float]]:
         k = self.config.num_samples
-        out = completion_logprobs(self.policy, batch, with_entropy=True)
+        out = completion_logprobs(self.policy, batch, with_entropy=with_entropy)
         kl = (out.tokens.detach() - ref.tokens).sum(-1)  # sequence KL estimate, log pi/pi_0 of the sample
         shaped = scores - self.config.beta * kl
         grouped = shaped.view(-1, k)
@@ -169,13 +176,11 @@ class PolicyStep:
         if self.config.normalize_advantages:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         loss = -(advantages.detach() * out.sums).mean()
-        tokens = out.mask.sum().clamp(min=1)
         # which term drives the advantages: the spread of the reward's scores over a prompt's k samples,
         # or that of the KL penalty (a reward on a small scale leaves beta * KL in charge)
         penalty = self.config.beta * kl
-        return loss, {
+        return loss, _entropy(out) | {
             "objective/kl": kl.mean().item(),
-            "objective/entropy": (out.entropy.sum() / tokens).item(),
             "objective/rlhf_reward": shaped.mean().item(),
             "policy/advantage_std": advantages.std().item(),
             "policy/score_std": scores.view(-1, k).std(1).mean().item(),
@@ -183,7 +188,7 @@ class PolicyStep:
         }
 
     def _online_dpo_loss(
-        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs
+        self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs, with_entropy: bool
     ) -> tuple[torch.Tensor, dict[str, float]]:
         k = self.config.num_samples
         grouped = scores.view(-1, k)
@@ -192,17 +197,22 @@ class PolicyStep:
         worst = grouped.argmin(1) + offsets
         index = torch.cat([best, worst])
         pair = {key: value[index] for key, value in batch.items()}
-        out = completion_logprobs(self.policy, pair, with_entropy=True)
+        out = completion_logprobs(self.policy, pair, with_entropy=with_entropy)
         ref_sums = ref.sums[index]
         n = best.numel()
         result = dpo_loss(out.sums[:n], out.sums[n:], ref_sums[:n], ref_sums[n:], self.config.beta)
-        tokens = out.mask.sum().clamp(min=1)
-        return result.loss, {
+        return result.loss, _entropy(out) | {
             "objective/kl": ((out.sums.detach() - ref_sums).mean()).item(),
-            "objective/entropy": (out.entropy.sum() / tokens).item(),
             "policy/score_margin": (scores[best] - scores[worst]).mean().item(),
             "policy/dpo_margin": (result.chosen_rewards - result.rejected_rewards).mean().item(),
         }
+
+
+def _entropy(out: LogProbs) -> dict[str, float]:
+    """The mean token entropy of the policy's samples, when it was computed."""
+    if out.entropy is None:
+        return {}
+    return {"objective/entropy": (out.entropy.sum() / out.mask.sum().clamp(min=1)).item()}
 
 
 def _micro_slices(n_prompts: int, parts: int, k: int) -> list[slice]:

@@ -23,6 +23,7 @@ from aihf import checkpoints
 from aihf.errors import InputError
 from aihf.io import write_text
 from aihf.lm.config import LMConfig
+from aihf.lm.modeling import lora_config
 
 
 def trackers(config: LMConfig) -> list[str]:
@@ -108,16 +109,9 @@ def prepare_model(model: Any, config: LMConfig, task_type: str) -> Any:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     if config.use_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            task_type=task_type,
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules or "all-linear",
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(config, task_type))
     if config.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
