@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--algos",
         nargs="+",
         choices=ALGOS,
-        default=["aihf", "rlhf", "pref-only", "demo-only", "bc", "sac-true", "ipl"],
+        default=list(ALGOS),
     )
     bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     bench.add_argument("--total-steps", type=int, default=None)

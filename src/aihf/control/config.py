@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from aihf.control.algorithms import ALGORITHMS
 from aihf.errors import InputError
 from aihf.validation import (
     AT_LEAST_1,
@@ -19,7 +20,7 @@ from aihf.validation import (
     validate_config,
 )
 
-ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true", "ipl")
+ALGOS = tuple(ALGORITHMS)  # the method names, from the one table in algorithms.py
 BACKENDS = ("sb3", "sbx")
 
 
@@ -27,15 +28,8 @@ BACKENDS = ("sb3", "sbx")
 class AIHFControlConfig:
     """Options of the control experiments. Defaults follow the paper (appendix A.1.1) where it gives them.
 
-    `algo` picks the method; all share the SAC settings and the budget `total_steps` (environment steps):
-      aihf       reward from demonstrations (weight `alpha`) and preferences, learned jointly with SAC
-      pref-only  the same joint loop with alpha = 0 (preferences only)
-      demo-only  the same joint loop without preferences (maximum-likelihood IRL)
-      rlhf       BC-initialised actor, reward fitted on preferences first, then SAC on that frozen reward
-      bc         behaviour cloning on the demonstrations only (no environment steps)
-      sac-true   SAC on the environment's true reward (the oracle)
-      ipl        Inverse Preference Learning (Hejna & Sadigh 2023): no reward net, SAC's critic is fit to
-                 the preferences through its implicit reward Q(s, a) - gamma V(s') (README.md)
+    `algo` picks the method, one of `algorithms.ALGORITHMS` (aihf, its ablations and the baselines, each
+    described there); all share the SAC settings and the budget `total_steps` (environment steps).
 
     The lower level is SAC on `reward_scale * r_theta` with entropy coefficient `ent_coef`: a fixed
     number by default (the KL weight to the uniform policy, as in the paper's Spinning Up SAC), or
@@ -97,8 +91,9 @@ class AIHFControlConfig:
             raise InputError(f"field 'backend' = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.algo not in ALGOS:
             raise InputError(f"field 'algo' = {self.algo!r}: expected one of {', '.join(ALGOS)}")
-        if self.algo == "ipl" and self.backend != "sb3":
-            raise InputError("field 'algo' = 'ipl' runs on backend sb3 only (its critic update is PyTorch)")
+        runs_on = ALGORITHMS[self.algo].backends
+        if self.backend not in runs_on:
+            raise InputError(f"field 'algo' = {self.algo!r} runs on backend {', '.join(runs_on)} only")
         _check_device(self.device)
 
     @property

@@ -4,14 +4,15 @@ upper-level update on them (`aihf.losses.aihf_reward_loss` plus a per-transition
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
 
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import Preferences, Trajectories
-from aihf.control.reward import RewardNet, buffer_actions_to_env
+from aihf.control.reward import RewardNet, buffer_actions_to_env, rescore_replay_buffer
 from aihf.errors import InputError
 from aihf.losses import aihf_reward_loss, reward_centering_penalty
 
@@ -53,9 +54,8 @@ def trajectory_transitions(traj: Trajectories, cfg: AIHFControlConfig, what: str
     )
 
 
-def buffer_transitions(model: OffPolicyAlgorithm, window: int) -> Transitions:
+def buffer_transitions(buf: ReplayBuffer, window: int) -> Transitions:
     """The agent's most recent `window` transitions from SAC's replay buffer (its current policy's)."""
-    buf = model.replay_buffer
     size = buf.buffer_size if buf.full else buf.pos
     window = min(window, size)
     rows = (buf.pos - window + np.arange(window)) % buf.buffer_size
@@ -135,63 +135,110 @@ def split_preferences(
     return PreferenceTensors.build(train_part, cfg), held
 
 
-def reward_step(
-    net: RewardNet,
-    optimizer: torch.optim.Optimizer,
-    cfg: AIHFControlConfig,
-    rng: np.random.Generator,
-    demos: Transitions | None,
-    agent: Transitions | None,
-    prefs: PreferenceTensors | None,
-    alpha: float,
-    updates: int,
-) -> dict[str, float]:
-    """`updates` Adam steps on -(alpha * L1 + L2) + centring; raises RewardDivergedError on NaN/inf.
+class RewardLearner:
+    """The learned reward r_theta with everything its updates use: the net, its Adam optimiser, the
+    demonstrations and preference pairs as tensors, and the run's data RNG (shared with BC, so a seeded
+    run draws the same batches). The trainer holds one and hands it to the algorithms."""
 
-    Centring (coef * mean r^2) is taken over per-transition rewards only: the demonstration and agent
-    transitions and every transition of the sampled preference segments. (Squaring 50-step segment
-    sums beside single transitions would weigh segments about 50^2 times more.)
-    """
-    use_demo = demos is not None and agent is not None and len(agent) > 0 and alpha > 0
-    stats: dict[str, float] = {}
-    for _ in range(updates):
-        demo_r = agent_r = chosen = rejected = labels = None
-        per_step: list[torch.Tensor] = []
-        if use_demo:
-            demo_r = demos.rewards(net, rng.integers(len(demos), size=cfg.reward_batch_size))
-            agent_r = agent.rewards(net, rng.integers(len(agent), size=cfg.reward_batch_size))
-            per_step += [demo_r, agent_r]
-        if prefs is not None:
-            pick = rng.integers(len(prefs.segments), size=cfg.pref_batch_size)
-            chosen, rejected, seg_r = segment_returns(net, prefs.trans, prefs.starts, prefs.segments[pick])
-            labels = prefs.labels[torch.as_tensor(pick)]
-            per_step.append(seg_r)
-        out = aihf_reward_loss(
-            demo_rewards=demo_r,
-            agent_rewards=agent_r,
-            chosen_rewards=chosen,
-            rejected_rewards=rejected,
-            alpha=alpha,
-            demo_form=cfg.demo_form,  # type: ignore[arg-type]
-            preference_labels=labels,
+    def __init__(
+        self,
+        cfg: AIHFControlConfig,
+        obs_dim: int,
+        act_dim: int,
+        rng: np.random.Generator,
+        demos: Trajectories | None = None,
+        prefs: PreferenceTensors | None = None,
+        held_out: PreferenceTensors | None = None,
+    ) -> None:
+        self.cfg, self.rng = cfg, rng
+        self.net = RewardNet(
+            obs_dim, act_dim, cfg.reward_hidden, cfg.reward_use_next_obs, cfg.reward_use_done
         )
-        centering = reward_centering_penalty(torch.cat(per_step), cfg.centering_coef)
-        loss = out.loss + centering
-        optimizer.zero_grad()
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        finite = torch.isfinite(loss) and all(torch.isfinite(p).all() for p in net.parameters())
-        if not finite:
-            raise RewardDivergedError(
-                f"the learned reward diverged (loss {loss.item()}); try a smaller reward_lr, "
-                "demo_form=logistic, centering_coef > 0 or reward_weight_decay > 0"
+        self.optimizer = torch.optim.Adam(
+            self.net.parameters(), lr=cfg.reward_lr, weight_decay=cfg.reward_weight_decay
+        )
+        self.demos = trajectory_transitions(demos, cfg, "demonstrations") if demos is not None else None
+        self.prefs, self.held_out = prefs, held_out
+
+    def agent_samples(self, buffer: ReplayBuffer) -> Transitions:
+        """The agent's side of the demonstration term: its latest transitions in SAC's replay buffer."""
+        return buffer_transitions(buffer, self.cfg.agent_window or self.cfg.steps_per_iter)
+
+    def step(
+        self, updates: int, agent: Transitions | None = None, use_prefs: bool = True
+    ) -> dict[str, float]:
+        """`updates` Adam steps on -(alpha * L1 + L2) + centring; returns the last one's parts.
+
+        L1, the demonstration term, compares the demonstrations with the `agent` samples (none given: no
+        demonstration term, alpha = 0); L2 is Bradley-Terry on the preference pairs (skipped with
+        `use_prefs=False`). Raises RewardDivergedError on NaN/inf.
+
+        Centring (coef * mean r^2) is taken over per-transition rewards only: the demonstration and agent
+        transitions and every transition of the sampled preference segments. (Squaring 50-step segment
+        sums beside single transitions would weigh segments about 50^2 times more.)
+        """
+        cfg, demos = self.cfg, self.demos
+        alpha = cfg.alpha if agent is not None else 0.0
+        use_demo = demos is not None and agent is not None and len(agent) > 0 and alpha > 0
+        prefs = self.prefs if use_prefs else None
+        stats: dict[str, float] = {}
+        for _ in range(updates):
+            demo_r = agent_r = chosen = rejected = labels = None
+            per_step: list[torch.Tensor] = []
+            if use_demo:
+                demo_r = demos.rewards(self.net, self.rng.integers(len(demos), size=cfg.reward_batch_size))
+                agent_r = agent.rewards(self.net, self.rng.integers(len(agent), size=cfg.reward_batch_size))
+                per_step += [demo_r, agent_r]
+            if prefs is not None:
+                pick = self.rng.integers(len(prefs.segments), size=cfg.pref_batch_size)
+                chosen, rejected, seg_r = segment_returns(
+                    self.net, prefs.trans, prefs.starts, prefs.segments[pick]
+                )
+                labels = prefs.labels[torch.as_tensor(pick)]
+                per_step.append(seg_r)
+            out = aihf_reward_loss(
+                demo_rewards=demo_r,
+                agent_rewards=agent_r,
+                chosen_rewards=chosen,
+                rejected_rewards=rejected,
+                alpha=alpha,
+                demo_form=cfg.demo_form,  # type: ignore[arg-type]
+                preference_labels=labels,
             )
-        stats = {
-            "loss": loss.item(),
-            "demo": out.demo.item(),
-            "preference": out.preference.item(),
-            "centering": centering.item(),
+            centering = reward_centering_penalty(torch.cat(per_step), cfg.centering_coef)
+            loss = out.loss + centering
+            self.optimizer.zero_grad()
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            finite = torch.isfinite(loss) and all(torch.isfinite(p).all() for p in self.net.parameters())
+            if not finite:
+                raise RewardDivergedError(
+                    f"the learned reward diverged (loss {loss.item()}); try a smaller reward_lr, "
+                    "demo_form=logistic, centering_coef > 0 or reward_weight_decay > 0"
+                )
+            stats = {
+                "loss": loss.item(),
+                "demo": out.demo.item(),
+                "preference": out.preference.item(),
+                "centering": centering.item(),
+            }
+        return stats
+
+    def rescore(self, buffer: ReplayBuffer) -> int:
+        """Replace the buffer's stored rewards by the current r_theta (SAC's targets read them)."""
+        return rescore_replay_buffer(buffer, self.net, self.cfg.reward_offset, self.cfg.reward_scale)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Net and optimiser tensors and the data RNG's state: what an exact resume of it needs."""
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
         }
-    return stats
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state = state["rng"]

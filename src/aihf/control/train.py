@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from aihf import checkpoints
-from aihf.control.algorithms import make_algorithm
+from aihf.control.algorithms import Run, make_algorithm
 from aihf.control.backends import Backend, get_backend, sac_kwargs
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import (
@@ -50,7 +50,7 @@ from aihf.control.data import (
 )
 from aihf.control.envs import env_dims, env_restore, env_snapshot, make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet
-from aihf.control.reward_learning import RewardDivergedError, split_preferences, trajectory_transitions
+from aihf.control.reward_learning import RewardDivergedError, RewardLearner, split_preferences
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 
@@ -124,8 +124,7 @@ def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 def _save_checkpoint(
     path: Path,
     model: OffPolicyAlgorithm,
-    net: RewardNet | None,
-    optimizer: torch.optim.Optimizer | None,
+    reward: RewardLearner | None,
     rng: np.random.Generator,
     state: dict[str, Any],
     backend: Backend,
@@ -137,8 +136,9 @@ def _save_checkpoint(
         tmp.mkdir()
         model.save(tmp / "sac.zip")
         model.save_replay_buffer(tmp / "replay.pkl")
-        if net is not None and optimizer is not None:
-            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict()}, tmp / "reward.pt")
+        if reward is not None:
+            learner = reward.state_dict()
+            torch.save({"net": learner["net"], "optimizer": learner["optimizer"]}, tmp / "reward.pt")
         runtime = {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),
@@ -159,18 +159,16 @@ def _load_checkpoint(
     path: Path,
     venv: VecEnv,
     cfg: AIHFControlConfig,
-    net: RewardNet | None,
-    optimizer: torch.optim.Optimizer | None,
+    reward: RewardLearner | None,
     rng: np.random.Generator,
     backend: Backend,
     sac_class: type | None,
 ) -> tuple[OffPolicyAlgorithm, dict[str, Any]]:
     model = backend.load(path / "sac.zip", venv, cfg.device, sac_class)
     model.load_replay_buffer(path / "replay.pkl")
-    if net is not None and optimizer is not None:
+    if reward is not None:
         saved = torch.load(path / "reward.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["net"])
-        optimizer.load_state_dict(saved["optimizer"])
+        reward.load_state_dict({**saved, "rng": rng.bit_generator.state})  # the data RNG: below
     with open(path / "runtime.pkl", "rb") as fh:
         runtime = pickle.load(fh)  # our own checkpoint file
     base = _base_venv(venv)
@@ -257,19 +255,14 @@ class Trainer:
         obs_dim, act_dim = env_dims(cfg.env_id)
         self.demos = demos
         self.prefs_train, self.prefs_held = split_preferences(prefs, cfg)
-        self.demo_trans = trajectory_transitions(demos, cfg, "demonstrations") if demos is not None else None
-        self.reward_net: RewardNet | None = None
-        self.reward_optimizer: torch.optim.Optimizer | None = None
+        self.reward: RewardLearner | None = None
         self.sac_env: VecEnv = self.venv
         if self.algorithm.learns_reward:
-            self.reward_net = RewardNet(
-                obs_dim, act_dim, cfg.reward_hidden, cfg.reward_use_next_obs, cfg.reward_use_done
-            )
-            self.reward_optimizer = torch.optim.Adam(
-                self.reward_net.parameters(), lr=cfg.reward_lr, weight_decay=cfg.reward_weight_decay
+            self.reward = RewardLearner(
+                cfg, obs_dim, act_dim, self.rng, demos, self.prefs_train, self.prefs_held
             )
             self.sac_env = LearnedRewardVecEnv(
-                self.venv, self.reward_net, cfg.reward_offset, cfg.termination, cfg.reward_scale
+                self.venv, self.reward.net, cfg.reward_offset, cfg.termination, cfg.reward_scale
             )
         self.model: OffPolicyAlgorithm = None  # type: ignore[assignment]  # set by start() or resume()
         self.state: dict[str, Any] = {}
@@ -277,6 +270,14 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint"
+
+    @property
+    def reward_net(self) -> RewardNet | None:
+        return self.reward.net if self.reward is not None else None
+
+    def _run(self) -> Run:
+        """What the algorithm's hooks see of this run."""
+        return Run(self.cfg, self.model, self.backend, self.rng, self.demos, self.prefs_train, self.reward)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.backend.act(self.model, obs)
@@ -294,9 +295,9 @@ class Trainer:
             self.algorithm.sac_class(self.backend),
             **sac_kwargs(self.cfg),
         )
-        self.algorithm.attach(self)
+        self.algorithm.attach(self._run())
         self.state = {"iteration": 0, "curve": [], "reward_stats": [], "config": self.cfg.to_dict()}
-        self.algorithm.setup(self)
+        self.algorithm.setup(self._run())
         self._record_eval(0, self.evaluate())
         if self.algorithm.uses_env:
             self.save_checkpoint()
@@ -306,20 +307,18 @@ class Trainer:
             self.checkpoint_path,
             self.sac_env,
             self.cfg,
-            self.reward_net,
-            self.reward_optimizer,
+            self.reward,
             self.rng,
             self.backend,
             self.algorithm.sac_class(self.backend),
         )
-        self.algorithm.attach(self)
+        self.algorithm.attach(self._run())
 
     def save_checkpoint(self) -> None:
         _save_checkpoint(
             self.checkpoint_path,
             self.model,
-            self.reward_net,
-            self.reward_optimizer,
+            self.reward,
             self.rng,
             self.state,
             self.backend,
@@ -349,7 +348,7 @@ class Trainer:
                 while model.num_timesteps < cfg.total_steps:
                     steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
                     model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
-                    stats = self.algorithm.after_policy_step(self)
+                    stats = self.algorithm.after_policy_step(self._run())
                     for key, value in stats.items():
                         model.logger.record(f"reward/{key}", value)
                     if stats:
