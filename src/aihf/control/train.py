@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import pickle
 import random
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from aihf.control.data import (
 from aihf.control.envs import env_dims, env_restore, env_snapshot, make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet
 from aihf.control.reward_learning import RewardDivergedError, RewardLearner, split_preferences
+from aihf.control.state import load_replay, read_state, save_replay, write_state
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 
@@ -121,6 +121,9 @@ def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 # checkpoints
 
 
+_PICKLED = ("runtime.pkl", "replay.pkl", "reward.pt")  # pickled state that older checkpoints held
+
+
 def _save_checkpoint(
     path: Path,
     model: OffPolicyAlgorithm,
@@ -129,16 +132,14 @@ def _save_checkpoint(
     state: dict[str, Any],
     backend: Backend,
 ) -> None:
-    """SAC + replay buffer, reward net + optimiser, every RNG and the environment's exact state."""
+    """SAC (sac.zip), the replay buffer, the reward learner, every RNG and the environment's exact
+    state; the last three as JSON + npz (runtime.*)."""
     venv = model.get_env()
     base = _base_venv(venv)
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        model.save(tmp / "sac.zip")
-        model.save_replay_buffer(tmp / "replay.pkl")
-        if reward is not None:
-            learner = reward.state_dict()
-            torch.save({"net": learner["net"], "optimizer": learner["optimizer"]}, tmp / "reward.pt")
+        model.save(tmp / "sac.zip")  # without the replay buffer (stable-baselines3 leaves it out)
+        save_replay(tmp / "replay.npz", model.replay_buffer)
         runtime = {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),
@@ -148,9 +149,9 @@ def _save_checkpoint(
             "backend": backend.rng_state(model),
             "envs": [env_snapshot(env) for env in base.envs],
             "wrapper_last_obs": getattr(venv, "_last_obs", None),
+            "reward": reward.state_dict() if reward is not None else None,
         }
-        with open(tmp / "runtime.pkl", "wb") as fh:
-            pickle.dump(runtime, fh)
+        write_state(tmp, "runtime", runtime)
         write_json(tmp / "state.json", state)
         checkpoints.write_manifest(tmp)  # last: resume verifies every file against it
 
@@ -164,15 +165,20 @@ def _load_checkpoint(
     backend: Backend,
     sac_class: type | None,
 ) -> tuple[OffPolicyAlgorithm, dict[str, Any]]:
+    old = [name for name in _PICKLED if (path / name).exists()]
+    if old:
+        raise InputError(
+            f"{path}: holds {', '.join(old)}, pickled state of an older aihf; not loaded, since unpickling "
+            "can run code: start the run again"
+        )
+    runtime = read_state(path, "runtime")
     model = backend.load(path / "sac.zip", venv, cfg.device, sac_class)
-    model.load_replay_buffer(path / "replay.pkl")
+    load_replay(path / "replay.npz", model.replay_buffer)
     if reward is not None:
-        saved = torch.load(path / "reward.pt", map_location="cpu", weights_only=True)
-        reward.load_state_dict({**saved, "rng": rng.bit_generator.state})  # the data RNG: below
-    with open(path / "runtime.pkl", "rb") as fh:
-        runtime = pickle.load(fh)  # our own checkpoint file
+        reward.load_state_dict(runtime["reward"])
     base = _base_venv(venv)
-    base.envs = [env_restore(snap) for snap in runtime["envs"]]
+    for env, snap in zip(base.envs, runtime["envs"], strict=True):
+        env_restore(env, snap)
     if isinstance(venv, LearnedRewardVecEnv):
         venv._last_obs = runtime["wrapper_last_obs"]
     torch.set_rng_state(runtime["torch"])
