@@ -90,11 +90,11 @@ class JointReward(Algorithm):
     use_prefs: ClassVar[bool] = True
 
     def after_policy_step(self, run: Run) -> dict[str, float]:
-        reward, buffer = run.reward, run.model.replay_buffer
+        reward, model = run.reward, run.model
         assert reward is not None
-        agent = reward.agent_samples(buffer) if self.use_demos else None
+        agent = reward.agent_samples(model.replay_buffer, model.num_timesteps) if self.use_demos else None
         stats = reward.step(run.cfg.reward_updates_per_iter, agent, use_prefs=self.use_prefs)
-        reward.rescore(buffer)
+        reward.rescore(model.replay_buffer)
         return stats
 
 

@@ -62,6 +62,9 @@ class AIHFControlConfig:
     agent_window: int = 0  # agent transitions = the last N in the replay buffer; 0 means steps_per_iter
     alpha: float = 1.0
     demo_form: Literal["linear", "logistic"] = "linear"
+    # the demonstration term over per-transition means, or (the paper's eq. 32-34) over each whole
+    # trajectory's discounted reward sum: demonstrations vs the agent's completed episodes (README)
+    demo_term: Literal["mean", "trajectory"] = "mean"
     centering_coef: float = 0.01
     grad_clip: float = 10.0
     pref_holdout: float = 0.1  # fraction of preference pairs kept out of training for diagnostics
@@ -94,6 +97,10 @@ class AIHFControlConfig:
         runs_on = ALGORITHMS[self.algo].backends
         if self.backend not in runs_on:
             raise InputError(f"field 'algo' = {self.algo!r} runs on backend {', '.join(runs_on)} only")
+        if self.demo_term == "trajectory" and self.demo_form != "linear":
+            raise InputError(
+                "field 'demo_term' = 'trajectory' needs demo_form 'linear' (the logistic form pairs samples)"
+            )
         _check_device(self.device)
 
     @property

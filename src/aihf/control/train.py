@@ -49,7 +49,12 @@ from aihf.control.data import (
 )
 from aihf.control.envs import env_dims, env_restore, env_snapshot, make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet
-from aihf.control.reward_learning import RewardDivergedError, RewardLearner, split_preferences
+from aihf.control.reward_learning import (
+    RewardDivergedError,
+    RewardLearner,
+    require_whole_episodes,
+    split_preferences,
+)
 from aihf.control.state import load_replay, read_state, save_replay, write_state
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
@@ -223,6 +228,8 @@ def load_run_data(
             _check_sizes(demos, str(demos_path), obs_dim, act_dim)
         else:
             demos = load_trajectories(demos_path, obs_dim, act_dim)
+    if demos is not None and cfg.demo_term == "trajectory":
+        require_whole_episodes(demos, str(demos_path))
     if algorithm.needs_prefs and prefs_path is None:
         raise InputError(
             f"algo {cfg.algo} needs preferences: pass --prefs (no shipped data for {cfg.env_id})"
