@@ -6,11 +6,13 @@
                       chose (one SAC model and replay buffer for the whole run)
         after step    the algorithm's work: for AIHF the reward step on demonstrations and preferences
                       and the re-scoring of the replay buffer with the new reward (`algorithms.py`)
-        evaluate      deterministic true return; checkpoint (atomic)
+        callbacks     evaluation (deterministic true return), checkpoint (atomic), progress bar, the
+                      user's (`callbacks.py`)
 
-The methods themselves are objects in `algorithms.py`; the SAC implementation (stable-baselines3 or
-sbx) is a backend in `backends.py`. A seeded CPU run that is interrupted and resumed ends exactly as an
-uninterrupted one.
+The methods themselves are classes in `algorithms.py` (their hooks get a `Run`); the learned reward is
+a `reward_learning.RewardLearner`; the SAC implementation (stable-baselines3 or sbx) is a backend in
+`backends.py`; checkpoint state is JSON and npz (`state.py`). A seeded CPU run that is interrupted
+and resumed ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import io
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,16 @@ from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from aihf import checkpoints
 from aihf.control.algorithms import Run, make_algorithm
 from aihf.control.backends import Backend, get_backend, sac_kwargs
+from aihf.control.callbacks import (
+    CheckpointCallback,
+    EvaluationCallback,
+    ProgressBarCallback,
+    TrainerCallback,
+)
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import (
     Preferences,
@@ -261,7 +268,7 @@ class Trainer:
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.algorithm = make_algorithm(cfg.algo)
         self.backend = get_backend(cfg.backend)
-        self.start_time = time.perf_counter()
+        self._segment_start = time.perf_counter()
         set_random_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.venv = make_env(cfg.env_id, cfg.seed)
@@ -279,6 +286,7 @@ class Trainer:
             )
         self.model: OffPolicyAlgorithm = None  # type: ignore[assignment]  # set by start() or resume()
         self.state: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}  # the latest evaluation with the learned reward's diagnostics
 
     @property
     def checkpoint_path(self) -> Path:
@@ -300,7 +308,7 @@ class Trainer:
         return evaluate(self.act, self.cfg.env_id, self.cfg.seed + 10_000, self.cfg.eval_episodes, net)
 
     def start(self) -> None:
-        """A fresh run: build SAC, run the algorithm's set-up, evaluate step 0, first checkpoint."""
+        """A fresh run: build SAC and run the algorithm's set-up (step 0 is evaluated by `learn`)."""
         self.model = self.backend.make(
             self.sac_env,
             self.cfg.seed,
@@ -311,9 +319,6 @@ class Trainer:
         self.algorithm.attach(self._run())
         self.state = {"iteration": 0, "curve": [], "reward_stats": [], "config": self.cfg.to_dict()}
         self.algorithm.setup(self._run())
-        self._record_eval(0, self.evaluate())
-        if self.algorithm.uses_env:
-            self.save_checkpoint()
 
     def resume(self) -> None:
         self.model, self.state = _load_checkpoint(
@@ -327,67 +332,68 @@ class Trainer:
         )
         self.algorithm.attach(self._run())
 
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds of this run so far: every earlier segment up to its last checkpoint, plus this one."""
+        return self.state.get("wall_time_s", 0.0) + time.perf_counter() - self._segment_start
+
     def save_checkpoint(self) -> None:
-        _save_checkpoint(
-            self.checkpoint_path,
-            self.model,
-            self.reward,
-            self.rng,
-            self.state,
-            self.backend,
-        )
+        now = time.perf_counter()
+        self.state["wall_time_s"] = self.wall_time_s
+        self._segment_start = now
+        _save_checkpoint(self.checkpoint_path, self.model, self.reward, self.rng, self.state, self.backend)
 
-    def _record_eval(self, step: int, result: dict[str, Any]) -> None:
-        self.state["curve"].append(
-            {"step": step, "eval_return_mean": result["return_mean"], "eval_return_std": result["return_std"]}
-        )
+    def callbacks(self, progress: bool) -> list[TrainerCallback]:
+        """The built-in callbacks: evaluation, and with environment steps the checkpoint and the bar."""
+        cfg = self.cfg
+        built_in: list[TrainerCallback] = [
+            EvaluationCallback(cfg.eval_interval or cfg.steps_per_iter, cfg.total_steps)
+        ]
+        if self.algorithm.uses_env:
+            built_in.append(CheckpointCallback())
+            if progress:
+                built_in.append(ProgressBarCallback())
+        return built_in
 
-    def learn(self, callback: BaseCallback | None = None, progress: bool = True) -> dict[str, Any]:
-        """Alternate SAC chunks with the algorithm's work until `total_steps`; returns results.json."""
+    def learn(
+        self,
+        callback: BaseCallback | None = None,
+        progress: bool = True,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> dict[str, Any]:
+        """Alternate SAC chunks with the algorithm's work until `total_steps`; returns results.json.
+
+        `callback` is stable-baselines3's (called by SAC at every step); `callbacks` are the trainer's
+        (`aihf.control.callbacks`), run after the built-in evaluation, checkpoint and progress bar."""
         cfg, model = self.cfg, self.model
         if cfg.tensorboard:  # one logger for the whole run (SB3 would open a new event file per learn())
             model.set_logger(configure_logger(str(self.out_dir / "tensorboard" / cfg.algo), ["tensorboard"]))
-        final: dict[str, Any] = {}
-        eval_every = cfg.eval_interval or cfg.steps_per_iter
-        if self.algorithm.uses_env:
-            bar = tqdm(
-                total=cfg.total_steps,
-                initial=model.num_timesteps,
-                unit="step",
-                desc=cfg.algo,
-                disable=not progress,
+        hooks = [*self.callbacks(progress), *callbacks]
+        try:
+            for hook in hooks:
+                hook.on_train_start(self)
+            while self.algorithm.uses_env and model.num_timesteps < cfg.total_steps:
+                steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
+                model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
+                stats = self.algorithm.after_policy_step(self._run())
+                for key, value in stats.items():
+                    model.logger.record(f"reward/{key}", value)
+                if stats:
+                    self.state["reward_stats"].append({"iteration": self.state["iteration"], **stats})
+                self.state["iteration"] += 1
+                for hook in hooks:
+                    hook.on_iteration_end(self, steps)
+                model.logger.dump(model.num_timesteps)
+        except KeyboardInterrupt:
+            print(
+                f"interrupted: the checkpoint in {self.checkpoint_path} holds iteration "
+                f"{self.state['iteration']}; continue with --resume {self.out_dir}"
             )
-            try:
-                while model.num_timesteps < cfg.total_steps:
-                    steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
-                    model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
-                    stats = self.algorithm.after_policy_step(self._run())
-                    for key, value in stats.items():
-                        model.logger.record(f"reward/{key}", value)
-                    if stats:
-                        self.state["reward_stats"].append({"iteration": self.state["iteration"], **stats})
-                    self.state["iteration"] += 1
-                    done = model.num_timesteps >= cfg.total_steps
-                    if (
-                        done
-                        or model.num_timesteps // eval_every > (model.num_timesteps - steps) // eval_every
-                    ):
-                        final = self.evaluate(with_reward=True)
-                        self._record_eval(model.num_timesteps, final)
-                        model.logger.record("eval/true_return", final["return_mean"])
-                        bar.set_postfix(true_return=f"{final['return_mean']:.1f}")
-                    model.logger.dump(model.num_timesteps)
-                    self.save_checkpoint()
-                    bar.update(steps)
-            except KeyboardInterrupt:
-                bar.close()
-                print(
-                    f"interrupted: the checkpoint in {self.checkpoint_path} holds iteration "
-                    f"{self.state['iteration']}; continue with --resume {self.out_dir}"
-                )
-                raise
-            bar.close()
-        return self._finish(final)
+            raise
+        finally:
+            for hook in hooks:
+                hook.on_train_end(self)
+        return self._finish(self.last_eval)
 
     def _finish(self, final: dict[str, Any]) -> dict[str, Any]:
         cfg, last = self.cfg, self.state["curve"][-1]
@@ -403,7 +409,7 @@ class Trainer:
             "eval_return_mean": last["eval_return_mean"],
             "eval_return_std": last["eval_return_std"],
             "eval_episodes": cfg.eval_episodes,
-            "wall_time_s": round(time.perf_counter() - self.start_time, 2),
+            "wall_time_s": round(self.wall_time_s, 2),
         }
         if self.reward_net is not None:
             # learned vs true return on the final policy's own (evaluation) rollouts
@@ -435,8 +441,12 @@ def train(
     resume: bool = False,
     callback: BaseCallback | None = None,
     progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Run `cfg.algo`; writes results.json, curve.csv, the reward net and a checkpoint per iteration.
+
+    `callback` goes to stable-baselines3's SAC (every step), `callbacks` to the trainer's loop (every
+    iteration; `aihf.control.callbacks`).
 
     With `resume=True`, `out_dir` must hold a checkpoint; the run continues from it with its saved
     config and data, ignoring `cfg`, `demos` and `prefs`; a seeded CPU run then ends exactly as an
@@ -475,4 +485,4 @@ def train(
         trainer.resume()
     else:
         trainer.start()
-    return trainer.learn(callback, progress)
+    return trainer.learn(callback, progress, callbacks)
