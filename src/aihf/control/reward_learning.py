@@ -295,6 +295,15 @@ class RewardLearner:
             }
         return stats
 
+    def preference_accuracy(self) -> dict[str, float | None]:
+        """How often r_theta orders the held-out and the training pairs as labelled (None: no such pairs)."""
+        return {
+            "heldout_preference_accuracy": self.held_out.accuracy(self.net)
+            if self.held_out is not None
+            else None,
+            "train_preference_accuracy": self.prefs.accuracy(self.net) if self.prefs is not None else None,
+        }
+
     def rescore(self, buffer: ReplayBuffer) -> int:
         """Replace the buffer's stored rewards by the current r_theta (SAC's targets read them)."""
         return rescore_replay_buffer(buffer, self.net, self.cfg.reward_offset, self.cfg.reward_scale)

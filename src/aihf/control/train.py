@@ -274,13 +274,11 @@ class Trainer:
         self.venv = make_env(cfg.env_id, cfg.seed)
         obs_dim, act_dim = env_dims(cfg.env_id)
         self.demos = demos
-        self.prefs_train, self.prefs_held = split_preferences(prefs, cfg)
+        self.prefs_train, held_out = split_preferences(prefs, cfg)
         self.reward: RewardLearner | None = None
         self.sac_env: VecEnv = self.venv
         if self.algorithm.learns_reward:
-            self.reward = RewardLearner(
-                cfg, obs_dim, act_dim, self.rng, demos, self.prefs_train, self.prefs_held
-            )
+            self.reward = RewardLearner(cfg, obs_dim, act_dim, self.rng, demos, self.prefs_train, held_out)
             self.sac_env = LearnedRewardVecEnv(
                 self.venv, self.reward.net, cfg.reward_offset, cfg.termination, cfg.reward_scale
             )
@@ -339,7 +337,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         now = time.perf_counter()
-        self.state["wall_time_s"] = self.wall_time_s
+        self.state["wall_time_s"] = self.state.get("wall_time_s", 0.0) + now - self._segment_start
         self._segment_start = now
         _save_checkpoint(self.checkpoint_path, self.model, self.reward, self.rng, self.state, self.backend)
 
@@ -411,20 +409,15 @@ class Trainer:
             "eval_episodes": cfg.eval_episodes,
             "wall_time_s": round(self.wall_time_s, 2),
         }
-        if self.reward_net is not None:
+        if self.reward is not None:
             # learned vs true return on the final policy's own (evaluation) rollouts
             diag = final if "return_correlation" in final else self.evaluate(with_reward=True)
             results["reward_diagnostics"] = {
-                "heldout_preference_accuracy": self.prefs_held.accuracy(self.reward_net)
-                if self.prefs_held is not None
-                else None,
-                "train_preference_accuracy": self.prefs_train.accuracy(self.reward_net)
-                if self.prefs_train is not None
-                else None,
+                **self.reward.preference_accuracy(),
                 "learned_true_return_correlation": diag["return_correlation"],
                 "learned_true_step_reward_correlation": diag["step_reward_correlation"],
             }
-            self.reward_net.save_pretrained(self.out_dir / "reward_net")
+            self.reward.net.save_pretrained(self.out_dir / "reward_net")
         if self.algorithm.uses_env:
             self.model.save(self.out_dir / "policy.zip")
         results["config"] = cfg.to_dict()
