@@ -144,3 +144,35 @@ def test_demonstration_gradient_identity(beta):
     demo_term = losses.demonstration_loss(rewards[demo_actions], rewards, "linear", agent_weights=pi)
     (grad_demo,) = torch.autograd.grad(demo_term, theta)
     torch.testing.assert_close(grad_loglik, -grad_demo / beta, rtol=1e-10, atol=1e-12)
+
+
+def test_discounted_returns_sum_each_trajectory():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    got = losses.discounted_returns(rewards, torch.tensor([2, 3]), gamma=0.5)
+    torch.testing.assert_close(got, torch.tensor([1.0 + 0.5 * 2.0, 3.0 + 0.5 * 4.0 + 0.25 * 5.0]))
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_a_constant_reward_offset_moves_only_the_trajectory_form(gamma):
+    """On an environment that ends episodes early (a fall), the paper's per-trajectory sum gives a
+    constant offset c the gradient -(E_D[sum_{t<T} gamma^t] - E_pi[sum_{t<T} gamma^t]) (T_demo - T_agent
+    for gamma = 1), a survival signal; the per-transition mean form cancels it."""
+    demo_lengths, agent_lengths = torch.tensor([10, 10]), torch.tensor([3, 5, 4])
+    base_demo, base_agent = torch.randn(20), torch.randn(12)
+    offset = torch.zeros((), requires_grad=True)
+    demo, agent = base_demo + offset, base_agent + offset
+    trajectory = losses.demonstration_loss(
+        losses.discounted_returns(demo, demo_lengths, gamma),
+        losses.discounted_returns(agent, agent_lengths, gamma),
+    )
+    (grad_trajectory,) = torch.autograd.grad(trajectory, offset)
+    (grad_mean,) = torch.autograd.grad(losses.demonstration_loss(demo, agent), offset)
+
+    def discounted_length(lengths: torch.Tensor) -> float:
+        return float(sum(sum(gamma**t for t in range(int(n))) for n in lengths) / len(lengths))
+
+    expected = -(discounted_length(demo_lengths) - discounted_length(agent_lengths))
+    assert grad_trajectory.item() == pytest.approx(expected, rel=1e-5)
+    if gamma == 1.0:
+        assert grad_trajectory.item() == pytest.approx(-(10 - 4))  # -(T_demo - T_agent)
+    assert grad_mean.item() == pytest.approx(0.0, abs=1e-6)

@@ -69,6 +69,24 @@ def demonstration_loss(
     raise ValueError(f"unknown demonstration form {form!r}: expected 'linear' or 'logistic'")
 
 
+def discounted_returns(step_rewards: torch.Tensor, lengths: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """sum_t gamma^t r_t of each trajectory, for trajectories stored one after another (`lengths` each).
+
+    The paper's demonstration term (v1, eq. 32-34) compares these per-trajectory sums,
+    `demonstration_loss(discounted_returns(demo), discounted_returns(agent))`: its gradient is
+    E_D[sum_t gamma^t grad r] - E_pi[sum_t gamma^t grad r]. Unlike the per-transition mean it does not
+    cancel a constant reward offset c between trajectories of different lengths: c gets the gradient
+    of E_D[sum_{t<T} gamma^t] - E_pi[sum_{t<T} gamma^t], i.e. T_demo - T_agent when gamma = 1.
+    """
+    lengths = lengths.to(device=step_rewards.device, dtype=torch.long)
+    traj = torch.repeat_interleave(torch.arange(len(lengths), device=step_rewards.device), lengths)
+    first = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    t = torch.arange(len(step_rewards), device=step_rewards.device) - first
+    weights = torch.pow(torch.tensor(gamma, dtype=step_rewards.dtype, device=step_rewards.device), t)
+    totals = torch.zeros(len(lengths), dtype=step_rewards.dtype, device=step_rewards.device)
+    return totals.index_add(0, traj, weights * step_rewards)
+
+
 def reward_centering_penalty(rewards: torch.Tensor, coef: float) -> torch.Tensor:
     """coef * E[R^2]: pins the reward's free additive constant (BTL and the demo term are shift-invariant)."""
     return coef * rewards.pow(2).mean()

@@ -8,8 +8,7 @@ from aihf.control.algorithms import make_algorithm
 from aihf.control.backends import get_backend, sac_kwargs
 from aihf.control.config import ALGOS, AIHFControlConfig
 from aihf.control.envs import make_env
-from aihf.control.reward import RewardNet
-from aihf.control.reward_learning import PreferenceTensors, reward_step, segment_returns
+from aihf.control.reward_learning import PreferenceTensors, RewardLearner, segment_returns
 
 
 def test_every_configurable_algorithm_has_an_object():
@@ -47,14 +46,15 @@ def test_entropy_coefficient_is_fixed_unless_auto():
 
 def test_centring_is_over_transitions_not_segment_sums(tiny_data):
     """Review finding: the penalty mixed per-transition rewards with 15-step segment sums."""
-    cfg = AIHFControlConfig(pref_batch_size=16, centering_coef=0.1)
+    cfg = AIHFControlConfig(pref_batch_size=16, centering_coef=0.1, reward_hidden=(8,))
     prefs = PreferenceTensors.build(tiny_data["prefs"], cfg)
     torch.manual_seed(0)
-    net = RewardNet(3, 1, hidden=(8,))
+    learner = RewardLearner(cfg, 3, 1, np.random.default_rng(0), prefs=prefs)
+    net = learner.net
     with torch.no_grad():
         net.mlp[-1].bias.fill_(1.0)  # rewards near 1: a segment sum would be near 15
-    frozen = torch.optim.SGD(net.parameters(), lr=0.0)
-    stats = reward_step(net, frozen, cfg, np.random.default_rng(0), None, None, prefs, 0.0, updates=1)
+    learner.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # frozen: read the penalty only
+    stats = learner.step(1)
     pick = np.random.default_rng(0).integers(len(prefs.segments), size=cfg.pref_batch_size)
     with torch.no_grad():
         _, _, per_step = segment_returns(net, prefs.trans, prefs.starts, prefs.segments[pick])

@@ -68,7 +68,7 @@ def test_expert_run_continues_from_its_newest_checkpoint(tmp_path, capsys):
     cfg.learning_starts = 50
     collect(cfg, tmp_path, progress=False)
     ckpts = tmp_path / "expert_checkpoints"
-    assert sorted(p.name for p in ckpts.glob("replay_*")) == ["replay_300.pkl"]  # only the newest buffer
+    assert sorted(p.name for p in ckpts.glob("replay_*")) == ["replay_300.npz"]  # only the newest buffer
     longer = CollectConfig(**{**cfg.__dict__, "expert_steps": 500, "rollout_from": 300, "max_demos": 0})
     table = collect(longer, tmp_path, progress=False)
     assert "continuing the expert from its checkpoint at step 300" in capsys.readouterr().out

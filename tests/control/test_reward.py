@@ -6,7 +6,7 @@ from stable_baselines3 import SAC
 from aihf.control.config import AIHFControlConfig
 from aihf.control.envs import make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet, buffer_actions_to_env, rescore_replay_buffer
-from aihf.control.reward_learning import PreferenceTensors, reward_step, trajectory_transitions
+from aihf.control.reward_learning import PreferenceTensors, RewardLearner, trajectory_transitions
 
 
 def test_reward_net_inputs_and_save_load(tmp_path):
@@ -73,18 +73,17 @@ def test_reward_step_raises_demo_margin_and_preference_accuracy(tiny_data, demo_
     the learned order of the preference pairs agrees more with their labels."""
     torch.manual_seed(0)
     cfg = AIHFControlConfig(reward_lr=3e-3, reward_batch_size=128, pref_batch_size=32, demo_form=demo_form)
-    demos = trajectory_transitions(tiny_data["demos"], cfg, "demos")
     agent = trajectory_transitions(tiny_data["prefs"].trajectories, cfg, "agent")  # the worse episodes
     prefs = PreferenceTensors.build(tiny_data["prefs"], cfg)
-    net = RewardNet(3, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.reward_lr)
+    learner = RewardLearner(cfg, 3, 1, np.random.default_rng(0), tiny_data["demos"], prefs)
+    demos, net = learner.demos, learner.net
 
     def margin() -> float:
         with torch.no_grad():
             return float(demos.rewards(net).mean() - agent.rewards(net).mean())
 
     margin0, acc0 = margin(), prefs.accuracy(net)
-    stats = reward_step(net, opt, cfg, np.random.default_rng(0), demos, agent, prefs, 1.0, updates=150)
+    stats = learner.step(150, agent)
     assert margin() > margin0 + 0.5
     assert prefs.accuracy(net) > max(acc0, 0.75)
     assert stats["preference"] < np.log(2)

@@ -23,6 +23,7 @@ _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--steps-per-iter", "steps_per_iter", int, "SAC steps per AIHF iteration (paper: 5000)"),
     ("--alpha", "alpha", float, "weight of the demonstration term"),
     ("--demo-form", "demo_form", str, "linear (paper) or logistic"),
+    ("--demo-term", "demo_term", str, "mean (per transition) or trajectory (the paper's discounted sums)"),
     ("--reward-lr", "reward_lr", float, "reward Adam learning rate (paper: 1e-4)"),
     ("--reward-updates", "reward_updates_per_iter", int, "reward updates per iteration"),
     ("--centering-coef", "centering_coef", float, "weight of the mean R^2 penalty"),
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--algos",
         nargs="+",
         choices=ALGOS,
-        default=["aihf", "rlhf", "pref-only", "demo-only", "bc", "sac-true", "ipl"],
+        default=list(ALGOS),
     )
     bench.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     bench.add_argument("--total-steps", type=int, default=None)

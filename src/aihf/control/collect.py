@@ -32,6 +32,7 @@ from aihf.control.backends import get_backend
 from aihf.control.config import parse_ent_coef
 from aihf.control.data import Preferences, Trajectories, save_preferences, save_trajectories
 from aihf.control.envs import make_env
+from aihf.control.state import load_replay, save_replay
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 from aihf.validation import AT_LEAST_1, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
@@ -185,7 +186,7 @@ def format_quality(table: dict, env_id: str) -> str:
 
 class _ExpertCheckpoints(BaseCallback):
     """Every `every` steps: the policy as `sac_<N>_steps.zip` (kept, for the rollouts) and the replay
-    buffer as `replay_<N>.pkl` (only the newest kept), each written atomically, so that a killed
+    buffer as `replay_<N>.npz` (only the newest kept), each written atomically, so that a killed
     expert run continues from the newest step that has both."""
 
     def __init__(self, every: int, directory: Path) -> None:
@@ -195,12 +196,12 @@ class _ExpertCheckpoints(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps % self.every == 0:
             step = self.num_timesteps
-            with atomic_path(self.directory / f"replay_{step}.pkl") as tmp:
-                self.model.save_replay_buffer(tmp)
+            with atomic_path(self.directory / f"replay_{step}.npz") as tmp:
+                save_replay(tmp, self.model.replay_buffer)
             with atomic_path(self.directory / f"sac_{step}_steps.zip") as tmp:
                 self.model.save(tmp)
-            for old in self.directory.glob("replay_*.pkl"):
-                if old.name != f"replay_{step}.pkl":
+            for old in self.directory.glob("replay_*.npz"):
+                if old.name != f"replay_{step}.npz":
                     old.unlink()
         return True
 
@@ -220,14 +221,14 @@ def train_expert(cfg: CollectConfig, ckpt_dir: Path) -> dict[int, Path]:
     venv = make_env(cfg.env_id, cfg.seed)  # an unknown environment stops before anything is written
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     saved = _checkpoints(ckpt_dir)
-    resumable = [s for s in saved if (ckpt_dir / f"replay_{s}.pkl").is_file()]
+    resumable = [s for s in saved if (ckpt_dir / f"replay_{s}.npz").is_file()]
     if saved and max(saved) >= cfg.expert_steps:
         return saved
     if resumable:
         step = max(resumable)
         print(f"continuing the expert from its checkpoint at step {step} ({ckpt_dir})")
         model = backend.sac_class.load(saved[step], env=venv, device="cpu")
-        model.load_replay_buffer(ckpt_dir / f"replay_{step}.pkl")
+        load_replay(ckpt_dir / f"replay_{step}.npz", model.replay_buffer)
     else:
         model = backend.make(
             venv,

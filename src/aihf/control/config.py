@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from aihf.control.algorithms import ALGORITHMS
 from aihf.errors import InputError
 from aihf.validation import (
     AT_LEAST_1,
@@ -19,7 +20,7 @@ from aihf.validation import (
     validate_config,
 )
 
-ALGOS = ("aihf", "rlhf", "bc", "pref-only", "demo-only", "sac-true", "ipl")
+ALGOS = tuple(ALGORITHMS)  # the method names, from the one table in algorithms.py
 BACKENDS = ("sb3", "sbx")
 
 
@@ -27,15 +28,8 @@ BACKENDS = ("sb3", "sbx")
 class AIHFControlConfig:
     """Options of the control experiments. Defaults follow the paper (appendix A.1.1) where it gives them.
 
-    `algo` picks the method; all share the SAC settings and the budget `total_steps` (environment steps):
-      aihf       reward from demonstrations (weight `alpha`) and preferences, learned jointly with SAC
-      pref-only  the same joint loop with alpha = 0 (preferences only)
-      demo-only  the same joint loop without preferences (maximum-likelihood IRL)
-      rlhf       BC-initialised actor, reward fitted on preferences first, then SAC on that frozen reward
-      bc         behaviour cloning on the demonstrations only (no environment steps)
-      sac-true   SAC on the environment's true reward (the oracle)
-      ipl        Inverse Preference Learning (Hejna & Sadigh 2023): no reward net, SAC's critic is fit to
-                 the preferences through its implicit reward Q(s, a) - gamma V(s') (README.md)
+    `algo` picks the method, one of `algorithms.ALGORITHMS` (aihf, its ablations and the baselines, each
+    described there); all share the SAC settings and the budget `total_steps` (environment steps).
 
     The lower level is SAC on `reward_scale * r_theta` with entropy coefficient `ent_coef`: a fixed
     number by default (the KL weight to the uniform policy, as in the paper's Spinning Up SAC), or
@@ -68,6 +62,9 @@ class AIHFControlConfig:
     agent_window: int = 0  # agent transitions = the last N in the replay buffer; 0 means steps_per_iter
     alpha: float = 1.0
     demo_form: Literal["linear", "logistic"] = "linear"
+    # the demonstration term over per-transition means, or (the paper's eq. 32-34) over each whole
+    # trajectory's discounted reward sum: demonstrations vs the agent's completed episodes (README)
+    demo_term: Literal["mean", "trajectory"] = "mean"
     centering_coef: float = 0.01
     grad_clip: float = 10.0
     pref_holdout: float = 0.1  # fraction of preference pairs kept out of training for diagnostics
@@ -97,8 +94,13 @@ class AIHFControlConfig:
             raise InputError(f"field 'backend' = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
         if self.algo not in ALGOS:
             raise InputError(f"field 'algo' = {self.algo!r}: expected one of {', '.join(ALGOS)}")
-        if self.algo == "ipl" and self.backend != "sb3":
-            raise InputError("field 'algo' = 'ipl' runs on backend sb3 only (its critic update is PyTorch)")
+        runs_on = ALGORITHMS[self.algo].backends
+        if self.backend not in runs_on:
+            raise InputError(f"field 'algo' = {self.algo!r} runs on backend {', '.join(runs_on)} only")
+        if self.demo_term == "trajectory" and self.demo_form != "linear":
+            raise InputError(
+                "field 'demo_term' = 'trajectory' needs demo_form 'linear' (the logistic form pairs samples)"
+            )
         _check_device(self.device)
 
     @property

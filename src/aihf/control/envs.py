@@ -33,11 +33,35 @@ def env_dims(env_id: str) -> tuple[int, int]:
     return obs_dim, act_dim
 
 
+def _plain(value: Any) -> bool:
+    """Data that a checkpoint stores as JSON or arrays (never an object to unpickle)."""
+    if value is None or isinstance(value, (bool, int, float, str, np.ndarray, np.generic)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _layers(env: gym.Env) -> list[gym.Env]:
+    """The env and every wrapper below it, outermost first."""
+    layers = [env]
+    while isinstance(layers[-1], gym.Wrapper):
+        layers.append(layers[-1].env)
+    return layers
+
+
 def env_snapshot(env: gym.Env) -> dict[str, Any]:
-    """Everything needed to continue an episode bit-exactly. MuJoCo envs re-create themselves when
-    unpickled, so their physics state and RNG are stored separately."""
+    """Everything needed to continue an episode bit-exactly, as plain data: each layer's (wrappers' and
+    the env's) plain attributes (time-limit counter, Monitor's episode records, Pendulum's state, ...),
+    the env's RNG state and, for MuJoCo, the physics state. Restored into a freshly made env of the same
+    id, so no env object is ever pickled."""
     unwrapped = env.unwrapped
-    snap: dict[str, Any] = {"env": env, "np_random": unwrapped.np_random.bit_generator.state}
+    snap: dict[str, Any] = {
+        "layers": [{k: v for k, v in vars(layer).items() if _plain(v)} for layer in _layers(env)],
+        "np_random": unwrapped.np_random.bit_generator.state,
+    }
     if hasattr(unwrapped, "data") and hasattr(unwrapped, "model"):
         import mujoco
 
@@ -48,8 +72,15 @@ def env_snapshot(env: gym.Env) -> dict[str, Any]:
     return snap
 
 
-def env_restore(snap: dict[str, Any]) -> gym.Env:
-    env = snap["env"]
+def env_restore(env: gym.Env, snap: dict[str, Any]) -> None:
+    """Put a snapshot taken by `env_snapshot` into `env`, a fresh env made the same way."""
+    layers = _layers(env)
+    if len(layers) != len(snap["layers"]):
+        raise InputError(
+            f"environment snapshot has {len(snap['layers'])} layers, the environment {len(layers)}"
+        )
+    for layer, saved in zip(layers, snap["layers"]):
+        vars(layer).update(saved)
     generator = np.random.Generator(np.random.PCG64())
     generator.bit_generator.state = snap["np_random"]
     env.unwrapped.np_random = generator
@@ -58,7 +89,6 @@ def env_restore(snap: dict[str, Any]) -> gym.Env:
 
         unwrapped = env.unwrapped
         mujoco.mj_setState(
-            unwrapped.model, unwrapped.data, snap["mujoco"], mujoco.mjtState.mjSTATE_INTEGRATION
+            unwrapped.model, unwrapped.data, np.asarray(snap["mujoco"]), mujoco.mjtState.mjSTATE_INTEGRATION
         )
         mujoco.mj_forward(unwrapped.model, unwrapped.data)
-    return env

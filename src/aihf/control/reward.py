@@ -76,20 +76,24 @@ class RewardNet(nn.Module):
         done: np.ndarray | None = None,
         chunk: int = 65536,
     ) -> np.ndarray:
-        """Rewards of numpy transitions, in chunks, without gradients."""
+        """Rewards of numpy transitions, in chunks, without gradients. Inputs the net does not take
+        are not converted: the learned-reward env calls this at every step."""
+        inputs = (
+            obs,
+            act,
+            next_obs if self.config["use_next_obs"] else None,
+            done if self.config["use_done"] else None,
+        )
+        if len(obs) <= chunk:
+            return self(
+                *(None if x is None else torch.as_tensor(x, dtype=torch.float32) for x in inputs)
+            ).numpy()
         out = np.empty(len(obs), dtype=np.float32)
         for i in range(0, len(obs), chunk):
             sl = slice(i, i + chunk)
-            out[sl] = (
-                self(
-                    torch.as_tensor(obs[sl], dtype=torch.float32),
-                    torch.as_tensor(act[sl], dtype=torch.float32),
-                    None if next_obs is None else torch.as_tensor(next_obs[sl], dtype=torch.float32),
-                    None if done is None else torch.as_tensor(done[sl], dtype=torch.float32),
-                )
-                .cpu()
-                .numpy()
-            )
+            out[sl] = self(
+                *(None if x is None else torch.as_tensor(x[sl], dtype=torch.float32) for x in inputs)
+            ).numpy()
         return out
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:

@@ -6,11 +6,13 @@
                       chose (one SAC model and replay buffer for the whole run)
         after step    the algorithm's work: for AIHF the reward step on demonstrations and preferences
                       and the re-scoring of the replay buffer with the new reward (`algorithms.py`)
-        evaluate      deterministic true return; checkpoint (atomic)
+        callbacks     evaluation (deterministic true return), checkpoint (atomic), progress bar, the
+                      user's (`callbacks.py`)
 
-The methods themselves are objects in `algorithms.py`; the SAC implementation (stable-baselines3 or
-sbx) is a backend in `backends.py`. A seeded CPU run that is interrupted and resumed ends exactly as an
-uninterrupted one.
+The methods themselves are classes in `algorithms.py` (their hooks get a `Run`); the learned reward is
+a `reward_learning.RewardLearner`; the SAC implementation (stable-baselines3 or sbx) is a backend in
+`backends.py`; checkpoint state is JSON and npz (`state.py`). A seeded CPU run that is interrupted
+and resumed ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import pickle
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,16 @@ from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from aihf import checkpoints
-from aihf.control.algorithms import make_algorithm
+from aihf.control.algorithms import Run, make_algorithm
 from aihf.control.backends import Backend, get_backend, sac_kwargs
+from aihf.control.callbacks import (
+    CheckpointCallback,
+    EvaluationCallback,
+    ProgressBarCallback,
+    TrainerCallback,
+)
 from aihf.control.config import AIHFControlConfig
 from aihf.control.data import (
     Preferences,
@@ -50,7 +56,13 @@ from aihf.control.data import (
 )
 from aihf.control.envs import env_dims, env_restore, env_snapshot, make_env
 from aihf.control.reward import LearnedRewardVecEnv, RewardNet
-from aihf.control.reward_learning import RewardDivergedError, split_preferences, trajectory_transitions
+from aihf.control.reward_learning import (
+    RewardDivergedError,
+    RewardLearner,
+    require_whole_episodes,
+    split_preferences,
+)
+from aihf.control.state import load_replay, read_state, save_replay, write_state
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 
@@ -121,24 +133,25 @@ def write_curve(path: Path, rows: list[dict[str, float]]) -> None:
 # checkpoints
 
 
+_PICKLED = ("runtime.pkl", "replay.pkl", "reward.pt")  # pickled state that older checkpoints held
+
+
 def _save_checkpoint(
     path: Path,
     model: OffPolicyAlgorithm,
-    net: RewardNet | None,
-    optimizer: torch.optim.Optimizer | None,
+    reward: RewardLearner | None,
     rng: np.random.Generator,
     state: dict[str, Any],
     backend: Backend,
 ) -> None:
-    """SAC + replay buffer, reward net + optimiser, every RNG and the environment's exact state."""
+    """SAC (sac.zip), the replay buffer, the reward learner, every RNG and the environment's exact
+    state; the last three as JSON + npz (runtime.*)."""
     venv = model.get_env()
     base = _base_venv(venv)
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        model.save(tmp / "sac.zip")
-        model.save_replay_buffer(tmp / "replay.pkl")
-        if net is not None and optimizer is not None:
-            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict()}, tmp / "reward.pt")
+        model.save(tmp / "sac.zip")  # without the replay buffer (stable-baselines3 leaves it out)
+        save_replay(tmp / "replay.npz", model.replay_buffer)
         runtime = {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),
@@ -148,9 +161,9 @@ def _save_checkpoint(
             "backend": backend.rng_state(model),
             "envs": [env_snapshot(env) for env in base.envs],
             "wrapper_last_obs": getattr(venv, "_last_obs", None),
+            "reward": reward.state_dict() if reward is not None else None,
         }
-        with open(tmp / "runtime.pkl", "wb") as fh:
-            pickle.dump(runtime, fh)
+        write_state(tmp, "runtime", runtime)
         write_json(tmp / "state.json", state)
         checkpoints.write_manifest(tmp)  # last: resume verifies every file against it
 
@@ -159,22 +172,25 @@ def _load_checkpoint(
     path: Path,
     venv: VecEnv,
     cfg: AIHFControlConfig,
-    net: RewardNet | None,
-    optimizer: torch.optim.Optimizer | None,
+    reward: RewardLearner | None,
     rng: np.random.Generator,
     backend: Backend,
     sac_class: type | None,
 ) -> tuple[OffPolicyAlgorithm, dict[str, Any]]:
+    old = [name for name in _PICKLED if (path / name).exists()]
+    if old:
+        raise InputError(
+            f"{path}: holds {', '.join(old)}, pickled state of an older aihf; not loaded, since unpickling "
+            "can run code: start the run again"
+        )
+    runtime = read_state(path, "runtime")
     model = backend.load(path / "sac.zip", venv, cfg.device, sac_class)
-    model.load_replay_buffer(path / "replay.pkl")
-    if net is not None and optimizer is not None:
-        saved = torch.load(path / "reward.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["net"])
-        optimizer.load_state_dict(saved["optimizer"])
-    with open(path / "runtime.pkl", "rb") as fh:
-        runtime = pickle.load(fh)  # our own checkpoint file
+    load_replay(path / "replay.npz", model.replay_buffer)
+    if reward is not None:
+        reward.load_state_dict(runtime["reward"])
     base = _base_venv(venv)
-    base.envs = [env_restore(snap) for snap in runtime["envs"]]
+    for env, snap in zip(base.envs, runtime["envs"], strict=True):
+        env_restore(env, snap)
     if isinstance(venv, LearnedRewardVecEnv):
         venv._last_obs = runtime["wrapper_last_obs"]
     torch.set_rng_state(runtime["torch"])
@@ -219,6 +235,8 @@ def load_run_data(
             _check_sizes(demos, str(demos_path), obs_dim, act_dim)
         else:
             demos = load_trajectories(demos_path, obs_dim, act_dim)
+    if demos is not None and cfg.demo_term == "trajectory":
+        require_whole_episodes(demos, str(demos_path))
     if algorithm.needs_prefs and prefs_path is None:
         raise InputError(
             f"algo {cfg.algo} needs preferences: pass --prefs (no shipped data for {cfg.env_id})"
@@ -250,33 +268,35 @@ class Trainer:
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.algorithm = make_algorithm(cfg.algo)
         self.backend = get_backend(cfg.backend)
-        self.start_time = time.perf_counter()
+        self._segment_start = time.perf_counter()
         set_random_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.venv = make_env(cfg.env_id, cfg.seed)
         obs_dim, act_dim = env_dims(cfg.env_id)
         self.demos = demos
-        self.prefs_train, self.prefs_held = split_preferences(prefs, cfg)
-        self.demo_trans = trajectory_transitions(demos, cfg, "demonstrations") if demos is not None else None
-        self.reward_net: RewardNet | None = None
-        self.reward_optimizer: torch.optim.Optimizer | None = None
+        self.prefs_train, held_out = split_preferences(prefs, cfg)
+        self.reward: RewardLearner | None = None
         self.sac_env: VecEnv = self.venv
         if self.algorithm.learns_reward:
-            self.reward_net = RewardNet(
-                obs_dim, act_dim, cfg.reward_hidden, cfg.reward_use_next_obs, cfg.reward_use_done
-            )
-            self.reward_optimizer = torch.optim.Adam(
-                self.reward_net.parameters(), lr=cfg.reward_lr, weight_decay=cfg.reward_weight_decay
-            )
+            self.reward = RewardLearner(cfg, obs_dim, act_dim, self.rng, demos, self.prefs_train, held_out)
             self.sac_env = LearnedRewardVecEnv(
-                self.venv, self.reward_net, cfg.reward_offset, cfg.termination, cfg.reward_scale
+                self.venv, self.reward.net, cfg.reward_offset, cfg.termination, cfg.reward_scale
             )
         self.model: OffPolicyAlgorithm = None  # type: ignore[assignment]  # set by start() or resume()
         self.state: dict[str, Any] = {}
+        self.last_eval: dict[str, Any] = {}  # the latest evaluation with the learned reward's diagnostics
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint"
+
+    @property
+    def reward_net(self) -> RewardNet | None:
+        return self.reward.net if self.reward is not None else None
+
+    def _run(self) -> Run:
+        """What the algorithm's hooks see of this run."""
+        return Run(self.cfg, self.model, self.backend, self.rng, self.demos, self.prefs_train, self.reward)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return self.backend.act(self.model, obs)
@@ -286,7 +306,7 @@ class Trainer:
         return evaluate(self.act, self.cfg.env_id, self.cfg.seed + 10_000, self.cfg.eval_episodes, net)
 
     def start(self) -> None:
-        """A fresh run: build SAC, run the algorithm's set-up, evaluate step 0, first checkpoint."""
+        """A fresh run: build SAC and run the algorithm's set-up (step 0 is evaluated by `learn`)."""
         self.model = self.backend.make(
             self.sac_env,
             self.cfg.seed,
@@ -294,88 +314,84 @@ class Trainer:
             self.algorithm.sac_class(self.backend),
             **sac_kwargs(self.cfg),
         )
-        self.algorithm.attach(self)
+        self.algorithm.attach(self._run())
         self.state = {"iteration": 0, "curve": [], "reward_stats": [], "config": self.cfg.to_dict()}
-        self.algorithm.setup(self)
-        self._record_eval(0, self.evaluate())
-        if self.algorithm.uses_env:
-            self.save_checkpoint()
+        self.algorithm.setup(self._run())
 
     def resume(self) -> None:
         self.model, self.state = _load_checkpoint(
             self.checkpoint_path,
             self.sac_env,
             self.cfg,
-            self.reward_net,
-            self.reward_optimizer,
+            self.reward,
             self.rng,
             self.backend,
             self.algorithm.sac_class(self.backend),
         )
-        self.algorithm.attach(self)
+        self.algorithm.attach(self._run())
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds of this run so far: every earlier segment up to its last checkpoint, plus this one."""
+        return self.state.get("wall_time_s", 0.0) + time.perf_counter() - self._segment_start
 
     def save_checkpoint(self) -> None:
-        _save_checkpoint(
-            self.checkpoint_path,
-            self.model,
-            self.reward_net,
-            self.reward_optimizer,
-            self.rng,
-            self.state,
-            self.backend,
-        )
+        now = time.perf_counter()
+        self.state["wall_time_s"] = self.state.get("wall_time_s", 0.0) + now - self._segment_start
+        self._segment_start = now
+        _save_checkpoint(self.checkpoint_path, self.model, self.reward, self.rng, self.state, self.backend)
 
-    def _record_eval(self, step: int, result: dict[str, Any]) -> None:
-        self.state["curve"].append(
-            {"step": step, "eval_return_mean": result["return_mean"], "eval_return_std": result["return_std"]}
-        )
+    def callbacks(self, progress: bool) -> list[TrainerCallback]:
+        """The built-in callbacks: evaluation, and with environment steps the checkpoint and the bar."""
+        cfg = self.cfg
+        built_in: list[TrainerCallback] = [
+            EvaluationCallback(cfg.eval_interval or cfg.steps_per_iter, cfg.total_steps)
+        ]
+        if self.algorithm.uses_env:
+            built_in.append(CheckpointCallback())
+            if progress:
+                built_in.append(ProgressBarCallback())
+        return built_in
 
-    def learn(self, callback: BaseCallback | None = None, progress: bool = True) -> dict[str, Any]:
-        """Alternate SAC chunks with the algorithm's work until `total_steps`; returns results.json."""
+    def learn(
+        self,
+        callback: BaseCallback | None = None,
+        progress: bool = True,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> dict[str, Any]:
+        """Alternate SAC chunks with the algorithm's work until `total_steps`; returns results.json.
+
+        `callback` is stable-baselines3's (called by SAC at every step); `callbacks` are the trainer's
+        (`aihf.control.callbacks`), run after the built-in evaluation, checkpoint and progress bar."""
         cfg, model = self.cfg, self.model
         if cfg.tensorboard:  # one logger for the whole run (SB3 would open a new event file per learn())
             model.set_logger(configure_logger(str(self.out_dir / "tensorboard" / cfg.algo), ["tensorboard"]))
-        final: dict[str, Any] = {}
-        eval_every = cfg.eval_interval or cfg.steps_per_iter
-        if self.algorithm.uses_env:
-            bar = tqdm(
-                total=cfg.total_steps,
-                initial=model.num_timesteps,
-                unit="step",
-                desc=cfg.algo,
-                disable=not progress,
+        hooks = [*self.callbacks(progress), *callbacks]
+        try:
+            for hook in hooks:
+                hook.on_train_start(self)
+            while self.algorithm.uses_env and model.num_timesteps < cfg.total_steps:
+                steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
+                model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
+                stats = self.algorithm.after_policy_step(self._run())
+                for key, value in stats.items():
+                    model.logger.record(f"reward/{key}", value)
+                if stats:
+                    self.state["reward_stats"].append({"iteration": self.state["iteration"], **stats})
+                self.state["iteration"] += 1
+                for hook in hooks:
+                    hook.on_iteration_end(self, steps)
+                model.logger.dump(model.num_timesteps)
+        except KeyboardInterrupt:
+            print(
+                f"interrupted: the checkpoint in {self.checkpoint_path} holds iteration "
+                f"{self.state['iteration']}; continue with --resume {self.out_dir}"
             )
-            try:
-                while model.num_timesteps < cfg.total_steps:
-                    steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
-                    model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
-                    stats = self.algorithm.after_policy_step(self)
-                    for key, value in stats.items():
-                        model.logger.record(f"reward/{key}", value)
-                    if stats:
-                        self.state["reward_stats"].append({"iteration": self.state["iteration"], **stats})
-                    self.state["iteration"] += 1
-                    done = model.num_timesteps >= cfg.total_steps
-                    if (
-                        done
-                        or model.num_timesteps // eval_every > (model.num_timesteps - steps) // eval_every
-                    ):
-                        final = self.evaluate(with_reward=True)
-                        self._record_eval(model.num_timesteps, final)
-                        model.logger.record("eval/true_return", final["return_mean"])
-                        bar.set_postfix(true_return=f"{final['return_mean']:.1f}")
-                    model.logger.dump(model.num_timesteps)
-                    self.save_checkpoint()
-                    bar.update(steps)
-            except KeyboardInterrupt:
-                bar.close()
-                print(
-                    f"interrupted: the checkpoint in {self.checkpoint_path} holds iteration "
-                    f"{self.state['iteration']}; continue with --resume {self.out_dir}"
-                )
-                raise
-            bar.close()
-        return self._finish(final)
+            raise
+        finally:
+            for hook in hooks:
+                hook.on_train_end(self)
+        return self._finish(self.last_eval)
 
     def _finish(self, final: dict[str, Any]) -> dict[str, Any]:
         cfg, last = self.cfg, self.state["curve"][-1]
@@ -391,22 +407,17 @@ class Trainer:
             "eval_return_mean": last["eval_return_mean"],
             "eval_return_std": last["eval_return_std"],
             "eval_episodes": cfg.eval_episodes,
-            "wall_time_s": round(time.perf_counter() - self.start_time, 2),
+            "wall_time_s": round(self.wall_time_s, 2),
         }
-        if self.reward_net is not None:
+        if self.reward is not None:
             # learned vs true return on the final policy's own (evaluation) rollouts
             diag = final if "return_correlation" in final else self.evaluate(with_reward=True)
             results["reward_diagnostics"] = {
-                "heldout_preference_accuracy": self.prefs_held.accuracy(self.reward_net)
-                if self.prefs_held is not None
-                else None,
-                "train_preference_accuracy": self.prefs_train.accuracy(self.reward_net)
-                if self.prefs_train is not None
-                else None,
+                **self.reward.preference_accuracy(),
                 "learned_true_return_correlation": diag["return_correlation"],
                 "learned_true_step_reward_correlation": diag["step_reward_correlation"],
             }
-            self.reward_net.save_pretrained(self.out_dir / "reward_net")
+            self.reward.net.save_pretrained(self.out_dir / "reward_net")
         if self.algorithm.uses_env:
             self.model.save(self.out_dir / "policy.zip")
         results["config"] = cfg.to_dict()
@@ -423,8 +434,12 @@ def train(
     resume: bool = False,
     callback: BaseCallback | None = None,
     progress: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Run `cfg.algo`; writes results.json, curve.csv, the reward net and a checkpoint per iteration.
+
+    `callback` goes to stable-baselines3's SAC (every step), `callbacks` to the trainer's loop (every
+    iteration; `aihf.control.callbacks`).
 
     With `resume=True`, `out_dir` must hold a checkpoint; the run continues from it with its saved
     config and data, ignoring `cfg`, `demos` and `prefs`; a seeded CPU run then ends exactly as an
@@ -463,4 +478,4 @@ def train(
         trainer.resume()
     else:
         trainer.start()
-    return trainer.learn(callback, progress)
+    return trainer.learn(callback, progress, callbacks)
