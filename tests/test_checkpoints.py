@@ -6,7 +6,7 @@ from aihf.checkpoints import (
     CheckpointError,
     is_complete,
     prune,
-    read_jsonl,
+    read_log,
     remove_leftovers,
     verify,
     write_manifest,
@@ -58,13 +58,13 @@ def test_prune_renames_first_and_leftovers_are_cleared(tmp_path, checkpoint):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_read_jsonl_drops_only_a_torn_last_line(tmp_path):
+def test_read_log_drops_only_a_torn_last_line(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "lo')
-    assert read_jsonl(log) == [{"step": 1}, {"step": 2}]
+    assert read_log(log) == [{"step": 1}, {"step": 2}]
     log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(InputError, match=r"metrics\.jsonl, line 2: not valid JSON"):
-        read_jsonl(log)
+        read_log(log)
 
 
 def _manifest(root, files):

@@ -890,27 +890,7 @@ def test_the_table_is_large_enough():
     assert len({case[0] for case in TABLE}) == len(TABLE)
 
 
-# Cases whose reader lives in a module being rewritten elsewhere: the fix is one call there (see
-# `aihf.safety`), made after the merge.
-WIRED_AFTER_MERGE = {
-    "binary-eval-prompts",  # aihf.lm.bench.cli._read_rows reads --prompts without user_file_errors
-    "eval-prompts-array-line",  # ... and calls row.get on a row that is not an object
-}
-
-
-@pytest.mark.parametrize(
-    ("argv", "files", "expected"),
-    [
-        pytest.param(
-            *c[1:],
-            id=c[0],
-            marks=[pytest.mark.xfail(strict=True, reason="wired after merge")]
-            if c[0] in WIRED_AFTER_MERGE
-            else [],
-        )
-        for c in TABLE
-    ],
-)
+@pytest.mark.parametrize(("argv", "files", "expected"), [pytest.param(*c[1:], id=c[0]) for c in TABLE])
 def test_untrusted_input_is_one_line_exit_2_and_writes_nothing(argv, files, expected, tiny, tmp_path, capfd):
     try:
         argv, out = _prepare(argv, files, tmp_path, tiny)

@@ -133,7 +133,7 @@ def remove_leftovers(root: str | os.PathLike[str]) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Records of a JSON-lines log; a torn last line (the process died while writing it) is dropped.
 
     A bad line anywhere else is damage, not an interrupted write, and raises InputError naming it.

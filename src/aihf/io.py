@@ -97,19 +97,25 @@ def read_jsonl(
     `missing`: what to do when the file is absent (said in the error); `field`: a key every row must
     hold as a string."""
     from aihf.errors import InputError
+    from aihf.safety import check_input_file, user_file_errors
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: missing ({missing})" if missing else f"{path}: file not found")
+    if missing and not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: missing ({missing})")
+    check_input_file(path)  # a directory, FIFO, broken link or unreadable file: one line, never a hang
+    with user_file_errors(path):
+        text = path.read_text(encoding="utf-8")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-        if field is not None and not isinstance(row.get(field) if isinstance(row, dict) else None, str):
+        if not isinstance(row, dict):
+            raise InputError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        if field is not None and not isinstance(row.get(field), str):
             raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
         rows.append(row)
     return rows

@@ -301,7 +301,7 @@ def _logged(stage_out: Path) -> dict[str, float]:
 
     merged: dict[str, float] = {}
     path = stage_out / "metrics.jsonl"
-    for record in checkpoints.read_jsonl(path) if path.is_file() else []:
+    for record in checkpoints.read_log(path) if path.is_file() else []:
         merged |= {k: v for k, v in record.items() if isinstance(v, (int, float))}
     return merged
 

@@ -324,7 +324,7 @@ class MetricsLogger:
 def trim_metrics(path: Path, step: int) -> None:
     """Keep the log records up to `step` (a resumed run's checkpoint); a torn last line is dropped."""
     if path.exists():
-        kept = [r for r in checkpoints.read_jsonl(path) if r.get("step", 0) <= step]
+        kept = [r for r in checkpoints.read_log(path) if r.get("step", 0) <= step]
         write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
