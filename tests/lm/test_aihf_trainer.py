@@ -217,9 +217,7 @@ def test_rlhf_resumes_in_the_stage_where_it_stopped(tiny_dir, data_dir, tmp_path
     sft_written = (cut / "sft" / "policy" / "model.safetensors").stat().st_mtime_ns
     resumed = run(cut, resume_from_checkpoint=True)
     assert (cut / "sft" / "policy" / "model.safetensors").stat().st_mtime_ns == sft_written
-    logged = [
-        r["step"] for r in checkpoints.read_log(cut / "reward_stage" / "metrics.jsonl") if "loss" in r
-    ]
+    logged = [r["step"] for r in checkpoints.read_log(cut / "reward_stage" / "metrics.jsonl") if "loss" in r]
     assert logged == [1, 2, 3, 4]  # the records past checkpoint-2 were dropped, then written again
     for name in ("policy", "reward_stage/reward_model"):
         assert (cut / name / "model.safetensors").read_bytes() == (
