@@ -197,3 +197,22 @@ def test_each_methods_data_check_runs_before_anything_loads(trainer, config, dat
         run_training(
             trainer, "no/such/model", str(tmp_path), reward_model="no/such/rm", config=config, **given
         )
+
+
+@pytest.mark.parametrize("trainer", ["aihf", "direct-aihf"])
+def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
+    trainer, tiny_dir, data_dir, tmp_path, capsys
+):
+    fast = FAST_RL if trainer == "aihf" else FAST
+    (tmp_path / "c.yaml").write_text(fast.replace("learning_rate: 0.001", "learning_rate: 1.0e+308"))
+    out = tmp_path / "out"
+    argv = ["lm", "train", "--trainer", trainer, "--model", str(tiny_dir / "policy"), "--out", str(out)]
+    argv += ["--reward-model", str(tiny_dir / "reward_model"), "--config", str(tmp_path / "c.yaml")]
+    argv += ["--max-iterations", "3", "--max-steps", "3"]
+    for name in DATA[trainer]:
+        argv += [f"--{name}", str(data_dir / f"{name}.jsonl")]
+    assert aihf.cli.main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars: the error line
+    assert last.startswith("aihf") and "step " in last and "diverged" in last, last
+    assert "no checkpoint was saved" in last
+    assert not (out / "policy").exists() and not (out / "reward_model").exists()

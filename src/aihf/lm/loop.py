@@ -25,9 +25,11 @@ from typing import Any
 
 import torch
 
+from aihf import checkpoints
 from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
+from aihf.safety import NonFiniteError
 
 
 class Callback:
@@ -219,19 +221,26 @@ class LoopTrainer:
             acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, total, self.method
         )
         self._call("on_train_begin")
-        while self.state.step < total:
-            self._call("on_step_begin")
-            metrics = self.training_step()
-            self.state.step += 1
-            self._call("on_step_end", metrics)
-            metrics = runtime.gather_mean(acc, metrics)
-            if self.logs_step(self.state.step):
-                self.logger.log(self.state.step, metrics)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
-            bar.update(1)
-            if c.save_steps and self.state.step % c.save_steps == 0:
-                runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
-        bar.close()
+        try:  # the bar is closed before any error line, so that line stands alone
+            while self.state.step < total:
+                self._call("on_step_begin")
+                try:
+                    metrics = self.training_step()
+                except NonFiniteError as err:  # before any save: the newest checkpoint is the last good one
+                    last = checkpoints.newest_complete(self.out_dir)
+                    resume = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
+                    raise NonFiniteError(f"step {self.state.step + 1}: {err}; stopped, {resume}") from None
+                self.state.step += 1
+                self._call("on_step_end", metrics)
+                metrics = runtime.gather_mean(acc, metrics)
+                if self.logs_step(self.state.step):
+                    self.logger.log(self.state.step, metrics)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
+                bar.update(1)
+                if c.save_steps and self.state.step % c.save_steps == 0:
+                    runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
+        finally:
+            bar.close()
         self._call("on_train_end")
         self.save()
         self.logger.close()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from aihf.errors import InputError
+from aihf.safety import NonFiniteError, check_hub_name
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -34,11 +35,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
 
 def check_model_source(path: str, option: str) -> None:
     """Refuse a local model path that cannot load, before anything is loaded: a file, or a directory
-    without config.json, weights or tokenizer files. Hub names pass (they are checked when loaded)."""
+    without config.json, weights or tokenizer files. A Hub name passes while the Hub answers or the name
+    is in the local cache; otherwise it fails at once with one line."""
     local = Path(path)
     if not local.exists():
         if path.startswith((".", "/", "~")) or path.count("/") > 1:
             raise InputError(f"{option} {path}: no such model directory")
+        check_hub_name(path, option)  # offline: one line now, not a dozen retries later
         return
     if not local.is_dir():
         raise InputError(f"{option} {path}: is a file, expected a model directory (save_pretrained)")
@@ -368,18 +371,26 @@ def generate_ids(
     for start in range(0, len(order), config.batch_size):
         chunk = order[start : start + config.batch_size]
         inputs, attention = _left_padded([prompt_ids[i] for i in chunk], pad_token_id)
-        out = model.generate(
-            input_ids=inputs.to(device),
-            attention_mask=attention.to(device),
-            do_sample=True,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            num_return_sequences=num_samples,
-            pad_token_id=pad_token_id,
-            eos_token_id=eos_token_id,
-        )
+        try:
+            out = model.generate(
+                input_ids=inputs.to(device),
+                attention_mask=attention.to(device),
+                do_sample=True,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                max_new_tokens=config.max_new_tokens,
+                num_return_sequences=num_samples,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+            )
+        except RuntimeError as err:  # torch.multinomial on NaN / inf probabilities: diverged weights
+            if "probability tensor contains" not in str(err):
+                raise
+            raise NonFiniteError(
+                "the policy's next-token probabilities are not finite (training diverged; lower the "
+                "learning rate)"
+            ) from None
         rows = out[:, inputs.size(1) :].tolist()
         for j, i in enumerate(chunk):
             generated[i] = rows[j * num_samples : (j + 1) * num_samples]

@@ -24,6 +24,7 @@ from aihf.errors import InputError
 from aihf.io import write_text
 from aihf.lm.config import LMConfig
 from aihf.lm.modeling import lora_config
+from aihf.safety import NonFiniteError, check_finite_weights
 
 
 def trackers(config: LMConfig) -> list[str]:
@@ -187,14 +188,18 @@ def optimizer_step(
 ) -> None:
     """Clip, step, zero_grad, schedule: once per optimiser step, after its micro-batches' backward.
 
-    Under DeepSpeed each model is its own engine (clipping from its config); accelerate's `backward`
-    would always drive the last engine prepared, so each engine is driven directly.
+    A non-finite gradient norm stops training before the step (`NonFiniteError`; the loop adds the step
+    and the last good checkpoint), so no NaN reaches the weights. The norm is computed after DDP's
+    all-reduce, so every process stops at the same step. Under DeepSpeed each model is its own engine
+    (clipping from its config); accelerate's `backward` would always drive the last engine prepared, so
+    each engine is driven directly.
     """
     if uses_deepspeed(accelerator):
         model.step()
     else:
-        if max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        norm = float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf")))
+        if not math.isfinite(norm):
+            raise NonFiniteError(f"gradient norm is {norm} (training diverged; lower the learning rate)")
         optimizer.step()
         optimizer.zero_grad()
     scheduler.step()
@@ -451,6 +456,7 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: s
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 shards
     if accelerator.is_main_process:
+        check_finite_weights(state_dict, str(path))  # never a non-finite model as a result
         unwrapped = accelerator.unwrap_model(model)
         if hasattr(unwrapped, "merge_and_unload"):
             import copy
