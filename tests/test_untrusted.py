@@ -9,7 +9,6 @@ nothing written.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -1045,79 +1044,6 @@ def test_a_chmod_000_input_is_refused(tmp_path, capfd):
 
 # ------------------------------------------------------------------------------------------------------
 # checkpoint state without pickle
-
-
-def test_state_round_trips_without_pickle(tmp_path):
-    import random
-
-    import numpy as np
-    import torch
-
-    from aihf.safety import load_state, save_state
-
-    rng = np.random.default_rng(3)
-    state = {
-        "step": 12,
-        "config": {"beta": 0.1, "name": "aihf", "hidden": (64, 64), "none": None, "nan": float("nan")},
-        "python_rng": random.Random(1).getstate(),
-        "numpy_rng": rng.bit_generator.state,
-        "legacy_numpy_rng": np.random.RandomState(2).get_state(),
-        "torch_rng": torch.Generator().manual_seed(5).get_state(),
-        "buffer": {
-            "obs": np.arange(12, dtype=np.float32).reshape(4, 3),
-            "done": np.array([True, False, True, False]),
-            "index": np.array([1, 2], dtype=np.int64),
-            "keys": np.array([7, 8], dtype=np.uint32),
-        },
-        "by_step": {0: "a", 5: "b"},
-        "__weird__": [1, {"__tensor__": "not a reference"}],
-        "scalar": np.float32(1.5),
-    }
-    save_state(tmp_path / "state.json", state)
-    loaded = load_state(tmp_path / "state.json")
-    assert (
-        loaded["step"] == 12 and loaded["config"]["hidden"] == (64, 64) and loaded["config"]["none"] is None
-    )
-    assert loaded["config"]["nan"] != loaded["config"]["nan"]
-    assert loaded["python_rng"] == state["python_rng"]
-    assert loaded["numpy_rng"] == state["numpy_rng"]
-    legacy = loaded["legacy_numpy_rng"]
-    assert legacy[0] == "MT19937" and np.array_equal(legacy[1], state["legacy_numpy_rng"][1])
-    restored = np.random.RandomState()
-    restored.set_state(legacy)
-    assert restored.randint(1 << 30) == np.random.RandomState(2).randint(1 << 30)
-    assert torch.equal(loaded["torch_rng"], state["torch_rng"])
-    for key, array in state["buffer"].items():
-        assert loaded["buffer"][key].dtype == array.dtype and np.array_equal(loaded["buffer"][key], array)
-    assert loaded["by_step"] == {0: "a", 5: "b"}
-    assert loaded["__weird__"] == [1, {"__tensor__": "not a reference"}]
-    assert loaded["scalar"] == 1.5
-    assert b"pickle" not in (tmp_path / "state.json").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.safetensors"]
-
-
-def test_state_that_is_not_data_is_a_bug():
-    from aihf.safety import save_state
-
-    with pytest.raises(TypeError, match="cannot store a object without pickle"):
-        save_state("unused.json", {"x": object()})
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("{", "damaged state file"),
-        ('{"x": {"__tensor__": "9"}}', "damaged state file (KeyError"),
-        ('{"x": {"__items__": 3}}', "damaged state file (TypeError"),
-    ],
-)
-def test_a_damaged_state_file_is_one_line(tmp_path, text, message):
-    from aihf.safety import load_state
-
-    (tmp_path / "state.json").write_text(text)
-    with pytest.raises(InputError, match=re.escape(message)) as info:
-        load_state(tmp_path / "state.json")
-    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------------------

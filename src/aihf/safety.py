@@ -13,8 +13,6 @@ Everything here raises `InputError` subclasses, so the CLI turns each refusal in
   save non-finite weights as a result.
 - `load_weights`: weights files load without running code (safetensors, or `torch.load` restricted to
   tensors); a pickle that needs more is refused.
-- `save_state` / `load_state`: checkpoint state as JSON plus safetensors, never pickle, so resuming a
-  checkpoint cannot run code from it.
 - `check_hub_name`: a Hub model name that cannot load offline fails at once with one line, instead of a
   dozen retry messages and 30 s of waiting.
 """
@@ -23,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import math
 import os
 import socket
@@ -338,95 +335,6 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return escape_terminal(text.splitlines()[0]) if text else type(err).__name__
-
-
-# ------------------------------------------------------------------------------------------------------
-# checkpoint state without pickle
-
-
-def save_state(path: str | os.PathLike[str], state: Any) -> None:
-    """Write run state (counters, configs, RNG states, replay buffers) without pickle: the structure as
-    JSON at `path`, tensors and numpy arrays in `path` with suffix `.safetensors` beside it.
-
-    Understands dicts (any keys of str, int, float, bool or None), lists, tuples, str, int, float, bool,
-    None, torch tensors and numpy arrays; anything else raises TypeError (a bug: state must be data).
-    `load_state` rebuilds it exactly, and nothing in these files can run code when loaded.
-    """
-    from safetensors.torch import save_file
-
-    from aihf.io import write_text
-
-    path = Path(path)
-    tensors: dict[str, Any] = {}
-    document = json.dumps(_encode(state, tensors), allow_nan=True)
-    if tensors:
-        tmp = path.with_name(f".{path.stem}.safetensors.tmp")
-        save_file(tensors, str(tmp))
-        os.replace(tmp, _tensor_file(path))
-    write_text(path, document + "\n")
-
-
-def load_state(path: str | os.PathLike[str]) -> Any:
-    """The state `save_state` wrote; a damaged or foreign file is one InputError line naming it."""
-    path = Path(path)
-    check_input_file(path, "state file")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as err:
-        raise InputError(f"{_show(path)}: damaged state file ({_first_line(err)})") from None
-    tensors: dict[str, Any] = {}
-    if _tensor_file(path).exists():
-        tensors = load_weights(_tensor_file(path))
-    try:
-        return _decode(document, tensors)
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{_show(path)}: damaged state file ({type(err).__name__}: {err})") from None
-
-
-def _tensor_file(path: Path) -> Path:
-    return path.with_suffix(".safetensors")
-
-
-def _encode(value: Any, tensors: dict[str, Any]) -> Any:
-    import numpy as np
-    import torch
-
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (np.generic,)):
-        return _encode(value.item(), tensors)
-    if torch.is_tensor(value) or isinstance(value, np.ndarray):
-        key = str(len(tensors))
-        is_numpy = isinstance(value, np.ndarray)
-        tensors[key] = (torch.from_numpy(np.ascontiguousarray(value)) if is_numpy else value).detach().cpu()
-        return {"__ndarray__" if is_numpy else "__tensor__": key}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in value):
-            return {k: _encode(v, tensors) for k, v in value.items()}
-        for k in value:
-            if not (k is None or isinstance(k, (bool, int, float, str))):
-                raise TypeError(f"save_state: a dict key of type {type(k).__name__}")
-        return {"__items__": [[k, _encode(v, tensors)] for k, v in value.items()]}
-    if isinstance(value, (list, tuple)):
-        items = [_encode(v, tensors) for v in value]
-        return {"__tuple__": items} if isinstance(value, tuple) else items
-    raise TypeError(f"save_state: cannot store a {type(value).__name__} without pickle")
-
-
-def _decode(value: Any, tensors: dict[str, Any]) -> Any:
-    if isinstance(value, list):
-        return [_decode(v, tensors) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
-    if "__ndarray__" in value:
-        return tensors[value["__ndarray__"]].numpy()
-    if "__tuple__" in value:
-        return tuple(_decode(v, tensors) for v in value["__tuple__"])
-    if "__items__" in value:
-        return {k: _decode(v, tensors) for k, v in value["__items__"]}
-    return {k: _decode(v, tensors) for k, v in value.items()}
 
 
 # ------------------------------------------------------------------------------------------------------

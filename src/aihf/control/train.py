@@ -62,9 +62,10 @@ from aihf.control.reward_learning import (
     require_whole_episodes,
     split_preferences,
 )
-from aihf.control.state import load_replay, read_state, save_replay, write_state
+from aihf.control.state import load_replay, save_replay
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
+from aihf.state import read_state, write_state
 
 __all__ = ["RewardDivergedError", "Trainer", "evaluate", "load_run_data", "train"]
 
