@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 
-def sd(values: Sequence[float]) -> float:
-    """Sample standard deviation (ddof = 1: seeds are a sample); 0 for one value."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def sd(values: Sequence[float] | Any) -> float:  # Any: numpy arrays and CPU tensors too
+    """Sample standard deviation (ddof = 1: seeds and samples are samples) of a sequence, array or CPU
+    tensor, in float64; 0 for one value."""
+    return float(np.std(np.asarray(values, dtype=np.float64), ddof=1)) if len(values) > 1 else 0.0
 
 
 def fmt(value: float | None, digits: int = 3, missing: str = "–") -> str:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from aihf.errors import InputError
+from aihf.experiments.report import sd
 from aihf.lm.gold import RewardFn
 from aihf.lm.modeling import (
     RewardScorer,
@@ -206,10 +207,10 @@ def evaluate(
     gold_scores = np.asarray(samples.gold)
     metrics: dict[str, float] = {
         "gold_reward_mean": float(gold_scores.mean()),
-        "gold_reward_std": _std(gold_scores),
-        "gold_reward_sem": _std(gold_scores) / len(gold_scores) ** 0.5,
+        "gold_reward_std": sd(gold_scores),
+        "gold_reward_sem": sd(gold_scores) / len(gold_scores) ** 0.5,
         "kl_to_ref": float(log_ratio.mean()),
-        "kl_to_ref_sem": _std(log_ratio) / len(log_ratio) ** 0.5,
+        "kl_to_ref_sem": sd(log_ratio) / len(log_ratio) ** 0.5,
         "win_rate": win_rate(samples.gold, ref.gold),
         "ref_gold_reward_mean": float(np.mean(ref.gold)),
         "mean_completion_tokens": float(np.mean([len(c) for c in samples.completion_ids])),
@@ -229,12 +230,7 @@ def evaluate(
         metrics["common_learned_gold_pearson"] = corr["pearson"]
         metrics["common_learned_gold_spearman"] = corr["spearman"]
         # the learned reward's scale on that pool: a fixed KL weight beta means less against a wider one
-        metrics["common_learned_std"] = _std(common)
+        metrics["common_learned_std"] = sd(common)
         if prefs:
             metrics["reward_accuracy"] = preference_accuracy(reward_model, reward_tokenizer, prefs)
     return Evaluation(metrics, samples, learned)
-
-
-def _std(values: Any) -> float:
-    """Sample standard deviation (ddof = 1) of an array or a CPU tensor; 0 for a single value."""
-    return float(np.std(np.asarray(values, dtype=np.float64), ddof=1)) if len(values) > 1 else 0.0
