@@ -44,7 +44,7 @@ def make_accelerator(config: LMConfig) -> Any:
     # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
-        cpu=config.cpu,
+        cpu=config.cpu or _multi_process_without_gpu(),
         mixed_precision="bf16" if config.bf16 else "no",
         log_with=trackers(config) or None,
         project_dir=str(Path(config.output_dir) / "runs"),
@@ -53,6 +53,15 @@ def make_accelerator(config: LMConfig) -> Any:
     accelerator.register_save_state_pre_hook(_save_trainable_weights(accelerator))
     accelerator.register_load_state_pre_hook(_load_trainable_weights)
     return accelerator
+
+
+def _multi_process_without_gpu() -> bool:
+    """Launched as several processes (torchrun's WORLD_SIZE) on a machine without a GPU.
+
+    accelerate would then run each process as an independent single-process job (every one writing
+    the same outputs, the saved policy torn); on CPU it has to be told, and then forms one DDP group
+    over gloo."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 TRAINABLE_WEIGHTS = "trainable_weights_{}.pt"
