@@ -24,7 +24,7 @@ def test_verdict_compares_aihf_with_rlhf_per_seed_and_names_the_oracle_and_the_l
         {"aihf": algo(-150, -400), "rlhf": algo(-300, -350), "sac-true": algo(-140, -160)}
     )
     assert "AIHF (-275) is above RLHF (-325)" in text and "ahead in 1 of 2 seeds" in text
-    assert "reaches -150" in text and "2 seeds" in text
+    assert "reaches -150, 125 above AIHF" in text and "2 seeds" in text
     text = quickstart.verdict({"aihf": algo(-900), "rlhf": algo(-300), "sac-true": algo(-140)})
     assert "at or below" in text and "ahead in 0 of 1 seeds" in text
 

@@ -2,8 +2,8 @@
 the true reward), two seeds, with the demonstrations and preferences shipped in the package.
 
 The budget is one where the oracle learns: with the JAX SAC (sbx) and automatic entropy tuning it
-reaches the demonstrators' level (about -130) within 5000 steps on Pendulum, so a method that stays far
-below it at 6000 steps did not learn in this budget rather than the task being out of reach.
+reached -150 and -225 (mean of the last three evaluations, seeds 1 and 0) within 6000 steps in the
+pilot, so a method far below it at 6000 steps did not learn in this budget; the task was in reach.
 `aihf control bench` adds the other baselines and more seeds.
 """
 
@@ -54,10 +54,12 @@ def verdict(algos: dict[str, Any]) -> str:
     wins = sum(a > r for a, r in zip(aihf, rlhf))
     mean = {algo: sum(v) / len(v) for algo, v in (("aihf", aihf), ("rlhf", rlhf), ("sac-true", oracle))}
     better = "above" if mean["aihf"] > mean["rlhf"] else "at or below"
+    gap = mean["sac-true"] - mean["aihf"]
     return (
         f"Over the last three evaluations, AIHF ({mean['aihf']:.0f}) is {better} RLHF "
         f"({mean['rlhf']:.0f}) on average and ahead in {wins} of {len(aihf)} seeds; "
-        f"{LABELS['sac-true']} reaches {mean['sac-true']:.0f}. "
-        f"With {len(aihf)} seeds and one short budget this shows the direction on this task only, "
+        f"{LABELS['sac-true']} reaches {mean['sac-true']:.0f}, "
+        + (f"{gap:.0f} above AIHF. " if gap > 0 else f"{-gap:.0f} below AIHF. ")
+        + f"With {len(aihf)} seeds and one short budget this shows the direction on this task only, "
         "not a significant difference, and says nothing about MuJoCo at the paper's scale."
     )
