@@ -180,7 +180,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
         ax.set_xlabel("training units (optimiser steps; iterations for AIHF / RLHF's RL stage)")
         ax.set_ylabel("gold reward")
-        ax.set_title("Gold reward of the policy snapshots")
+        ax.set_title(f"{model_name(results)}: gold reward of the policy snapshots")
         ax.legend(fontsize=7)
         _save_plot(fig, out, plots, "gold_vs_steps")
 
@@ -196,7 +196,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
             ax.set_xlabel(f"{'preference pairs' if axis == 'prefs' else 'demonstrations'} ({fixed} fixed)")
             ax.set_ylabel("gold reward")
             ax.legend()
-        axes[0][0].set_title("Data-size sweeps")
+        fig.suptitle(f"{model_name(results)}: data-size sweeps (gold reward, seeds {_sweep_seeds(cfg)})")
         _save_plot(fig, out, plots, "size_sweep")
     return plots
 
