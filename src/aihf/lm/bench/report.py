@@ -114,7 +114,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     from matplotlib.patches import Patch
 
     handles = [*ax.get_legend_handles_labels()[0], Patch(color="C0"), Patch(color="C7")]
-    ax.legend(handles, ["base policy", "AIHF variant", "baseline / base row"], fontsize=7)
+    ax.legend(handles, ["base policy (reference samples)", "AIHF variant", "baseline / base row"], fontsize=7)
     ax.set_ylabel("gold reward")
     what = "seed mean, bars: seed std" if max(seeds) > 1 else "one seed"
     ax.set_title(f"{model_name(results)}: gold reward on the test prompts ({what})", fontsize=9)
@@ -144,7 +144,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 lw=1,
                 capsize=2,
             )
-    ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base")
+    ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base policy (reference samples)")
     ax.set_xlabel("KL to the base policy (nats per completion)")
     ax.set_ylabel("gold reward")
     swept = any(len(_frontier(results["runs"], m, cfg)) > 1 for m in cfg["methods"])
