@@ -144,7 +144,14 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 lw=1,
                 capsize=2,
             )
-    ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base policy (reference samples)")
+    ax.scatter(
+        [0],
+        [results["reference"]["gold_reward_mean"]],
+        color="k",
+        marker="*",
+        s=120,
+        label="base policy (reference samples)",
+    )
     ax.set_xlabel("KL to the base policy (nats per completion)")
     ax.set_ylabel("gold reward")
     swept = any(len(_frontier(results["runs"], m, cfg)) > 1 for m in cfg["methods"])
