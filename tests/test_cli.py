@@ -42,3 +42,27 @@ def test_atomic_path_replaces_a_directory_whole(tmp_path):
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for sub in action.choices.values():
+                yield sub
+                yield from _subparsers(sub)
+
+
+def test_every_subcommand_has_a_description_and_an_aihf_prefix():
+    subs = list(_subparsers(build_parser()))
+    assert len(subs) > 10
+    for sub in subs:
+        assert sub.prog.startswith("aihf "), sub.prog
+        assert sub.description, sub.prog
+
+
+def test_usage_errors_of_subcommands_are_one_line_with_the_aihf_prefix(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lm", "train", "--use-peft", "--out", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("aihf")

@@ -46,7 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         # Domain CLI modules import only argparse-level code, so every domain is listed even when its
         # optional extra is missing; running it then says which extra to install (see `main`).
         importlib.import_module(module_name).register(subparsers)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand without a description its help line as one, so `aihf X --help` always
+    says what X does (argparse shows a subparser's `help` only in its parent's list)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if sub.description is None and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

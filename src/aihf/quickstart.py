@@ -8,20 +8,31 @@ Markdown section (paths of plots relative to `out_dir`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from aihf import __version__
 from aihf.io import write_text
+from aihf.threads import limit_threads
+
+HEARTBEAT_S = 25.0  # some steps (a SmolLM2 evaluation) run minutes without a progress bar moving
 
 # (section title, module, what it needs installed)
 SECTIONS = (
     ("Discrete choice: when joint learning beats the staged pipeline", "aihf.choice.quickstart", None),
-    ("Control: AIHF with SAC on Pendulum-v1", "aihf.control.quickstart", "aihf[control]"),
-    ("Language model: offline sentiment benchmark", "aihf.lm.quickstart", "aihf[lm]"),
+    (
+        "Control: AIHF, RLHF and BC against the oracle on Pendulum-v1",
+        "aihf.control.quickstart",
+        "aihf[control]",
+    ),
+    ("Language model: SmolLM2-135M-Instruct with LoRA", "aihf.lm.quickstart", "aihf[lm]"),
 )
 
 
@@ -37,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # one thread here and in every worker: the small networks gain nothing from more, and extra threads
+    # on a shared machine (or beside the LM bench's parallel workers) slow every process down
+    limit_threads(1)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = [s for s in SECTIONS if not args.only or s[1].split(".")[1] in args.only]
@@ -52,9 +66,33 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"## {title}\n\nSkipped: `{err.name}` is not installed (`pip install {extra}`).\n")
             continue
         start = time.perf_counter()
-        section = module.run(out_dir)
+        with heartbeat(title):
+            section = module.run(out_dir)
         parts.append(f"## {title}\n\n{section.strip()}\n\n_Ran in {time.perf_counter() - start:.1f} s._\n")
     report = out_dir / "report.md"
     write_text(report, "\n".join(parts))
     print(f"report written to {report}")
     return 0
+
+
+@contextlib.contextmanager
+def heartbeat(title: str, every: float = HEARTBEAT_S) -> Iterator[None]:
+    """Print one line every `every` seconds while a section runs, so no step is a silent wait."""
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every):
+            print(
+                f"quickstart: {title}: running, {time.perf_counter() - start:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

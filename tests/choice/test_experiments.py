@@ -45,3 +45,4 @@ def test_quickstart_section(tmp_path):
         assert (tmp_path / "choice" / name).is_file()
         assert f"(choice/{name})" in section
     assert "\\|D\\|" in section  # table cells with pipes are escaped
+    assert section.endswith(quickstart.VERDICT)  # the section ends with what its numbers show and not

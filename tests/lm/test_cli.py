@@ -216,3 +216,31 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
     assert last.startswith("aihf") and "step " in last and "diverged" in last, last
     assert "no checkpoint was saved" in last
     assert not (out / "policy").exists() and not (out / "reward_model").exists()
+
+
+def test_the_trainer_comes_from_the_config_when_not_given(tiny_dir, tmp_path, capsys):
+    """A YAML that names its trainer needs no --trainer (the README's accelerate command); the config's
+    own trainer is then the one whose data demands apply."""
+    base = ["lm", "train", "--model", str(tiny_dir / "policy"), "--out", str(tmp_path / "o")]
+    (tmp_path / "dpo.yaml").write_text("trainer: dpo\n")
+    assert aihf.cli.main([*base, "--config", str(tmp_path / "dpo.yaml")]) == 2
+    assert "dpo: needs --prefs" in capsys.readouterr().err
+    (tmp_path / "none.yaml").write_text("learning_rate: 0.001\n")
+    assert aihf.cli.main([*base, "--config", str(tmp_path / "none.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aihf: error: --trainer: not given") and "\n" not in err
+    (tmp_path / "bad.yaml").write_text("trainer: dpoo\n")
+    assert aihf.cli.main([*base, "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "bad.yaml: field 'trainer' = 'dpoo'" in capsys.readouterr().err
+
+
+def test_train_help_lists_every_trainers_config_keys(capsys):
+    from dataclasses import fields
+
+    with pytest.raises(SystemExit):
+        aihf.cli.main(["lm", "train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in METHODS.values():
+        for field in fields(method.config):
+            assert field.name in text, (method.name, field.name)
+    assert "use_peft" in text and "self-play-aihf, spin:" in text

@@ -180,7 +180,7 @@ def _summarize(
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     curves = {algo: mean_curve([r["curve"] for r in rs]) for algo, rs in runs.items()}
     _write_curves(out_dir / "curves.csv", curves)
-    _plot(out_dir / "curves.png", curves, env_id)
+    _plot(out_dir / "curves.png", curves, env_id, len(seeds))
     table = _table(runs, env_id, total_steps)
     summary = {
         algo: {
@@ -225,18 +225,22 @@ def _write_curves(path: Path, curves: dict[str, list[tuple[int, float, float]]])
     write_text(path, buf.getvalue())
 
 
-def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id: str) -> None:
+def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id: str, seeds: int) -> None:
+    """True return against SAC steps, every method of the table; a band (one sample std) only where
+    there is more than one seed to spread."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for algo, rows in curves.items():
         steps, mean, std = (np.array(x) for x in zip(*rows))
         if algo == "bc":  # no environment steps: a level line
-            ax.axhline(mean[-1], linestyle=":", color="gray", label=LABELS[algo])
+            ax.axhline(mean[-1], linestyle=":", color="gray", label=f"{LABELS[algo]} (no SAC steps)")
             continue
-        ax.plot(steps, mean, marker="o", markersize=3, label=LABELS.get(algo, algo))
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=LABELS.get(algo, algo))
+        if seeds > 1:
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.15, color=line.get_color())
     ax.set_xlabel("SAC environment steps")
     ax.set_ylabel("true return (deterministic policy)")
-    ax.set_title(f"{env_id}: mean +- std over seeds")
+    what = f"mean over {seeds} seeds, band: +- 1 std" if seeds > 1 else "one seed"
+    ax.set_title(f"{env_id}: {what}")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -257,8 +261,9 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
     )
     lines = [
         f"{env_id}, {total_steps} SAC steps, seeds {seeds} ({'; '.join(settings) or 'no SAC'}): "
-        "final deterministic true return (mean +- sample std over seeds; last 3: the mean of each seed's "
-        "last three evaluations, averaged)\n",
+        "final deterministic true return ("
+        + ("mean +- sample std over seeds" if len(seeds) > 1 else "one seed: no spread to show")
+        + "; last 3: the mean of each seed's last three evaluations, averaged)\n",
         "| algorithm | seeds | true return | last 3 evaluations | every seed | held-out pref. accuracy "
         "| corr(learned, true return) |",
         "|---|---:|---:|---:|---|---:|---:|",
@@ -267,7 +272,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         finals = [r["eval_return_mean"] for r in rs]
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
-        score = f"{np.mean(finals):.1f} +- {sd(finals):.1f}"
+        score = f"{np.mean(finals):.1f}" + (f" +- {sd(finals):.1f}" if len(finals) > 1 else "")
         recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = LABELS.get(algo, algo)

@@ -173,9 +173,12 @@ def run_workers(names: Sequence[str], count: int, target: Callable[..., None], a
     waiting on a fixed share. A worker that dies leaves its jobs to the caller's next pass."""
     import multiprocessing
 
+    from aihf.threads import limit_threads, share
+
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
     queue = context.Queue()
     count = min(count, len(names))
+    limit_threads(share(count))  # the children inherit the environment: each its share of the cores
     for name in [*names, *[None] * count]:  # one stop sign per worker
         queue.put(name)
     processes = [context.Process(target=_worker, args=(target, args, queue)) for _ in range(count)]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import textwrap
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from aihf.errors import InputError
@@ -20,11 +22,27 @@ SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lm"
 BENCH_CLI = "aihf.lm.bench.cli"
 
 
+def _trainer(args: argparse.Namespace) -> str:
+    """`--trainer`, else the `trainer:` of `--config` (the YAML files in configs/lm/ name theirs)."""
+    from aihf.lm.methods import METHODS
+    from aihf.validation import load_yaml
+
+    if args.trainer:
+        return args.trainer
+    named = load_yaml(args.config).get("trainer") if args.config else None
+    if named is None:
+        names = ", ".join(METHODS)
+        raise InputError(f"--trainer: not given, and no --config names a `trainer:` (one of {names})")
+    if named not in METHODS:
+        raise InputError(f"{args.config}: field 'trainer' = {named!r}: expected one of {', '.join(METHODS)}")
+    return str(named)
+
+
 def _train(args: argparse.Namespace) -> int:
     from aihf.lm.train import run_training
 
     metrics = run_training(
-        trainer=args.trainer,
+        trainer=_trainer(args),
         model=args.model,
         out=args.out,
         reward_model=args.reward_model,
@@ -39,6 +57,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_keys_help() -> str:
+    """The --config keys of every trainer, from the config dataclasses (so the list cannot go stale):
+    the keys all trainers share, then each config class's own keys with the trainers that use it."""
+    from aihf.lm.config import LMConfig
+    from aihf.lm.methods import METHODS, RUN_KEYS
+
+    common = [f.name for f in fields(LMConfig)]
+    users: dict[type, list[str]] = {}
+    for method in METHODS.values():
+        users.setdefault(method.config, []).append(method.name)
+    wrap = textwrap.TextWrapper(width=100, initial_indent="    ", subsequent_indent="    ")
+    lines = ["config keys (--config FILE.yaml; flags override the file):", "  every trainer:"]
+    lines += wrap.wrap(", ".join([*RUN_KEYS, *common]))
+    for config_cls, names in users.items():
+        own = [f.name for f in fields(config_cls) if f.name not in common]
+        lines.append(f"  {', '.join(names)}:")
+        lines += wrap.wrap(", ".join(own))
+    return "\n".join(lines)
+
+
 def register_train(subparsers: argparse._SubParsersAction) -> None:
     from aihf.lm.methods import METHODS
 
@@ -46,11 +84,17 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train an LM with AIHF or a baseline",
         description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
-        "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl.",
-        epilog="methods:\n" + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values()),
+        "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl. LoRA: `use_peft: true` "
+        "(and lora_r, lora_alpha, ...) in --config.",
+        epilog="methods:\n"
+        + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values())
+        + "\n\n"
+        + config_keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--trainer", required=True, choices=tuple(METHODS))
+    p.add_argument(
+        "--trainer", choices=tuple(METHODS), help="the method (default: the `trainer:` of --config)"
+    )
     p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
     p.add_argument("--reward-model", help="one-label sequence classifier to start from (aihf, rlhf, reward)")
     p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
@@ -73,7 +117,12 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def register_tiny_model(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("tiny-model", help="build a tiny causal LM and one-label reward model locally")
+    p = subparsers.add_parser(
+        "tiny-model",
+        help="build a tiny causal LM and one-label reward model locally (a test fixture)",
+        description="Build a tiny causal LM and a one-label reward model locally (seconds, offline): "
+        "a fixture for trying commands and for tests, not a model to align.",
+    )
     p.add_argument("--out", required=True, help="writes OUT/policy and OUT/reward_model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_tiny_model)
@@ -151,7 +200,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def register_eval(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a policy under a gold reward against a reference")
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a policy under a gold reward against a reference",
+        description="Sample completions of held-out prompts from --policy and score them with the gold "
+        "reward; report the mean gold reward, the KL to --reference (nats per completion) and, with "
+        "--reward-model and --prefs, the learned reward's accuracy.",
+    )
     p.add_argument("--policy", required=True, help="policy directory (save_pretrained)")
     p.add_argument("--reference", help="reference policy (default: the shipped base model)")
     p.add_argument("--reward-model", help="learned reward model to check against the gold reward")

@@ -223,3 +223,18 @@ def test_a_record_from_another_checkout_or_cache_is_reused(tmp_path):
     assert _store(tmp_path / "out", cfg).finished(job) is not None
     cfg.data_dir = "/here/src/aihf/data/lm/generated"  # other data: not this job's record
     assert _store(tmp_path / "out", cfg).finished(cfg.job("sft", 8, 8, 1.0, 0)) is None
+
+
+def test_the_report_names_the_model_units_and_both_base_numbers_and_notes_diagnostics_only_when_there_are(
+    tmp_path,
+):
+    cfg = BenchConfig(methods=["aihf", "rlhf"], seeds=[0], base_model="/cache/models/smollm2-135m-instruct")
+    runs = [fake_run("base", 0.0, 0.0), fake_run("aihf", 0.2, 1.0), fake_run("rlhf", 0.5, 1.0)]
+    results = summarise(runs, asdict(cfg), [0.0, 0.1], "vader", 1.0)
+    report = render_report(results, make_plots(tmp_path, results, runs), Path("."))
+    assert report.startswith(
+        "Model: smollm2-135m-instruct. Gold reward: `vader` (VADER compound sentiment, in [-1, 1])"
+    )
+    assert "nats per completion" in report and "the `base` row scores the same policy" in report
+    assert "(diagnostic)" not in report
+    assert {"gold_reward.png", "reward_vs_kl.png"} <= {p.name for p in tmp_path.iterdir()}

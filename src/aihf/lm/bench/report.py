@@ -23,6 +23,23 @@ def is_main(run: dict[str, Any], cfg: dict[str, Any]) -> bool:
     return (run["demos"], run["prefs"], run["kl_scale"]) == (cfg["n_demos"], cfg["n_prefs"], 1.0)
 
 
+def gold_range(gold: str) -> str:
+    """The gold reward's range in words, for the report and the plots' readers."""
+    if gold.startswith("fluent-sentiment"):
+        return (
+            "VADER sentiment mapped to [0, 1] minus 0.5 per nat/token of the completion's mean NLL under the "
+            "frozen base above 4.5: at most 1, lower for implausible text"
+        )
+    if gold.startswith("vader"):
+        return "VADER compound sentiment, in [-1, 1]"
+    return "a custom gold reward"
+
+
+def model_name(results: dict[str, Any]) -> str:
+    """The base model's directory name (the policy every method starts from)."""
+    return Path(str(results["config"].get("base_model", "?"))).name
+
+
 def summarise(
     runs: list[dict[str, Any]], config: dict[str, Any], ref_gold: list[float], gold: str, seconds: float
 ) -> dict[str, Any]:
@@ -82,28 +99,37 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
     if not ok:
         return plots
     names = list(ok)
+    variants = _variants(results["config"])
     fig, ax = plt.subplots(figsize=(7, 3.5))
+    seeds = [ok[m].get("seeds", 1) for m in names]
+    spread = [ok[m].get("across_seeds_std", {}).get("gold_reward_mean", 0.0) for m in names]
     ax.bar(
         names,
         [ok[m]["gold_reward_mean"] for m in names],
-        color=["C0" if m in _variants(results["config"]) else "C7" for m in names],
+        color=["C0" if m in variants else "C7" for m in names],
+        yerr=spread if max(seeds) > 1 else None,  # a band only where seeds exist
+        capsize=3,
     )
     ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
-    ax.set_ylabel(f"gold reward ({results['gold_reward']})")
-    ax.set_title("Gold reward of each method's policy on the test prompts")
-    ax.legend()
+    from matplotlib.patches import Patch
+
+    handles = [*ax.get_legend_handles_labels()[0], Patch(color="C0"), Patch(color="C7")]
+    ax.legend(handles, ["base policy (reference samples)", "AIHF variant", "baseline / base row"], fontsize=7)
+    ax.set_ylabel("gold reward")
+    what = "seed mean, bars: seed std" if max(seeds) > 1 else "one seed"
+    ax.set_title(f"{model_name(results)}: gold reward on the test prompts ({what})", fontsize=9)
     ax.tick_params(axis="x", rotation=30)
     _save_plot(fig, out, plots, "gold_reward")
 
     cfg = results["config"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, method in enumerate(cfg["methods"]):
+    for i, method in enumerate([*cfg["methods"], *cfg.get("diagnostic_methods", [])]):
         main = [r for r in results["runs"] if r["method"] == method and is_main(r, cfg)]
         if main:
             ax.scatter(
                 [r["kl_to_ref"] for r in main],
                 [r["gold_reward_mean"] for r in main],
-                label=method,
+                label=f"{method} (diagnostic)" if method in cfg.get("diagnostic_methods", []) else method,
                 color=f"C{i}",
                 marker="o" if method in _variants(cfg) else "x",
             )
@@ -118,10 +144,20 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 lw=1,
                 capsize=2,
             )
-    ax.scatter([0], [results["reference"]["gold_reward_mean"]], color="k", marker="*", s=120, label="base")
+    ax.scatter(
+        [0],
+        [results["reference"]["gold_reward_mean"]],
+        color="k",
+        marker="*",
+        s=120,
+        label="base policy (reference samples)",
+    )
     ax.set_xlabel("KL to the base policy (nats per completion)")
     ax.set_ylabel("gold reward")
-    ax.set_title("Reward vs KL (lines: beta sweep, mean +- seed std)")
+    swept = any(len(_frontier(results["runs"], m, cfg)) > 1 for m in cfg["methods"])
+    seeds = _sweep_seeds(cfg)
+    note = f"; lines: beta sweep, seeds {seeds}" if swept else ""
+    ax.set_title(f"{model_name(results)}: gold reward vs KL (a point per run{note})", fontsize=9)
     ax.legend(fontsize=7)
     _save_plot(fig, out, plots, "reward_vs_kl")
 
@@ -151,7 +187,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
         ax.axhline(results["reference"]["gold_reward_mean"], color="k", ls="--", lw=1, label="base policy")
         ax.set_xlabel("training units (optimiser steps; iterations for AIHF / RLHF's RL stage)")
         ax.set_ylabel("gold reward")
-        ax.set_title("Gold reward of the policy snapshots")
+        ax.set_title(f"{model_name(results)}: gold reward of the policy snapshots")
         ax.legend(fontsize=7)
         _save_plot(fig, out, plots, "gold_vs_steps")
 
@@ -167,7 +203,7 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
             ax.set_xlabel(f"{'preference pairs' if axis == 'prefs' else 'demonstrations'} ({fixed} fixed)")
             ax.set_ylabel("gold reward")
             ax.legend()
-        axes[0][0].set_title("Data-size sweeps")
+        fig.suptitle(f"{model_name(results)}: data-size sweeps (gold reward, seeds {_sweep_seeds(cfg)})")
         _save_plot(fig, out, plots, "size_sweep")
     return plots
 
@@ -259,23 +295,32 @@ def _cell(entry: dict[str, Any], key: Any, digits: int = 3) -> str:
 
 def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path) -> str:
     cfg = results["config"]
+    diagnostic = set(cfg.get("diagnostic_methods", []))
     lines = [
-        f"Gold reward: `{results['gold_reward']}`. Base policy on the test prompts: "
-        f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f}. "
+        f"Model: {model_name(results)}. Gold reward: `{results['gold_reward']}` "
+        f"({gold_range(results['gold_reward'])}); KL to the base policy in nats per completion. "
+        "Base policy on the test prompts: "
+        f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f} "
+        "(its reference samples, against which KL and win rate are measured; the `base` row scores the "
+        "same policy as a method, on samples of its own, so the two differ by sampling noise only). "
         f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
         f"seeds {cfg['seeds']}. {len(results['runs']) - 1} runs; training + evaluation summed over runs: "
         f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
         "(finished runs are reused; parallel workers overlap runs). "
         "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
         "seed std: std of the per-seed means. train s: seed mean of the training time (of the seeds that "
-        "ran in one go, where any did). A diagnostic was added after seeing a result, to explain it, "
-        "and enters no verdict.",
+        "ran in one go, where any did)."
+        + (
+            " A row marked (diagnostic) was added after seeing a result, to explain it, and enters no "
+            "verdict."
+            if diagnostic
+            else ""
+        ),
         "",
         "| method | seeds | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
         "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    diagnostic = set(cfg.get("diagnostic_methods", []))
     for method, e in results["methods"].items():
         label = f"{method} (diagnostic)" if method in diagnostic else method
         if "error" in e:

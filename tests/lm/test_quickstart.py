@@ -1,0 +1,27 @@
+from aihf.lm import quickstart
+from aihf.lm.bench.bench import read_bench_protocol
+
+
+def test_the_quick_preset_is_smollm2_with_lora_one_seed_and_matched_steps(monkeypatch):
+    monkeypatch.setattr("aihf.lm.pretrained.get_model", lambda name: f"/models/{name}")
+    cfg = read_bench_protocol(quickstart.PROTOCOL)
+    assert cfg.base_model == "/models/smollm2-135m-instruct" and cfg.seeds == [0]
+    assert cfg.settings["common"]["use_peft"] is True
+    steps = {
+        cfg.job(m, cfg.n_demos, cfg.n_prefs, 1.0, 0).spec["config"].get("max_steps") for m in cfg.methods
+    }
+    assert steps == {cfg.steps}  # every method the same optimiser steps
+
+
+def test_the_quick_verdict_says_what_one_seed_cannot_and_the_full_table_is_labelled():
+    rows = [
+        {"method": "base", "gold_reward_mean": 0.5, "kl_to_ref": 0.0, "kl_scale": 1.0},
+        {"method": "dpo", "gold_reward_mean": 0.61, "kl_to_ref": 1.25, "kl_scale": 1.0},
+    ]
+    text = quickstart.quick_verdict({"runs": rows}, steps=6, n_test=16)
+    assert "from the base policy's 0.500 to: dpo 0.610 (KL 1.2 nats)" in text
+    assert "One seed" in text and "cannot say whether AIHF helps" in text
+    full = quickstart.full_table()
+    assert (
+        "not rerun here" in full and "| AIHF beats RLHF |" in full and "**Verdict (full benchmark).**" in full
+    )
