@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from aihf.control.algorithms import ALGORITHM_LABELS
 from aihf.control.config import AIHFControlConfig, load_config
 from aihf.control.data import resolve_data
 from aihf.control.train import load_run_data, train
@@ -33,16 +34,6 @@ from aihf.experiments.jobs import Job
 from aihf.experiments.report import fmt, mean_curve, sd
 from aihf.experiments.store import Store
 from aihf.io import atomic_path, write_json, write_text
-
-LABELS = {
-    "aihf": "AIHF",
-    "rlhf": "RLHF (BC -> RM -> SAC)",
-    "pref-only": "preferences only (alpha = 0)",
-    "demo-only": "demonstrations only (ML-IRL)",
-    "bc": "behaviour cloning",
-    "sac-true": "SAC on the true reward (oracle)",
-    "ipl": "IPL (inverse preference learning)",
-}
 
 
 def run_bench(
@@ -140,7 +131,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], out_dir: str | Path) -> str
     if len(envs) > 1:
         raise InputError(f"{out_dir}: runs on several environments ({', '.join(sorted(envs))}); expected one")
     budgets = {r["total_steps"] for algo, rs in runs.items() for r in rs if algo != "bc"}
-    ordered = {algo: sorted(runs[algo], key=lambda r: r["seed"]) for algo in LABELS if algo in runs}
+    ordered = {algo: sorted(runs[algo], key=lambda r: r["seed"]) for algo in ALGORITHM_LABELS if algo in runs}
     return _summarize(ordered, out_dir, envs.pop(), budgets.pop() if len(budgets) == 1 else None)
 
 
@@ -232,9 +223,11 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id:
     for algo, rows in curves.items():
         steps, mean, std = (np.array(x) for x in zip(*rows))
         if algo == "bc":  # no environment steps: a level line
-            ax.axhline(mean[-1], linestyle=":", color="gray", label=f"{LABELS[algo]} (no SAC steps)")
+            ax.axhline(
+                mean[-1], linestyle=":", color="gray", label=f"{ALGORITHM_LABELS[algo]} (no SAC steps)"
+            )
             continue
-        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=LABELS.get(algo, algo))
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=ALGORITHM_LABELS.get(algo, algo))
         if seeds > 1:
             ax.fill_between(steps, mean - std, mean + std, alpha=0.15, color=line.get_color())
     ax.set_xlabel("SAC environment steps")
@@ -275,7 +268,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         score = f"{np.mean(finals):.1f}" + (f" +- {sd(finals):.1f}" if len(finals) > 1 else "")
         recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
-        label = LABELS.get(algo, algo)
+        label = ALGORITHM_LABELS.get(algo, algo)
         if len(settings) > 1 and algo != "bc":  # which row ran on which SAC
             label += f" ({_backend(rs[0])} SAC)"
         if rs[0].get("cut_from_steps"):

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aihf.control.bench import LABELS, run_bench
+from aihf.control.algorithms import ALGORITHM_LABELS
+from aihf.control.bench import run_bench
 from aihf.control.data import shipped_data_dir
 
 ENV = "Pendulum-v1"
@@ -58,7 +59,7 @@ def verdict(algos: dict[str, Any]) -> str:
     return (
         f"Over the last three evaluations, AIHF ({mean['aihf']:.0f}) is {better} RLHF "
         f"({mean['rlhf']:.0f}) on average and ahead in {wins} of {len(aihf)} seeds; "
-        f"{LABELS['sac-true']} reaches {mean['sac-true']:.0f}, "
+        f"{ALGORITHM_LABELS['sac-true']} reaches {mean['sac-true']:.0f}, "
         + (f"{gap:.0f} above AIHF. " if gap > 0 else f"{-gap:.0f} below AIHF. ")
         + f"With {len(aihf)} seeds and one short budget this shows the direction on this task only, "
         "not a significant difference, and says nothing about MuJoCo at the paper's scale."

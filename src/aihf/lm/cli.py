@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import textwrap
 from collections.abc import Callable
 from dataclasses import fields
@@ -53,7 +54,8 @@ def _train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         config=args.config,
     )
-    print(json.dumps({"out": args.out, "final_metrics": metrics}))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary line under `accelerate launch`, not one per rank
+        print(json.dumps({"out": args.out, "final_metrics": metrics}))
     return 0
 
 
