@@ -97,12 +97,26 @@ def read_jsonl(
     `missing`: what to do when the file is absent (said in the error); `field`: a key every row must
     hold as a string."""
     from aihf.errors import InputError
-    from aihf.safety import check_input_file, user_file_errors
 
     path = Path(path)
     if missing and not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: missing ({missing})")
-    check_input_file(path)  # a directory, FIFO, broken link or unreadable file: one line, never a hang
+    rows = []
+    for number, row in read_jsonl_lines(path):
+        if field is not None and not isinstance(row.get(field), str):
+            raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
+        rows.append(row)
+    return rows
+
+
+def read_jsonl_lines(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for every non-blank line of a JSON-lines file. A directory, FIFO,
+    broken link, unreadable or non-UTF-8 file, or a line that is not a JSON object: one line naming it."""
+    from aihf.errors import InputError
+    from aihf.safety import check_input_file, user_file_errors
+
+    path = Path(path)
+    check_input_file(path)  # a FIFO would hang the read
     with user_file_errors(path):
         text = path.read_text(encoding="utf-8")
     rows = []
@@ -115,7 +129,5 @@ def read_jsonl(
             raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        if field is not None and not isinstance(row.get(field), str):
-            raise InputError(f"{path}, line {number}, field {field!r}: expected a string")
-        rows.append(row)
+        rows.append((number, row))
     return rows

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aihf.errors import InputError
-from aihf.safety import check_input_file, escape_terminal, hub_offline, hub_unreachable, user_file_errors
+from aihf.io import read_jsonl_lines
+from aihf.safety import check_input_file, escape_terminal, hub_offline, hub_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def load_records(source: str | Path, split: str = "train") -> tuple[list[dict[st
     path = Path(source)
     name = str(source)
     if path.suffix == ".jsonl" and not path.is_dir():
-        check_input_file(path)  # a FIFO would block the read, a symlink loop raise mid-way
-        numbered = _read_json_lines(path)
+        numbered = read_jsonl_lines(path)
         return [row for _, row in numbered], name, [f"line {n}" for n, _ in numbered]
     import datasets
 
@@ -136,25 +136,6 @@ def _quiet_datasets(datasets: Any) -> Iterator[None]:
         datasets.utils.logging.set_verbosity(verbosity)
         if enabled:
             datasets.enable_progress_bars()
-
-
-def _read_json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a JSONL file; a bad line is named."""
-    import json
-
-    rows = []
-    with user_file_errors(path), path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((number, row))
-    return rows
 
 
 # The roles TRL's data utilities accept in a conversation.
