@@ -64,3 +64,25 @@ def test_trl_baseline_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]  # per-step records, not TRL's end-of-run summary
     assert steps == [1, 2, 3, 4] and final["step"] == 4
+
+
+def test_resume_refuses_other_settings_and_another_method(tiny_dir, data_dir, tmp_path):
+    from aihf.errors import InputError
+
+    _run("direct-aihf", tiny_dir, data_dir, tmp_path / "cut", 2)
+    with pytest.raises(
+        InputError, match=r"checkpoint-2: resuming with settings .*learning_rate: 0.001 -> 0.01"
+    ):
+        _run(
+            "direct-aihf",
+            tiny_dir,
+            data_dir,
+            tmp_path / "cut",
+            4,
+            resume_from_checkpoint=True,
+            learning_rate=1e-2,
+        )
+    with pytest.raises(InputError, match=r"a checkpoint of 'direct-aihf', not of 'self-play-aihf'"):
+        _run("self-play-aihf", tiny_dir, data_dir, tmp_path / "cut", 4, resume_from_checkpoint=True)
+    _run("direct-aihf", tiny_dir, data_dir, tmp_path / "cut", 3, resume_from_checkpoint=True, logging_steps=2)
+    assert (tmp_path / "cut" / "policy" / "model.safetensors").is_file()

@@ -217,8 +217,9 @@ class LoopTrainer:
 
     def train(self) -> dict[str, float]:
         c, acc, total = self.config, self.accelerator, self.total
+        run = {"method": self.method, "config": c.to_dict()}
         bar = runtime.start_or_resume(
-            acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, total, self.method
+            acc, self.out_dir, c.resume_from_checkpoint, self.state, self.logger, total, self.method, run
         )
         self._call("on_train_begin")
         try:  # the bar is closed before any error line, so that line stands alone
@@ -238,7 +239,7 @@ class LoopTrainer:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
                 bar.update(1)
                 if c.save_steps and self.state.step % c.save_steps == 0:
-                    runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit)
+                    runtime.save_checkpoint(acc, self.out_dir, self.state.step, c.save_total_limit, run)
         finally:
             bar.close()
         self._call("on_train_end")

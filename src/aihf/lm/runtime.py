@@ -392,23 +392,74 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
     return path
 
 
+RUN_FILE = "run.json"  # in every checkpoint: the method and config that wrote it
+# Settings a resumed run may change: its length (a cut run goes on to a longer budget; a decaying
+# learning-rate schedule then follows the new length) and where and how often it reports.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "max_steps",
+        "max_iterations",
+        "output_dir",
+        "resume_from_checkpoint",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+    }
+)
+
+
 def start_or_resume(
-    accelerator: Any, out_dir: Path, resume: str | bool | None, state: Any, logger: Any, total: int, desc: str
+    accelerator: Any,
+    out_dir: Path,
+    resume: str | bool | None,
+    state: Any,
+    logger: Any,
+    total: int,
+    desc: str,
+    run: dict[str, Any] | None = None,
 ) -> Any:
     """Load the checkpoint a run resumes from, if any, and return the run's progress bar.
 
-    Log records that an interrupted run wrote after its last checkpoint are dropped, so the resumed
-    run's `metrics.jsonl` reads as one uninterrupted run.
+    `run` ({"method", "config"}) must match what the checkpoint's run wrote (`check_resume`), so a
+    resume is never silently another method or other settings. Log records that an interrupted run
+    wrote after its last checkpoint are dropped, so the resumed run's `metrics.jsonl` reads as one
+    uninterrupted run.
     """
     checkpoint = resolve_resume(out_dir, resume)
     if checkpoint is not None:
+        if run is not None and (checkpoint / RUN_FILE).is_file():
+            check_resume(checkpoint, json.loads((checkpoint / RUN_FILE).read_text()), run)
         accelerator.load_state(str(checkpoint))
         logger.drop_after(state.step)
     return progress(total, state.step, accelerator.is_local_main_process, desc)
 
 
-def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Path:
-    """accelerator.save_state into a temporary directory, renamed to checkpoint-N when complete."""
+def check_resume(checkpoint: Path, saved: dict[str, Any], run: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of another method, or with settings that change what is computed."""
+    if saved.get("method") != run["method"]:
+        raise InputError(
+            f"{checkpoint}: a checkpoint of {saved.get('method')!r}, not of {run['method']!r}; resume it "
+            f"with --trainer {saved.get('method')}, or start {run['method']} in a new --out"
+        )
+    old, new = saved.get("config", {}), json.loads(json.dumps(run["config"]))
+    changed = sorted(
+        k for k in old.keys() | new.keys() if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)
+    )
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise InputError(
+            f"{checkpoint}: resuming with settings that differ from the checkpoint's ({shown}{more}); "
+            "resume with the same settings, or start a new --out"
+        )
+
+
+def save_checkpoint(
+    accelerator: Any, out_dir: Path, step: int, keep: int, run: dict[str, Any] | None = None
+) -> Path:
+    """accelerator.save_state into a temporary directory, renamed to checkpoint-N when complete; `run`
+    (method and config) is written beside it for `check_resume`."""
     final = out_dir / "checkpoints" / f"checkpoint-{step}"
     tmp = out_dir / "checkpoints" / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process:
@@ -418,6 +469,8 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, keep: int) -> Pa
     accelerator.save_state(str(tmp), safe_serialization=False)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if run is not None:
+            write_text(tmp / RUN_FILE, json.dumps(run, indent=2) + "\n")
         checkpoints.write_manifest(tmp)  # last: a checkpoint without one is incomplete
         checkpoints.remove_dir(final)
         os.replace(tmp, final)
