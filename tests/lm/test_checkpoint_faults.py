@@ -29,7 +29,10 @@ def finished(tiny_dir, data_dir, tmp_path_factory):
 
 
 def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true", more_yaml=""):
-    (out.parent / "resume.yaml").write_text(f"save_steps: 2\nresume_from_checkpoint: {resume}\n{more_yaml}")
+    same = "batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"  # CONFIG: a resume keeps the settings
+    (out.parent / "resume.yaml").write_text(
+        f"{same}save_steps: 2\nresume_from_checkpoint: {resume}\n{more_yaml}"
+    )
     argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
     argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
@@ -69,7 +72,14 @@ def test_a_checkpoint_of_other_weights_is_refused_naming_the_file(
 ):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    # full-model weights, resumed into a LoRA-wrapped policy
+    # full-model weights, resumed into a LoRA-wrapped policy: the checkpoint's run.json names the change
+    code, err = _resume_cli(tiny_dir, data_dir, out, capsys, more_yaml="use_peft: true\n")
+    err = [line for line in err if "Loading weights" not in line]  # checked once the models are built
+    assert code == 2 and len(err) == 1 and "use_peft: False -> True" in err[0], err
+    # a checkpoint without run.json (as older versions wrote): the weights' own fit check still refuses
+    last = out / "checkpoints" / "checkpoint-4"
+    (last / "run.json").unlink()
+    checkpoints.write_manifest(last)
     code, err = _resume_cli(tiny_dir, data_dir, out, capsys, more_yaml="use_peft: true\n")
     # the fit is known once the model is built (its loading bar aside, one line), before any training
     err = [line for line in err if "Loading weights" not in line]
