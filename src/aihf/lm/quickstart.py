@@ -68,9 +68,7 @@ def full_table() -> str:
     """The committed full benchmark's verdict table, labelled as such (not rerun here)."""
     if not FULL.is_file():
         return "The full SmolLM2 benchmark's verdicts: docs/lm_bench_smollm2.md in the source checkout.\n"
-    text = FULL.read_text()
-    results = text[text.index("## Results") :]
-    table = re.search(r"(?m)^\| claim .*?(?=\n\n)", results, re.S)
+    table = re.search(r"(?m)^\| claim .*?(?=\n\n)", FULL.read_text(), re.S)  # the page's verdict table
     return (
         "**The full SmolLM2 benchmark (committed, not rerun here: 3 seeds an arm, 500 demonstrations, "
         "1000 preference pairs, 128 test prompts, a fixed 40-iteration budget that does not match policy "
