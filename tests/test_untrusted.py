@@ -931,61 +931,21 @@ def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
     monkeypatch.setattr(os, "access", access)
 
 
+LM_DPO = ["lm", "train", "--model", "{tiny}/policy", "--out", "{t}/o", "--trainer", "dpo"]
+
+
 @pytest.mark.parametrize(
     ("argv", "name", "expected"),
     [
-        (
-            [
-                "lm",
-                "train",
-                "--model",
-                "{tiny}/policy",
-                "--out",
-                "{t}/o",
-                "--trainer",
-                "dpo",
-                "--prefs",
-                "{t}/p.jsonl",
-            ],
-            "p.jsonl",
-            "p.jsonl: cannot read the file (permission denied)",
-        ),
-        (
-            [
-                "lm",
-                "train",
-                "--model",
-                "{tiny}/policy",
-                "--out",
-                "{t}/o",
-                "--trainer",
-                "dpo",
-                "--prefs",
-                "{t}/p.json",
-            ],
-            "p.json",
-            "p.json: cannot read the file (permission denied)",
-        ),
+        ([*LM_DPO, "--prefs", "{t}/p.jsonl"], "p.jsonl", "p.jsonl: cannot read the file (permission denied)"),
+        ([*LM_DPO, "--prefs", "{t}/p.json"], "p.json", "p.json: cannot read the file (permission denied)"),
         (
             ["control", "train", "--out", "{t}/o", "--config", "{t}/c.yaml"],
             "c.yaml",
             "c.yaml: cannot read the config file (permission denied)",
         ),
         (
-            [
-                "lm",
-                "train",
-                "--model",
-                "{tiny}/policy",
-                "--out",
-                "{t}/o",
-                "--trainer",
-                "dpo",
-                "--prefs",
-                "{t}/p.jsonl",
-                "--config",
-                "{t}/c.yaml",
-            ],
+            [*LM_DPO, "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"],
             "c.yaml",
             "c.yaml: cannot read the config file (permission denied)",
         ),
