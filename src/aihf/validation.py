@@ -118,6 +118,10 @@ def _convert(value: Any, hint: Any, limits: Range | None) -> Any:
         return tuple(items) if origin is tuple else items
     if hint is Any:
         return value
+    if origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise _Mismatch("a mapping")
     if hint is bool:
         if isinstance(value, bool):
             return value

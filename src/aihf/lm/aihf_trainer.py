@@ -11,7 +11,10 @@ RLHF. The reward model may use its own tokenizer: it always scores text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from aihf.errors import InputError
 from aihf.lm import runtime
@@ -125,6 +128,19 @@ class AIHFTrainer(LoopTrainer):
         return RewardScorer(
             model, self.reward_tokenizer, self.config.reward_max_length or self.config.max_length
         )
+
+    @torch.no_grad()
+    def pair_rewards(self, rows: Sequence[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current reward (learned, or RLHF's frozen one) on held-out pairs, `batch_size` texts a call."""
+        reward, size = self.current_reward(), self.config.reward_batch_size or self.config.batch_size
+        scores: dict[str, list[float]] = {"chosen": [], "rejected": []}
+        for i in range(0, len(rows), size):
+            part = rows[i : i + size]
+            for key, found in scores.items():
+                found.extend(
+                    torch.as_tensor(reward([r["prompt"] for r in part], [r[key] for r in part])).tolist()
+                )
+        return torch.tensor(scores["chosen"]), torch.tensor(scores["rejected"])
 
     def demo_batches(self, steps: int) -> list[list[list[tuple[dict[str, str], str]]]]:
         """Demonstration micro-batches for `steps` reward steps, each row paired with a fresh policy sample.

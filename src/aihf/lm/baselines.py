@@ -15,7 +15,7 @@ from aihf import checkpoints
 from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
-from aihf.lm.loop import Callback, Snapshots
+from aihf.lm.loop import Callback, EvalData, Evaluate, Snapshots
 from aihf.lm.modeling import lora_config
 
 
@@ -33,9 +33,10 @@ def _jsonl_callback(path: Path) -> Any:
         ) -> None:
             if not state.is_world_process_zero or not logs:
                 return
+            # TRL's evaluation metrics (eval_loss, eval_rewards/accuracies, ...) under our eval/ prefix
             record = {
                 "step": state.global_step,
-                **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                **{_eval_name(k): v for k, v in logs.items() if isinstance(v, (int, float))},
             }
             self.last.update(record)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,10 @@ def _jsonl_callback(path: Path) -> Any:
                 f.write(json.dumps(record) + "\n")
 
     return JsonlMetrics()
+
+
+def _eval_name(key: str) -> str:
+    return "eval/" + key[len("eval_") :] if key.startswith("eval_") else key
 
 
 def _manifest_callback() -> Any:
@@ -73,16 +78,57 @@ def as_trl_callback(callback: Callback) -> Any:
     return Adapter()
 
 
-def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
+def _gold_callback(trainer: Any, config: LMConfig, evaluation: EvalData, model: str) -> Any:
+    """Our `Evaluate` (gold reward, KL to the starting policy `model`) run by a TRL trainer every
+    eval_steps optimiser steps; its eval/ metrics go through the Trainer's log to the trackers and
+    OUT/metrics.jsonl (`Trainer.log` itself: TRL's overrides would flush their running training means)."""
+    from types import SimpleNamespace
+
+    from transformers import Trainer, TrainerCallback
+
+    from aihf.lm.modeling import SamplingConfig, load_causal_lm
+
+    reference = runtime.prepare_frozen(trainer.accelerator, load_causal_lm(model), config.bf16)
+    prompts = evaluation.prompts[: config.eval_num_prompts]
+    sampling = SamplingConfig(max_new_tokens=config.eval_max_new_tokens)
+    every = config.eval_steps or config.logging_steps
+    evaluate = Evaluate(every, prompts, evaluation.gold, reference, sampling)
+
+    class GoldEvaluation(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            view = SimpleNamespace(
+                state=SimpleNamespace(step=state.global_step),
+                accelerator=trainer.accelerator,
+                policy=trainer.model,
+                tokenizer=trainer.processing_class,
+                config=config,
+            )
+            metrics: dict[str, float] = {}
+            evaluate.on_step_end(view, metrics)
+            if metrics:
+                Trainer.log(trainer, metrics)
+
+    return GoldEvaluation()
+
+
+def trl_args(config: LMConfig, config_cls: Any, evaluates: bool = False, **extra: Any) -> Any:
     """TRL's arguments from our config: every shared field keeps the meaning it has in our trainers.
 
     Optimiser (torch AdamW, decay off biases and norms), schedule and warm-up, micro-batch and
-    accumulation, logging and saving units (optimiser steps: TRL stages are step-based), trackers, and
-    the stage's own checkpoint directory OUT/checkpoints (RLHF gives each stage its own OUT).
+    accumulation, logging, evaluation (`evaluates`: an `eval_dataset` is given) and saving units
+    (optimiser steps: TRL stages are step-based), trackers, and the stage's own checkpoint directory
+    OUT/checkpoints (RLHF gives each stage its own OUT).
     """
     out = Path(config.output_dir)
     if "disable_dropout" in {f.name for f in dataclasses.fields(config_cls)}:  # SFTConfig has no such field
         extra["disable_dropout"] = config.disable_dropout
+    if evaluates:  # TRL's own evaluation of the held-out pairs (`eval_dataset`), every eval_steps steps
+        every = config.eval_steps or config.logging_steps
+        extra |= {
+            "eval_strategy": "steps",
+            "eval_steps": every,
+            "per_device_eval_batch_size": config.batch_size,
+        }
     return config_cls(
         output_dir=str(out / "checkpoints"),
         max_steps=config.max_steps,
@@ -112,12 +158,26 @@ def trl_args(config: LMConfig, config_cls: Any, **extra: Any) -> Any:
     )
 
 
+def _eval_dataset(evaluation: EvalData | None) -> Any:
+    """The held-out pairs as TRL's `eval_dataset` (None: TRL does not evaluate)."""
+    from datasets import Dataset
+
+    return Dataset.from_list(evaluation.prefs.rows) if evaluation and evaluation.prefs else None
+
+
 def _peft_config(config: LMConfig, task_type: str) -> Any:
     return lora_config(config, task_type) if config.use_peft else None
 
 
 def _finish(
-    trainer: Any, callback: Any, config: LMConfig, method: str, target: str, sources: dict, notes: list
+    trainer: Any,
+    callback: Any,
+    config: LMConfig,
+    method: str,
+    target: str,
+    sources: dict,
+    notes: list,
+    evaluation: EvalData | None = None,
 ) -> dict:
     checkpoint = runtime.resolve_resume(Path(config.output_dir), config.resume_from_checkpoint)
     log = Path(config.output_dir) / "metrics.jsonl"
@@ -133,6 +193,8 @@ def _finish(
 
         snapshots = Snapshots(config.snapshot_steps, Path(config.output_dir), save)
         trainer.add_callback(as_trl_callback(snapshots))
+    if evaluation is not None and evaluation.gold is not None and evaluation.prompts:
+        trainer.add_callback(_gold_callback(trainer, config, evaluation, sources.get("model") or "?"))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime.save_model(
         trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
@@ -140,7 +202,14 @@ def _finish(
     return dict(callback.last)
 
 
-def run_sft(model: Any, tokenizer: Any, config: LMConfig, demos: TextData, sources: dict) -> dict:
+def run_sft(
+    model: Any,
+    tokenizer: Any,
+    config: LMConfig,
+    demos: TextData,
+    sources: dict,
+    evaluation: EvalData | None = None,
+) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -153,40 +222,55 @@ def run_sft(model: Any, tokenizer: Any, config: LMConfig, demos: TextData, sourc
         peft_config=_peft_config(config, "CAUSAL_LM"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, "sft", "policy", sources, demos.notes)
+    return _finish(trainer, callback, config, "sft", "policy", sources, demos.notes, evaluation)
 
 
 def run_reward(
-    model: Any, tokenizer: Any, config: LMConfig, prefs: TextData, sources: dict, target: str = "reward_model"
+    model: Any,
+    tokenizer: Any,
+    config: LMConfig,
+    prefs: TextData,
+    sources: dict,
+    target: str = "reward_model",
+    evaluation: EvalData | None = None,
 ) -> dict:
     """BTL reward model (TRL RewardTrainer), optionally with TRL's reward centring."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
+    held_out = _eval_dataset(evaluation)
     centring = getattr(config, "center_rewards_coefficient", None)
     trainer = RewardTrainer(
         model=model,
-        args=trl_args(config, RewardConfig, center_rewards_coefficient=centring),
+        args=trl_args(config, RewardConfig, held_out is not None, center_rewards_coefficient=centring),
         train_dataset=Dataset.from_list(prefs.rows),
+        eval_dataset=held_out,
         processing_class=tokenizer,
         peft_config=_peft_config(config, "SEQ_CLS"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, "reward", target, sources, prefs.notes)
+    return _finish(trainer, callback, config, "reward", target, sources, prefs.notes, evaluation)
 
 
 def run_pairwise(
-    model: Any, tokenizer: Any, config: Any, prefs: TextData, sources: dict, method: str
+    model: Any,
+    tokenizer: Any,
+    config: Any,
+    prefs: TextData,
+    sources: dict,
+    method: str,
+    evaluation: EvalData | None = None,
 ) -> dict:
     """The preference baselines TRL implements: DPO, IPO, RPO (DPO + alpha * SFT on chosen) and ORPO."""
     from datasets import Dataset
 
+    held_out = _eval_dataset(evaluation)
     if method == "orpo":
         from trl.experimental.orpo import ORPOConfig as TRLConfig
         from trl.experimental.orpo import ORPOTrainer as TRLTrainer
 
-        args = trl_args(config, TRLConfig, beta=config.beta)
+        args = trl_args(config, TRLConfig, held_out is not None, beta=config.beta)
     else:
         from trl import DPOConfig as TRLConfig
         from trl import DPOTrainer as TRLTrainer
@@ -196,14 +280,22 @@ def run_pairwise(
             "ipo": {"loss_type": ["ipo"]},
             "rpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, config.alpha]},
         }[method]
-        args = trl_args(config, TRLConfig, beta=config.beta, label_smoothing=config.label_smoothing, **losses)
+        args = trl_args(
+            config,
+            TRLConfig,
+            held_out is not None,
+            beta=config.beta,
+            label_smoothing=config.label_smoothing,
+            **losses,
+        )
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
     trainer = TRLTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(prefs.rows),
+        eval_dataset=held_out,
         processing_class=tokenizer,
         peft_config=_peft_config(config, "CAUSAL_LM"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, method, "policy", sources, prefs.notes)
+    return _finish(trainer, callback, config, method, "policy", sources, prefs.notes, evaluation)

@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         demos=args.demos,
         prefs=args.prefs,
         prompts=args.prompts,
+        eval_prefs=args.eval_prefs,
+        eval_prompts=args.eval_prompts,
         max_iterations=args.max_iterations,
         max_steps=args.max_steps,
         config=args.config,
@@ -102,6 +104,14 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
     p.add_argument("--prefs", help="preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)")
     p.add_argument("--prompts", help="prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)")
+    p.add_argument(
+        "--eval-prefs",
+        help="held-out preferences: the reward's accuracy every eval_steps (with eval_strategy: steps)",
+    )
+    p.add_argument(
+        "--eval-prompts",
+        help="held-out prompts for eval_gold's samples every eval_steps (default: --eval-prefs' prompts)",
+    )
     iterative = ", ".join(m.name for m in METHODS.values() if m.iterative)
     p.add_argument("--max-iterations", type=int, help=f"outer iterations ({iterative})")
     p.add_argument("--max-steps", type=int, help="optimiser steps (the other methods)")

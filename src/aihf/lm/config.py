@@ -55,6 +55,15 @@ class LMConfig:
     # every N units, also the policy as a loadable model (LoRA merged) in OUT/snapshots/step-N, all kept:
     # for gold reward against training steps (paper Fig. 6); 0: none
     snapshot_steps: int = 0
+    # Evaluation during training (TRL's eval_strategy / eval_steps), every eval_steps units: the held-out
+    # preference accuracy of the learned reward (the implicit beta * log(pi / pi_ref) for the direct
+    # methods) on --eval-prefs, and with eval_gold the gold reward mean and KL to the reference on
+    # eval_num_prompts prompts (--eval-prompts, else the prompts of --eval-prefs, else --prompts).
+    eval_strategy: Literal["no", "steps"] = "no"
+    eval_steps: int | None = None  # default: logging_steps
+    eval_gold: str | dict[str, Any] | None = None  # a gold spec of `aihf.lm.gold.load_gold_reward`
+    eval_num_prompts: int = 64
+    eval_max_new_tokens: int = 24  # completion length of the gold evaluation's samples
     save_total_limit: int = 2
     resume_from_checkpoint: str | bool | None = None  # a checkpoint directory, or True for the latest
     # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
@@ -178,6 +187,9 @@ RANGES: dict[str, Range] = {
     "logging_steps": AT_LEAST_1,
     "save_steps": NON_NEGATIVE,
     "snapshot_steps": NON_NEGATIVE,
+    "eval_steps": AT_LEAST_1,
+    "eval_num_prompts": AT_LEAST_1,
+    "eval_max_new_tokens": LENGTH,
     "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
     "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
     "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation

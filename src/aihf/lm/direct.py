@@ -12,6 +12,7 @@ Both are one concatenated forward pass per step (chosen, rejected and demonstrat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -71,6 +72,29 @@ class _OfflineTrainer(LoopTrainer):
             with unwrapped.disable_adapter():
                 return self.reference_logps(unwrapped, batch, average)
         return completion_logprobs(model, batch, average=average).sums
+
+    def reward_reference(self) -> Any | None:
+        """The model of the implicit reward beta * log(pi / ref): the frozen pi_0 (None: the PEFT base)."""
+        return self.ref
+
+    @torch.no_grad()
+    def pair_rewards(self, rows: Sequence[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The implicit reward beta * log(pi / ref) of held-out pairs, as the loss's rewards/* metrics
+        compute it (length-averaged log-probabilities for IPO), `batch_size` pairs a forward pass."""
+        c = self.config
+        average = getattr(c, "loss_type", "sigmoid") == "ipo"
+        policy = self.accelerator.unwrap_model(self.policy)
+        chosen, rejected = [], []
+        for i in range(0, len(rows), c.batch_size):
+            part = rows[i : i + c.batch_size]
+            batch = self.batch(
+                [(r["prompt"], r["chosen"]) for r in part] + [(r["prompt"], r["rejected"]) for r in part]
+            )
+            logps_chosen, logps_rejected, _ = pairwise_forward(policy, batch, len(part), average)
+            ref = self.reference_logps(self.reward_reference(), batch, average)
+            chosen.append(c.beta * (logps_chosen - ref[: len(part)]))
+            rejected.append(c.beta * (logps_rejected - ref[len(part) :]))
+        return torch.cat(chosen).cpu(), torch.cat(rejected).cpu()
 
 
 def pairwise_forward(
@@ -238,6 +262,10 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
     @property
     def total(self) -> int:
         return self.config.max_iterations
+
+    def reward_reference(self) -> Any | None:
+        """The current iterate pi_t: the reference of this method's DPO term."""
+        return self.opponent
 
     def compute_loss(
         self, spin_rows: list[tuple[dict[str, str], str]], pref_rows: list[dict[str, str]], share: float = 1.0

@@ -18,8 +18,11 @@ config's meaning through `baselines.trl_args`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,38 +82,76 @@ class Throughput(Callback):
         metrics["train/tokens_per_second"] = self.tokens / max(self.seconds, 1e-9)
 
 
+@contextlib.contextmanager
+def isolated_rng(device: Any) -> Iterator[None]:
+    """Random draws inside (evaluation's sampling) leave the training's random streams where they were:
+    torch's CPU generator and, on CUDA, the device's, restored on exit."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@dataclass
+class EvalData:
+    """What evaluation during training measures on: held-out preference pairs (the reward's accuracy)
+    and, with a gold reward, the prompts its samples are drawn for."""
+
+    prefs: TextData | None = None
+    prompts: list[str] = dataclasses.field(default_factory=list)
+    gold: Any = None  # a RewardFn (`aihf.lm.gold.load_gold_reward`)
+
+
 class Evaluate(Callback):
-    """`aihf.lm.evaluation.evaluate` every `every` units on held-out prompts; its metrics are logged
-    with an `eval/` prefix. `reference` is the frozen model the KL and win rate compare against."""
+    """Evaluation every `every` units (TRL's eval_steps), logged with an `eval/` prefix.
+
+    - With `prefs`: the trainer's reward on the held-out pairs (`trainer.pair_rewards`: the learned
+      reward, or the implicit beta * log(pi / pi_ref)), as `eval/rewards/accuracies` (share of pairs
+      where chosen scores strictly above rejected) and `eval/rewards/margins`.
+    - With `gold` and `prompts`: `aihf.lm.evaluation.evaluate` (gold reward mean, KL to `reference`, win
+      rate, ...); `reference` is the frozen model the KL and the win rate compare against.
+
+    Nothing here moves the training: the policy is scored in eval mode (its mode restored after) and
+    sampling runs on forked random streams (`isolated_rng`)."""
 
     def __init__(
-        self, every: int, prompts: Sequence[str], gold: Any, reference: Any, config: Any = None
+        self,
+        every: int,
+        prompts: Sequence[str] = (),
+        gold: Any = None,
+        reference: Any = None,
+        config: Any = None,
+        prefs: TextData | None = None,
     ) -> None:
-        self.every, self.prompts, self.gold, self.reference, self.config = (
-            every,
-            prompts,
-            gold,
-            reference,
-            config,
-        )
+        self.every, self.prompts, self.gold, self.reference = every, list(prompts), gold, reference
+        self.config, self.prefs = config, prefs
         self.ref_samples: Any = None
 
     def on_step_end(self, trainer: LoopTrainer, metrics: dict[str, float]) -> None:
         if trainer.state.step % self.every:
             return
+        policy = trainer.accelerator.unwrap_model(trainer.policy)
+        was_training = policy.training
+        policy.eval()
+        with isolated_rng(trainer.accelerator.device):
+            if self.prefs is not None:
+                chosen, rejected = trainer.pair_rewards(self.prefs.rows)
+                metrics["eval/rewards/accuracies"] = (chosen > rejected).float().mean().item()
+                metrics["eval/rewards/margins"] = (chosen - rejected).mean().item()
+            if self.gold is not None and self.prompts:
+                metrics |= {f"eval/{k}": v for k, v in self._gold(trainer, policy).items()}
+        policy.train(was_training)
+
+    def _gold(self, trainer: LoopTrainer, policy: Any) -> dict[str, float]:
         from aihf.lm.evaluation import evaluate, reference_samples
         from aihf.lm.modeling import SamplingConfig
 
         config = self.config or SamplingConfig()
-        rng = torch.get_rng_state()  # sampling here must not move the training's random stream
         if self.ref_samples is None:  # the reference's samples are the same at every evaluation
             self.ref_samples = reference_samples(
                 self.reference, trainer.tokenizer, self.prompts, self.gold, config, trainer.config.seed
             )
-        policy = trainer.accelerator.unwrap_model(trainer.policy)
-        was_training = policy.training
         result = evaluate(
-            policy.eval(),
+            policy,
             trainer.tokenizer,
             self.reference,
             self.prompts,
@@ -119,9 +160,7 @@ class Evaluate(Callback):
             ref=self.ref_samples,
             seed=trainer.config.seed,
         )
-        policy.train(was_training)
-        torch.set_rng_state(rng)
-        metrics |= {f"eval/{k}": v for k, v in result.metrics.items()}
+        return result.metrics
 
 
 class LoopTrainer:
@@ -174,8 +213,30 @@ class LoopTrainer:
         """The data sets whose notes go into the model card."""
         return ()
 
+    def pair_rewards(self, rows: Sequence[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward this method learns, on (prompt, chosen) and (prompt, rejected) of preference rows:
+        what evaluation during training scores held-out pairs with (`Evaluate`)."""
+        raise NotImplementedError(f"{self.method} learns no reward to evaluate on preference pairs")
+
     def add_callback(self, callback: Callback) -> None:
         self.callbacks.append(callback)
+
+    def add_evaluation(self, data: EvalData, model: str) -> None:
+        """Evaluation during training as the config's eval_* fields say (`Evaluate`), if eval_strategy is
+        "steps". `model` is the policy's starting point, loaded as the KL's reference when the trainer
+        keeps no frozen copy (LoRA, self-play)."""
+        from aihf.lm.modeling import SamplingConfig, load_causal_lm
+
+        c = self.config
+        if c.eval_strategy == "no":
+            return
+        prompts = data.prompts[: c.eval_num_prompts] if data.gold is not None else []
+        reference = self.ref
+        if prompts and reference is None:
+            reference = runtime.prepare_frozen(self.accelerator, load_causal_lm(model), c.bf16)
+        sampling = SamplingConfig(max_new_tokens=c.eval_max_new_tokens)
+        every = c.eval_steps or c.logging_steps
+        self.add_callback(Evaluate(every, prompts, data.gold, reference, sampling, data.prefs))
 
     def logs_step(self, step: int) -> bool:
         """Whether unit `step`'s metrics are logged: every `logging_steps` units and the last. Diagnostics
@@ -234,7 +295,7 @@ class LoopTrainer:
                 self.state.step += 1
                 self._call("on_step_end", metrics)
                 metrics = runtime.gather_mean(acc, metrics)
-                if self.logs_step(self.state.step):
+                if self.logs_step(self.state.step) or any(k.startswith("eval/") for k in metrics):
                     self.logger.log(self.state.step, metrics)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k in self.bar_keys})
                 bar.update(1)

@@ -26,6 +26,7 @@ from aihf.lm.config import (
 from aihf.lm.data import TextData
 
 if TYPE_CHECKING:  # torch and transformers load only when a method runs, not for `aihf --help`
+    from aihf.lm.loop import EvalData
     from aihf.lm.modeling import RewardFn
 
 
@@ -40,6 +41,7 @@ class RunInputs:
     data: dict[str, TextData | None]
     sources: dict[str, str | None]
     reward_fn: RewardFn | None = None
+    evaluation: EvalData | None = None  # evaluation during training (eval_strategy "steps")
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def _sft(run: RunInputs) -> dict[str, float]:
     from aihf.lm.modeling import load_causal_lm
 
     return baselines.run_sft(
-        load_causal_lm(run.model), run.tokenizer, run.config, run.data["demos"], run.sources
+        load_causal_lm(run.model), run.tokenizer, run.config, run.data["demos"], run.sources, run.evaluation
     )
 
 
@@ -158,7 +160,12 @@ def _reward(run: RunInputs) -> dict[str, float]:
 
     path = run.reward_model or run.model
     return baselines.run_reward(
-        load_reward_model(path), load_tokenizer(path), run.config, run.data["prefs"], run.sources
+        load_reward_model(path),
+        load_tokenizer(path),
+        run.config,
+        run.data["prefs"],
+        run.sources,
+        evaluation=run.evaluation,
     )
 
 
@@ -168,7 +175,10 @@ def _trl_pairwise(loss: str) -> Callable[[RunInputs], dict[str, float]]:
         from aihf.lm.modeling import load_causal_lm
 
         policy = load_causal_lm(run.model)
-        return baselines.run_pairwise(policy, run.tokenizer, run.config, run.data["prefs"], run.sources, loss)
+        data = run.data["prefs"]
+        return baselines.run_pairwise(
+            policy, run.tokenizer, run.config, data, run.sources, loss, run.evaluation
+        )
 
     return run_pairwise
 
@@ -177,14 +187,17 @@ def _direct_aihf(run: RunInputs) -> dict[str, float]:
     from aihf.lm.direct import DirectAIHFTrainer
     from aihf.lm.modeling import load_causal_lm
 
-    return DirectAIHFTrainer(
+    trainer = DirectAIHFTrainer(
         load_causal_lm(run.model),
         run.tokenizer,
         run.config,
         prefs=run.data["prefs"],
         demos=run.data["demos"],
         sources=run.sources,
-    ).train()
+    )
+    if run.evaluation is not None:
+        trainer.add_evaluation(run.evaluation, run.model)
+    return trainer.train()
 
 
 def _self_play(method: str) -> Callable[[RunInputs], dict[str, float]]:
@@ -193,7 +206,7 @@ def _self_play(method: str) -> Callable[[RunInputs], dict[str, float]]:
         from aihf.lm.modeling import load_causal_lm
 
         prefs = run.data["prefs"] if method == "self-play-aihf" else None
-        return SelfPlayAIHFTrainer(
+        trainer = SelfPlayAIHFTrainer(
             load_causal_lm(run.model),
             run.tokenizer,
             run.config,
@@ -201,7 +214,10 @@ def _self_play(method: str) -> Callable[[RunInputs], dict[str, float]]:
             prefs=prefs,
             sources=run.sources,
             method=method,
-        ).train()
+        )
+        if run.evaluation is not None:
+            trainer.add_evaluation(run.evaluation, run.model)
+        return trainer.train()
 
     return run_self_play
 
@@ -253,12 +269,14 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
                 snapshot_steps=0,
                 resume_from_checkpoint=rm_resume,
             )
+            held_out = run.evaluation and dataclasses.replace(run.evaluation, gold=None)
             baselines.run_reward(
                 load_reward_model(reward_model),
                 load_tokenizer(reward_model),
                 rm_cfg,
                 run.data["prefs"],
                 run.sources,
+                evaluation=held_out,
             )
         metrics |= {f"reward_stage/{k}": v for k, v in _logged(out / "reward_stage").items()}
         reward_model = str(out / "reward_stage" / "reward_model")
@@ -317,7 +335,7 @@ def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward
     if prompts is None:  # the policy step defaults to every prompt of the data
         rows = [{"prompt": r["prompt"]} for d in (run.data["demos"], run.data["prefs"]) if d for r in d.rows]
         prompts = TextData(kind="prompts", source="<demos+prefs prompts>", rows=rows) if rows else None
-    return AIHFTrainer(
+    trainer = AIHFTrainer(
         load_causal_lm(model),
         run.tokenizer,
         run.config,
@@ -330,7 +348,11 @@ def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward
         train_reward=train_reward,
         method="aihf" if train_reward else "rlhf",
         sources=run.sources,
-    ).train()
+    )
+    if run.evaluation is not None:  # RLHF's reward is evaluated in its own stage, where it learns
+        held_out = run.evaluation if train_reward else dataclasses.replace(run.evaluation, prefs=None)
+        trainer.add_evaluation(held_out, model)
+    return trainer.train()
 
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -472,4 +494,4 @@ def build_config(
 
 
 # YAML keys that describe the run rather than the optimiser.
-RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts")
+RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts", "eval_prefs", "eval_prompts")

@@ -394,7 +394,8 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
 
 RUN_FILE = "run.json"  # in every checkpoint: the method and config that wrote it
 # Settings a resumed run may change: its length (a cut run goes on to a longer budget; a decaying
-# learning-rate schedule then follows the new length) and where and how often it reports.
+# learning-rate schedule then follows the new length) and where, how often and what it reports
+# (evaluation during training included).
 RESUME_MAY_CHANGE = frozenset(
     {
         "max_steps",
@@ -405,6 +406,11 @@ RESUME_MAY_CHANGE = frozenset(
         "save_steps",
         "save_total_limit",
         "report_to",
+        "eval_strategy",
+        "eval_steps",
+        "eval_gold",
+        "eval_num_prompts",
+        "eval_max_new_tokens",
     }
 )
 

@@ -8,14 +8,20 @@ limit uses it instead.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aihf.errors import InputError
 from aihf.lm.config import load_yaml
 from aihf.lm.data import TextData, prepare_text_data
-from aihf.lm.methods import RunInputs, build_config, get_method
+from aihf.lm.methods import Method, RunInputs, build_config, get_method
 from aihf.lm.modeling import RewardFn, check_model_source, load_tokenizer
+
+if TYPE_CHECKING:  # torch loads only when a method runs
+    from aihf.lm.loop import EvalData
+
+logger = logging.getLogger(__name__)
 
 
 def run_training(
@@ -26,6 +32,8 @@ def run_training(
     demos: str | list[dict] | None = None,
     prefs: str | list[dict] | None = None,
     prompts: str | list[dict] | None = None,
+    eval_prefs: str | list[dict] | None = None,
+    eval_prompts: str | list[dict] | None = None,
     max_iterations: int | None = None,
     max_steps: int | None = None,
     config: dict[str, Any] | str | None = None,
@@ -34,9 +42,10 @@ def run_training(
     """Train `trainer` and write OUT/policy (and OUT/reward_model), OUT/metrics.jsonl; return final metrics.
 
     `config` is a dict or a YAML path of the trainer's config fields; it may also name the run's
-    `model`, `reward_model`, `demos`, `prefs` and `prompts` (Hub names, `name:split[slice]`, or paths).
-    Explicit arguments override it. `reward_fn` (aihf / rlhf only) replaces the reward model by a
-    frozen Python reward.
+    `model`, `reward_model`, `demos`, `prefs`, `prompts`, `eval_prefs` and `eval_prompts` (Hub names,
+    `name:split[slice]`, or paths). Explicit arguments override it. `reward_fn` (aihf / rlhf only)
+    replaces the reward model by a frozen Python reward. `eval_prefs` / `eval_prompts` are held-out data
+    for evaluation during training (`eval_strategy: steps`, see `LMConfig`).
     """
     method = get_method(trainer)
     where = str(config) if isinstance(config, (str, Path)) else "config"
@@ -62,6 +71,9 @@ def run_training(
     else:
         limits["max_steps"] = max_steps if max_steps is not None else max_iterations
     cfg = build_config(trainer, values, where, output_dir=str(out), **limits)
+    held_out = {"eval_prefs": eval_prefs, "eval_prompts": eval_prompts}
+    held_out = {k: v if v is not None else values.get(k) for k, v in held_out.items()}
+    _check_evaluation(method, cfg, held_out, data_args)
 
     for name in required:
         if data_args[name] is None:
@@ -104,10 +116,64 @@ def run_training(
         else None
         for name, source in data_args.items()
     }
+    evaluation = _evaluation(cfg, held_out, loaded, tokenizer) if cfg.eval_strategy == "steps" else None
+    data_args |= held_out
     sources = {"model": model, "reward_model": reward_model} | {
         k: (v if isinstance(v, str) else f"<{len(v)} rows>") for k, v in data_args.items() if v is not None
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     if not cfg.resume_from_checkpoint:  # a fresh run into an old directory starts a fresh log
         (Path(out) / "metrics.jsonl").unlink(missing_ok=True)
-    return method.run(RunInputs(cfg, model, tokenizer, reward_model, loaded, sources, reward_fn))
+    return method.run(RunInputs(cfg, model, tokenizer, reward_model, loaded, sources, reward_fn, evaluation))
+
+
+def _check_evaluation(method: Method, cfg: Any, held_out: dict[str, Any], data: dict[str, Any]) -> None:
+    """What evaluation during training needs, before anything loads: something to measure, and a
+    method that has it (a reward for --eval-prefs, a policy for eval_gold) and prompts for the gold."""
+    name = method.name
+    if cfg.eval_strategy == "no":
+        given = [f"--{k.replace('_', '-')}" for k, v in held_out.items() if v is not None]
+        if given or cfg.eval_gold is not None:
+            what = ", ".join(given + ["eval_gold"] * (cfg.eval_gold is not None))
+            logger.warning(f"{name}: {what} given but eval_strategy is 'no': no evaluation during training")
+        return
+    if held_out["eval_prefs"] is None and cfg.eval_gold is None:
+        raise InputError(
+            f"{name}: eval_strategy 'steps' needs --eval-prefs (the reward's held-out accuracy) or eval_gold "
+            "(a gold reward for the policy's samples)"
+        )
+    if held_out["eval_prefs"] is not None and name not in EVAL_PREFS_METHODS:
+        raise InputError(f"{name}: learns no reward, so --eval-prefs does not apply (eval_gold does)")
+    if cfg.eval_gold is not None and "policy" not in method.outputs:
+        raise InputError(f"{name}: trains no policy, so eval_gold does not apply (--eval-prefs does)")
+    prompt_sources = (held_out["eval_prompts"], held_out["eval_prefs"], data.get("prompts"))
+    if cfg.eval_gold is not None and all(source is None for source in prompt_sources):
+        raise InputError(f"{name}: eval_gold needs prompts: --eval-prompts (or --eval-prefs, or --prompts)")
+
+
+# The methods whose reward (learned, or implicit in the policy) --eval-prefs scores.
+EVAL_PREFS_METHODS = (
+    "aihf", "rlhf", "reward", "direct-aihf", "self-play-aihf", "spin", "dpo", "ipo", "rpo", "orpo"
+)  # fmt: skip
+
+
+def _evaluation(cfg: Any, held_out: dict[str, Any], loaded: dict[str, Any], tokenizer: Any) -> EvalData:
+    """The held-out data (validated like the training data) and the gold reward of evaluation during
+    training; the gold's prompts are --eval-prompts, else those of --eval-prefs, else --prompts."""
+    from aihf.lm.gold import load_gold_reward
+    from aihf.lm.loop import EvalData
+
+    data = {
+        name: prepare_text_data(source, kind, tokenizer, cfg.max_length, cfg.overlong)
+        for (name, kind), source in zip(
+            (("eval_prefs", "prefs"), ("eval_prompts", "prompts")), held_out.values()
+        )
+        if source is not None
+    }
+    prompts: list[str] = []
+    for source in (data.get("eval_prompts"), data.get("eval_prefs"), loaded.get("prompts")):
+        if source is not None:
+            prompts = list(dict.fromkeys(source.column("prompt")))  # each prompt once, in order
+            break
+    gold = load_gold_reward(cfg.eval_gold) if cfg.eval_gold is not None else None
+    return EvalData(prefs=data.get("eval_prefs"), prompts=prompts, gold=gold)
