@@ -53,7 +53,7 @@ def test_direct_aihf_reports_the_implicit_reward_accuracy_the_loss_computes(tiny
     assert evaluated[-1]["eval/rewards/margins"] > 0  # training on these pairs has separated them
 
 
-@pytest.mark.parametrize("trainer", ["aihf", "direct-aihf"])
+@pytest.mark.parametrize("trainer", ["aihf", "direct-aihf", "self-play-aihf"])
 def test_evaluation_does_not_change_training(trainer, tiny_dir, data_dir, tmp_path):
     """A seeded run gives the same final weights and training metrics with evaluation on and off."""
     args = {
@@ -65,6 +65,8 @@ def test_evaluation_does_not_change_training(trainer, tiny_dir, data_dir, tmp_pa
     if trainer == "aihf":
         limits = {"max_iterations": 3, "num_samples": 2, "prompt_batch_size": 2, "max_new_tokens": 4}
         args |= {"reward_model": str(tiny_dir / "reward_model"), "prompts": str(data_dir / "prompts.jsonl")}
+    elif trainer == "self-play-aihf":  # the implicit reward against the current iterate pi_t
+        limits = {"max_iterations": 2, "steps_per_iteration": 1, "max_new_tokens": 4, "batch_size": 2}
     else:
         limits = {"max_steps": 3, "batch_size": 2}
     runs = {}

@@ -4,7 +4,8 @@ A subclass says what one unit of progress is (`training_step`: an optimiser step
 iteration of several) and how many there are (`total`); this class owns everything around it:
 the accelerator, the policy with its PEFT adapter, optimiser, schedule and frozen reference, the
 data samplers, logging every `logging_steps` units, checkpoints every `save_steps` units, resume,
-the progress bar, and saving OUT/policy at the end. What happens around a unit without being part of
+the progress bar, and saving OUT/policy at the end (evaluation every `eval_steps` units through
+`add_evaluation`). What happens around a unit without being part of
 the algorithm (policy snapshots, throughput, periodic evaluation, a benchmark's clock) is a `Callback`,
 in the manner of transformers' `TrainerCallback`.
 
