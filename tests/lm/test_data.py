@@ -221,3 +221,65 @@ def test_logged_notes_escape_control_characters_in_the_file_name(tokenizer, tmp_
         data = prepare_text_data(path, "prefs", tokenizer)
     assert data.dropped == 2
     assert "p\\x1b[2J.jsonl: 2 of 3 pairs" in caplog.text and "\x1b" not in caplog.text
+
+
+def _old_longest(tokenizer, row):
+    """The length check as it was (one `tokenizer` call per row and answer): the datasets path's oracle."""
+    answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [""]
+    return max(len(tokenizer(row["prompt"] + a)["input_ids"]) for a in answers)
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_datasets_tokenisation_gives_the_ids_and_the_checks_of_per_row_tokenising(
+    tokenizer, tmp_path, jsonl, num_proc
+):
+    """prompt/completion, messages and preference rows: `tokenize_columns` (Dataset.map, batched, num_proc
+    processes) gives each text's ids as `tokenizer(text)`, so overlong rows are the same ones as before."""
+    from aihf.lm.data import tokenize_columns
+
+    tokenizer.chat_template = CHAT_TEMPLATE
+    words = " warm and clever" * 3
+    sets = {
+        "demos": [{"prompt": f"p{i}", "completion": words * (1 + i % 3)} for i in range(1, 10)],
+        "messages": [
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": words * (1 + i % 4)},
+                ]
+            }
+            for i in range(1, 10)
+        ],
+        "prefs": [
+            {"prompt": f"p{i}", "chosen": words * (1 + i % 3), "rejected": f"no {i}"} for i in range(1, 10)
+        ],
+    }
+    for name, rows in sets.items():
+        kind = "prefs" if name == "prefs" else "demos"
+        text = prepare_text_data(jsonl(tmp_path / f"{name}.jsonl", rows), kind, tokenizer).rows
+        answers = [k for k in ("completion", "chosen", "rejected") if k in text[0]]
+        columns = {"prompt": [r["prompt"] for r in text]} | {
+            a: [r["prompt"] + r[a] for r in text] for a in answers
+        }
+        tokenized = tokenize_columns(tokenizer, columns, num_proc)
+        for column, texts in columns.items():
+            assert tokenized[f"{column}_ids"] == [tokenizer(t)["input_ids"] for t in texts], (name, column)
+        longest = [_old_longest(tokenizer, r) for r in text]
+        limit = sorted(longest)[len(longest) // 2]  # about half the rows are over it
+        over = [i for i, n in enumerate(longest) if n > limit]
+        assert 0 < len(over) < len(text)
+        kept = prepare_text_data(
+            tmp_path / f"{name}.jsonl", kind, tokenizer, limit, "drop", num_proc=num_proc
+        )
+        assert kept.rows == [r for i, r in enumerate(text) if i not in over] and kept.overlong == len(over)
+        with pytest.raises(InputError, match=rf"{name}.jsonl, line {over[0] + 1}: {longest[over[0]]} tokens"):
+            prepare_text_data(tmp_path / f"{name}.jsonl", kind, tokenizer, limit, "error", num_proc=num_proc)
+
+
+def test_every_row_is_checked_before_any_is_tokenised(tokenizer, tmp_path, jsonl):
+    """A bad row is named even when an earlier row is over max_length with overlong: error."""
+    rows = [{"prompt": "a", "completion": " long" * 50}, {"prompt": "a", "completion": 3}]
+    with pytest.raises(InputError, match=r"d\.jsonl, line 2, field 'completion': expected a string"):
+        prepare_text_data(
+            jsonl(tmp_path / "d.jsonl", rows), "demos", tokenizer, max_length=16, overlong="error"
+        )

@@ -144,6 +144,7 @@ def trl_args(config: LMConfig, config_cls: Any, evaluates: bool = False, **extra
         warmup_steps=config.warmup_steps,
         max_grad_norm=config.max_grad_norm,
         max_length=config.max_length,
+        dataset_num_proc=config.dataset_num_proc,
         bf16=config.bf16,
         activation_checkpointing=config.gradient_checkpointing,
         seed=config.seed,

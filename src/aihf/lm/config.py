@@ -32,6 +32,7 @@ class LMConfig:
     max_prompt_length: int = 256
     overlong: Literal["truncate", "drop", "error"] = "truncate"
     chat_template: str | None = None  # Jinja template (or a file of one) for conversational data
+    dataset_num_proc: int | None = None  # processes tokenising the data (`datasets` map; TRL's too)
     max_grad_norm: float = 1.0
     disable_dropout: bool = True  # as TRL: dropout makes log pi/pi_0 and sampled-vs-scored inconsistent
     # The optimiser is AdamW (torch) everywhere, weight decay off biases and norms, as transformers' Trainer.
@@ -178,6 +179,7 @@ RANGES: dict[str, Range] = {
     "max_steps": AT_LEAST_1,
     "max_length": LENGTH,
     "max_prompt_length": LENGTH,
+    "dataset_num_proc": AT_LEAST_1,
     "max_grad_norm": NON_NEGATIVE,
     "weight_decay": NON_NEGATIVE,
     "warmup_steps": NON_NEGATIVE,

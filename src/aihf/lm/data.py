@@ -7,7 +7,9 @@ or Parquet. Everything is validated and rendered to plain text before training s
 stops the run with an `InputError` naming the file, line (JSONL, 1-based) or row and the field rather
 than failing mid-training. A preference pair whose chosen and rejected answers are equal teaches nothing:
 it is dropped, and the count logged and written to the model card's notes.
-The trainers only ever see text; each model re-tokenises it with its own tokenizer.
+The length check tokenises with `datasets.Dataset.map(batched=True, num_proc=...)` (`tokenize_columns`;
+TRL's `dataset_num_proc`), after every row has been checked. The trainers only ever see text; each
+model re-tokenises it with its own tokenizer.
 """
 
 from __future__ import annotations
@@ -267,6 +269,50 @@ def _to_text(
     return out
 
 
+def _main_process_first() -> Any:
+    """accelerate's `main_process_first` when a distributed state exists (the main process tokenises
+    first, as TRL's trainers do), else nothing."""
+    from accelerate import PartialState
+
+    return PartialState().main_process_first() if PartialState._shared_state else contextlib.nullcontext()
+
+
+def tokenize_columns(tokenizer: Any, texts: dict[str, list[str]], num_proc: int | None = None) -> Any:
+    """A `datasets.Dataset` with `<column>_ids`, the token ids of every text of `texts` (special tokens
+    added, as `tokenizer(text)` gives them), tokenised by `Dataset.map(batched=True, num_proc=num_proc)`
+    (TRL's `dataset_num_proc`) so large sets tokenise in batches and in parallel; the ids stay in Arrow."""
+    import datasets
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        return {f"{name}_ids": tokenizer(batch[name])["input_ids"] for name in texts}
+
+    from datasets.fingerprint import generate_random_fingerprint
+
+    table = datasets.Dataset.from_dict(texts)
+    with _quiet_datasets(datasets), _main_process_first():
+        return table.map(
+            tokenize,
+            batched=True,
+            num_proc=num_proc if num_proc and num_proc > 1 and len(table) > 1 else None,
+            remove_columns=list(texts),
+            # in memory, so nothing is cached: a random fingerprint spares hashing the tokenizer (0.2 s)
+            new_fingerprint=generate_random_fingerprint(),
+        )
+
+
+def _token_lengths(tokenizer: Any, rows: list[dict[str, str]], num_proc: int | None) -> list[int]:
+    """Tokens of prompt + answer for each row, its longest answer (`tokenize_columns`; read from Arrow)."""
+    import pyarrow.compute as pc
+
+    answers = [k for k in ("completion", "chosen", "rejected") if k in rows[0]]
+    texts = {a: [r["prompt"] + r[a] for r in rows] for a in answers} or {
+        "prompt": [r["prompt"] for r in rows]
+    }
+    tokenized = tokenize_columns(tokenizer, texts, num_proc)
+    lengths = [pc.list_value_length(tokenized.data.column(f"{name}_ids")).to_pylist() for name in texts]
+    return [max(row) for row in zip(*lengths)]
+
+
 def prepare_text_data(
     source: str | Path | list[dict[str, Any]],
     kind: Kind,
@@ -274,11 +320,13 @@ def prepare_text_data(
     max_length: int | None = None,
     overlong: Overlong = "truncate",
     split: str = "train",
+    num_proc: int | None = None,
 ) -> TextData:
     """Load, check and render one data set to text; see the module docstring.
 
-    Rows whose prompt plus answer exceed `max_length` tokens (policy tokenizer) are counted and,
-    per `overlong`, kept for truncation at batch time, dropped, or rejected.
+    Every row is checked first (an error names its line or row); then rows whose prompt plus answer
+    exceed `max_length` tokens (policy tokenizer; `tokenize_columns` with `num_proc` processes) are
+    counted and, per `overlong`, kept for truncation at batch time, dropped, or rejected.
     """
     if isinstance(source, list):
         records, name, places = source, f"<{kind}>", [f"row {i}" for i in range(1, len(source) + 1)]
@@ -295,6 +343,7 @@ def prepare_text_data(
         )
     data = TextData(kind=kind, source=name, rows=[])
     ties = 0
+    checked: list[tuple[str, dict[str, str]]] = []  # (where, row): every row valid before any tokenising
     for place, record in zip(places, records):
         where = f"{name}, {place}"
         for column in layout:
@@ -307,16 +356,18 @@ def prepare_text_data(
         if kind == "prefs" and row["chosen"].strip() == row["rejected"].strip():
             ties += 1  # no preference to learn from: dropped and counted
             continue
-        if max_length is not None:
-            answers = [row[k] for k in ("completion", "chosen", "rejected") if k in row] or [""]
-            longest = max(len(tokenizer(row["prompt"] + a)["input_ids"]) for a in answers)
-            if longest > max_length:
-                data.overlong += 1
-                if overlong == "error":
-                    raise InputError(f"{where}: {longest} tokens, more than max_length={max_length}")
-                if overlong == "drop":
-                    data.dropped += 1
-                    continue
+        checked.append((where, row))
+    lengths = [0] * len(checked)
+    if checked and max_length is not None:
+        lengths = _token_lengths(tokenizer, [row for _, row in checked], num_proc)
+    for (where, row), longest in zip(checked, lengths):
+        if max_length is not None and longest > max_length:
+            data.overlong += 1
+            if overlong == "error":
+                raise InputError(f"{where}: {longest} tokens, more than max_length={max_length}")
+            if overlong == "drop":
+                data.dropped += 1
+                continue
         data.rows.append(row)
     if data.overlong:
         action = "dropped" if overlong == "drop" else "truncated at batch time"

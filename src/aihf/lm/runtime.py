@@ -411,6 +411,7 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_gold",
         "eval_num_prompts",
         "eval_max_new_tokens",
+        "dataset_num_proc",
     }
 )
 

@@ -111,7 +111,9 @@ def run_training(
         template = Path(cfg.chat_template)
         tokenizer.chat_template = template.read_text() if template.is_file() else cfg.chat_template
     loaded: dict[str, TextData | None] = {
-        name: prepare_text_data(source, name, tokenizer, cfg.max_length, cfg.overlong)
+        name: prepare_text_data(
+            source, name, tokenizer, cfg.max_length, cfg.overlong, num_proc=cfg.dataset_num_proc
+        )
         if source is not None
         else None
         for name, source in data_args.items()
@@ -164,7 +166,9 @@ def _evaluation(cfg: Any, held_out: dict[str, Any], loaded: dict[str, Any], toke
     from aihf.lm.loop import EvalData
 
     data = {
-        name: prepare_text_data(source, kind, tokenizer, cfg.max_length, cfg.overlong)
+        name: prepare_text_data(
+            source, kind, tokenizer, cfg.max_length, cfg.overlong, num_proc=cfg.dataset_num_proc
+        )
         for (name, kind), source in zip(
             (("eval_prefs", "prefs"), ("eval_prompts", "prompts")), held_out.values()
         )
