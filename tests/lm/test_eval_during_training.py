@@ -150,3 +150,37 @@ def test_cli_takes_eval_data_beside_the_training_data(tiny_dir, data_dir, tmp_pa
     assert "missing.jsonl" in err and not out.exists()
     assert aihf.cli.main([*argv, "--eval-prefs", str(data_dir / "prefs.jsonl")]) == 0
     assert "eval/rewards/accuracies" in _log(out)[-1]
+
+
+def test_rlhf_evaluates_its_reward_in_the_reward_stage_and_the_gold_in_the_rl_stage(
+    tiny_dir, data_dir, tmp_path
+):
+    config = QUIET | EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4, "max_iterations": 2}
+    config |= {"reward_warmup_steps": 2, "num_samples": 2, "prompt_batch_size": 2, "max_new_tokens": 4}
+    prefs = str(data_dir / "prefs.jsonl")
+    out = tmp_path / "rlhf"
+    run_training(
+        "rlhf",
+        str(tiny_dir / "policy"),
+        str(out),
+        reward_model=str(tiny_dir / "reward_model"),
+        prefs=prefs,
+        eval_prefs=prefs,
+        config=config,
+    )
+    assert any("eval/accuracy" in r and r["step"] == 2 for r in _log(out / "reward_stage"))
+    [evaluated] = [r for r in _log(out) if "eval/gold_reward_mean" in r]
+    assert evaluated["step"] == 2 and "eval/rewards/accuracies" not in evaluated
+
+
+def test_lora_runs_measure_kl_against_the_starting_model(tiny_dir, data_dir, tmp_path):
+    """With LoRA no frozen copy is kept: the reference is the starting model, loaded for evaluation."""
+    config = QUIET | EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4, "max_steps": 2, "batch_size": 2}
+    config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "alpha": 0.0, "learning_rate": 0.1}
+    prefs = str(data_dir / "prefs.jsonl")
+    out = tmp_path / "lora"
+    run_training(
+        "direct-aihf", str(tiny_dir / "policy"), str(out), prefs=prefs, eval_prefs=prefs, config=config
+    )
+    [evaluated] = [r for r in _log(out) if "eval/gold_reward_mean" in r]
+    assert evaluated["eval/kl_to_ref"] != 0.0 and evaluated["eval/rewards/margins"] != 0.0

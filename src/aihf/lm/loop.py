@@ -112,7 +112,8 @@ class Evaluate(Callback):
       rate, ...); `reference` is the frozen model the KL and the win rate compare against.
 
     Nothing here moves the training: the policy is scored in eval mode (its mode restored after) and
-    sampling runs on forked random streams (`isolated_rng`)."""
+    sampling runs on forked random streams (`isolated_rng`). Every process evaluates the whole held-out
+    set on the bare model (the same numbers on each), so no process waits on another's forward pass."""
 
     def __init__(
         self,
