@@ -184,3 +184,19 @@ def test_lora_runs_measure_kl_against_the_starting_model(tiny_dir, data_dir, tmp
     )
     [evaluated] = [r for r in _log(out) if "eval/gold_reward_mean" in r]
     assert evaluated["eval/kl_to_ref"] != 0.0 and evaluated["eval/rewards/margins"] != 0.0
+
+
+def test_held_out_data_without_eval_strategy_is_named_in_a_warning(tiny_dir, data_dir, tmp_path, caplog):
+    """As TRL: eval_strategy 'no' (the default) does not evaluate; the unused data is named, once."""
+    prefs = str(data_dir / "prefs.jsonl")
+    config = QUIET | {"max_steps": 1, "alpha": 0.0}
+    run_training(
+        "direct-aihf",
+        str(tiny_dir / "policy"),
+        str(tmp_path / "o"),
+        prefs=prefs,
+        eval_prefs=prefs,
+        config=config,
+    )
+    assert "direct-aihf: --eval-prefs given but eval_strategy is 'no'" in caplog.text
+    assert not any(k.startswith("eval/") for r in _log(tmp_path / "o") for k in r)

@@ -125,6 +125,8 @@ class Method:
     staged: bool = False
     # what the config asks of the data, checked by run_training once, before anything loads
     check: DataCheck | None = None
+    # has a reward (learned, or implicit in the policy) that --eval-prefs can score during training
+    scores_prefs: bool = True
     # --- how the benchmark runs it ---
     family: Literal["rl", "offline"] = "offline"  # its settings family: rl = samples while it trains
     start: Literal["base", "sft"] = "base"  # the policy it starts from (the paper: baselines from SFT)
@@ -407,7 +409,14 @@ METHODS: dict[str, Method] = {
             budget=_rlhf_budget,
             sft_stage=True,
         ),
-        Method("sft", SFTRewardConfig, "TRL SFTTrainer on the demonstrations", _sft, required=("demos",)),
+        Method(
+            "sft",
+            SFTRewardConfig,
+            "TRL SFTTrainer on the demonstrations",
+            _sft,
+            required=("demos",),
+            scores_prefs=False,
+        ),
         Method(
             "reward",
             SFTRewardConfig,

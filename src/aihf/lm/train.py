@@ -144,19 +144,13 @@ def _check_evaluation(method: Method, cfg: Any, held_out: dict[str, Any], data: 
             f"{name}: eval_strategy 'steps' needs --eval-prefs (the reward's held-out accuracy) or eval_gold "
             "(a gold reward for the policy's samples)"
         )
-    if held_out["eval_prefs"] is not None and name not in EVAL_PREFS_METHODS:
+    if held_out["eval_prefs"] is not None and not method.scores_prefs:
         raise InputError(f"{name}: learns no reward, so --eval-prefs does not apply (eval_gold does)")
     if cfg.eval_gold is not None and "policy" not in method.outputs:
         raise InputError(f"{name}: trains no policy, so eval_gold does not apply (--eval-prefs does)")
     prompt_sources = (held_out["eval_prompts"], held_out["eval_prefs"], data.get("prompts"))
     if cfg.eval_gold is not None and all(source is None for source in prompt_sources):
         raise InputError(f"{name}: eval_gold needs prompts: --eval-prompts (or --eval-prefs, or --prompts)")
-
-
-# The methods whose reward (learned, or implicit in the policy) --eval-prefs scores.
-EVAL_PREFS_METHODS = (
-    "aihf", "rlhf", "reward", "direct-aihf", "self-play-aihf", "spin", "dpo", "ipo", "rpo", "orpo"
-)  # fmt: skip
 
 
 def _evaluation(cfg: Any, held_out: dict[str, Any], loaded: dict[str, Any], tokenizer: Any) -> EvalData:
