@@ -200,3 +200,21 @@ def test_held_out_data_without_eval_strategy_is_named_in_a_warning(tiny_dir, dat
     )
     assert "direct-aihf: --eval-prefs given but eval_strategy is 'no'" in caplog.text
     assert not any(k.startswith("eval/") for r in _log(tmp_path / "o") for k in r)
+
+
+def test_trl_evaluation_does_not_change_training(tiny_dir, data_dir, tmp_path):
+    """DPO through TRL trains the same weights with its held-out evaluation and our gold callback on."""
+    prefs = str(data_dir / "prefs.jsonl")
+    config = QUIET | {"max_steps": 3, "batch_size": 2}
+    gold = EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4}
+    run_training("dpo", str(tiny_dir / "policy"), str(tmp_path / "off"), prefs=prefs, config=config)
+    run_training(
+        "dpo",
+        str(tiny_dir / "policy"),
+        str(tmp_path / "on"),
+        prefs=prefs,
+        eval_prefs=prefs,
+        config=config | gold,
+    )
+    assert any("eval/gold_reward_mean" in r for r in _log(tmp_path / "on"))
+    assert _same_weights(_weights(tmp_path / "off"), _weights(tmp_path / "on"))
