@@ -283,3 +283,31 @@ def test_every_row_is_checked_before_any_is_tokenised(tokenizer, tmp_path, jsonl
         prepare_text_data(
             jsonl(tmp_path / "d.jsonl", rows), "demos", tokenizer, max_length=16, overlong="error"
         )
+
+
+def test_tokenising_waits_for_the_main_process_when_an_accelerator_exists(tokenizer, monkeypatch):
+    import contextlib
+
+    import accelerate
+    import accelerate.state
+
+    from aihf.lm.data import tokenize_columns
+
+    entered = []
+
+    class State:  # accelerate's PartialState as seen by a launched process
+        @contextlib.contextmanager
+        def main_process_first(self):
+            entered.append(True)
+            yield
+
+    monkeypatch.setattr(accelerate, "PartialState", State)
+    monkeypatch.setattr(accelerate.state, "is_initialized", lambda: False)
+    tokenize_columns(tokenizer, {"text": ["a b", "c"]})
+    assert entered == []  # no accelerator: nothing to wait for
+    monkeypatch.setattr(accelerate.state, "is_initialized", lambda: True)
+    assert (
+        tokenize_columns(tokenizer, {"text": ["a b", "c"]})["text_ids"]
+        == tokenizer(["a b", "c"])["input_ids"]
+    )
+    assert entered == [True]

@@ -270,11 +270,12 @@ def _to_text(
 
 
 def _main_process_first() -> Any:
-    """accelerate's `main_process_first` when a distributed state exists (the main process tokenises
-    first, as TRL's trainers do), else nothing."""
+    """accelerate's `main_process_first` when an `Accelerator` exists (the main process tokenises first,
+    as TRL's trainers do), else nothing."""
     from accelerate import PartialState
+    from accelerate.state import is_initialized
 
-    return PartialState().main_process_first() if PartialState._shared_state else contextlib.nullcontext()
+    return PartialState().main_process_first() if is_initialized() else contextlib.nullcontext()
 
 
 def tokenize_columns(tokenizer: Any, texts: dict[str, list[str]], num_proc: int | None = None) -> Any:
