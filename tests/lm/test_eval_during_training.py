@@ -85,7 +85,8 @@ def test_evaluation_does_not_change_training(trainer, tiny_dir, data_dir, tmp_pa
 
 
 def test_trl_baselines_report_their_evaluation_under_eval(tiny_dir, data_dir, tmp_path):
-    """DPO: TRL's own held-out rewards/accuracies and our gold evaluation; reward: TRL's accuracy."""
+    """DPO: TRL's own held-out rewards/accuracies and our gold evaluation; reward: TRL's accuracy; SFT:
+    the gold evaluation on --eval-prompts."""
     common = {"model": str(tiny_dir / "policy"), "prefs": str(data_dir / "prefs.jsonl")}
     config = QUIET | EVAL | {"max_steps": 2, "batch_size": 2, "eval_gold": "vader", "eval_max_new_tokens": 4}
     run_training("dpo", **common, eval_prefs=common["prefs"], out=str(tmp_path / "dpo"), config=config)
@@ -97,6 +98,10 @@ def test_trl_baselines_report_their_evaluation_under_eval(tiny_dir, data_dir, tm
     common["model"] = str(tiny_dir / "reward_model")
     run_training("reward", **common, eval_prefs=common["prefs"], out=str(tmp_path / "rm"), config=reward)
     assert any("eval/accuracy" in r and r["step"] == 2 for r in _log(tmp_path / "rm"))
+    sft = {"demos": str(data_dir / "demos.jsonl"), "eval_prompts": str(data_dir / "prompts.jsonl")}
+    run_training("sft", str(tiny_dir / "policy"), str(tmp_path / "sft"), **sft, config=config)
+    [evaluated] = [r for r in _log(tmp_path / "sft") if "eval/gold_reward_mean" in r]
+    assert evaluated["step"] == 2 and evaluated["eval/kl_to_ref"] != 0.0  # against the loaded start
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,9 @@ def _gold_callback(trainer: Any, config: LMConfig, evaluation: EvalData, model: 
 
     from aihf.lm.modeling import SamplingConfig, load_causal_lm
 
-    reference = runtime.prepare_frozen(trainer.accelerator, load_causal_lm(model), config.bf16)
+    reference = getattr(trainer, "ref_model", None)  # DPO's frozen copy; SFT, ORPO and LoRA keep none
+    if reference is None:
+        reference = runtime.prepare_frozen(trainer.accelerator, load_causal_lm(model), config.bf16)
     prompts = evaluation.prompts[: config.eval_num_prompts]
     sampling = SamplingConfig(max_new_tokens=config.eval_max_new_tokens)
     every = config.eval_steps or config.logging_steps
@@ -195,7 +197,7 @@ def _finish(
         snapshots = Snapshots(config.snapshot_steps, Path(config.output_dir), save)
         trainer.add_callback(as_trl_callback(snapshots))
     if evaluation is not None and evaluation.gold is not None and evaluation.prompts:
-        trainer.add_callback(_gold_callback(trainer, config, evaluation, sources.get("model") or "?"))
+        trainer.add_callback(_gold_callback(trainer, config, evaluation, sources["model"]))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime.save_model(
         trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
