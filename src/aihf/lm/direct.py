@@ -232,7 +232,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
     def generate_opponent_answers(self) -> list[tuple[dict[str, str], str]]:
         """pi_t := the current policy (frozen); sample y' for this iteration's demonstration batches."""
         c = self.config
-        opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
+        opponent = runtime.current_copy(self.accelerator, self.policy)  # gathered under FSDP
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
         draws = c.steps_per_iteration * c.gradient_accumulation_steps
         rows = [self.demos.rows[i] for _ in range(draws) for i in self.samplers["demos"].next()]
