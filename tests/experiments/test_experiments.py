@@ -237,3 +237,32 @@ def test_a_protocol_file_is_checked_field_by_field(tmp_path):
         path.write_text(text)
         with pytest.raises(InputError, match=where):
             read_protocol(path, _Protocol)
+
+
+def test_benchmark_queues_share_their_out_while_other_commands_lock_it(tmp_path, monkeypatch):
+    """Workers on several machines run the same bench command on one --out (the store claims each job),
+    so the queue commands take no whole-output lock; a training run still does."""
+    import aihf.cli
+
+    locked = []
+
+    class Recording:
+        def __init__(self, out: str) -> None:
+            locked.append(out)
+
+        def __enter__(self) -> None:
+            pass
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(aihf.cli, "RunLock", Recording)
+    parser = aihf.cli.build_parser()
+    for argv in (["lm", "bench", "--out", "o"], ["control", "bench", "--out", "o"]):
+        assert parser.parse_args(argv).claims_jobs
+    aihf.cli.main(["control", "bench", "--report-only", "--out", str(tmp_path / "bench")])
+    assert locked == []
+    aihf.cli.main(
+        ["lm", "train", "--trainer", "sft", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "t")]
+    )
+    assert locked == [str(tmp_path / "t")]
