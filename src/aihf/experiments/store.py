@@ -109,7 +109,7 @@ class Store:
             return False
         me = Owner(hostname(), os.getpid())
         tmp = lock.with_name(f".claim-{me.pid}-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
+        tmp.mkdir(parents=True)  # locks/ itself goes when its last claim is released
         (tmp / CLAIM_FILE).write_text(f"{me.pid}\n{me.host}\n")
         try:
             os.rename(tmp, lock)  # atomic: fails when another claim is in place
