@@ -230,3 +230,16 @@ def test_vllm_fields_are_checked_with_their_ranges(field, value, message):
     for config in (AIHFConfig, SelfPlayAIHFConfig):
         with pytest.raises(InputError, match=message):
             config.from_dict({field: value})
+
+
+def test_a_tensor_parallel_size_that_does_not_divide_the_processes_is_refused(fake_vllm, tiny_dir, data_dir):
+    from types import SimpleNamespace
+
+    from aihf.lm.vllm_sampling import VLLMSampler
+
+    config = AIHFConfig(use_vllm=True, vllm_tensor_parallel_size=2)
+    with pytest.raises(InputError, match=r"'vllm_tensor_parallel_size' = 2: must divide .* \(3\)"):
+        VLLMSampler(None, SimpleNamespace(num_processes=3), None, config, max_new_tokens=5)
+    server = AIHFConfig(use_vllm=True, vllm_mode="server", vllm_tensor_parallel_size=2)
+    VLLMSampler(None, SimpleNamespace(num_processes=3), None, server, max_new_tokens=5)  # the server's own
+    assert FakeLLM.made == [] and FakeClient.made == []  # engines start on first use

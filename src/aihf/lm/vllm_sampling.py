@@ -71,6 +71,11 @@ class VLLMSampler:
         max_num_seqs: int | None = None,
     ) -> None:
         require_vllm()
+        tp, world = config.vllm_tensor_parallel_size, accelerator.num_processes
+        if config.vllm_mode == "colocate" and world % tp:
+            raise InputError(
+                f"field 'vllm_tensor_parallel_size' = {tp}: must divide the number of processes ({world})"
+            )
         self.model, self.accelerator, self.tokenizer, self.config = model, accelerator, tokenizer, config
         self.sampling = {
             "temperature": temperature,
