@@ -243,3 +243,15 @@ def test_a_tensor_parallel_size_that_does_not_divide_the_processes_is_refused(fa
     server = AIHFConfig(use_vllm=True, vllm_mode="server", vllm_tensor_parallel_size=2)
     VLLMSampler(None, SimpleNamespace(num_processes=3), None, server, max_new_tokens=5)  # the server's own
     assert FakeLLM.made == [] and FakeClient.made == []  # engines start on first use
+
+
+def test_a_run_resumes_with_its_vllm_server_elsewhere_but_not_with_other_sampling(tmp_path):
+    """A requeued cluster job may find its vLLM server on another node; its samples' settings stay."""
+    from aihf.lm.runtime import check_resume
+
+    saved = {"method": "aihf", "config": AIHFConfig(use_vllm=True, vllm_mode="server").to_dict()}
+    moved = AIHFConfig(use_vllm=True, vllm_mode="server", vllm_server_base_url="http://node9:8000")
+    check_resume(tmp_path, saved, {"method": "aihf", "config": moved.to_dict()})
+    hotter = AIHFConfig(use_vllm=True, vllm_mode="server", temperature=2.0)
+    with pytest.raises(InputError, match=r"temperature: 1.0 -> 2.0"):
+        check_resume(tmp_path, saved, {"method": "aihf", "config": hotter.to_dict()})

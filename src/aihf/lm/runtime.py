@@ -475,7 +475,7 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
 
 RUN_FILE = "run.json"  # in every checkpoint: the method and config that wrote it
 # Settings a resumed run may change: its length (a cut run goes on to a longer budget; a decaying
-# learning-rate schedule then follows the new length) and where and how often it reports.
+# learning-rate schedule then follows the new length), where and how often it reports, and where vLLM runs.
 RESUME_MAY_CHANGE = frozenset(
     {
         "max_steps",
@@ -486,6 +486,14 @@ RESUME_MAY_CHANGE = frozenset(
         "save_steps",
         "save_total_limit",
         "report_to",
+        # where vLLM runs and how much memory it takes (a requeued job may get another server node)
+        "vllm_server_base_url",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_server_timeout",
+        "vllm_group_port",
+        "vllm_gpu_memory_utilization",
+        "vllm_enable_sleep_mode",
     }
 )
 
