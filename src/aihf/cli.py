@@ -4,7 +4,9 @@ Each domain module exposes `register(subparsers)`; it must import only argparse-
 `aihf choice ...` never pays for importing transformers. Handlers raise `InputError` for bad input,
 which becomes one line on stderr and exit code 2. Before any handler runs, an `--out` that is one of
 the command's inputs (or holds an input model) is refused, and the output is locked for the run's duration
-(`safety.RunLock`: a second command on the same `--out` is refused with the holder's pid).
+(`safety.RunLock`: a second command on the same `--out` is refused with the holder's pid), except for
+the benchmark queues, which claim each job in their store so that workers on several machines can share
+one `--out` (`aihf.experiments.store`).
 
 This is the one place errors are printed: control characters from file names and data are escaped
 there (`safety.escape_terminal`), so a message never splits into two lines or sends raw escape
@@ -72,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             refuse_out_over_input(
                 args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
             )
-            if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+            # a benchmark queue claims each job in its store instead, so several workers may share --out
+            rank0 = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+            if rank0 and not getattr(args, "claims_jobs", False):
                 lock = RunLock(args.out)
         with lock:
             result = args.handler(args)

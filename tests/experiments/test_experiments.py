@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +14,11 @@ from scipy import stats
 
 from aihf.errors import InputError
 from aihf.experiments import queue
+from aihf.experiments import store as store_module
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.report import fmt, holm, markdown_table, mean_curve, pair_test, sd, verdict
-from aihf.experiments.store import Store, holder
+from aihf.experiments.store import Owner, Store, holder
 
 
 def job(method: str, seed: int, lr: float = 0.1) -> Job:
@@ -63,6 +66,82 @@ def test_a_claim_is_held_by_a_live_pid_and_a_dead_ones_is_taken_over(tmp_path):
     assert not (tmp_path / "locks").exists()  # the last lock out leaves nothing behind
 
 
+def _dead_pid() -> int:
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    return dead
+
+
+def test_a_claim_from_another_host_is_held_until_its_heartbeat_is_older_than_the_lease(tmp_path, monkeypatch):
+    """Two machines on one shared store: node-b never judges node-a's claim by a local pid (node-a's
+    worker pid is dead here), only by its heartbeat; node-a's own dead worker is taken over at once."""
+    store, a = Store(tmp_path, lease=600.0), job("a", 0)
+    monkeypatch.setattr(store_module, "hostname", lambda: "node-a")
+    assert store.claim(a)
+    assert store.owner(a) == Owner("node-a", os.getpid())
+    assert (store.lock_path(a) / "pid").read_text() == f"{os.getpid()}\nnode-a\n"
+    store._beats.pop(store.lock_path(a)).set()  # node-a's worker dies: no more heartbeats
+    claim = store.lock_path(a) / "pid"
+    claim.write_text(f"{_dead_pid()}\nnode-a\n")
+    monkeypatch.setattr(store_module, "hostname", lambda: "node-b")
+    assert not store.claim(a) and store.owner(a).host == "node-a"  # a pid on another host: held
+    old = claim.stat().st_mtime - 601
+    os.utime(claim, (old, old))  # node-a's last heartbeat is older than the lease
+    assert store.owner(a) is None and store.claim(a)
+    assert store.owner(a) == Owner("node-b", os.getpid())
+    monkeypatch.setattr(store_module, "hostname", lambda: "node-a")
+    os.utime(claim, (old, old))
+    store.heartbeat(a)  # node-b's worker is alive: its heartbeat renews the lease
+    assert store.owner(a) == Owner("node-b", os.getpid()) and not store.claim(a)
+    store.release(a)  # node-a's release leaves node-b's claim alone
+    assert store.owner(a) == Owner("node-b", os.getpid())
+    monkeypatch.setattr(store_module, "hostname", lambda: "node-b")
+    store.release(a)
+    assert not (tmp_path / "locks").exists()
+    monkeypatch.setattr(store_module, "hostname", lambda: "node-a")
+    assert store.claim(a)
+    claim.write_text(f"{_dead_pid()}\nnode-a\n")  # on its own host a dead pid is stale at once
+    assert store.owner(a) is None and store.claim(a)
+    store.release(a)
+
+
+def _claim_all(root: str, names: list[str], host: str, out: str, done: Any) -> None:
+    store_module.hostname = lambda: host
+    store = Store(Path(root))
+    won = [n for n in names if store.claim(job(n, 0))]
+    Path(out).write_text(json.dumps(won))
+    done.wait()  # alive until every worker has tried: a dead worker's claims are stale on its host
+
+
+def test_concurrent_claims_from_several_hosts_give_each_job_to_exactly_one_worker(tmp_path):
+    """Four workers (two per "host") race for the same 30 jobs on one store: every job is won once, and
+    every claim on disk names its winner (no claim is ever visible without its owner)."""
+    import multiprocessing
+
+    names = [f"j{i}" for i in range(30)]
+    context = multiprocessing.get_context("fork")
+    outs = [tmp_path / f"won{i}.json" for i in range(4)]
+    done = context.Barrier(4)
+    workers = [
+        context.Process(target=_claim_all, args=(str(tmp_path), names, f"node-{i % 2}", str(out), done))
+        for i, out in enumerate(outs)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert all(worker.exitcode == 0 for worker in workers)
+    won = [json.loads(out.read_text()) for out in outs]
+    assert sorted(n for w in won for n in w) == sorted(names)
+    store = Store(tmp_path)
+    for worker, names_won in zip(workers, won):
+        for name in names_won:
+            assert store_module.read_owner(store.lock_path(job(name, 0))).pid == worker.pid
+    assert not list((tmp_path / "locks").glob(".*"))  # no half-made or set-aside claims left behind
+
+
 def test_the_queue_shards_reuses_postpones_and_lists_failures(tmp_path, monkeypatch, capsys):
     jobs = [job(m, s) for m in ("a", "b") for s in (0, 1)]
     assert [j.name for j in queue.select(jobs, (1, 2))] == ["a_s1", "b_s1"]
@@ -84,6 +163,7 @@ def test_the_queue_shards_reuses_postpones_and_lists_failures(tmp_path, monkeypa
     assert "not starting a_s1: expected 2 min, 1 min left" in capsys.readouterr().out
     assert store.claim(jobs[1])  # another worker's job is left to it
     assert queue.run_queue(jobs, run_job, store, [jobs[1]]).held == ["a_s1"]
+    assert f"a_s1 runs in process {os.getpid()} on " in capsys.readouterr().out
     for bad in ("2/2", "1", "a/b", "-1/2"):
         with pytest.raises(InputError, match=r"--shard '.*': expected I/N with 0 <= I < N"):
             queue.parse_shard(bad)
@@ -157,3 +237,32 @@ def test_a_protocol_file_is_checked_field_by_field(tmp_path):
         path.write_text(text)
         with pytest.raises(InputError, match=where):
             read_protocol(path, _Protocol)
+
+
+def test_benchmark_queues_share_their_out_while_other_commands_lock_it(tmp_path, monkeypatch):
+    """Workers on several machines run the same bench command on one --out (the store claims each job),
+    so the queue commands take no whole-output lock; a training run still does."""
+    import aihf.cli
+
+    locked = []
+
+    class Recording:
+        def __init__(self, out: str) -> None:
+            locked.append(out)
+
+        def __enter__(self) -> None:
+            pass
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(aihf.cli, "RunLock", Recording)
+    parser = aihf.cli.build_parser()
+    for argv in (["lm", "bench", "--out", "o"], ["control", "bench", "--out", "o"]):
+        assert parser.parse_args(argv).claims_jobs
+    aihf.cli.main(["control", "bench", "--report-only", "--out", str(tmp_path / "bench")])
+    assert locked == []
+    aihf.cli.main(
+        ["lm", "train", "--trainer", "sft", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "t")]
+    )
+    assert locked == [str(tmp_path / "t")]

@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --report-only: read runs longer than this many steps at this step (e.g. a budget "
         "pilot's 1M-step oracle runs beside a 500k comparison); needs an evaluation there",
     )
-    bench.set_defaults(handler=_bench)
+    bench.set_defaults(handler=_bench, claims_jobs=True)
 
     protocol = sub.add_parser(
         "protocol",

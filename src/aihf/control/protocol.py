@@ -333,7 +333,7 @@ class ProtocolQueue:
                 lines.append(f"  waiting   {why}")
                 continue
             state = self.state(job)
-            pid = self.store.holder(job)
+            holder = self.store.owner(job)
             if state in ("finished", "recorded"):
                 result = self.result(job)
                 assert result is not None
@@ -342,7 +342,7 @@ class ProtocolQueue:
             else:
                 curve = self.run_curve(job)
                 detail = f"at {curve[-1][0]} of {job.get('total_steps')} steps" if curve else "not started"
-                state = f"running (pid {pid})" if pid else state
+                state = f"running ({holder})" if holder else state
             lines.append(f"  {state:<22} {job.name}: {detail}")
         return "\n".join(lines)
 

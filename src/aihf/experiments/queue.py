@@ -3,7 +3,8 @@
 - A job whose finished record is in the store is reused, never rerun (resume after a kill, or a
   record from another machine).
 - `shard=(i, n)` takes every n-th job from the i-th, for processes or machines that share nothing.
-- A job is claimed before it runs; one held by another live process is left to it.
+- A job is claimed before it runs; one held by another live process (on this machine or another that
+  shares the store's filesystem) is left to it.
 - `deadline`: a job expected to end after it is not started (postponed), so a session or batch slot
   that ends then cuts nothing short; a job of unknown length starts while any time is left.
 - A job that fails is recorded with its error and the others still run; the caller lists the failed
@@ -90,9 +91,8 @@ def run_queue(
         ):
             outcome.postponed.append(job.name)
         elif not store.claim(job):
-            print(
-                f"[{label or 'queue'}] {job.name} runs in process {store.holder(job)}: left to it", flush=True
-            )
+            holder = store.owner(job) or "another worker"
+            print(f"[{label or 'queue'}] {job.name} runs in {holder}: left to it", flush=True)
             outcome.held.append(job.name)
         else:
             record = _run_claimed(job, run_job, store)

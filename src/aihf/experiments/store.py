@@ -2,9 +2,15 @@
 
 A run writes its record (JSON) into its own directory; a finished record is reused instead of
 running again when its job's spec matches, whether it lies in the run directory or in `records`
-(the records committed from another machine). Claims are lock directories holding the worker's pid:
-a lock whose process is gone is taken over, so a killed worker never blocks its job for good. Locks
-rely on pids, so the workers of one store share one machine.
+(the records committed from another machine).
+
+Claims are lock directories holding the worker's pid and host, so the workers of one store may run
+on several machines over a shared filesystem (NFS, Lustre). A claim appears complete or not at all
+(a filled directory renamed into place: the rename fails when the lock exists, on local disks and
+NFS alike). While its job runs, the holder touches the claim every `lease / 10` seconds (its
+heartbeat). A claim is stale, and taken over, when its heartbeat is older than `lease`, or when it
+was made on this host by a process that is gone; a claim from another host is never judged by a
+local pid. Ages are read on the filesystem's own clock, so hosts with skewed clocks agree.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import json
 import os
 import re
 import shutil
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +52,8 @@ class Store:
     records: Path | None = None
     layout: Callable[[Path, Job], Path] | None = None  # default: ROOT/runs/NAME
     portable: Portable | None = None  # how specs compare across machines (Job.matches)
+    lease: float = 600.0  # seconds without a heartbeat after which a claim is stale
+    _beats: dict[Path, threading.Event] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def run_dir(self, job: Job) -> Path:
         return self.layout(self.root, job) if self.layout else self.root / "runs" / job.name
@@ -90,38 +102,145 @@ class Store:
         return self.root / "locks" / re.sub(r"[^\w.=,-]+", "_", job.name)
 
     def claim(self, job: Job) -> bool:
-        """Take `job` for this process; False when a live process holds it."""
+        """Take `job` for this process; False when a live claim (this host or another) holds it."""
         lock = self.lock_path(job)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        if lock.exists() and holder(lock) is None:  # its worker died: take the stale lock away atomically
-            stale = lock.with_name(f".stale-{lock.name}-{os.getpid()}")
-            try:
-                lock.rename(stale)
-                shutil.rmtree(stale)
-            except OSError:
-                return False
-        try:
-            lock.mkdir()
-        except FileExistsError:
+        if lock.exists() and owner(lock, self.lease) is None and not _take_away(lock):
             return False
-        (lock / "pid").write_text(str(os.getpid()))
+        me = Owner(hostname(), os.getpid())
+        tmp = lock.with_name(f".claim-{me.pid}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True)  # locks/ itself goes when its last claim is released
+        (tmp / CLAIM_FILE).write_text(f"{me.pid}\n{me.host}\n")
+        try:
+            os.rename(tmp, lock)  # atomic: fails when another claim is in place
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        self._beats[lock] = stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(lock, me, self.lease / 10, stop), daemon=True)
+        beat.start()
         return True
 
     def release(self, job: Job) -> None:
+        """Drop this process's claim on `job` (one taken over by another worker is left alone)."""
         lock = self.lock_path(job)
-        shutil.rmtree(lock, ignore_errors=True)
+        stop = self._beats.pop(lock, None)
+        if stop is not None:
+            stop.set()
+        if read_owner(lock) in (None, Owner(hostname(), os.getpid())):
+            _take_away(lock)
         with contextlib.suppress(OSError):  # the last lock out leaves no empty locks/ behind
             lock.parent.rmdir()
 
+    def heartbeat(self, job: Job) -> None:
+        """Mark this process's claim on `job` as alive now (the claim's thread does it every lease / 10)."""
+        _touch(self.lock_path(job) / CLAIM_FILE)
+
     def holder(self, job: Job) -> int | None:
-        return holder(self.lock_path(job))
+        """The pid of the live claim on `job` (on whichever host), else None."""
+        found = owner(self.lock_path(job), self.lease)
+        return found.pid if found else None
+
+    def owner(self, job: Job) -> Owner | None:
+        """The live claim on `job`, else None."""
+        return owner(self.lock_path(job), self.lease)
 
 
-def holder(lock: Path) -> int | None:
-    """The pid of the live process holding `lock`, else None."""
+CLAIM_FILE = "pid"  # "PID\nHOST\n"; a claim written before hosts were recorded is one line (this host)
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim: a process on a host."""
+
+    host: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+
+def read_owner(lock: Path) -> Owner | None:
+    """The process named in `lock`, alive or not; None when there is no readable claim."""
     try:
-        pid = int((lock / "pid").read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        words = (lock / CLAIM_FILE).read_text().split()
+        return Owner(words[1] if len(words) > 1 else hostname(), int(words[0]))
+    except (FileNotFoundError, NotADirectoryError, IndexError, ValueError):
         return None
-    return pid
+
+
+def owner(lock: Path, lease: float = 600.0) -> Owner | None:
+    """The live holder of `lock`, else None (no claim, or a stale one).
+
+    Stale: no heartbeat for `lease` seconds, or (this host only) the named process is gone."""
+    found = read_owner(lock)
+    if found is None:
+        return None
+    try:
+        age = _filesystem_now(lock.parent) - (lock / CLAIM_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age > lease:
+        return None
+    if found.host != hostname():
+        return found  # its pid means nothing here: held while its heartbeat is fresh
+    try:
+        os.kill(found.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return found
+
+
+def holder(lock: Path, lease: float = 600.0) -> int | None:
+    """The pid of the live process holding `lock`, else None."""
+    found = owner(lock, lease)
+    return found.pid if found else None
+
+
+def _take_away(lock: Path) -> bool:
+    """Remove the claim `lock` (stale, or this process's own); False if another worker got there first.
+
+    Renamed aside first, so no worker ever sees a half-removed claim; a claim that changed between the
+    reading and the rename (another worker's fresh one) is put back."""
+    seen = read_owner(lock)
+    aside = lock.with_name(f".stale-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(lock, aside)
+    except OSError:
+        return False
+    if read_owner(aside) != seen:
+        with contextlib.suppress(OSError):
+            os.rename(aside, lock)
+        return False
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def _heartbeat(lock: Path, me: Owner, every: float, stop: threading.Event) -> None:
+    """Touch the claim every `every` seconds until released (or until it is no longer ours)."""
+    while not stop.wait(every) and read_owner(lock) == me:
+        _touch(lock / CLAIM_FILE)
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _filesystem_now(directory: Path) -> float:
+    """The current time on the clock that stamps `directory`'s files (the file server's, on NFS)."""
+    probe = directory / f".now-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch()
+        return probe.stat().st_mtime
+    except OSError:
+        return time.time()
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

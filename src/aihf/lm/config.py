@@ -21,6 +21,44 @@ TRACKERS |= {"all", "none"}
 
 
 @dataclass
+class VLLMConfig:
+    """Sampling with vLLM through TRL's `VLLMGeneration`: TRL's `GRPOConfig` fields, names and defaults.
+
+    colocate: an engine in every training process, sharing its GPU (`vllm_gpu_memory_utilization`,
+    `vllm_tensor_parallel_size`, `vllm_enable_sleep_mode`, `vllm_max_model_length`, `vllm_model_impl`);
+    server: a `trl vllm-serve` process the main process sends prompts and weights to (`vllm_server_*`,
+    `vllm_group_port`). The trained weights are pushed to the engine before it samples, whenever they
+    changed since the last push.
+    """
+
+    use_vllm: bool = False  # sample with vLLM (needs `pip install 'aihf[vllm]'`); model.generate otherwise
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_model_impl: Literal["auto", "vllm", "transformers"] = "vllm"
+    vllm_enable_sleep_mode: bool = False  # colocate: offload the engine's weights and cache between samplings
+    vllm_structured_outputs_regex: str | None = None  # constrain every completion to this regex
+    vllm_server_base_url: str | None = None  # server: e.g. http://node7:8000; else host and port
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0  # seconds to wait for the server to come up
+    vllm_group_port: int = 51216  # server: the weight-update group's port
+    vllm_gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU the engine may take
+    vllm_max_model_length: int | None = None  # colocate: context length (prompt + completion); None: model's
+    vllm_tensor_parallel_size: int = 1  # colocate: GPUs per engine (must divide the number of processes)
+
+    def check_vllm(self, max_prompt_length: int, max_new_tokens: int) -> None:
+        """What the field ranges cannot say: the URL's scheme and a context long enough to sample in."""
+        url = self.vllm_server_base_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise InputError(f"field 'vllm_server_base_url' = {url!r}: expected an http:// or https:// URL")
+        need = max_prompt_length + max_new_tokens
+        if self.vllm_max_model_length is not None and self.vllm_max_model_length < need:
+            raise InputError(
+                f"field 'vllm_max_model_length' = {self.vllm_max_model_length}: expected at least "
+                f"max_prompt_length + max_new_tokens = {need}"
+            )
+
+
+@dataclass
 class LMConfig:
     output_dir: str = "aihf-lm-output"
     seed: int = 0
@@ -78,6 +116,8 @@ class LMConfig:
         unknown = sorted(set(names) - TRACKERS)
         if unknown:
             raise InputError(f"field 'report_to' = {unknown}: expected some of {sorted(TRACKERS)}")
+        if isinstance(self, VLLMConfig):
+            self.check_vllm(self.max_prompt_length, self.max_new_tokens)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:
@@ -97,7 +137,7 @@ class LMConfig:
 
 
 @dataclass
-class PolicyStepConfig:
+class PolicyStepConfig(VLLMConfig):
     """The RL policy step shared by AIHF and RLHF (lower level of the bilevel problem)."""
 
     policy_optimizer: Literal["rloo", "online_dpo"] = "rloo"
@@ -110,9 +150,6 @@ class PolicyStepConfig:
     top_p: float = 1.0
     normalize_advantages: bool = False  # over each micro-batch of prompt groups
     policy_learning_rate: float | None = None  # default: learning_rate
-    use_vllm: bool = False  # sample with vLLM (TRL's VLLMGeneration) when installed; weights synced each step
-    vllm_mode: Literal["colocate", "server"] = "colocate"
-    vllm_gpu_memory_utilization: float = 0.3
 
 
 @dataclass
@@ -151,8 +188,10 @@ class OddsRatioConfig(LMConfig):
 
 
 @dataclass
-class SelfPlayAIHFConfig(LMConfig):
-    """Self-Play AIHF: SPIN on D against the current iterate's samples + DPO on P; SPIN alone without P."""
+class SelfPlayAIHFConfig(LMConfig, VLLMConfig):
+    """Self-Play AIHF: SPIN on D against the current iterate's samples + DPO on P; SPIN alone without P.
+
+    `use_vllm`: each iteration's opponent answers are sampled by vLLM from the current weights."""
 
     alpha: float = 1.0
     beta: float = 0.1
@@ -203,6 +242,11 @@ RANGES: dict[str, Range] = {
     "top_p": Range(0, 1, low_open=True),
     "policy_learning_rate": POSITIVE,
     "vllm_gpu_memory_utilization": Range(0, 1, low_open=True),
+    "vllm_server_port": Range(1, 65535),
+    "vllm_group_port": Range(1, 65535),
+    "vllm_server_timeout": POSITIVE,
+    "vllm_max_model_length": LENGTH,
+    "vllm_tensor_parallel_size": AT_LEAST_1,
     "alpha": NON_NEGATIVE,
     "centering_coef": NON_NEGATIVE,
     "max_iterations": AT_LEAST_1,

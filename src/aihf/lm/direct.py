@@ -23,6 +23,7 @@ from aihf.lm.config import DirectAIHFConfig, LMConfig, SelfPlayAIHFConfig
 from aihf.lm.data import TextData
 from aihf.lm.loop import LoopTrainer, Throughput
 from aihf.lm.modeling import completion_logprobs, encode, sample_completions
+from aihf.lm.vllm_sampling import VLLMSampler
 from aihf.losses import dpo_loss, ipo_loss, spin_loss
 
 
@@ -239,14 +240,29 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
                 f"{method}: copying the current iterate is not supported under ZeRO-3; use ZeRO-2"
             )
         self.opponent: Any = None
+        self.vllm: VLLMSampler | None = None
+        if config.use_vllm:  # y' ~ pi_t sampled by vLLM from the weights at the iteration's start
+            self.vllm = VLLMSampler(
+                self.policy,
+                acc,
+                tokenizer,
+                config,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                max_prompt_length=config.max_prompt_length,
+                max_num_seqs=config.generation_batch_size * config.vllm_tensor_parallel_size,
+            )
 
     def generate_opponent_answers(self) -> list[tuple[dict[str, str], str]]:
         """pi_t := the current policy (frozen); sample y' for this iteration's demonstration batches."""
         c = self.config
-        opponent = runtime.frozen_copy(self.accelerator.unwrap_model(self.policy))
+        opponent = runtime.current_copy(self.accelerator, self.policy)  # gathered under FSDP
         self.opponent = opponent.to(torch.bfloat16) if c.bf16 else opponent
         draws = c.steps_per_iteration * c.gradient_accumulation_steps
         rows = [self.demos.rows[i] for _ in range(draws) for i in self.samplers["demos"].next()]
+        if self.vllm is not None:  # pi_t is the policy at this iteration (its number: the weights' version)
+            answers = self.vllm.sample([r["prompt"] for r in rows], 1, self.state.step).completions
+            return list(zip(rows, answers))
         answers = sample_completions(  # pi_t is fixed: batch the generation
             self.opponent,
             self.tokenizer,

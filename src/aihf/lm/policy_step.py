@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from aihf.errors import InputError
 from aihf.lm import runtime
 from aihf.lm.config import PolicyStepConfig
 from aihf.lm.modeling import (
@@ -28,10 +27,9 @@ from aihf.lm.modeling import (
     Samples,
     as_reward_fn,
     completion_logprobs,
-    prompt_token_ids,
     sample_completions,
-    samples_from_ids,
 )
+from aihf.lm.vllm_sampling import VLLMSampler
 from aihf.losses import dpo_loss
 
 
@@ -67,47 +65,28 @@ class PolicyStep:
         self.max_prompt_length = max_prompt_length
         self.max_grad_norm = max_grad_norm
         self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.updates = 0  # optimiser steps taken: vLLM's weights are pushed again only after one
+        self.vllm: VLLMSampler | None = None
         if config.use_vllm:
-            from trl.import_utils import is_vllm_available
-
-            if not is_vllm_available():
-                raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")
-        self.updates = 0  # optimiser steps taken, so vLLM's weights are re-synced only when stale
-        self.vllm: Any = None
-        self.vllm_synced_at = -1
-
-    def _vllm_engine(self) -> Any:
-        """TRL's vLLM generation, created on first use; never needed (model.generate is the default)."""
-        if self.vllm is None:
-            from trl.generation.vllm_generation import VLLMGeneration
-
-            c = self.config
-            self.vllm = VLLMGeneration(
-                self.accelerator.unwrap_model(self.policy),
-                self.accelerator,
-                self.tokenizer,
-                mode=c.vllm_mode,
-                gpu_memory_utilization=c.vllm_gpu_memory_utilization,
-                temperature=c.temperature,
-                top_p=c.top_p,
-                top_k=c.top_k,
-                max_completion_length=c.max_new_tokens,
+            self.vllm = VLLMSampler(
+                policy,
+                accelerator,
+                tokenizer,
+                config,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                max_prompt_length=max_prompt_length,
+                max_num_seqs=config.prompt_batch_size * config.num_samples * config.vllm_tensor_parallel_size,
             )
-        return self.vllm
 
     def sample(self, prompts: Sequence[str], num_samples: int, batch_size: int | None = None) -> Samples:
         """`num_samples` completions per prompt from the current policy; `batch_size` prompts per
         `generate` call (all in one by default)."""
         c = self.config
-        if c.use_vllm:
-            engine = self._vllm_engine()
-            if self.vllm_synced_at != self.updates:  # push the current policy weights to vLLM
-                engine.sync_weights()
-                self.vllm_synced_at = self.updates
-            ids = prompt_token_ids(self.tokenizer, prompts, self.max_prompt_length)
-            repeated = [i for i in ids for _ in range(num_samples)]
-            _, completion_ids, *_ = engine.generate(repeated, None, num_samples)
-            return samples_from_ids(self.tokenizer, prompts, ids, completion_ids, num_samples)
+        if self.vllm is not None:
+            return self.vllm.sample(prompts, num_samples, self.updates)
         with runtime.generation_model(self.accelerator, self.policy) as model:
             return sample_completions(
                 model,

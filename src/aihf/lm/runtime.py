@@ -9,11 +9,12 @@ and the tqdm bar.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,48 @@ def uses_deepspeed(accelerator: Any) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
+def uses_fsdp(accelerator: Any) -> bool:
+    """FSDP (accelerate's `distributed_type: FSDP`); the trainers support its version 2 (`fully_shard`)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def current_copy(accelerator: Any, model: Any) -> Any:
+    """A frozen copy of a trained model's current weights on every process (Self-Play's pi_t).
+
+    Under FSDP the parameters are shards: the full state dict is gathered (a collective) into a fresh,
+    unsharded instance of the model's class; otherwise the module is copied."""
+    unwrapped = accelerator.unwrap_model(model)
+    if not uses_fsdp(accelerator):
+        return frozen_copy(unwrapped)
+    return frozen_copy(_unsharded(unwrapped, full_state_dict(model, everywhere=True)))
+
+
+def full_state_dict(model: Any, everywhere: bool = False) -> dict[str, torch.Tensor]:
+    """An FSDP2 model's full (unsharded) state dict, a collective; on the main process only (on CPU)
+    unless `everywhere`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
+    return get_model_state_dict(model, options=options)
+
+
+def _unsharded(sharded: Any, state_dict: dict[str, torch.Tensor]) -> Any:
+    """A plain instance of `sharded`'s model class (built from its config) holding `state_dict`.
+
+    `fully_shard` swaps a module's class for an `FSDP<Class>` subclass; the copy is of the original."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = type(sharded)
+    while issubclass(cls, FSDPModule):
+        cls = next(base for base in cls.__bases__ if base is not FSDPModule)
+    first = next(iter(state_dict.values()))
+    model = cls._from_config(sharded.config, dtype=first.dtype)
+    model.load_state_dict(state_dict)
+    return model.to(first.device)
+
+
 def prepare_trainable(accelerator: Any, model: Any, optimizer: Any, batch_size: int) -> tuple[Any, Any]:
     """accelerator.prepare for one model + optimiser (DeepSpeed allows one model per prepare call)."""
     if uses_deepspeed(accelerator):  # no dataloader is prepared, so DeepSpeed needs the micro-batch size
@@ -160,24 +203,62 @@ def prepare_frozen(accelerator: Any, model: Any, bf16: bool) -> Any:
         from trl.models.utils import prepare_deepspeed
 
         return prepare_deepspeed(model, accelerator)
+    if uses_fsdp(accelerator):  # sharded as the trained models are (TRL's `fully_shard` of a frozen model)
+        from trl.models.utils import prepare_fsdp
+
+        return prepare_fsdp(model.to(accelerator.device), accelerator)
     return model.to(accelerator.device)
 
 
 def generation_model(accelerator: Any, model: Any) -> Any:
-    """Context manager yielding the bare module for `generate` (ZeRO-3 parameters gathered meanwhile)."""
+    """Context manager yielding the bare module for `generate`: ZeRO-3 parameters gathered meanwhile
+    (TRL's unwrap), FSDP2 ones unsharded meanwhile (`unsharded_for_generation`)."""
+    if uses_fsdp(accelerator):
+        return unsharded_for_generation(accelerator.unwrap_model(model))
     from trl.models.utils import unwrap_model_for_generation
 
     return unwrap_model_for_generation(model, accelerator)
 
 
-def check_accumulation(accelerator: Any, config: LMConfig) -> None:
-    if config.gradient_accumulation_steps > 1 and uses_deepspeed(accelerator):
-        from aihf.errors import InputError
+@contextlib.contextmanager
+def unsharded_for_generation(model: Any) -> Iterator[Any]:
+    """FSDP2's counterpart of FSDP1's `summon_full_params` for sampling: every `fully_shard`ed module
+    all-gathers its parameters once and keeps them until the end, so `generate`'s decoding steps run
+    without collectives (each process may then stop after its own number of steps); sharded again after.
+    """
+    from torch.distributed.fsdp import FSDPModule
 
+    shards = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for module in shards:
+        module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
+    try:
+        yield model
+    finally:
+        for module in shards:
+            module.reshard()
+            module.set_reshard_after_forward(True, recurse=False)
+
+
+def check_accumulation(accelerator: Any, config: LMConfig) -> None:
+    """What the distributed setup cannot do with this config, refused before any model is prepared."""
+    if config.gradient_accumulation_steps > 1 and uses_deepspeed(accelerator):
         raise InputError(
             "gradient_accumulation_steps > 1 with DeepSpeed: set gradient_accumulation_steps in the "
             "DeepSpeed config instead and keep it 1 here"
         )
+    if uses_fsdp(accelerator):
+        version = accelerator.state.fsdp_plugin.fsdp_version
+        if version != 2:
+            raise InputError(
+                f"fsdp_version {version}: the aihf trainers run FSDP2 (fsdp_version: 2, as in "
+                "configs/accelerate/fsdp2.yaml)"
+            )
+        if config.use_peft:
+            raise InputError(
+                "use_peft with FSDP: saving merged LoRA weights of a sharded model is not supported; "
+                "use DDP or DeepSpeed (configs/accelerate/) for LoRA runs"
+            )
 
 
 def backward(accelerator: Any, model: Any, loss: torch.Tensor, sync: bool = True) -> None:
@@ -394,8 +475,8 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
 
 RUN_FILE = "run.json"  # in every checkpoint: the method and config that wrote it
 # Settings a resumed run may change: its length (a cut run goes on to a longer budget; a decaying
-# learning-rate schedule then follows the new length) and where, how often and what it reports
-# (evaluation during training included).
+# learning-rate schedule then follows the new length), where, how often and what it reports
+# (evaluation during training included), and where vLLM runs.
 RESUME_MAY_CHANGE = frozenset(
     {
         "max_steps",
@@ -412,6 +493,14 @@ RESUME_MAY_CHANGE = frozenset(
         "eval_num_prompts",
         "eval_max_new_tokens",
         "dataset_num_proc",
+        # where vLLM runs and how much memory it takes (a requeued job may get another server node)
+        "vllm_server_base_url",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_server_timeout",
+        "vllm_group_port",
+        "vllm_gpu_memory_utilization",
+        "vllm_enable_sleep_mode",
     }
 )
 
@@ -523,11 +612,13 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: s
     from aihf.io import atomic_path
 
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 shards
+    state_dict = accelerator.get_state_dict(model)  # collective: gathers ZeRO-3 / FSDP shards
     if accelerator.is_main_process:
         check_finite_weights(state_dict, str(path))  # never a non-finite model as a result
         unwrapped = accelerator.unwrap_model(model)
-        if hasattr(unwrapped, "merge_and_unload"):
+        if uses_fsdp(accelerator):  # its modules hold shards: save a plain model built from the full weights
+            unwrapped, state_dict = _unsharded(unwrapped, state_dict), None
+        elif hasattr(unwrapped, "merge_and_unload"):
             import copy
 
             unwrapped = copy.deepcopy(unwrapped)

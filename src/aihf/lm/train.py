@@ -93,10 +93,9 @@ def run_training(
         given = {name: value is not None for name, value in data_args.items()}
         method.check(cfg, given, reward_fn is not None)
     if getattr(cfg, "use_vllm", False):
-        from trl.import_utils import is_vllm_available
+        from aihf.lm.vllm_sampling import require_vllm
 
-        if not is_vllm_available():
-            raise InputError("use_vllm: vLLM is not installed (pip install vllm), or set use_vllm: false")
+        require_vllm()  # before anything loads
     from aihf.lm.runtime import resolve_resume
 
     if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints

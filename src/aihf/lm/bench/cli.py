@@ -94,7 +94,7 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
     p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
-    p.set_defaults(handler=_bench)
+    p.set_defaults(handler=_bench, claims_jobs=True)
 
     p = lm_subparsers.add_parser(
         "pretrain", help="pretrain the benchmark's base policy on the shipped corpus"
