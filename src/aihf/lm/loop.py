@@ -140,7 +140,9 @@ class Evaluate(Callback):
                 metrics["eval/rewards/accuracies"] = (chosen > rejected).float().mean().item()
                 metrics["eval/rewards/margins"] = (chosen - rejected).mean().item()
             if self.gold is not None and self.prompts:
-                metrics |= {f"eval/{k}": v for k, v in self._gold(trainer, policy).items()}
+                # sampled as the policy step samples: ZeRO-3 parameters gathered, FSDP2 ones unsharded
+                with runtime.generation_model(trainer.accelerator, trainer.policy) as model:
+                    metrics |= {f"eval/{k}": v for k, v in self._gold(trainer, model).items()}
         policy.train(was_training)
 
     def _gold(self, trainer: LoopTrainer, policy: Any) -> dict[str, float]:
