@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import textwrap
 from collections.abc import Callable
 from dataclasses import fields
@@ -53,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations,
         max_steps=args.max_steps,
         config=args.config,
+        command=shlex.join(getattr(args, "command_line", [])) or None,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under `accelerate launch`, not one per rank
         print(json.dumps({"out": args.out, "final_metrics": metrics}))
