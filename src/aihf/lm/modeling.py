@@ -136,7 +136,8 @@ def load_causal_lm(path: str, init: dict[str, Any] | None = None) -> Any:
         if base is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(load_causal_lm(base, init), path).merge_and_unload()
+            merged = PeftModel.from_pretrained(load_causal_lm(base, init), path).merge_and_unload()
+            model = merged.requires_grad_(True)  # peft froze the base for inference; it trains on from here
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **init)
     except InputError:
