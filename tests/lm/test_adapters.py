@@ -333,3 +333,28 @@ def test_generate_wraps_prompts_in_the_chat_template_unless_raw(tiny_dir, tmp_pa
 def test_generate_refuses_bad_input_with_one_line(tiny_dir, capsys, args, says):
     code, out, err = _cli(capsys, "generate", "--policy", tiny_dir / "policy", *args)
     assert code == 2 and len(err) == 1 and says in err[0] and not out, err
+
+
+def test_rlhfs_policy_adapter_names_its_sft_stage_and_loads_through_the_chain(tiny_dir, data_dir, tmp_path):
+    """RLHF trains its policy adapter on the SFT stage's policy (itself an adapter): the adapter names
+    that stage as its base, and aihf's loader follows the chain to a plain model."""
+    out = tmp_path / "rlhf"
+    config = FAST | LORA | {"prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 4}
+    config |= {"sft_steps": 1, "reward_warmup_steps": 1}
+    run_training(
+        "rlhf",
+        str(tiny_dir / "policy"),
+        str(out),
+        reward_model=str(tiny_dir / "reward_model"),
+        demos=str(data_dir / "demos.jsonl"),
+        prefs=str(data_dir / "prefs.jsonl"),
+        max_iterations=1,
+        config=config,
+    )
+    base = json.loads((out / "policy" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str((out / "sft" / "policy").resolve())
+    assert (out / "sft" / "policy" / "adapter_config.json").is_file()
+    policy, _ = load_model(out / "policy")
+    assert not any("lora_" in name for name, _ in policy.named_parameters())
+    sft = load_causal_lm(str(out / "sft" / "policy")).state_dict()
+    assert any(not torch.equal(sft[k], v) for k, v in policy.state_dict().items())  # RL moved it
