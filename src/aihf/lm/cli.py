@@ -88,8 +88,10 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train an LM with AIHF or a baseline",
         description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
-        "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl. LoRA: `use_peft: true` "
-        "(and lora_r, lora_alpha, ...) in --config.",
+        "OUT/reward_model (methods that learn one), each with a model card (README.md), and "
+        "OUT/metrics.jsonl. LoRA: `use_peft: true` (and lora_r, lora_alpha, ...) in --config; OUT/policy "
+        "is then the adapter (`save_merged: true` adds full weights in OUT/policy_merged). --model may "
+        "be an adapter directory too.",
         epilog="methods:\n"
         + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values())
         + "\n\n"
