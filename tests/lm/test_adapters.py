@@ -124,6 +124,33 @@ def test_the_accelerator_exists_before_the_models_load_and_the_reference_is_load
     assert events == ["accelerator", ("load", policy, torch.bfloat16), ("load", source, torch.bfloat16)]
 
 
+def test_trl_baselines_load_the_model_after_their_arguments_set_up_deepspeed(
+    tiny_dir, data_dir, tmp_path, monkeypatch
+):
+    """TRL's arguments install accelerate's DeepSpeed config (ZeRO-3 init) when they are made: the
+    model must load after them, in the config's dtype."""
+    from aihf.lm import baselines
+
+    events = []
+    trl_args, load = baselines.trl_args, baselines.load_causal_lm
+    monkeypatch.setattr(baselines, "trl_args", lambda *a, **kw: events.append("args") or trl_args(*a, **kw))
+
+    def recorded_load(path, init=None):
+        events.append(("load", (init or {}).get("dtype")))
+        return load(path, init)
+
+    monkeypatch.setattr(baselines, "load_causal_lm", recorded_load)
+    run_training(
+        "sft",
+        str(tiny_dir / "policy"),
+        str(tmp_path / "out"),
+        demos=str(data_dir / "demos.jsonl"),
+        max_steps=1,
+        config=FAST | {"dtype": "bfloat16", "learning_rate": 1e-4},
+    )
+    assert events == ["args", ("load", torch.bfloat16)]
+
+
 def test_with_lora_there_is_no_reference_model(tiny_dir, data_dir, tmp_path, monkeypatch):
     loads = []
     load = modeling.load_causal_lm
