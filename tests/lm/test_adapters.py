@@ -46,11 +46,19 @@ def lora_run(tiny_dir, data_dir, tmp_path_factory):
 # --- loading -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_a_model_is_built_in_the_configs_dtype_and_attention(tiny_dir, dtype):
+@pytest.mark.parametrize(
+    ("dtype", "built"),
+    [
+        ("bfloat16", torch.bfloat16),
+        ("float16", torch.float16),
+        ("float32", torch.float32),
+        ("auto", torch.float32),  # the checkpoint's own: the tiny model is saved in float32
+    ],
+)
+def test_a_model_is_built_in_the_configs_dtype_and_attention(tiny_dir, dtype, built):
     config = DirectAIHFConfig(dtype=dtype, attn_implementation="eager", report_to="none")
     model = load_causal_lm(str(tiny_dir / "policy"), model_init_kwargs(config))
-    assert {p.dtype for p in model.parameters()} == {getattr(torch, dtype)}
+    assert {p.dtype for p in model.parameters()} == {built}
     assert model.config._attn_implementation == "eager"
 
 
