@@ -67,6 +67,7 @@ def _describe(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["aihf", *(sys.argv[1:] if argv is None else argv)]  # for model cards
     try:
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if getattr(args, "out", None):

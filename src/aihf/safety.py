@@ -64,7 +64,7 @@ def refuse_out_over_input(
     inputs: Mapping[str, str | os.PathLike[str] | None],
     files: Mapping[str, str | os.PathLike[str] | None] | None = None,
     overwrite: bool = False,
-    finished: Sequence[str] = ("policy/config.json", "results.json"),
+    finished: Sequence[str] = ("policy/config.json", "policy/adapter_config.json", "results.json"),
     option: str = "--out",
 ) -> None:
     """Refuse an output that would destroy an input or a finished run, before any work.

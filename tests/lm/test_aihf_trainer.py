@@ -153,9 +153,10 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_pat
         json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == [1, 2, 3, 4]
-    for name in ("policy", "reward_model"):
-        straight = (tmp_path / "straight" / name / "model.safetensors").read_bytes()
-        resumed = (tmp_path / "cut" / name / "model.safetensors").read_bytes()
+    for name in ("policy", "reward_model"):  # with LoRA the policy is saved as its adapter
+        weights = "adapter_model.safetensors" if lora and name == "policy" else "model.safetensors"
+        straight = (tmp_path / "straight" / name / weights).read_bytes()
+        resumed = (tmp_path / "cut" / name / weights).read_bytes()
         assert straight == resumed, name
 
 

@@ -62,12 +62,17 @@ def test_snapshots_keep_the_policy_every_n_steps_loadable_and_the_last_is_the_fi
     import torch
     from transformers import AutoModelForCausalLM
 
+    from aihf.lm.modeling import load_causal_lm
     from aihf.lm.runtime import snapshot_dirs
     from aihf.lm.train import run_training
 
     out = tmp_path / trainer
     config = {"batch_size": 2, "learning_rate": 1e-3, "report_to": "none", "cpu": True, "snapshot_steps": 2}
-    config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8}  # snapshots merge the adapter
+    config |= {
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+    }  # snapshots merge the adapter, OUT/policy is it
     data = {"prefs": str(data_dir / "prefs.jsonl"), "demos": str(data_dir / "demos.jsonl")}
     if trainer == "dpo":
         data.pop("demos")
@@ -75,6 +80,7 @@ def test_snapshots_keep_the_policy_every_n_steps_loadable_and_the_last_is_the_fi
     snaps = snapshot_dirs(out)
     assert [step for step, _ in snaps] == [2, 4]
     first, last = (AutoModelForCausalLM.from_pretrained(p).state_dict() for _, p in snaps)
-    final = AutoModelForCausalLM.from_pretrained(out / "policy").state_dict()
+    assert (out / "policy" / "adapter_config.json").is_file()
+    final = load_causal_lm(str(out / "policy")).state_dict()  # the adapter over its base, merged
     assert all(torch.equal(last[k], final[k]) for k in final)
     assert any(not torch.equal(first[k], final[k]) for k in final)  # step 2 is not step 4

@@ -10,7 +10,6 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
 
 import aihf.cli
@@ -96,7 +95,7 @@ def test_conversion_answers_through_its_chat_template(smollm2):
 def test_every_method_trains_saves_and_the_policy_reloads_and_answers(
     method, smollm2, chat_data, tmp_path, capsys
 ):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from aihf.lm.modeling import load_model
 
     spec = METHODS[method]
     fields = {f.name for f in dataclasses.fields(spec.config)}
@@ -111,11 +110,11 @@ def test_every_method_trains_saves_and_the_policy_reloads_and_answers(
     assert aihf.cli.main(argv) == 0
     final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["final_metrics"]
     assert final and all(math.isfinite(v) for v in final.values())
-    for output in spec.outputs:
-        assert (out / output / "model.safetensors").is_file(), output
-    if "policy" in spec.outputs:
-        tokenizer = AutoTokenizer.from_pretrained(out / "policy")
-        policy = AutoModelForCausalLM.from_pretrained(out / "policy", dtype=torch.float32)
+    for output in spec.outputs:  # LoRA: the policy is its adapter, a reward model full weights
+        weights = "adapter_model.safetensors" if output == "policy" else "model.safetensors"
+        assert (out / output / weights).is_file(), output
+    if "policy" in spec.outputs:  # the adapter over its base (RLHF's: over its SFT stage's adapter)
+        policy, tokenizer = load_model(out / "policy")
         assert greedy_answer(policy, tokenizer, "What do bees make?", max_new_tokens=12).strip()
 
 

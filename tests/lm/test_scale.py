@@ -8,17 +8,18 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from aihf.lm.modeling import load_causal_lm, load_reward_model
 from aihf.lm.train import run_training
 
 RL = {"batch_size": 3, "prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 5, "report_to": "none"}
 
 
 def _changed(loader, before_dir, after_dir):
-    before = loader.from_pretrained(before_dir).state_dict()
-    after = loader.from_pretrained(after_dir).state_dict()
-    assert set(before) == set(after)  # merged LoRA: a plain model again
+    before = loader(str(before_dir)).state_dict()
+    after = loader(str(after_dir)).state_dict()
+    assert set(before) == set(after)  # LoRA merged (the reward model) or loaded merged (a policy adapter)
     return any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -43,8 +44,11 @@ def test_aihf_with_lora_or_bf16(tiny_dir, data_dir, tmp_path, options):
         config=RL | options,
     )
     assert all(math.isfinite(v) for v in final.values())
-    assert _changed(AutoModelForCausalLM, tiny_dir / "policy", out / "policy")
-    assert _changed(AutoModelForSequenceClassification, tiny_dir / "reward_model", out / "reward_model")
+    assert _changed(load_causal_lm, tiny_dir / "policy", out / "policy")
+    assert _changed(load_reward_model, tiny_dir / "reward_model", out / "reward_model")
+    # LoRA: the policy is its adapter, the reward model full weights (a classifier any scorer loads)
+    assert (out / "policy" / "adapter_config.json").is_file() == bool(options.get("use_peft"))
+    assert (out / "reward_model" / "config.json").is_file()
 
 
 def test_direct_aihf_with_lora_uses_the_base_as_reference(tiny_dir, data_dir, tmp_path):
@@ -60,7 +64,7 @@ def test_direct_aihf_with_lora_uses_the_base_as_reference(tiny_dir, data_dir, tm
         config=options | {"report_to": "none"},
     )
     assert math.isfinite(final["loss"]) and final["rewards/margins"] != 0.0  # pi moved away from pi_0
-    assert _changed(AutoModelForCausalLM, tiny_dir / "policy", out / "policy")
+    assert _changed(load_causal_lm, tiny_dir / "policy", out / "policy")
 
 
 # --- FSDP2 ---------------------------------------------------------------------------------------------

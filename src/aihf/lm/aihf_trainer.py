@@ -51,6 +51,7 @@ class AIHFTrainer(LoopTrainer):
         train_reward: bool = True,
         method: str = "aihf",
         sources: dict[str, str | None] | None = None,
+        accelerator: Any = None,
     ) -> None:
         if reward_model is None and reward_fn is None:
             raise InputError(f"{method}: needs a reward model (--reward-model) or a reward function")
@@ -69,6 +70,7 @@ class AIHFTrainer(LoopTrainer):
             learning_rate=config.policy_learning_rate or config.learning_rate,
             total_policy_steps=config.max_iterations * config.policy_steps_per_iteration,
             micro_batch_size=config.prompt_batch_size,
+            accelerator=accelerator,
         )
         self.demos = demos if uses_demos else None
         self.prefs = prefs if self.train_reward else None
@@ -252,5 +254,11 @@ class AIHFTrainer(LoopTrainer):
                 self.reward_model,
                 self.reward_tokenizer,
                 self.out_dir / "reward_model",
-                self.model_card(),
+                runtime.model_card(  # saved merged: a one-label classifier any scorer loads
+                    self.method,
+                    self.sources | {"model": self.sources.get("reward_model")},
+                    self.data(),
+                    self.config.to_dict(),
+                    self.logger.last,
+                ),
             )

@@ -16,7 +16,7 @@ from aihf.lm import runtime
 from aihf.lm.config import LMConfig
 from aihf.lm.data import TextData
 from aihf.lm.loop import Callback, EvalData, Evaluate, Snapshots
-from aihf.lm.modeling import lora_config
+from aihf.lm.modeling import load_causal_lm, load_reward_model, lora_config, model_init_kwargs
 
 
 def _jsonl_callback(path: Path) -> Any:
@@ -172,6 +172,12 @@ def _peft_config(config: LMConfig, task_type: str) -> Any:
     return lora_config(config, task_type) if config.use_peft else None
 
 
+def _model(model: Any, config: LMConfig, loader: Any) -> Any:
+    """A model instance, or one loaded from a path with the config's `dtype` and `attn_implementation`;
+    called after TRL's arguments are made, which set up DeepSpeed ZeRO-3's sharded loading."""
+    return loader(model, model_init_kwargs(config)) if isinstance(model, str) else model
+
+
 def _finish(
     trainer: Any,
     callback: Any,
@@ -179,7 +185,7 @@ def _finish(
     method: str,
     target: str,
     sources: dict,
-    notes: list,
+    data: TextData,
     evaluation: EvalData | None = None,
 ) -> dict:
     checkpoint = runtime.resolve_resume(Path(config.output_dir), config.resume_from_checkpoint)
@@ -188,20 +194,25 @@ def _finish(
         log.unlink(missing_ok=True)
     elif checkpoint.name.split("-")[-1].isdigit():
         runtime.trim_metrics(log, int(checkpoint.name.split("-")[-1]))
-    card = runtime.model_card(method, sources.get("model") or "?", sources, config.to_dict(), notes)
+
+    def card(adapter: bool = False) -> str:
+        return runtime.model_card(method, sources, [data], config.to_dict(), dict(callback.last), adapter)
+
     if config.snapshot_steps:
 
-        def save(path: Path) -> None:
-            runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card)
+        def save(path: Path) -> None:  # full weights: evaluation loads every snapshot
+            runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card())
 
         snapshots = Snapshots(config.snapshot_steps, Path(config.output_dir), save)
         trainer.add_callback(as_trl_callback(snapshots))
     if evaluation is not None and evaluation.gold is not None and evaluation.prompts:
         trainer.add_callback(_gold_callback(trainer, config, evaluation, sources["model"]))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    runtime.save_model(
-        trainer.accelerator, trainer.model, trainer.processing_class, Path(config.output_dir) / target, card
-    )
+    path = Path(config.output_dir) / target
+    if target == "policy":  # with LoRA its adapter; a reward model is saved merged, for any scorer
+        runtime.save_policy(trainer.accelerator, trainer.model, trainer.processing_class, path, config, card)
+    else:
+        runtime.save_model(trainer.accelerator, trainer.model, trainer.processing_class, path, card())
     return dict(callback.last)
 
 
@@ -213,19 +224,21 @@ def run_sft(
     sources: dict,
     evaluation: EvalData | None = None,
 ) -> dict:
+    """TRL SFTTrainer on the demonstrations; `model` is a model or a path (each runner below alike)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
+    args = trl_args(config, SFTConfig)
     trainer = SFTTrainer(
-        model=model,
-        args=trl_args(config, SFTConfig),
+        model=_model(model, config, load_causal_lm),
+        args=args,
         train_dataset=Dataset.from_list(demos.rows),
         processing_class=tokenizer,
         peft_config=_peft_config(config, "CAUSAL_LM"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, "sft", "policy", sources, demos.notes, evaluation)
+    return _finish(trainer, callback, config, "sft", "policy", sources, demos, evaluation)
 
 
 def run_reward(
@@ -244,16 +257,17 @@ def run_reward(
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
     held_out = _eval_dataset(evaluation)
     centring = getattr(config, "center_rewards_coefficient", None)
+    args = trl_args(config, RewardConfig, held_out is not None, center_rewards_coefficient=centring)
     trainer = RewardTrainer(
-        model=model,
-        args=trl_args(config, RewardConfig, held_out is not None, center_rewards_coefficient=centring),
+        model=_model(model, config, load_reward_model),
+        args=args,
         train_dataset=Dataset.from_list(prefs.rows),
         eval_dataset=held_out,
         processing_class=tokenizer,
         peft_config=_peft_config(config, "SEQ_CLS"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, "reward", target, sources, prefs.notes, evaluation)
+    return _finish(trainer, callback, config, "reward", target, sources, prefs, evaluation)
 
 
 def run_pairwise(
@@ -293,7 +307,7 @@ def run_pairwise(
         )
     callback = _jsonl_callback(Path(config.output_dir) / "metrics.jsonl")
     trainer = TRLTrainer(
-        model=model,
+        model=_model(model, config, load_causal_lm),
         args=args,
         train_dataset=Dataset.from_list(prefs.rows),
         eval_dataset=held_out,
@@ -301,4 +315,4 @@ def run_pairwise(
         peft_config=_peft_config(config, "CAUSAL_LM"),
         callbacks=[callback, _manifest_callback()],
     )
-    return _finish(trainer, callback, config, method, "policy", sources, prefs.notes, evaluation)
+    return _finish(trainer, callback, config, method, "policy", sources, prefs, evaluation)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import textwrap
 from collections.abc import Callable
 from dataclasses import fields
@@ -55,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations,
         max_steps=args.max_steps,
         config=args.config,
+        command=shlex.join(getattr(args, "command_line", [])) or None,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under `accelerate launch`, not one per rank
         print(json.dumps({"out": args.out, "final_metrics": metrics}))
@@ -88,8 +90,10 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train an LM with AIHF or a baseline",
         description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
-        "OUT/reward_model (methods that learn one) and OUT/metrics.jsonl. LoRA: `use_peft: true` "
-        "(and lora_r, lora_alpha, ...) in --config.",
+        "OUT/reward_model (methods that learn one), each with a model card (README.md), and "
+        "OUT/metrics.jsonl. LoRA: `use_peft: true` (and lora_r, lora_alpha, ...) in --config; OUT/policy "
+        "is then the adapter (`save_merged: true` adds full weights in OUT/policy_merged). --model may "
+        "be an adapter directory too.",
         epilog="methods:\n"
         + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values())
         + "\n\n"
@@ -234,6 +238,88 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval, out_is_file=True)
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from transformers import set_seed
+
+    from aihf.io import read_jsonl, write_text
+    from aihf.lm.modeling import check_model_source, load_model, sample_completions
+    from aihf.validation import AT_LEAST_1, LENGTH, NON_NEGATIVE, POSITIVE, SEED, Range, check_value
+
+    check_value("--max-new-tokens", args.max_new_tokens, int, LENGTH)
+    check_value("--num-samples", args.num_samples, int, AT_LEAST_1)
+    check_value("--temperature", args.temperature, float, POSITIVE)
+    check_value("--top-k", args.top_k, int, NON_NEGATIVE)
+    check_value("--top-p", args.top_p, float, Range(0, 1, low_open=True))
+    check_value("--batch-size", args.batch_size, int, AT_LEAST_1)
+    check_value("--seed", args.seed, int, SEED)
+    if bool(args.prompt) == bool(args.prompts):
+        raise InputError("generate: give the prompts as --prompt TEXT (repeatable) or --prompts FILE.jsonl")
+    if args.prompts and not Path(args.prompts).is_file():
+        raise InputError(f"{args.prompts}: file not found")
+    prompts = args.prompt or [r["prompt"] for r in read_jsonl(args.prompts, field="prompt")]
+    if not prompts:
+        raise InputError(f"{args.prompts}: no prompts")
+    check_model_source(args.policy, "--policy")  # a full model, or a LoRA adapter whose base is here
+    model, tokenizer = load_model(args.policy)
+    chat = tokenizer.chat_template is not None and not args.raw
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        if chat
+        else p
+        for p in prompts
+    ]
+    set_seed(args.seed)
+    samples = sample_completions(
+        model,
+        tokenizer,
+        texts,
+        args.num_samples,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        batch_size=args.batch_size,
+    )
+    given = [p for p in prompts for _ in range(args.num_samples)]
+    lines = [json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in zip(given, samples.completions)]
+    if args.out:
+        write_text(args.out, "".join(lines))
+        print(f"wrote {len(lines)} completions to {args.out}")
+    else:
+        print("".join(lines), end="")
+    return 0
+
+
+def register_generate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="sample completions from a saved policy (full weights or a LoRA adapter)",
+        description="Load --policy (a save_pretrained directory, or a LoRA adapter directory whose base "
+        "model is local), wrap each prompt in the tokenizer's chat template when it has one (not with "
+        "--raw), sample completions (seeded) and print one JSON line per completion, "
+        '{"prompt": ..., "completion": ...}, or write them to --out.',
+    )
+    p.add_argument("--policy", required=True, help="policy directory: full weights or a LoRA adapter")
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    p.add_argument("--prompts", help='prompts JSONL, one {"prompt": ...} per line')
+    p.add_argument(
+        "--raw", action="store_true", help="use the prompts as they are, without the chat template"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--num-samples", type=int, default=1, help="completions per prompt (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default: %(default)s")
+    p.add_argument("--top-k", type=int, default=0, help="0: off (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="default: %(default)s")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="prompts per generate call (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the completions as JSONL here instead of printing them")
+    p.set_defaults(handler=_generate, out_is_file=True)
+
+
 def register_bench(subparsers: argparse._SubParsersAction) -> None:
     """The benchmark's commands, when `aihf.lm.bench` is installed beside `aihf.lm`."""
     try:
@@ -248,6 +334,7 @@ def register_bench(subparsers: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_train,
     register_eval,
+    register_generate,
     register_tiny_model,
     register_get_model,
     register_bench,  # bench, pretrain, generate-data (aihf.lm.bench.cli)

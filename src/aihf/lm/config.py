@@ -8,6 +8,7 @@ dataclass per trainer family. Defaults are small-model friendly; the paper's set
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from aihf.validation import load_yaml as load_yaml  # the one YAML reader; lm ca
 # accelerate's trackers, and TRL's words for all of them or none.
 TRACKERS = {"tensorboard", "wandb", "trackio", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab"}
 TRACKERS |= {"all", "none"}
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # the Hub's user/name
 
 
 @dataclass
@@ -109,6 +111,17 @@ class LMConfig:
     # offline unless their own environment variables say otherwise. metrics.jsonl is always written.
     report_to: str | list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
     cpu: bool = False
+    # --- loading: how every model of the run is built (TRL's ModelConfig / model_init_kwargs) -------
+    # float32 is right on CPU; on GPUs use "bfloat16" (with bf16: true), as TRL's GPU recipes do.
+    # "auto" keeps the checkpoint's own dtype.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None  # None: transformers'
+    # --- outputs: adapters, model card, Hub ---------------------------------------------------------
+    # with use_peft, OUT/policy is the LoRA adapter (adapter_config.json + adapter_model.safetensors);
+    # save_merged also writes the adapter merged into its base as full weights, in OUT/policy_merged
+    save_merged: bool = False
+    push_to_hub: bool = False  # upload OUT/policy (and OUT/reward_model) at the end, main process only
+    hub_model_id: str | None = None  # "user/name"; required with push_to_hub (the reward model: NAME-reward)
 
     def __post_init__(self) -> None:
         validate_config(self, RANGES)  # every field's type and range (RANGES, end of this file)
@@ -118,6 +131,14 @@ class LMConfig:
             raise InputError(f"field 'report_to' = {unknown}: expected some of {sorted(TRACKERS)}")
         if isinstance(self, VLLMConfig):
             self.check_vllm(self.max_prompt_length, self.max_new_tokens)
+        if self.push_to_hub and not self.hub_model_id:
+            raise InputError(
+                "field 'push_to_hub' = True needs field 'hub_model_id' (the Hub repository, user/name)"
+            )
+        if self.hub_model_id is not None and not HUB_ID.fullmatch(self.hub_model_id):
+            raise InputError(
+                f"field 'hub_model_id' = {self.hub_model_id!r}: expected a Hub repository id, user/name"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:

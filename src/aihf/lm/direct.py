@@ -40,6 +40,7 @@ class _OfflineTrainer(LoopTrainer):
         sources: dict[str, str | None] | None,
         total_steps: int,
         keep_reference: bool = True,
+        accelerator: Any = None,
     ) -> None:
         super().__init__(
             policy,
@@ -50,6 +51,7 @@ class _OfflineTrainer(LoopTrainer):
             total_policy_steps=total_steps,
             micro_batch_size=config.batch_size,
             keep_reference=keep_reference,
+            accelerator=accelerator,
         )
         self.demos, self.prefs = demos, prefs
         for offset, (key, data) in enumerate((("demos", demos), ("prefs", prefs))):
@@ -142,9 +144,11 @@ class DirectAIHFTrainer(_OfflineTrainer):
         prefs: TextData,
         demos: TextData | None = None,
         sources: dict[str, str | None] | None = None,
+        accelerator: Any = None,
     ) -> None:
+        demos = demos if config.alpha > 0 else None
         super().__init__(
-            policy, tokenizer, config, demos if config.alpha > 0 else None, prefs, sources, config.max_steps
+            policy, tokenizer, config, demos, prefs, sources, config.max_steps, accelerator=accelerator
         )
         self.add_callback(Throughput())
 
@@ -229,11 +233,14 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         prefs: TextData | None = None,
         sources: dict[str, str | None] | None = None,
         method: str = "self-play-aihf",
+        accelerator: Any = None,
     ) -> None:
         self.method = method
         total_steps = config.max_iterations * config.steps_per_iteration
         # The reference is the current iterate pi_t, copied every iteration: no frozen pi_0 is kept.
-        super().__init__(policy, tokenizer, config, demos, prefs, sources, total_steps, keep_reference=False)
+        super().__init__(
+            policy, tokenizer, config, demos, prefs, sources, total_steps, False, accelerator=accelerator
+        )
         acc = self.accelerator
         if runtime.uses_deepspeed(acc) and acc.state.deepspeed_plugin.zero_stage == 3:
             raise InputError(

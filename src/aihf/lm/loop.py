@@ -183,19 +183,22 @@ class LoopTrainer:
         micro_batch_size: int,
         keep_reference: bool = True,
         callbacks: Sequence[Callback] = (),
+        accelerator: Any = None,
     ) -> None:
         self.config, self.tokenizer, self.sources = config, tokenizer, sources or {}
         self.callbacks: list[Callback] = list(callbacks)
         if config.snapshot_steps:
             self.callbacks.append(Snapshots(config.snapshot_steps, Path(config.output_dir)))
-        self.accelerator = acc = runtime.make_accelerator(config)
+        # `accelerator`: made before the models were loaded (`methods`), so DeepSpeed ZeRO-3 built them
+        # sharded; made here for a trainer called from Python with models already loaded.
+        self.accelerator = acc = accelerator or runtime.make_accelerator(config)
         runtime.check_accumulation(acc, config)
+        # pi_0: loaded again from the policy's source, or (PEFT) the base with the adapter switched off.
+        ref = runtime.load_reference(policy, config) if keep_reference and not config.use_peft else None
         policy = runtime.prepare_model(policy, config, "CAUSAL_LM")
-        ref = runtime.frozen_copy(policy) if keep_reference and not config.use_peft else None
         optimizer = runtime.make_optimizer(policy, learning_rate, config)
         self.policy, self.optimizer = runtime.prepare_trainable(acc, policy, optimizer, micro_batch_size)
         self.scheduler = runtime.make_scheduler(acc, self.optimizer, config, total_policy_steps)
-        # pi_0: a frozen copy, or (PEFT) the base model with the adapter switched off.
         self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
         self.samplers: dict[str, runtime.BatchSampler] = {}
         self.state = runtime.TrainerState(self.samplers)
@@ -313,15 +316,22 @@ class LoopTrainer:
         return self.logger.last
 
     def save(self) -> None:
-        """The run's outputs (a subclass adds its own): the policy in OUT/policy."""
-        self.save_policy(self.out_dir / "policy")
+        """The run's outputs (a subclass adds its own): the policy in OUT/policy (`runtime.save_policy`:
+        with LoRA its adapter)."""
+        runtime.save_policy(
+            self.accelerator,
+            self.policy,
+            self.tokenizer,
+            self.out_dir / "policy",
+            self.config,
+            self.model_card,
+        )
 
     def save_policy(self, path: Path) -> None:
-        """The policy as a loadable model (LoRA merged): the final one, or a snapshot."""
+        """The policy as full weights (LoRA merged), as a snapshot: what evaluation loads at each step."""
         runtime.save_model(self.accelerator, self.policy, self.tokenizer, path, self.model_card())
 
-    def model_card(self) -> str:
-        notes = [n for d in self.data() if d is not None for n in d.notes]
+    def model_card(self, adapter: bool = False) -> str:
         return runtime.model_card(
-            self.method, self.sources.get("model") or "?", self.sources, self.config.to_dict(), notes
+            self.method, self.sources, self.data(), self.config.to_dict(), self.logger.last, adapter
         )

@@ -147,55 +147,56 @@ class Variant:
 # --- runners -----------------------------------------------------------------------------------------
 
 
+def _policy(path: str, config: Any) -> Any:
+    """The policy to train, built with the config's `dtype` and `attn_implementation`. Called after the
+    accelerator (or TRL's arguments) exists, so that DeepSpeed ZeRO-3 builds it sharded."""
+    from aihf.lm.modeling import load_causal_lm, model_init_kwargs
+
+    return load_causal_lm(path, model_init_kwargs(config))
+
+
 def _sft(run: RunInputs) -> dict[str, float]:
     from aihf.lm import baselines
-    from aihf.lm.modeling import load_causal_lm
 
     return baselines.run_sft(
-        load_causal_lm(run.model), run.tokenizer, run.config, run.data["demos"], run.sources, run.evaluation
+        run.model, run.tokenizer, run.config, run.data["demos"], run.sources, run.evaluation
     )
 
 
 def _reward(run: RunInputs) -> dict[str, float]:
     from aihf.lm import baselines
-    from aihf.lm.modeling import load_reward_model, load_tokenizer
+    from aihf.lm.modeling import load_tokenizer
 
     path = run.reward_model or run.model
     return baselines.run_reward(
-        load_reward_model(path),
-        load_tokenizer(path),
-        run.config,
-        run.data["prefs"],
-        run.sources,
-        evaluation=run.evaluation,
+        path, load_tokenizer(path), run.config, run.data["prefs"], run.sources, evaluation=run.evaluation
     )
 
 
 def _trl_pairwise(loss: str) -> Callable[[RunInputs], dict[str, float]]:
     def run_pairwise(run: RunInputs) -> dict[str, float]:
         from aihf.lm import baselines
-        from aihf.lm.modeling import load_causal_lm
 
-        policy = load_causal_lm(run.model)
-        data = run.data["prefs"]
         return baselines.run_pairwise(
-            policy, run.tokenizer, run.config, data, run.sources, loss, run.evaluation
+            run.model, run.tokenizer, run.config, run.data["prefs"], run.sources, loss, run.evaluation
         )
 
     return run_pairwise
 
 
 def _direct_aihf(run: RunInputs) -> dict[str, float]:
+    from aihf.lm import runtime
     from aihf.lm.direct import DirectAIHFTrainer
-    from aihf.lm.modeling import load_causal_lm
 
+    accelerator = runtime.make_accelerator(run.config)  # before any model is loaded
     trainer = DirectAIHFTrainer(
-        load_causal_lm(run.model),
+        _policy(run.model, run.config),
         run.tokenizer,
         run.config,
         prefs=run.data["prefs"],
         demos=run.data["demos"],
         sources=run.sources,
+        accelerator=accelerator,
     )
     if run.evaluation is not None:
         trainer.add_evaluation(run.evaluation, run.model)
@@ -204,18 +205,20 @@ def _direct_aihf(run: RunInputs) -> dict[str, float]:
 
 def _self_play(method: str) -> Callable[[RunInputs], dict[str, float]]:
     def run_self_play(run: RunInputs) -> dict[str, float]:
+        from aihf.lm import runtime
         from aihf.lm.direct import SelfPlayAIHFTrainer
-        from aihf.lm.modeling import load_causal_lm
 
         prefs = run.data["prefs"] if method == "self-play-aihf" else None
+        accelerator = runtime.make_accelerator(run.config)  # before any model is loaded
         trainer = SelfPlayAIHFTrainer(
-            load_causal_lm(run.model),
+            _policy(run.model, run.config),
             run.tokenizer,
             run.config,
             demos=run.data["demos"],
             prefs=prefs,
             sources=run.sources,
             method=method,
+            accelerator=accelerator,
         )
         if run.evaluation is not None:
             trainer.add_evaluation(run.evaluation, run.model)
@@ -237,7 +240,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
     made (and every checkpoint it uses verified) before any stage trains.
     """
     from aihf.lm import baselines
-    from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
+    from aihf.lm.modeling import load_tokenizer
 
     cfg, out = run.config, Path(run.config.output_dir)
     learns_reward = run.reward_fn is None and run.data["prefs"] is not None
@@ -256,7 +259,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
                 snapshot_steps=0,
                 resume_from_checkpoint=sft_resume,
             )
-            baselines.run_sft(load_causal_lm(model), run.tokenizer, sft_cfg, run.data["demos"], run.sources)
+            baselines.run_sft(model, run.tokenizer, sft_cfg, run.data["demos"], run.sources)
         metrics |= {f"sft/{k}": v for k, v in _logged(out / "sft").items()}
         model = str(out / "sft" / "policy")
     reward_model = run.reward_model
@@ -273,7 +276,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
             )
             held_out = run.evaluation and dataclasses.replace(run.evaluation, gold=None)
             baselines.run_reward(
-                load_reward_model(reward_model),
+                reward_model,
                 load_tokenizer(reward_model),
                 rm_cfg,
                 run.data["prefs"],
@@ -291,9 +294,11 @@ def _stage_plan(cfg: Any, stage_out: Path, output: str) -> tuple[bool, str | Non
 
     Outputs are renamed into place only when complete, so a saved output means the stage finished.
     """
+    from aihf.lm.modeling import is_saved_model
+
     if not cfg.resume_from_checkpoint:
         return False, None
-    if (stage_out / output / "config.json").is_file():
+    if is_saved_model(stage_out / output):
         return True, None
     return False, _newest_checkpoint(stage_out)
 
@@ -327,18 +332,21 @@ def _logged(stage_out: Path) -> dict[str, float]:
 
 
 def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward: bool) -> dict[str, float]:
+    from aihf.lm import runtime
     from aihf.lm.aihf_trainer import AIHFTrainer
-    from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
+    from aihf.lm.modeling import load_reward_model, load_tokenizer, model_init_kwargs
 
+    accelerator = runtime.make_accelerator(run.config)  # before any model is loaded
     rm = rm_tokenizer = None
     if run.reward_fn is None:
-        rm_tokenizer, rm = load_tokenizer(reward_model), load_reward_model(reward_model)
+        rm_tokenizer = load_tokenizer(reward_model)
+        rm = load_reward_model(reward_model, model_init_kwargs(run.config))
     prompts = run.data["prompts"]
     if prompts is None:  # the policy step defaults to every prompt of the data
         rows = [{"prompt": r["prompt"]} for d in (run.data["demos"], run.data["prefs"]) if d for r in d.rows]
         prompts = TextData(kind="prompts", source="<demos+prefs prompts>", rows=rows) if rows else None
     trainer = AIHFTrainer(
-        load_causal_lm(model),
+        _policy(model, run.config),
         run.tokenizer,
         run.config,
         reward_model=rm,
@@ -350,6 +358,7 @@ def _rl_stage(run: RunInputs, model: str, reward_model: str | None, train_reward
         train_reward=train_reward,
         method="aihf" if train_reward else "rlhf",
         sources=run.sources,
+        accelerator=accelerator,
     )
     if run.evaluation is not None:  # RLHF's reward is evaluated in its own stage, where it learns
         held_out = run.evaluation if train_reward else dataclasses.replace(run.evaluation, prefs=None)

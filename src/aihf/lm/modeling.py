@@ -10,6 +10,7 @@ Direct AIHF loss matches TRL's DPO loss exactly when alpha = 0.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,34 @@ WEIGHT_FILES = (
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # a PEFT adapter directory's weights
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a PEFT adapter directory names (its adapter_config.json), or None for a full model."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(f"{config}: not a readable PEFT adapter config ({type(err).__name__})") from None
+    if not isinstance(base, str) or not base:
+        raise InputError(f"{config}: names no base model (base_model_name_or_path)")
+    return base
+
+
+def is_saved_model(path: str | Path) -> bool:
+    """A complete save_pretrained directory: full weights (config.json) or a PEFT adapter."""
+    return (Path(path) / "config.json").is_file() or (Path(path) / "adapter_config.json").is_file()
+
+
 def check_model_source(path: str, option: str) -> None:
     """Refuse a local model path that cannot load, before anything is loaded: a file, or a directory
-    without config.json, weights or tokenizer files. A Hub name passes while the Hub answers or the name
-    is in the local cache; otherwise it fails at once with one line."""
+    without config.json, weights or tokenizer files. A PEFT adapter directory needs its adapter weights
+    and a base model (adapter_config.json's base_model_name_or_path) that passes this check in turn. A
+    Hub name passes while the Hub answers or the name is in the local cache; otherwise it fails at once
+    with one line."""
     local = Path(path)
     if not local.exists():
         if path.startswith((".", "/", "~")) or path.count("/") > 1:
@@ -45,6 +70,12 @@ def check_model_source(path: str, option: str) -> None:
         return
     if not local.is_dir():
         raise InputError(f"{option} {path}: is a file, expected a model directory (save_pretrained)")
+    base = adapter_base(local)
+    if base is not None:
+        if not any((local / name).is_file() for name in ADAPTER_FILES):
+            raise InputError(f"{option} {path}: a PEFT adapter without {ADAPTER_FILES[0]}")
+        check_model_source(base, f"{option} {path}: its base model")
+        return
     missing = []
     if not (local / "config.json").is_file():
         missing.append("config.json")
@@ -58,10 +89,13 @@ def check_model_source(path: str, option: str) -> None:
 
 
 def load_tokenizer(path: str) -> Any:
+    """The tokenizer of a model directory; an adapter directory without one uses its base model's."""
     from transformers import AutoTokenizer
 
     check_model_source(path, "model")
-
+    base = adapter_base(path) if Path(path).is_dir() else None
+    if base is not None and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        return load_tokenizer(base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
@@ -71,34 +105,66 @@ def load_tokenizer(path: str) -> Any:
     return tokenizer
 
 
-def load_causal_lm(path: str) -> Any:
-    """Loaded in float32: `bf16` training autocasts (accelerate / TRL) and casts only frozen copies."""
-    from transformers import AutoModelForCausalLM
+def model_init_kwargs(config: Any = None) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments of a config's `dtype` and `attn_implementation` (TRL's
+    `model_init_kwargs`); without a config, float32 and transformers' default attention."""
+    dtype = getattr(config, "dtype", "float32")
+    kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    if getattr(config, "attn_implementation", None) is not None:
+        kwargs["attn_implementation"] = config.attn_implementation
+    return kwargs
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except Exception as err:
-        raise InputError(f"{path}: could not load a causal LM ({type(err).__name__}: {err})") from err
+
+def _record_source(model: Any, path: str) -> Any:
+    """Name the model by where it was loaded from (a local directory as an absolute path): what a
+    LoRA adapter trained on it records as its base, and where its reference copy is loaded from."""
+    source = str(Path(path).resolve()) if Path(path).is_dir() else path
+    model.name_or_path = source
+    model.config._name_or_path = source
     return model
 
 
-def load_reward_model(path: str) -> Any:
-    """A one-label sequence classifier: the reward R(x, y) is its single logit (float32, as the policy)."""
+def load_causal_lm(path: str, init: dict[str, Any] | None = None) -> Any:
+    """A causal LM, built with `init` (`model_init_kwargs`; default float32: `bf16` training autocasts
+    and casts only frozen copies). A PEFT adapter directory loads over its base and is merged, so every
+    caller gets a plain model."""
+    from transformers import AutoModelForCausalLM
+
+    init = model_init_kwargs() | (init or {})
+    base = adapter_base(path) if Path(path).is_dir() else None
+    try:
+        if base is not None:
+            from peft import PeftModel
+
+            merged = PeftModel.from_pretrained(load_causal_lm(base, init), path).merge_and_unload()
+            model = merged.requires_grad_(True)  # peft froze the base for inference; it trains on from here
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **init)
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"{path}: could not load a causal LM ({type(err).__name__}: {err})") from err
+    return _record_source(model, path)
+
+
+def load_reward_model(path: str, init: dict[str, Any] | None = None) -> Any:
+    """A one-label sequence classifier: the reward R(x, y) is its single logit (float32 by default)."""
     from transformers import AutoModelForSequenceClassification
 
+    init = model_init_kwargs() | (init or {})
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **init)
     except Exception as err:
         raise InputError(f"{path}: could not load a reward model ({type(err).__name__}: {err})") from err
     if model.config.pad_token_id is None:
         tokenizer = load_tokenizer(path)
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return _record_source(model, path)
 
 
 def load_model(path: str | Path, kind: str = "policy") -> tuple[Any, Any]:
-    """A causal LM (`kind="policy"`) or reward model (`kind="reward"`) in evaluation mode, and its
-    tokenizer: what evaluation and data generation read a saved model with."""
+    """A causal LM (`kind="policy"`; full weights or a PEFT adapter) or reward model (`kind="reward"`) in
+    evaluation mode, and its tokenizer: what evaluation and data generation read a saved model with."""
     path = str(path)
     tokenizer = load_tokenizer(path)
     model = load_causal_lm(path) if kind == "policy" else load_reward_model(path)

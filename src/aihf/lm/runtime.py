@@ -130,6 +130,18 @@ def prepare_model(model: Any, config: LMConfig, task_type: str) -> Any:
     return model.train()
 
 
+def load_reference(policy: Any, config: LMConfig) -> Any:
+    """pi_0, loaded again from where the policy was loaded (with the config's dtype and attention),
+    as TRL's DPOTrainer does: under ZeRO-3 it is then built sharded like the policy, never a copy of
+    a full model. A model built in memory has no source and is copied."""
+    from aihf.lm.modeling import load_causal_lm, model_init_kwargs
+
+    source = getattr(policy.config, "_name_or_path", "")
+    if not source:
+        return frozen_copy(policy)
+    return load_causal_lm(source, model_init_kwargs(config)).requires_grad_(False).eval()
+
+
 def frozen_copy(model: Any) -> Any:
     """A frozen evaluation-mode copy (the reference policy pi_0, or the SPIN opponent pi_t)."""
     import copy
@@ -590,25 +602,75 @@ def snapshot_dirs(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(p.parent.name.split("-")[1]), p.parent) for p in found)
 
 
+LIBRARIES = ("aihf", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
+
+
 def model_card(
-    method: str, base: str, data: dict[str, str | None], config: dict[str, Any], notes: Sequence[str]
+    method: str,
+    sources: dict[str, str | None],
+    data: Sequence[Any],
+    config: dict[str, Any],
+    metrics: dict[str, float] | None = None,
+    adapter: bool = False,
 ) -> str:
+    """The README.md of a saved model (huggingface_hub's `ModelCard`, as TRL's `create_model_card`):
+    method, base model, data with row counts, the aihf command, final metrics, config, library versions.
+
+    `sources` are the run's inputs as given (`model`, and `command` when run from the command line);
+    `data` the `TextData` sets it trained on; `adapter` says the folder is a PEFT adapter."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import yaml
+    from huggingface_hub import ModelCard, ModelCardData
 
-    data_lines = "\n".join(f"- {k}: `{v}`" for k, v in data.items() if v) or "- (none)"
-    note_lines = "\n".join(f"- {n}" for n in notes)
-    return (
-        f"---\nlibrary_name: transformers\ntags: [aihf, {method}, trl]\nbase_model: {base}\n---\n\n"
-        f"# {method} model trained with aihf\n\n"
-        f"Method: **{method}** (aihf.lm, Alignment with Integrated Human Feedback, arXiv 2406.06874).\n"
-        f"Base model: `{base}`.\n\n## Data\n\n{data_lines}\n\n"
-        + (f"## Notes\n\n{note_lines}\n\n" if notes else "")
-        + f"## Configuration\n\n```yaml\n{yaml.safe_dump(config, sort_keys=True)}```\n"
+    base = sources.get("model") or "?"
+    on_hub = base != "?" and not Path(base).exists()  # a local path is not a Hub id (TRL does the same)
+    card_data = ModelCardData(
+        base_model=base if on_hub else None,
+        library_name="peft" if adapter else "transformers",
+        tags=["aihf", method, "trl", *(["lora"] if adapter else [])],
     )
+    sets = [d for d in data if d is not None]
+    data_lines = "\n".join(f"- {d.kind}: `{d.source}` ({len(d.rows)} rows)" for d in sets) or "- (none)"
+    notes = [n for d in sets for n in d.notes]
+    command = sources.get("command")
+    loading = (
+        "a LoRA adapter over the base model: `PeftModel.from_pretrained(base, this_folder)` or "
+        "`AutoPeftModelForCausalLM.from_pretrained(this_folder)`; `aihf lm generate --policy this_folder`"
+        if adapter
+        else "full weights: `AutoModelForCausalLM.from_pretrained(this_folder)`"
+    )
+    shown = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    metric_lines = "\n".join(f"| {k} | {v:.6g} |" for k, v in shown.items())
+    versions = []
+    for name in LIBRARIES:
+        try:
+            versions.append(f"- {name}: {version(name)}")
+        except PackageNotFoundError:
+            continue
+    body = (
+        f"# {method} model trained with aihf\n\n"
+        f"Method: **{method}** (aihf.lm; Alignment with Integrated Human Feedback, arXiv 2406.06874).\n"
+        f"Base model: `{base}`. Saved as {loading}.\n\n"
+        f"## Data\n\n{data_lines}\n\n"
+        + ("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" if notes else "")
+        + "## Command\n\n"
+        + (f"```\n{command}\n```\n\n" if command else "Trained through the Python API (`run_training`).\n\n")
+        + (f"## Metrics\n\n| metric | value |\n|---|---|\n{metric_lines}\n\n" if metric_lines else "")
+        + f"## Configuration\n\n```yaml\n{yaml.safe_dump(config, sort_keys=True)}```\n\n"
+        + "## Framework versions\n\n"
+        + "\n".join(versions)
+        + "\n"
+    )
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))
 
 
-def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: str) -> None:
-    """save_pretrained (PEFT adapters merged into the base, so `Auto*.from_pretrained` loads it) + card."""
+def save_model(
+    accelerator: Any, model: Any, tokenizer: Any, path: Path, card: str, merge: bool = True
+) -> None:
+    """save_pretrained + card. A PEFT model is saved merged into its base (`merge`: a plain model that
+    `Auto*.from_pretrained` loads), or as its adapter alone (adapter_config.json and
+    adapter_model.safetensors, which name the base)."""
     from aihf.io import atomic_path
 
     accelerator.wait_for_everyone()
@@ -618,7 +680,7 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: s
         unwrapped = accelerator.unwrap_model(model)
         if uses_fsdp(accelerator):  # its modules hold shards: save a plain model built from the full weights
             unwrapped, state_dict = _unsharded(unwrapped, state_dict), None
-        elif hasattr(unwrapped, "merge_and_unload"):
+        elif merge and hasattr(unwrapped, "merge_and_unload"):
             import copy
 
             unwrapped = copy.deepcopy(unwrapped)
@@ -629,6 +691,39 @@ def save_model(accelerator: Any, model: Any, tokenizer: Any, path: Path, card: s
             tokenizer.save_pretrained(tmp)
             write_text(tmp / "README.md", card)
     accelerator.wait_for_everyone()
+
+
+def save_policy(
+    accelerator: Any, model: Any, tokenizer: Any, path: Path, config: LMConfig, card: Any
+) -> None:
+    """A run's final policy: with `use_peft` its LoRA adapter (and, with `save_merged`, the merged full
+    weights in PATH_merged), else full weights. `card(adapter)` writes the model card of either form."""
+    save_model(accelerator, model, tokenizer, path, card(config.use_peft), merge=not config.use_peft)
+    if config.use_peft and config.save_merged:
+        save_model(accelerator, model, tokenizer, merged_dir(path), card(False))
+
+
+def merged_dir(path: Path) -> Path:
+    """Where `save_merged` puts the full weights of the adapter saved in `path`."""
+    return path.with_name(f"{path.name}_merged")
+
+
+def push_to_hub(folder: Path, repo_id: str, method: str) -> str:
+    """Upload a saved model folder to the Hub repository `repo_id` (created if missing); its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=f"aihf lm train: {method}"
+        )
+    except Exception as err:  # offline, no token, no rights: the model stays saved locally
+        raise InputError(
+            f"push_to_hub: uploading {folder} to {repo_id} failed ({type(err).__name__}: {err}); "
+            "the model is saved locally"
+        ) from None
+    return str(getattr(commit, "commit_url", None) or repo_id)
 
 
 def progress(total: int, initial: int, enabled: bool, desc: str) -> Any:

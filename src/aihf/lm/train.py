@@ -9,6 +9,7 @@ limit uses it instead.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ def run_training(
     max_steps: int | None = None,
     config: dict[str, Any] | str | None = None,
     reward_fn: RewardFn | None = None,
+    command: str | None = None,
 ) -> dict[str, float]:
     """Train `trainer` and write OUT/policy (and OUT/reward_model), OUT/metrics.jsonl; return final metrics.
 
@@ -45,7 +47,9 @@ def run_training(
     `model`, `reward_model`, `demos`, `prefs`, `prompts`, `eval_prefs` and `eval_prompts` (Hub names,
     `name:split[slice]`, or paths). Explicit arguments override it. `reward_fn` (aihf / rlhf only)
     replaces the reward model by a frozen Python reward. `eval_prefs` / `eval_prompts` are held-out data
-    for evaluation during training (`eval_strategy: steps`, see `LMConfig`).
+    for evaluation during training (`eval_strategy: steps`, see `LMConfig`). `command` (the aihf command
+    line that asked for the run) goes into the model cards. With `push_to_hub`, the saved models are
+    uploaded at the end (main process).
     """
     method = get_method(trainer)
     where = str(config) if isinstance(config, (str, Path)) else "config"
@@ -119,13 +123,18 @@ def run_training(
     }
     evaluation = _evaluation(cfg, held_out, loaded, tokenizer) if cfg.eval_strategy == "steps" else None
     data_args |= held_out
-    sources = {"model": model, "reward_model": reward_model} | {
+    sources = {"model": model, "reward_model": reward_model, "command": command} | {
         k: (v if isinstance(v, str) else f"<{len(v)} rows>") for k, v in data_args.items() if v is not None
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     if not cfg.resume_from_checkpoint:  # a fresh run into an old directory starts a fresh log
         (Path(out) / "metrics.jsonl").unlink(missing_ok=True)
-    return method.run(RunInputs(cfg, model, tokenizer, reward_model, loaded, sources, reward_fn, evaluation))
+    metrics = method.run(
+        RunInputs(cfg, model, tokenizer, reward_model, loaded, sources, reward_fn, evaluation)
+    )
+    if cfg.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        _push_outputs(Path(out), method.outputs, cfg.hub_model_id, trainer)
+    return metrics
 
 
 def _check_evaluation(method: Method, cfg: Any, held_out: dict[str, Any], data: dict[str, Any]) -> None:
@@ -174,3 +183,13 @@ def _evaluation(cfg: Any, held_out: dict[str, Any], loaded: dict[str, Any], toke
             break
     gold = load_gold_reward(cfg.eval_gold) if cfg.eval_gold is not None else None
     return EvalData(prefs=data.get("eval_prefs"), prompts=prompts, gold=gold)
+
+
+def _push_outputs(out: Path, outputs: tuple[str, ...], repo_id: str, method: str) -> None:
+    """Upload the run's saved models: the first (the policy, or a lone reward model) to `repo_id`, a
+    second (a reward model beside the policy) to `repo_id`-reward."""
+    from aihf.lm.runtime import push_to_hub
+
+    for output in outputs:
+        target = repo_id if output == outputs[0] else f"{repo_id}-reward"
+        print(f"pushed {out / output} to {push_to_hub(out / output, target, method)}")

@@ -41,6 +41,7 @@ from aihf.lm.config import LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
+from aihf.lm.modeling import is_saved_model
 from aihf.lm.pretrained import MODELS
 
 # The protocol files of `--preset` (configs/protocols/): each with the overrides of its --quick run.
@@ -632,7 +633,7 @@ def _sft_start(out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dic
     start.parent.mkdir(parents=True, exist_ok=True)
     with open(start.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (start / "policy" / "config.json").is_file():
+        if not is_saved_model(start / "policy"):
             write_json(start / "start.json", key | {"demos": len(demos)})
             _prune_cut_checkpoints(start)
             config = _resumable(sft, start, sft["max_steps"])
@@ -654,7 +655,7 @@ def _sft_start_dir(
 def _link_stage(start: Path, stage: Path) -> None:
     """Put a finished SFT start where RLHF looks for its SFT stage (OUT/runs/NAME/sft), as hard links:
     the stage is then skipped as done, and the job's numbers are those of training it in place."""
-    if (stage / "policy" / "config.json").is_file():
+    if is_saved_model(stage / "policy"):
         return
     shutil.rmtree(stage, ignore_errors=True)  # an interrupted attempt of its own
     tmp = stage.with_name(f"{stage.name}.tmp-{os.getpid()}")
