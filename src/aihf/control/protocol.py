@@ -110,7 +110,7 @@ def read_control_protocol(path: str | Path) -> tuple[ControlProtocol, Path]:
     root = Path(path).resolve().parent
 
     def bad(name: str, value: Any, expected: str) -> InputError:
-        return InputError(f"{path}: field {name!r} = {value!r}: expected {expected}")
+        return InputError(f"{path}: field '{name}' = {value!r}: expected {expected}")
 
     methods = set(proto.grids)
     for i, entry in enumerate(proto.priority):
@@ -120,9 +120,10 @@ def read_control_protocol(path: str | Path) -> tuple[ControlProtocol, Path]:
             )
     if proto.pilot_after is not None and proto.pilot_after not in methods:
         raise bad("pilot_after", proto.pilot_after, "a method of grids")
-    for name, seeds in [("seeds", proto.seeds), ("pilot_seeds", proto.pilot_seeds or [0])] + [
-        (f"final_seeds', '{m}", s) for m, s in proto.final_seeds.items()
-    ]:
+    for name, seeds in [
+        ("seeds", proto.seeds),
+        ("pilot_seeds", [0] if proto.pilot_seeds is None else proto.pilot_seeds),
+    ] + [(f"final_seeds', '{m}", s) for m, s in proto.final_seeds.items()]:
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             raise bad(name, seeds, "a non-empty list of distinct non-negative seeds")
     for numbers, low in (("pilot_steps", 1), ("budget_step", 1), ("tune_steps_cap", 1), ("tune_seed", 0)):
@@ -138,8 +139,8 @@ def read_control_protocol(path: str | Path) -> tuple[ControlProtocol, Path]:
         if method not in methods:
             raise bad("final_seeds", method, "methods of grids")
     for method, source in proto.start_from.items():
-        if method not in methods or source not in methods or method == source:
-            raise bad("start_from", {method: source}, "method: another method, both in grids")
+        if method not in methods or source not in methods or source in proto.start_from:
+            raise bad("start_from", {method: source}, "method: a method of grids that starts from nothing")
         clash = sorted({k for setting in proto.grids[method] for k in setting} & set(BC_KEYS))
         if clash:
             raise bad(f"grids', '{method}", clash[0], f"no {', '.join(BC_KEYS)}: they come from {source}")
@@ -230,8 +231,11 @@ class ProtocolQueue:
         return run_status(self.run_dir(job), load_config(str(self.config), self._config_values(job)))
 
     def state(self, job: Job) -> str:
-        """'finished' (in RUNS), 'recorded' (only in the committed record), 'checkpoint' or 'new'."""
+        """'finished' (in RUNS), 'recorded' (only in the committed record), 'trained' (its saved policy's
+        re-evaluation pending), 'checkpoint' or 'new'."""
         state = self.run_state(job)
+        if state == "finished" and self.reevaluates(job) and self.reevaluation(job) is None:
+            state = "trained"
         if state != "finished" and self.recorded(job) is not None:
             return "recorded"
         return state
@@ -309,31 +313,21 @@ class ProtocolQueue:
         return None if best is None else {k: v for k, v in best.items() if k in BC_KEYS}
 
     def tune_jobs(self, b: int) -> dict[str, list[tuple[dict[str, Any], Job]] | None]:
-        """Each method's tuning runs with their settings ([] for a method with one setting, which is
-        not tuned; None while the method it starts from is still being tuned)."""
+        """Each method's tuning runs (`method_tuning`)."""
+        return {algo: self.method_tuning(algo, b) for algo in self.proto.grids}
+
+    def method_tuning(self, algo: str, b: int) -> list[tuple[dict[str, Any], Job]] | None:
+        """`algo`'s tuning runs with their settings: [] for a method with one setting (not tuned), None
+        while the method it starts from is still being tuned."""
+        grid = self.proto.grids[algo]
+        if len(grid) == 1:
+            return []
+        start = self.start_settings(algo, b)
+        if start is None:
+            return None
         steps, seed = min(b, self.proto.tune_steps_cap), self.proto.tune_seed
-        out: dict[str, list[tuple[dict[str, Any], Job]] | None] = {}
-        for algo, grid in self.proto.grids.items():
-            start = self.start_settings(algo, b) if len(grid) > 1 else {}
-            if start is None:
-                out[algo] = None
-                continue
-            settings = [s | start for s in grid] if len(grid) > 1 else []
-            out[algo] = [
-                (
-                    s,
-                    self.job(
-                        f"tune/{algo}/{setting_name(s)}",
-                        f"tune/{algo}/{setting_name(s)}",
-                        algo,
-                        seed,
-                        steps,
-                        s,
-                    ),
-                )
-                for s in settings
-            ]
-        return out
+        named = [(s | start, f"tune/{algo}/{setting_name(s | start)}") for s in grid]
+        return [(s, self.job(name, name, algo, seed, steps, s)) for s, name in named]
 
     def check_jobs(self, b: int) -> list[Job]:
         check = self.proto.check
@@ -382,7 +376,7 @@ class ProtocolQueue:
         if len(grid) == 1:
             start = self.start_settings(algo, b)
             return None if start is None else grid[0] | start
-        tuned = self.tune_jobs(b)[algo]
+        tuned = self.method_tuning(algo, b)
         if tuned is None:
             return None
         results = [self.result(job) for _, job in tuned]
@@ -514,6 +508,10 @@ class ProtocolQueue:
                 assert result is not None
                 minutes = result.get("wall_time_s", 0) / 60
                 detail = f"true return {result['eval_return_mean']:.1f} ({minutes:.0f} min)"
+            elif state == "trained":
+                detail = (
+                    f"trained; its policy's re-evaluation ({self.proto.reevaluate_episodes} episodes) pending"
+                )
             else:
                 curve = self.run_curve(job)
                 detail = f"at {curve[-1][0]} of {job.get('total_steps')} steps" if curve else "not started"
