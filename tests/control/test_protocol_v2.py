@@ -123,6 +123,7 @@ def test_v2_runs_pilot_apart_rlhf_from_tuned_bc_reevaluates_and_reports_claims(
         ({"settings: {centering_coef: 0.02}": "settings: {demo_term: sum}"}, "demo_term"),
         ({"start_from: {rlhf: bc}": "start_from: {rlhf: rlhf}"}, "field 'start_from'"),
         ({"pilot_seeds: [100]": "pilot_seeds: []"}, "field 'pilot_seeds' = []"),
+        ({"pick_by: last3": "pick_by: last3\nhold: [finals]"}, "field 'hold' = ['finals']"),
     ],
 )
 def test_a_bad_v2_field_is_one_line_naming_it(tmp_path, replace, message):
@@ -136,3 +137,14 @@ def test_a_bad_v2_field_is_one_line_naming_it(tmp_path, replace, message):
     with pytest.raises(InputError) as err:
         module.read_control_protocol(path)
     assert message in str(err.value) and "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_held_stages_wait_while_the_pilot_runs(tiny_data, tmp_path, monkeypatch):
+    path = _write(tmp_path, tiny_data["demos_path"].parent)
+    path.write_text(path.read_text() + "hold: [tune, final, check]\n")
+    proto, root = module.read_control_protocol(path)
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+    monkeypatch.setattr(jobs, "budget", lambda: (100, []))  # as if the pilot had set B
+    plan = jobs.plan()
+    assert [job.name for job, _ in plan if job is not None] == ["pilot/sac-true/seed100"]
+    assert "tune, final, check held by the protocol's 'hold' field" in plan[-1][1]

@@ -18,7 +18,8 @@ false` (checked: the tuning seed is no reported seed, so no final repeats a tuni
 `start_from` (e.g. RLHF starts from the tuned BC: BC's picked `bc_*` settings are part of every RLHF
 run), `reevaluate_episodes` (each final's saved policy evaluated again, the second endpoint) and
 `claims` (one-sided Welch and exact permutation tests, Holm over them, IQM with stratified bootstrap
-intervals and a performance profile in the report). A method with one setting is not tuned.
+intervals and a performance profile in the report), `hold` (stages not started until the protocol's
+pilots have set its open values). A method with one setting is not tuned.
 
 Workers (`work`, one per core) claim the next job whose inputs are ready; an interrupted run continues
 from its checkpoint. A job that finished on an earlier machine whose RUNS is gone counts as done when
@@ -101,6 +102,7 @@ class ControlProtocol:
     start_from: dict[str, str] = field(default_factory=dict)  # method -> method whose picked bc_* it takes
     reevaluate_episodes: int = 0  # > 0: each final's saved policy evaluated again on this many episodes
     claims: list[list[str]] = field(default_factory=list)  # [a, b]: "a's endpoint is higher than b's"
+    hold: list[str] = field(default_factory=list)  # stages (tune, final, check) not started yet: pilots first
 
 
 def read_control_protocol(path: str | Path) -> tuple[ControlProtocol, Path]:
@@ -133,6 +135,8 @@ def read_control_protocol(path: str | Path) -> tuple[ControlProtocol, Path]:
         raise bad("budget_step", proto.budget_step, f"at most pilot_steps ({proto.pilot_steps})")
     if not 0 < proto.oracle_fraction <= 1:
         raise bad("oracle_fraction", proto.oracle_fraction, "a fraction in (0, 1]")
+    if not set(proto.hold) <= {"tune", "final", "check"}:
+        raise bad("hold", proto.hold, "some of tune, final, check")
     if proto.reevaluate_episodes < 0:
         raise bad("reevaluate_episodes", proto.reevaluate_episodes, "0 (none) or a number of episodes")
     for method in proto.final_seeds:
@@ -417,7 +421,13 @@ class ProtocolQueue:
             out += [(self.final_job(algo, s, b, best), "") for s in self.final_seeds(algo)]
         out += pilot  # unless placed above
         out += [(job, "") for job in self.check_jobs(b)]
-        return out
+        if not self.proto.hold:
+            return out
+        held = [(job, why) for job, why in out if job is None or job.name.split("/")[0] in self.proto.hold]
+        stages = ", ".join(self.proto.hold)
+        return [entry for entry in out if entry not in held] + [
+            (None, f"{stages} held by the protocol's 'hold' field ({len(held)} entries)")
+        ]
 
     def final_job(self, algo: str, seed: int, b: int, setting: dict[str, Any]) -> Job:
         return self.job(f"final/{algo}/seed{seed}", "final", algo, seed, b, setting)
