@@ -148,3 +148,16 @@ def test_held_stages_wait_while_the_pilot_runs(tiny_data, tmp_path, monkeypatch)
     plan = jobs.plan()
     assert [job.name for job, _ in plan if job is not None] == ["pilot/sac-true/seed100"]
     assert "tune, final, check held by the protocol's 'hold' field" in plan[-1][1]
+
+
+def test_the_shipped_protocol_files_pass_every_check(tmp_path):
+    root = module.DEFAULT_PROTOCOL.parent
+    for name in ("control_hopper.yaml", "control_hopper_v2.yaml", "control_halfcheetah_v2.yaml"):
+        module.read_control_protocol(root / name)
+    proto, where = module.read_control_protocol(root / "control_hopper_v2.yaml")
+    jobs = module.ProtocolQueue(proto, where, tmp_path / "runs")
+    assert jobs.data.name == "whole" and (jobs.data / "prefs.npz").is_file()  # the shipped v2 pairs
+    assert proto.tune_seed not in {s for seeds in proto.final_seeds.values() for s in seeds} | set(
+        proto.seeds
+    )
+    assert [job.name for job, _ in jobs.plan() if job is not None] == ["pilot/sac-true/seed100"]
