@@ -161,3 +161,16 @@ def test_the_shipped_protocol_files_pass_every_check(tmp_path):
         proto.seeds
     )
     assert [job.name for job, _ in jobs.plan() if job is not None] == ["pilot/sac-true/seed100"]
+
+
+def test_the_budget_by_the_last_three_evaluations_skips_a_lucky_one(tiny_data, tmp_path, monkeypatch):
+    path = _write(tmp_path, tiny_data["demos_path"].parent)
+    text = path.read_text().replace("pilot_steps: 200", "pilot_steps: 400")
+    monkeypatch.setattr(module, "demonstration_return", lambda data: 100.0)  # B where the figure is >= 80
+    curve = [(100, 10.0), (200, 90.0), (300, 70.0), (400, 85.0)]  # 200: a lucky evaluation
+    for by, expected in (("evaluation", 200), ("last3", 400)):
+        path.write_text(text + f"budget_by: {by}\n")
+        proto, root = module.read_control_protocol(path)
+        jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+        monkeypatch.setattr(jobs, "run_curve", lambda job: curve)
+        assert jobs.budget()[0] == expected
