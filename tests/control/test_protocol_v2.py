@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from aihf.control import protocol as module
@@ -174,3 +175,21 @@ def test_the_budget_by_the_last_three_evaluations_skips_a_lucky_one(tiny_data, t
         jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
         monkeypatch.setattr(jobs, "run_curve", lambda job: curve)
         assert jobs.budget()[0] == expected
+
+
+def test_demonstrations_cut_mid_episode_stop_the_trajectory_form_before_any_job(tiny_data, tmp_path):
+    from aihf.control.data import save_preferences, save_trajectories
+
+    demos = tiny_data["demos"]
+    cut = demos.select(np.arange(len(demos)))
+    cut.truncated[demos.starts[1] + demos.lengths[1] - 1] = False  # trajectory 1: a piece of an episode
+    data = tmp_path / "data"
+    save_trajectories(data / "demos.npz", cut)
+    save_preferences(data / "prefs.npz", tiny_data["prefs"])
+    path = _write(tmp_path, data)
+    path.write_text(path.read_text().replace("{alpha: 0.5}", "{alpha: 0.5, demo_term: trajectory}"))
+    proto, root = module.read_control_protocol(path)
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+    with pytest.raises(InputError, match=r"demos\.npz: trajectory 1 ends without a terminated or truncated"):
+        jobs.work(wait=0.1)
+    assert not (tmp_path / "runs" / "pilot").exists()

@@ -440,8 +440,23 @@ class ProtocolQueue:
     def final_job(self, algo: str, seed: int, b: int, setting: dict[str, Any]) -> Job:
         return self.job(f"final/{algo}/seed{seed}", "final", algo, seed, b, setting)
 
+    def check_data(self) -> None:
+        """The data as every method and setting of the protocol will load it (sizes, next states, whole
+        episodes for `demo_term: trajectory`), once before any job: a bad file is one line, not a
+        failed job after hours of others."""
+        from aihf.control.train import load_run_data
+
+        seen = set()
+        for algo, grid in self.proto.grids.items():
+            for setting in grid:
+                cfg = load_config(str(self.config), {**self.proto.settings, **setting, "algo": algo})
+                if (algo, cfg.demo_term, cfg.env_id) not in seen:
+                    seen.add((algo, cfg.demo_term, cfg.env_id))
+                    load_run_data(cfg, self.data / "demos.npz", self.data / "prefs.npz")
+
     def work(self, wait: float = 60.0) -> list[str]:
         """Claim and run jobs until every one has finished; return the failed ones."""
+        self.check_data()
         return queue.work(self.plan, lambda job: self.result(job) is not None, self.run, self.store, wait)
 
     # --- record and report ---------------------------------------------------------------------------
