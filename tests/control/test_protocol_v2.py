@@ -102,7 +102,10 @@ def test_v2_runs_pilot_apart_rlhf_from_tuned_bc_reevaluates_and_reports_claims(
     assert all(c["p_welch_holm"] >= c["p_welch"] and c["df"] > 0 for c in claims)
     assert summary["tuning"]["sac-true"] == {"runs": [], "picked": {}}
     md = (tmp_path / "results" / "v2.md").read_text()
-    assert "**Endpoints**" in md and "**Claims**" in md and "| aihf > rlhf |" in md
+    assert "**Endpoints**" in md and "| aihf > rlhf |" in md
+    generated = md.split(module.BEGIN, 1)[1]
+    assert generated.lstrip().startswith("**Verdicts**")  # the page leads with the verdict table
+    assert all(c["verdict"] in ("holds", "does not hold", "undecided") for c in claims)
     assert (tmp_path / "results" / "v2_profile.png").stat().st_size > 0
 
 

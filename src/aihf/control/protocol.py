@@ -628,8 +628,10 @@ class ProtocolQueue:
             oracle = "; the oracle rows are the pilot's runs read at B" if proto.pilot_seeds is None else ""
             md += [f"**Comparison** (seeds {_seeds(seeds)} at B{oracle}):\n", table]
             if proto.claims or proto.reevaluate_episodes:
-                endpoint_md, summary["endpoints"], summary["decisions"] = self.endpoints(finals, demo_return)
-                md += endpoint_md
+                endpoint_md, claims_md, summary["endpoints"], summary["decisions"] = self.endpoints(
+                    finals, demo_return
+                )
+                md = claims_md + md + endpoint_md  # the page leads with the verdicts
         checks = [
             (job.seed, result) for job in self.check_jobs(b) if (result := self.result(job)) is not None
         ]
@@ -648,12 +650,12 @@ class ProtocolQueue:
 
     def endpoints(
         self, finals: dict[str, list[dict[str, Any]]], demo_return: float
-    ) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[list[str], list[str], dict[str, Any], list[dict[str, Any]]]:
         """The endpoint table (mean of the last three evaluations at B, the re-evaluation of the saved
         policy, the IQM of the first with its stratified bootstrap interval), the performance profile
-        (`name`_profile.png, scores as fractions of the demonstrations' return) and the claims' tests
-        (one-sided Welch with its df, exact permutation, Holm over the claims, on the last-three
-        endpoint)."""
+        (`name`_profile.png, scores as fractions of the demonstrations' return), and the verdict table
+        of the claims (one-sided Welch with its df, exact permutation, Holm over the claims, on the
+        last-three endpoint), which the report puts first."""
         proto = self.proto
         scores = {algo: np.array([last3(r) for r in rs]) for algo, rs in finals.items()}
         again = {
@@ -716,13 +718,16 @@ class ProtocolQueue:
             if a in scores and b in scores
         ]
         decisions: list[dict[str, Any]] = []
+        claims_md: list[str] = []
         if tests:
             welch_holm = holm([t.p_welch for _, _, t in tests])
             perm_holm = holm([t.p_perm for _, _, t in tests])
+            # the opposite claims (b > a), Holm-adjusted the same way: "does not hold" when one is decided
+            opposite = holm([pair_test(scores[b], scores[a], "greater").p_welch for a, b, _ in tests])
             lines = []
-            for (a, b, t), pw, pp in zip(tests, welch_holm, perm_holm):
+            for (a, b, t), pw, pp, po in zip(tests, welch_holm, perm_holm, opposite):
                 said = verdict(a, b, t, pw)
-                holds = "holds" if said == f"{a} beats {b}" else "undecided"
+                holds = "holds" if said == f"{a} beats {b}" else "does not hold" if po < 0.05 else "undecided"
                 decisions.append(
                     {
                         "claim": [a, b],
@@ -748,17 +753,19 @@ class ProtocolQueue:
                         f"{t.n[0]} / {t.n[1]}",
                     ]
                 )
-            md += [
-                "\n**Claims** (one-sided: the first method's last-3 endpoint is higher; Welch's t with its "
-                "Welch-Satterthwaite df, the exact permutation test of the difference in means; p raw / "
-                "Holm-adjusted over the claims; holds: Holm-adjusted Welch p < 0.05):\n",
+            claims_md = [
+                "**Verdicts** (one-sided claims: the first method's last-3 endpoint at B is higher; "
+                "Welch's t with its Welch-Satterthwaite df and the exact permutation test of the difference "
+                "in means; p raw / Holm-adjusted over the claims; holds: Holm-adjusted Welch p < 0.05; "
+                "does not hold: the opposite claim's Holm-adjusted Welch p < 0.05; else undecided):\n",
                 *markdown_table(
                     ["claim", "verdict", "difference", "t (df)", "Welch p", "permutation p", "seeds"],
                     lines,
                     "llrrrrr",
                 ),
+                "",
             ]
-        return md, rows, decisions
+        return md, claims_md, rows, decisions
 
     def _write_report(self, md: list[str], summary: dict[str, Any]) -> str:
         """The record, and the generated part of the Markdown page (the reading around it is kept)."""
