@@ -381,7 +381,8 @@ def table1(prefs: Preferences, demos: Trajectories) -> dict:
 
 def format_table1(table: dict) -> str:
     lines = [
-        f"| {table['env_id']} set (whole trajectories) | n | true return (mean +- std) | of demonstrations | falls |",
+        f"| {table['env_id']} set (whole trajectories) | n | true return (mean +- std) "
+        "| of demonstrations | falls |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [
