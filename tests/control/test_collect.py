@@ -94,7 +94,7 @@ def _pool(lengths, per_step, fall_below, env_id="Toy-v0"):
         falls = length < fall_below
         episodes.append(
             {
-                "observations": np.full((length, 2), r, dtype=np.float32),
+                "observations": np.full((length, 2), length, dtype=np.float32),
                 "actions": np.zeros((length, 1), dtype=np.float32),
                 "rewards": np.full(length, r, dtype=np.float32),
                 "terminated": end & falls,
@@ -167,12 +167,14 @@ def test_pairs_refuses_bad_input_with_one_line(tmp_path, monkeypatch, capsys):
     save_trajectories(tmp_path / "pool.npz", _pool([10, 20, 30], [1.0] * 3, fall_below=30))
     save_trajectories(tmp_path / "other.npz", _pool([10, 20, 30], [1.0] * 3, fall_below=30, env_id="X"))
     save_trajectories(tmp_path / "demos.npz", _pool([30], [1.2], fall_below=0))
+    save_trajectories(tmp_path / "human.npz", _pool([10, 20, 30], [float("nan")] * 3, fall_below=30))
     argv = ["control", "pairs", "--demos", str(tmp_path / "demos.npz"), "--out", str(tmp_path / "o")]
     cases = [
         (["--pool", str(tmp_path / "pool.npz"), "--min-pool", "5"], "the pool has only 3 trajectories"),
         (["--pool", str(tmp_path / "other.npz")], "env_id 'X'"),
         (["--pool", str(tmp_path / "pool.npz"), "--targets", "0.9", "0.5"], "--targets"),
         (["--pool", str(tmp_path / "missing.npz")], "file not found"),
+        (["--pool", str(tmp_path / "human.npz")], "human.npz: rewards are unknown (NaN)"),
     ]
     for extra, message in cases:
         assert main([*argv, *extra]) == 2

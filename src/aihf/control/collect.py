@@ -428,6 +428,9 @@ def build_pairs(
                 f"{path}: observations of size {traj.observations.shape[1]}, the demonstrations' "
                 f"are {demos.observations.shape[1]}"
             )
+    for path, traj in [(demos_path, demos), *zip(pools, loaded)]:
+        if np.isnan(traj.rewards).any():  # human data: no true reward to label or bucket by
+            raise InputError(f"{path}: rewards are unknown (NaN); pairs are labelled by true return")
     everything = loaded[0] if len(loaded) == 1 else _concatenate(loaded)
     if min_pool > len(everything):
         raise InputError(f"--min-pool {min_pool}: the pool has only {len(everything)} trajectories")
