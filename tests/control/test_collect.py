@@ -175,6 +175,7 @@ def test_pairs_refuses_bad_input_with_one_line(tmp_path, monkeypatch, capsys):
         (["--pool", str(tmp_path / "pool.npz"), "--targets", "0.9", "0.5"], "--targets"),
         (["--pool", str(tmp_path / "missing.npz")], "file not found"),
         (["--pool", str(tmp_path / "human.npz")], "human.npz: rewards are unknown (NaN)"),
+        (["--pool", str(tmp_path / "pool.npz"), "--out", str(tmp_path)], "would overwrite this input"),
     ]
     for extra, message in cases:
         assert main([*argv, *extra]) == 2

@@ -418,6 +418,10 @@ def build_pairs(
         raise InputError(f"--num-preferences {num_pairs}: expected 0 (every pair) or a positive count")
     if min_pool < 2:
         raise InputError(f"--min-pool {min_pool}: expected at least 2")
+    written = {(Path(out_dir) / name).resolve() for name in ("demos.npz", "prefs.npz")}
+    for path in [demos_path, *pools]:
+        if Path(path).resolve() in written:
+            raise InputError(f"{path}: --out {out_dir} would overwrite this input; write elsewhere")
     demos = load_trajectories(demos_path)
     loaded = [load_trajectories(path) for path in pools]
     for path, traj in zip(pools, loaded):
