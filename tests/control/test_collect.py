@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from aihf.cli import main
-from aihf.control.collect import CollectConfig, make_preferences
-from aihf.control.data import load_preferences, load_trajectories
+from aihf.control.collect import CollectConfig, make_preferences, pair_window
+from aihf.control.data import Trajectories, load_preferences, load_trajectories, save_trajectories
 from aihf.errors import InputError
 
 
@@ -83,3 +83,102 @@ def test_expert_run_continues_from_its_newest_checkpoint(tmp_path, capsys):
     assert len(load_trajectories(tmp_path / "demos.npz")) == 2
     with pytest.raises(InputError, match="checkpoint_every"):
         CollectConfig(expert_steps=100, checkpoint_every=200)
+
+
+def _pool(lengths, per_step, fall_below, env_id="Toy-v0"):
+    """Trajectories of constant per-step reward; those shorter than `fall_below` end terminated (a fall)."""
+    episodes = []
+    for length, r in zip(lengths, per_step):
+        end = np.zeros(length, dtype=bool)
+        end[-1] = True
+        falls = length < fall_below
+        episodes.append(
+            {
+                "observations": np.full((length, 2), length, dtype=np.float32),
+                "actions": np.zeros((length, 1), dtype=np.float32),
+                "rewards": np.full(length, r, dtype=np.float32),
+                "terminated": end & falls,
+                "truncated": end & ~falls,
+            }
+        )
+    return Trajectories.from_episodes(episodes, env_id)
+
+
+def _brute_force_window(returns, demo_return, targets, min_pool):
+    v = np.sort(returns)
+    best = None
+    for i in range(len(v)):
+        for j in range(i + min_pool, len(v) + 1):
+            a, b = np.triu_indices(j - i, k=1)
+            low, high = v[i:j][a].mean(), v[i:j][b].mean()
+            miss = (low / demo_return - targets[0]) ** 2 + (high / demo_return - targets[1]) ** 2
+            if best is None or miss < best[0]:
+                best = (miss, low, high)
+    return best[1:]
+
+
+def test_the_pair_window_is_the_window_whose_side_means_come_closest_to_the_targets():
+    returns = np.random.default_rng(3).gamma(2.0, 50.0, size=40)
+    window, low, high = pair_window(returns, 200.0, (0.66, 0.85), 6)
+    assert (low, high) == pytest.approx(_brute_force_window(returns, 200.0, (0.66, 0.85), 6))
+    inside = np.sort(returns[window])
+    assert (
+        len(window) >= 6
+        and not ((returns > inside[0]) & (returns < inside[-1]) & ~np.isin(np.arange(40), window)).any()
+    )  # contiguous in return order
+
+
+def test_whole_trajectory_pairs_hold_falls_at_the_papers_gaps(tmp_path, monkeypatch, capsys):
+    # 30 trajectories of 10-100 steps of reward 1, those under 100 steps fall; demonstrations return 110
+    lengths = list(range(10, 101, 10)) * 3
+    pool = _pool(lengths, [1.0] * 30, fall_below=100)
+    save_trajectories(tmp_path / "pool.npz", pool)
+    save_trajectories(tmp_path / "demos.npz", _pool([100, 100], [1.1, 1.1], fall_below=0))
+    monkeypatch.setattr("aihf.cli.DOMAINS", ("aihf.control.cli",))
+    out = tmp_path / "out"
+    argv = ["control", "pairs", "--pool", str(tmp_path / "pool.npz"), "--demos", str(tmp_path / "demos.npz")]
+    assert main([*argv, "--out", str(out), "--min-pool", "8"]) == 0
+    assert "non-preferred" in capsys.readouterr().out
+    prefs = load_preferences(out / "prefs.npz")
+    traj = prefs.trajectories
+    returns = traj.returns()
+    a, b = prefs.segments[:, 0], prefs.segments[:, 3]
+    # whole trajectories, every distinct pair once, labelled by true return (ties 0.5)
+    assert (prefs.segments[:, [1, 4]] == 0).all()
+    np.testing.assert_array_equal(prefs.segments[:, 2], traj.lengths[a])
+    assert len({tuple(sorted(p)) for p in zip(a, b)}) == len(prefs) == len(traj) * (len(traj) - 1) // 2
+    expected = np.where(returns[a] > returns[b], 1.0, np.where(returns[a] < returns[b], 0.0, 0.5))
+    np.testing.assert_array_equal(prefs.labels, expected)
+    table = json.loads((out / "table1.json").read_text())["table1"]
+    sets = table["sets"]
+    low, high = _brute_force_window(pool.returns(), 110.0, (0.66, 0.85), 8)
+    assert sets["non-preferred"]["mean"] == pytest.approx(low)
+    assert sets["preferred"]["mean"] == pytest.approx(high)
+    assert abs(sets["non-preferred"]["of_demonstrations"] - 0.66) < 0.05
+    assert abs(sets["preferred"]["of_demonstrations"] - 0.85) < 0.05
+    assert sets["demonstrations"]["fall_rate"] == 0.0 and sets["non-preferred"]["fall_rate"] > 0.5
+    assert table["pairs_with_one_fall"] > 0  # a fall is inside the compared data
+    assert load_trajectories(out / "demos.npz").returns() == pytest.approx([110.0, 110.0])
+    assert (out / "table1.md").read_text().startswith("| Toy-v0 set")
+
+
+def test_pairs_refuses_bad_input_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("aihf.cli.DOMAINS", ("aihf.control.cli",))
+    save_trajectories(tmp_path / "pool.npz", _pool([10, 20, 30], [1.0] * 3, fall_below=30))
+    save_trajectories(tmp_path / "other.npz", _pool([10, 20, 30], [1.0] * 3, fall_below=30, env_id="X"))
+    save_trajectories(tmp_path / "demos.npz", _pool([30], [1.2], fall_below=0))
+    save_trajectories(tmp_path / "human.npz", _pool([10, 20, 30], [float("nan")] * 3, fall_below=30))
+    argv = ["control", "pairs", "--demos", str(tmp_path / "demos.npz"), "--out", str(tmp_path / "o")]
+    cases = [
+        (["--pool", str(tmp_path / "pool.npz"), "--min-pool", "5"], "the pool has only 3 trajectories"),
+        (["--pool", str(tmp_path / "other.npz")], "env_id 'X'"),
+        (["--pool", str(tmp_path / "pool.npz"), "--targets", "0.9", "0.5"], "--targets"),
+        (["--pool", str(tmp_path / "missing.npz")], "file not found"),
+        (["--pool", str(tmp_path / "human.npz")], "human.npz: rewards are unknown (NaN)"),
+        (["--pool", str(tmp_path / "pool.npz"), "--out", str(tmp_path)], "would overwrite this input"),
+    ]
+    for extra, message in cases:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

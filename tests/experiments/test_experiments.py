@@ -17,7 +17,19 @@ from aihf.experiments import queue
 from aihf.experiments import store as store_module
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
-from aihf.experiments.report import fmt, holm, markdown_table, mean_curve, pair_test, sd, verdict
+from aihf.experiments.report import (
+    fmt,
+    holm,
+    iqm,
+    markdown_table,
+    mean_curve,
+    pair_test,
+    performance_profile,
+    plot_performance_profiles,
+    sd,
+    stratified_bootstrap_ci,
+    verdict,
+)
 from aihf.experiments.store import Owner, Store, holder
 
 
@@ -203,6 +215,43 @@ def test_seed_statistics_use_ddof_1_and_the_pair_tests_their_degrees_of_freedom(
     assert holm([0.01, 0.04, float("nan"), 0.03]) == pytest.approx(
         [0.03, 0.06, float("nan"), 0.06], nan_ok=True
     )
+
+
+def test_one_sided_tests_halve_the_two_sided_p_in_the_direction_of_the_claim():
+    a, b = [0.93, 0.94, 0.92, 0.95], [0.78, 0.80, 0.77]
+    two, greater, less = (pair_test(a, b, alt) for alt in ("two-sided", "greater", "less"))
+    welch = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    assert greater.p_welch == pytest.approx(welch.pvalue) and greater.df == pytest.approx(two.df)
+    assert greater.p_welch == pytest.approx(two.p_welch / 2)
+    assert greater.p_perm == pytest.approx(1 / 35)  # exact: only the observed split is as extreme
+    assert less.p_perm == pytest.approx(1.0) and less.p_welch > 0.99
+    assert greater.alternative == "greater" and verdict("a", "b", greater, greater.p_welch) == "a beats b"
+
+
+def test_iqm_bootstrap_interval_and_performance_profile():
+    # IQM = the mean of the middle half: of 0..7 that is 2..5
+    assert iqm(np.arange(8.0)) == pytest.approx(3.5)
+    assert iqm([0, 1, 2, 3, 4, 5, 6, 1000]) == pytest.approx(3.5)  # one outlying run changes nothing
+    # on a large normal sample the 95 % interval of the IQM covers the truth (0) and is narrow
+    sample = np.random.default_rng(1).normal(0.0, 1.0, size=400)
+    low, high = stratified_bootstrap_ci(sample, reps=500)
+    assert low < 0.0 < high and high - low < 0.4
+    # strata: runs are resampled within each task, so a task's constant column stays constant
+    two_tasks = np.stack([np.full(20, 5.0), sample[:20]], axis=1)
+    low, high = stratified_bootstrap_ci(two_tasks, lambda x: x[:, 0].mean(), reps=200)
+    assert low == high == 5.0
+    taus = np.linspace(-3, 3, 25)
+    profile = performance_profile(sample, taus)
+    assert (np.diff(profile) <= 0).all() and profile[0] > 0.99 and profile[-1] < 0.01
+    assert performance_profile([1.0, 2.0, 3.0, 4.0], [2.5]) == pytest.approx([0.5])
+
+
+def test_performance_profiles_are_drawn_with_rliable(tmp_path):
+    pytest.importorskip("rliable")
+    scores = {"a": np.array([0.2, 0.5, 0.9]), "b": np.array([0.6, 0.7, 1.0])}
+    profiles = plot_performance_profiles(scores, np.linspace(0, 1.2, 13), tmp_path / "p.png", reps=50)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert profiles["b"][6] == pytest.approx(2 / 3)  # tau 0.6: only 0.7 and 1.0 exceed it
 
 
 def test_tables_and_mean_curves():

@@ -1,4 +1,4 @@
-"""`aihf control {train,collect,bench}`: AIHF and its baselines on gymnasium environments with SAC.
+"""`aihf control {train,collect,pairs,bench,protocol}`: AIHF and its baselines with SAC on gymnasium.
 
 Only argparse work happens at import time; torch / stable-baselines3 load inside the handlers.
 """
@@ -77,6 +77,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument("--label-mode", choices=("deterministic", "bradley-terry"), default="deterministic")
     collect.add_argument("--temperature", type=float, default=1.0, help="Bradley-Terry label temperature")
     collect.set_defaults(handler=_collect)
+
+    pairs = sub.add_parser(
+        "pairs",
+        help="whole-trajectory preferences at the paper's gaps from a collected pool (falls included)",
+        description="Pairs whole trajectories of the pool (e.g. a collected prefs.npz) from the window of "
+        "returns whose non-preferred / preferred sides come closest to --targets x the demonstrations' "
+        "mean return; writes demos.npz, prefs.npz and table1.{json,md} (returns, falls, n per set).",
+    )
+    pairs.add_argument("--pool", nargs="+", required=True, help="trajectory or preference .npz files")
+    pairs.add_argument("--demos", required=True, help="the demonstrations .npz")
+    pairs.add_argument("--out", required=True)
+    pairs.add_argument("--num-preferences", type=int, default=0, help="0: every distinct pair of the window")
+    pairs.add_argument(
+        "--targets", type=float, nargs=2, default=[0.66, 0.85], help="non-preferred and preferred side means"
+    )
+    pairs.add_argument("--min-pool", type=int, default=20, help="fewest trajectories to pair up")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.set_defaults(handler=_pairs)
 
     bench = sub.add_parser("bench", help="compare AIHF with the baselines over seeds (paper Fig. 3)")
     bench.add_argument("--env", default=None, help="default: the --config file's env_id, else Pendulum-v1")
@@ -186,6 +204,16 @@ def _collect(args: argparse.Namespace) -> int:
     )
     table = collect(cfg, args.out)
     print(format_quality(table, args.env), end="")
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from aihf.control.collect import build_pairs, format_table1
+
+    table = build_pairs(
+        args.pool, args.demos, args.out, args.num_preferences, tuple(args.targets), args.min_pool, args.seed
+    )
+    print(format_table1(table), end="")
     return 0
 
 

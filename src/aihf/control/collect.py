@@ -12,6 +12,11 @@
 5. write demos.npz, prefs.npz and the quality table (mean +- std true return per set, cf. the paper's
    Table 1: non-preferred / preferred / demonstrations, as whole-trajectory returns, with the
    segment returns beside them when preferences compare segments).
+
+`build_pairs` (`aihf control pairs`) redraws the preferences of a collected pool as whole-trajectory
+pairs whose sides sit at the paper's gaps (Table 1: non-preferred about 66 %, preferred about 85 % of
+the demonstrations' mean return), so that falls are inside the compared data: 50-step segments of a
+pool whose falls happen late (v1) never contained one.
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ from tqdm.auto import tqdm
 
 from aihf.control.backends import get_backend
 from aihf.control.config import parse_ent_coef
-from aihf.control.data import Preferences, Trajectories, save_preferences, save_trajectories
+from aihf.control.data import (
+    Preferences,
+    Trajectories,
+    load_trajectories,
+    save_preferences,
+    save_trajectories,
+)
 from aihf.control.envs import make_env
 from aihf.control.state import load_replay, save_replay
 from aihf.errors import InputError
@@ -276,3 +287,184 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     write_json(out_dir / "quality.json", {"config": asdict(cfg), "quality": table})
     write_text(out_dir / "quality.md", format_quality(table, cfg.env_id))
     return table
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole-trajectory pairs at the paper's gaps
+
+PAPER_GAPS = (0.66, 0.85)  # Hopper 2345 / 3025 of 3560; HalfCheetah 7226 / 9434 of 11635 (v1 Table 1)
+
+
+def falls(traj: Trajectories) -> np.ndarray:
+    """Per trajectory: did the environment end it (terminated at its last step, e.g. the robot fell)."""
+    return traj.terminated[np.cumsum(traj.lengths) - 1].astype(bool)
+
+
+def pair_window(
+    returns: np.ndarray, demo_return: float, targets: tuple[float, float], min_pool: int
+) -> tuple:
+    """The pool to pair up: the contiguous window (in return order, at least `min_pool` trajectories) whose
+    pairs, all distinct ones labelled by return, have side means closest to `targets` x `demo_return`
+    (non-preferred, preferred). Returns (indices into `returns`, non-preferred mean, preferred mean).
+
+    Of k values sorted ascending, the t-th is the larger side of t pairs and the smaller of k-1-t, so
+    each window's side means come from prefix sums, for every window at once."""
+    order = np.argsort(returns, kind="stable")
+    v = returns[order].astype(np.float64)
+    n = len(v)
+    p0 = np.concatenate([[0.0], np.cumsum(v)])
+    p1 = np.concatenate([[0.0], np.cumsum(v * np.arange(n))])
+    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    k = j - i
+    valid = k >= max(min_pool, 2)
+    pairs = np.where(valid, k * (k - 1) / 2, 1.0)
+    total = p0[j] - p0[i]
+    high_sum = (p1[j] - p1[i]) - i * total  # sum over the window of v_t * (its rank t in the window)
+    preferred = high_sum / pairs
+    non_preferred = ((k - 1) * total - high_sum) / pairs
+    miss = (non_preferred / demo_return - targets[0]) ** 2 + (preferred / demo_return - targets[1]) ** 2
+    best = np.unravel_index(np.argmin(np.where(valid, miss, np.inf)), miss.shape)
+    lo, hi = int(best[0]), int(best[1])
+    return np.sort(order[lo:hi]), float(non_preferred[lo, hi]), float(preferred[lo, hi])
+
+
+def whole_trajectory_preferences(pool: Trajectories, num_pairs: int, rng: np.random.Generator) -> Preferences:
+    """`num_pairs` distinct pairs of whole pool trajectories (all of them when 0 or more than exist), each
+    side order random, labelled by true return (0.5 on a tie)."""
+    a, b = np.triu_indices(len(pool), k=1)
+    chosen = rng.permutation(len(a))
+    if 0 < num_pairs < len(a):
+        chosen = np.sort(chosen[:num_pairs])
+    a, b = a[chosen], b[chosen]
+    swap = rng.random(len(a)) < 0.5
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    lengths, returns = pool.lengths, pool.returns()
+    segments = np.stack([a, np.zeros_like(a), lengths[a], b, np.zeros_like(b), lengths[b]], axis=1)
+    labels = np.where(returns[a] > returns[b], 1.0, np.where(returns[a] < returns[b], 0.0, 0.5))
+    return Preferences(pool, segments.astype(np.int64), labels.astype(np.float32))
+
+
+def table1(prefs: Preferences, demos: Trajectories) -> dict:
+    """The paper's Table 1 for whole-trajectory pairs: each set's true return (mean, std, share of the
+    demonstrations' mean), how many of its trajectories fall, and n; plus how often a pair has a fall on
+    exactly one side and how often the preferred side is one that fell."""
+    pool = prefs.trajectories
+    returns, fell = pool.returns(), falls(pool)
+    a, b = prefs.segments[:, 0], prefs.segments[:, 3]
+    a_wins = prefs.labels >= 0.5
+    winner, loser = np.where(a_wins, a, b), np.where(a_wins, b, a)
+    demo_mean = float(np.mean(demos.returns()))
+
+    def row(values: np.ndarray, fallen: np.ndarray) -> dict:
+        return {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "of_demonstrations": float(np.mean(values) / demo_mean),
+            "fall_rate": float(np.mean(fallen)),
+            "n": len(values),
+        }
+
+    return {
+        "env_id": pool.env_id,
+        "sets": {
+            "pool (both sides)": row(returns, fell),
+            "non-preferred": row(returns[loser], fell[loser]),
+            "preferred": row(returns[winner], fell[winner]),
+            "demonstrations": row(demos.returns(), falls(demos)),
+        },
+        "pairs": len(prefs),
+        "pairs_with_one_fall": float(np.mean(fell[a] != fell[b])),
+        "preferred_side_fell": float(np.mean(fell[winner])),
+        "transitions": int(pool.num_transitions),
+    }
+
+
+def format_table1(table: dict) -> str:
+    lines = [
+        f"| {table['env_id']} set (whole trajectories) | n | true return (mean +- std) "
+        "| of demonstrations | falls |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {r['n']} | {r['mean']:.1f} +- {r['std']:.1f} | {r['of_demonstrations']:.0%} | "
+        f"{r['fall_rate']:.0%} |"
+        for name, r in table["sets"].items()
+    ]
+    lines.append(
+        f"\n{table['pairs']} pairs over {table['sets']['pool (both sides)']['n']} trajectories "
+        f"({table['transitions']} transitions); a fall on exactly one side in "
+        f"{table['pairs_with_one_fall']:.0%} of the pairs; the preferred side fell in "
+        f"{table['preferred_side_fell']:.0%}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def build_pairs(
+    pools: list[str | Path],
+    demos_path: str | Path,
+    out_dir: str | Path,
+    num_pairs: int = 0,
+    targets: tuple[float, float] = PAPER_GAPS,
+    min_pool: int = 20,
+    seed: int = 0,
+) -> dict:
+    """Whole-trajectory preferences from the trajectories of `pools` (trajectory or preference files, e.g.
+    a collected prefs.npz, whose pool is every rolled-out trajectory below the demonstrations), drawn
+    from the window of `pair_window`. Writes demos.npz (the demonstrations, so the directory is whole),
+    prefs.npz and table1.{json,md}; returns the table."""
+    if len(targets) != 2 or not 0 < targets[0] < targets[1]:
+        raise InputError(f"--targets {targets}: expected two increasing positive fractions")
+    if num_pairs < 0:
+        raise InputError(f"--num-preferences {num_pairs}: expected 0 (every pair) or a positive count")
+    if min_pool < 2:
+        raise InputError(f"--min-pool {min_pool}: expected at least 2")
+    written = {(Path(out_dir) / name).resolve() for name in ("demos.npz", "prefs.npz")}
+    for path in [demos_path, *pools]:
+        if Path(path).resolve() in written:
+            raise InputError(f"{path}: --out {out_dir} would overwrite this input; write elsewhere")
+    demos = load_trajectories(demos_path)
+    loaded = [load_trajectories(path) for path in pools]
+    for path, traj in zip(pools, loaded):
+        if traj.env_id != demos.env_id:
+            raise InputError(f"{path}: env_id {traj.env_id!r}, the demonstrations' is {demos.env_id!r}")
+        if traj.observations.shape[1] != demos.observations.shape[1]:
+            raise InputError(
+                f"{path}: observations of size {traj.observations.shape[1]}, the demonstrations' "
+                f"are {demos.observations.shape[1]}"
+            )
+    for path, traj in [(demos_path, demos), *zip(pools, loaded)]:
+        if np.isnan(traj.rewards).any():  # human data: no true reward to label or bucket by
+            raise InputError(f"{path}: rewards are unknown (NaN); pairs are labelled by true return")
+    everything = loaded[0] if len(loaded) == 1 else _concatenate(loaded)
+    if min_pool > len(everything):
+        raise InputError(f"--min-pool {min_pool}: the pool has only {len(everything)} trajectories")
+    demo_return = float(np.mean(demos.returns()))
+    window, _, _ = pair_window(everything.returns(), demo_return, targets, min_pool)
+    prefs = whole_trajectory_preferences(everything.select(window), num_pairs, np.random.default_rng(seed))
+    out_dir = Path(out_dir)
+    save_trajectories(out_dir / "demos.npz", demos)
+    save_preferences(out_dir / "prefs.npz", prefs)
+    table = table1(prefs, demos)
+    settings = {
+        "pools": [str(p) for p in pools],
+        "demos": str(demos_path),
+        "num_pairs": num_pairs,
+        "targets": list(targets),
+        "min_pool": min_pool,
+        "seed": seed,
+    }
+    write_json(out_dir / "table1.json", {"settings": settings, "table1": table})
+    write_text(out_dir / "table1.md", format_table1(table))
+    return table
+
+
+def _concatenate(sets: list[Trajectories]) -> Trajectories:
+    with_next = all(t.next_observations is not None for t in sets)
+    return Trajectories(
+        *(
+            np.concatenate([getattr(t, key) for t in sets])
+            for key in ("observations", "actions", "rewards", "terminated", "truncated", "lengths")
+        ),
+        sets[0].env_id,
+        np.concatenate([t.next_observations for t in sets]) if with_next else None,
+    )

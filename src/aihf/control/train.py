@@ -67,7 +67,7 @@ from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
 from aihf.state import read_state, write_state
 
-__all__ = ["RewardDivergedError", "Trainer", "evaluate", "load_run_data", "train"]
+__all__ = ["RewardDivergedError", "Trainer", "evaluate", "load_run_data", "reevaluate", "train"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -112,6 +112,28 @@ def evaluate(
         out["learned_returns"] = learned_returns
         out["return_correlation"] = _corr(true_returns, learned_returns)
         out["step_reward_correlation"] = _corr(np.concatenate(true_steps), np.concatenate(learned_steps))
+    return out
+
+
+REEVALUATION_SEED_OFFSET = 20_000  # the training evaluations use seed + 10_000: other episodes here
+
+
+def reevaluate(run_dir: str | Path, episodes: int) -> dict[str, Any]:
+    """The saved final policy (`policy.zip`) of a finished run, evaluated again on `episodes` episodes
+    other than those of the training evaluations (deterministic actions, true return); written to
+    `reevaluation.json` in the run directory and returned."""
+    run_dir = Path(run_dir)
+    policy = run_dir / "policy.zip"
+    if not policy.is_file():
+        raise InputError(f"{run_dir}: no policy.zip to re-evaluate (a run finished before BC saved one?)")
+    cfg = AIHFControlConfig.from_dict(json.loads((run_dir / "results.json").read_text())["config"])
+    backend = get_backend(cfg.backend)
+    sac_class = make_algorithm(cfg.algo).sac_class(backend)
+    model = backend.load(policy, make_env(cfg.env_id, cfg.seed), cfg.device, sac_class)
+    seed = cfg.seed + REEVALUATION_SEED_OFFSET
+    found = evaluate(lambda obs: backend.act(model, obs), cfg.env_id, seed, episodes)
+    out = {"episodes": episodes, "seed": seed, **found}
+    write_json(run_dir / "reevaluation.json", out)
     return out
 
 
@@ -419,8 +441,7 @@ class Trainer:
                 "learned_true_step_reward_correlation": diag["step_reward_correlation"],
             }
             self.reward.net.save_pretrained(self.out_dir / "reward_net")
-        if self.algorithm.uses_env:
-            self.model.save(self.out_dir / "policy.zip")
+        self.model.save(self.out_dir / "policy.zip")  # BC's too: its actor is the cloned policy
         results["config"] = cfg.to_dict()
         write_curve(self.out_dir / "curve.csv", self.state["curve"])
         write_json(self.out_dir / "results.json", results)

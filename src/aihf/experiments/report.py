@@ -2,7 +2,9 @@
 
 Seeds are a sample, so spreads use ddof = 1. With three seeds per arm a normal "2 s.e." rule
 overstates what is known: Welch's t has about 2-4 degrees of freedom there, so pairs are decided
-by Welch's t with its df (scipy) or by an exact permutation test, with Holm over a family of claims.
+by Welch's t with its df (scipy) or by an exact permutation test (two- or one-sided), with Holm over a
+family of claims. Beside the means: the interquartile mean (IQM) with stratified bootstrap confidence
+intervals and performance profiles (Agarwal et al. 2021, rliable), robust to one outlying seed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -40,7 +43,8 @@ def mean_curve(curves: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int,
 @dataclass(frozen=True)
 class PairTest:
     """Two arms' means compared: the difference, Welch's t with its df and p, and the exact
-    permutation p (two-sided, every relabelling of the pooled seeds)."""
+    permutation p (every relabelling of the pooled seeds); `alternative` says which hypothesis the
+    p-values test ("greater": the first arm's mean is higher)."""
 
     diff: float
     se: float
@@ -49,30 +53,42 @@ class PairTest:
     p_welch: float
     p_perm: float
     n: tuple[int, int]
+    alternative: str = "two-sided"
 
 
-def pair_test(a: Sequence[float], b: Sequence[float]) -> PairTest:
+Alternative = Literal["two-sided", "greater", "less"]
+
+
+def pair_test(a: Sequence[float], b: Sequence[float], alternative: Alternative = "two-sided") -> PairTest:
     """Welch's t test (unequal variances, Welch-Satterthwaite df) and the exact permutation test of
-    the difference in means; NaN where an arm has fewer than 2 values or both arms are constant."""
+    the difference in means, two-sided or one-sided ("greater": mean(a) > mean(b) is the claim); NaN
+    where an arm has fewer than 2 values or both arms are constant."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(x.mean() - y.mean())
     n = (len(x), len(y))
     if min(n) < 2:
-        return PairTest(diff, math.nan, math.nan, math.nan, math.nan, math.nan, n)
+        return PairTest(diff, math.nan, math.nan, math.nan, math.nan, math.nan, n, alternative)
     se = float(math.sqrt(x.var(ddof=1) / n[0] + y.var(ddof=1) / n[1]))
     if se == 0.0:
-        return PairTest(diff, se, math.nan, math.nan, math.nan, math.nan, n)
-    welch = stats.ttest_ind(x, y, equal_var=False)
+        return PairTest(diff, se, math.nan, math.nan, math.nan, math.nan, n, alternative)
+    welch = stats.ttest_ind(x, y, equal_var=False, alternative=alternative)
     perm = stats.permutation_test(
         (x, y),
         lambda u, v, axis: np.mean(u, axis=axis) - np.mean(v, axis=axis),
         permutation_type="independent",
         n_resamples=np.inf,  # exact: every split of the pooled values
-        alternative="two-sided",
+        alternative=alternative,
         vectorized=True,
     )
     return PairTest(
-        diff, se, float(welch.statistic), float(welch.df), float(welch.pvalue), float(perm.pvalue), n
+        diff,
+        se,
+        float(welch.statistic),
+        float(welch.df),
+        float(welch.pvalue),
+        float(perm.pvalue),
+        n,
+        alternative,
     )
 
 
@@ -111,3 +127,79 @@ def markdown_table(
         "|" + "|".join(rule) + "|" if align else "| " + " | ".join(rule) + " |",
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# robust aggregates (rliable)
+
+
+def iqm(scores: Sequence[float] | np.ndarray) -> float:
+    """The interquartile mean (the mean of the middle 50 % of all runs; rliable's `aggregate_iqm`)."""
+    from rliable import metrics
+
+    return float(metrics.aggregate_iqm(np.asarray(scores, dtype=np.float64)))
+
+
+def stratified_bootstrap_ci(
+    scores: Sequence[float] | np.ndarray,
+    statistic: Any = iqm,
+    reps: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of `statistic` over scores [runs] or [runs, tasks], runs
+    resampled with replacement within each task (rliable's stratified bootstrap).
+
+    rliable's own `get_interval_estimates` cannot run here: it passes `random_state` to arch's
+    bootstrap, which arch 8 renamed `seed`, and arch 7 does not import under pandas 3; the resampling
+    is the same."""
+    x = np.asarray(scores, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    rng = np.random.default_rng(seed)
+    runs, tasks = x.shape
+    columns = np.arange(tasks)
+    values = [float(statistic(x[rng.integers(0, runs, size=(runs, tasks)), columns])) for _ in range(reps)]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def performance_profile(
+    scores: Sequence[float] | np.ndarray, taus: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """The fraction of runs whose score exceeds each tau (per task, then averaged over tasks); it
+    never rises as tau grows."""
+    x = np.asarray(scores, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    return np.array([float(np.mean(np.mean(x > tau, axis=0))) for tau in taus])
+
+
+def plot_performance_profiles(
+    scores: dict[str, Sequence[float] | np.ndarray],
+    taus: Sequence[float] | np.ndarray,
+    path: str | Path,
+    xlabel: str = "normalised score (tau)",
+    reps: int = 2000,
+) -> dict[str, np.ndarray]:
+    """Each method's performance profile with its stratified bootstrap band, drawn by rliable's
+    `plot_performance_profiles` into `path`; returns the profiles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    taus = np.asarray(taus, dtype=np.float64)
+    profiles = {name: performance_profile(x, taus) for name, x in scores.items()}
+    bands = {}
+    for name, x in scores.items():
+        per_tau = [stratified_bootstrap_ci(x, lambda s, t=t: np.mean(s > t), reps) for t in taus]
+        bands[name] = np.array(per_tau).T
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(
+        profiles, taus, performance_profile_cis=bands, ax=ax, xlabel=xlabel, legend=True
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return profiles
