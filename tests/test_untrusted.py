@@ -612,6 +612,32 @@ def _lm_checkpoint(manifest: str) -> Callable[[Path, Path], None]:
     return write
 
 
+def _finished(*markers: str) -> Callable[[Path, Path], None]:
+    """A run directory holding the given final outputs (a finished run)."""
+
+    def write(path: Path, tiny: Path) -> None:
+        for marker in markers:
+            (path / marker).parent.mkdir(parents=True, exist_ok=True)
+            (path / marker).write_text("{}")
+
+    return write
+
+
+def _control_run(**config: Any) -> Callable[[Path, Path], None]:
+    """A control run directory whose checkpoint's state.json holds the default config with `config`."""
+
+    def write(path: Path, tiny: Path) -> None:
+        import json
+
+        from aihf.control.config import AIHFControlConfig
+
+        (path / "checkpoint").mkdir(parents=True)
+        saved = AIHFControlConfig().to_dict() | config
+        (path / "checkpoint" / "state.json").write_text(json.dumps({"config": saved}))
+
+    return write
+
+
 _HELD: list[subprocess.Popen[str]] = []
 
 
@@ -818,6 +844,25 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("locked-lm-bench", ["lm", "bench", "--out", "{out}", "--quick"], {"out": _locked}, "in use by another run"),
     ("locked-pretrain", ["lm", "pretrain", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-generate-data", ["lm", "generate-data", "--out", "{out}"], {"out": _locked}, "in use by another run"),
+    # --- --out holding a finished run (--overwrite replaces it); a resume keeps its settings and data ---
+    ("finished-lm-dpo", [*DPO[:5], "{t}/run", *DPO[6:]], {**OK_PREFS, "run": _finished("policy/config.json")}, "--out {t}/run: holds a finished run (policy/config.json); pass --overwrite"),
+    ("finished-lm-sft", [*SFT[:5], "{t}/run", *SFT[6:]], {"d.jsonl": _chat(U, A), "run": _finished("policy/config.json")}, "holds a finished run (policy/config.json)"),
+    ("finished-lm-aihf", [*LM[:5], "{t}/run", "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model"], {**OK_PREFS, "run": _finished("policy/config.json", "reward_model/config.json")}, "holds a finished run (policy/config.json)"),
+    ("finished-lm-reward", [*LM[:5], "{t}/run", "--trainer", "reward", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "run": _finished("reward_model/config.json")}, "holds a finished run (reward_model/config.json)"),
+    ("finished-lm-config-trainer", [*LM[:5], "{t}/run", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "trainer: dpo\n", "run": _finished("policy/config.json")}, "holds a finished run"),
+    ("finished-lm-relative-spelling", [*DPO[:5], "{t}/x/../run", *DPO[6:]], {**OK_PREFS, "x": _dir, "run": _finished("policy/config.json")}, "holds a finished run"),
+    ("finished-control", [*CTRAIN[:-1], "{t}/run"], {"run": _finished("results.json")}, "--out {t}/run: holds a finished run (results.json); pass --overwrite"),
+    ("finished-control-config", ["control", "train", "--config", "{t}/c.yaml", "--out", "{t}/run"], {"c.yaml": "alpha: 1.0\n", "run": _finished("results.json")}, "holds a finished run (results.json)"),
+    ("resume-control-other-alpha", [*RESUME, "--alpha", "5"], {"run": _control_run()}, "--resume {t}/run: the checkpoint was trained with other settings (alpha: 1.0 -> 5.0)"),
+    ("resume-control-other-seed", [*RESUME, "--seed", "7"], {"run": _control_run(seed=0)}, "(seed: 0 -> 7)"),
+    ("resume-control-other-env", [*RESUME, "--env", "MountainCarContinuous-v0"], {"run": _control_run()}, "env_id: 'Pendulum-v1' -> 'MountainCarContinuous-v0'"),
+    ("resume-control-two-fields", [*RESUME, "--alpha", "5", "--reward-lr", "0.5"], {"run": _control_run()}, "alpha: 1.0 -> 5.0; reward_lr:"),
+    ("resume-control-config", [*RESUME, "--config", "{t}/c.yaml"], {"run": _control_run(), "c.yaml": "total_steps: 123456\n"}, "(total_steps: "),
+    ("resume-control-bad-flag", [*RESUME, "--alpha", "nan"], {"run": _control_run()}, "field 'alpha' = nan"),
+    ("resume-control-demos", [*RESUME, "--demos", "{t}/d.npz"], {"run": _control_run()}, "--resume {t}/run: --demos cannot be combined with a resume"),
+    ("resume-control-prefs", [*RESUME, "--prefs", "{t}/p.npz"], {"run": _control_run()}, "--prefs cannot be combined with a resume"),
+    ("resume-control-overwrite", [*RESUME, "--overwrite"], {"run": _control_run()}, "--overwrite cannot be combined with a resume"),
+    ("resume-control-other-out", [*RESUME, "--out", "{t}/elsewhere"], {"run": _control_run()}, "--out cannot be combined with a resume"),
     ("locked-relative-spelling", ["choice", "example1", "--out", "{t}/x/../out"], {"x": _dir, "out": _locked}, "in use by another run"),
 ]
 TABLE += [
@@ -1067,3 +1112,61 @@ def test_a_damaged_model_marker_is_converted_again(tmp_path, marker):
     (tmp_path / "m" / MARKER).write_bytes(marker)
     with pytest.raises(InputError, match=r"none\.gguf: GGUF file not found"):
         get_model("smollm2-135m-instruct", out=tmp_path / "m", gguf=tmp_path / "none.gguf")
+
+
+# ------------------------------------------------------------------------------------------------------
+# --overwrite, and a resume with the checkpoint's own settings
+
+
+def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
+    (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
+    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny / "policy"), "--max-steps", "1"]
+    argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
+    (tmp_path / "c.yaml").write_text("batch_size: 2\nreport_to: none\n")
+    argv += ["--config", str(tmp_path / "c.yaml")]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "holds a finished run (policy/config.json)" in capfd.readouterr().err
+    (tmp_path / "run" / "policy" / "model.safetensors").unlink()  # the rerun writes it again
+    assert main([*argv, "--overwrite"]) == 0
+    assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
+
+
+def _fake_control_train(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    import aihf.control.train
+
+    calls: list[tuple[Any, ...]] = []
+
+    def train(cfg, out, *args, resume=False, **kwargs):
+        calls.append((cfg, out, resume))
+        return {
+            "algo": "aihf",
+            "env": "Pendulum-v1",
+            "eval_return_mean": 0.0,
+            "eval_return_std": 0.0,
+            "env_steps": 1,
+        }
+
+    monkeypatch.setattr(aihf.control.train, "train", train)
+    monkeypatch.setattr(aihf.control.train, "load_run_data", lambda *args: (None, None))
+    return calls
+
+
+def test_overwrite_trains_again_into_a_finished_control_run(tmp_path, monkeypatch, capfd):
+    calls = _fake_control_train(monkeypatch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    argv = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2 and not calls
+    assert "holds a finished run (results.json)" in capfd.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0 and len(calls) == 1
+
+
+def test_a_control_resume_with_its_own_settings_goes_on(tmp_path, monkeypatch, capfd):
+    calls = _fake_control_train(monkeypatch)
+    _control_run(alpha=2.0)(tmp_path / "run", tmp_path)
+    run = str(tmp_path / "run")
+    assert main(["control", "train", "--resume", run, "--alpha", "2", "--out", run, "--no-progress"]) == 0
+    assert calls == [(None, run, True)]
+    assert main(["control", "train", "--resume", run, "--alpha", "1", "--no-progress"]) == 2
+    assert "(alpha: 2.0 -> 1.0)" in capfd.readouterr().err and len(calls) == 1

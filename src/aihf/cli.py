@@ -72,8 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             refuse_out_over_input(
                 args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
             )
-            if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
-                lock = RunLock(args.out)
+        target = getattr(args, "out", None) or getattr(args, "resume", None)  # control train --resume DIR
+        if target and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+            lock = RunLock(target, "--out" if getattr(args, "out", None) else "--resume")
         with lock:
             result = args.handler(args)
     except InputError as err:

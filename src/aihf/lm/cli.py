@@ -39,11 +39,26 @@ def _trainer(args: argparse.Namespace) -> str:
     return str(named)
 
 
+def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
+    """An --out holding this method's final outputs is a finished run: refused unless --overwrite (a
+    resume, `resume_from_checkpoint` in --config, continues it instead)."""
+    from aihf.lm.methods import METHODS
+    from aihf.safety import refuse_out_over_input
+    from aihf.validation import load_yaml
+
+    if args.config and load_yaml(args.config).get("resume_from_checkpoint"):
+        return
+    finals = tuple(f"{output}/config.json" for output in METHODS[trainer].outputs if "/" not in output)
+    refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals)
+
+
 def _train(args: argparse.Namespace) -> int:
     from aihf.lm.train import run_training
 
+    trainer = _trainer(args)
+    _refuse_finished_run(args, trainer)
     metrics = run_training(
-        trainer=_trainer(args),
+        trainer=trainer,
         model=args.model,
         out=args.out,
         reward_model=args.reward_model,
@@ -106,6 +121,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=int, help=f"outer iterations ({iterative})")
     p.add_argument("--max-steps", type=int, help="optimiser steps (the other methods)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--overwrite", action="store_true", help="train again into an --out that holds a finished run"
+    )
     p.add_argument("--config", help="YAML file of the trainer's config fields (flags override it)")
     p.set_defaults(handler=_train)
 
