@@ -863,6 +863,19 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("resume-control-prefs", [*RESUME, "--prefs", "{t}/p.npz"], {"run": _control_run()}, "--prefs cannot be combined with a resume"),
     ("resume-control-overwrite", [*RESUME, "--overwrite"], {"run": _control_run()}, "--overwrite cannot be combined with a resume"),
     ("resume-control-other-out", [*RESUME, "--out", "{t}/elsewhere"], {"run": _control_run()}, "--out cannot be combined with a resume"),
+    # --- resource bounds: a batch, accumulation or buffer that cannot fit is refused before work ---
+    ("memory-lm-batch", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"}, "c.yaml: batch_size 1000000000 x max_length 512 x vocab"),
+    ("memory-lm-batch-sft", [*SFT, "--config", "{t}/c.yaml"], {"d.jsonl": _chat(U, A), "c.yaml": "batch_size: 1000000000\n"}, "x 4 bytes of logits per micro-batch = "),
+    ("memory-lm-max-length", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 100000\nmax_length: 100000\n"}, "batch_size 100000 x max_length 100000"),
+    ("memory-lm-accumulation", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "batch_size 8 x gradient_accumulation_steps 1000000000 rows drawn per optimiser step"),
+    ("memory-lm-accumulation-direct", [*LM, "--trainer", "direct-aihf", "--prefs", "{t}/p.jsonl", "--demos", "{t}/d.jsonl", "--config", "{t}/c.yaml"], {**OK_PREFS, "d.jsonl": _chat(U, A), "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "gradient_accumulation_steps 1000000000"),
+    ("memory-lm-prompt-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "prompt_batch_size: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000 x max_length"),
+    ("memory-lm-num-samples", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "num_samples: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000"),
+    ("memory-lm-reward-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x max_length"),
+    ("memory-control-sac-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_batch_size: 1000000000\n"}, "sac_batch_size 1000000000 x 778 numbers x 4 bytes per batch (Pendulum-v1"),
+    ("memory-control-reward-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x"),
+    ("memory-control-bc-batch", [*CTRAIN, "--algo", "bc", "--config", "{t}/c.yaml"], {"c.yaml": "bc_batch_size: 1000000000\n"}, "bc_batch_size 1000000000 x"),
+    ("memory-control-wide-net", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_hidden: [1000000000, 1000000000]\n"}, "sac_hidden [1000000000, 1000000000]"),
     ("locked-relative-spelling", ["choice", "example1", "--out", "{t}/x/../out"], {"x": _dir, "out": _locked}, "in use by another run"),
 ]
 TABLE += [
@@ -1170,3 +1183,30 @@ def test_a_control_resume_with_its_own_settings_goes_on(tmp_path, monkeypatch, c
     assert calls == [(None, run, True)]
     assert main(["control", "train", "--resume", run, "--alpha", "1", "--no-progress"]) == 2
     assert "(alpha: 2.0 -> 1.0)" in capfd.readouterr().err and len(calls) == 1
+
+
+def test_a_replay_buffer_larger_than_memory_is_refused_before_sac_allocates(monkeypatch):
+    import aihf.safety
+    from aihf.control.config import AIHFControlConfig
+    from aihf.control.train import check_run_memory
+
+    monkeypatch.setattr(aihf.safety, "available_memory", lambda cuda=False: (10**8, "memory available"))
+    with pytest.raises(InputError, match=r"total_steps 10000000 x 10 numbers x 4 bytes of SAC replay buffer"):
+        check_run_memory(AIHFControlConfig(total_steps=10**7))  # Pendulum: 3 + 3 + 1 + 3 numbers a step
+    check_run_memory(AIHFControlConfig(total_steps=10**5))  # 4 MB
+
+
+def test_available_memory_and_sizes():
+    from aihf.safety import _size, available_memory, check_memory
+
+    have, what = available_memory()
+    assert have > 0 and what == "memory available"
+    check_memory(1, "one byte", "never")
+    with pytest.raises(InputError, match=r"^x = 1.0 PB, more than the .* of memory available; lower it$"):
+        check_memory(10**15, "x", "lower it")
+    assert [_size(n) for n in (999, 1000, 36 * 10**9, 3 * 10**18)] == [
+        "999 bytes",
+        "1.0 KB",
+        "36.0 GB",
+        "3000.0 PB",
+    ]
