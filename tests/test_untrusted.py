@@ -876,6 +876,16 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("memory-control-reward-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x"),
     ("memory-control-bc-batch", [*CTRAIN, "--algo", "bc", "--config", "{t}/c.yaml"], {"c.yaml": "bc_batch_size: 1000000000\n"}, "bc_batch_size 1000000000 x"),
     ("memory-control-wide-net", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_hidden: [1000000000, 1000000000]\n"}, "sac_hidden [1000000000, 1000000000]"),
+    # --- --env: an unknown id is refused before gymnasium imports anything; MODULE:ID imports MODULE ---
+    ("env-typo", ["control", "train", "--env", "Pendulm-v1", "--no-progress", "--out", "{out}"], {}, "--env Pendulm-v1: not a registered gymnasium environment (did you mean Pendulum-v1"),
+    ("env-path", ["control", "train", "--env", "../../etc/passwd", "--no-progress", "--out", "{out}"], {}, "'../../etc/passwd' is not a gymnasium id"),
+    ("env-module-bad-id", ["control", "train", "--env", "os:../x", "--no-progress", "--out", "{out}"], {}, "--env os:../x: '../x' is not a gymnasium id"),
+    ("env-module-not-a-name", ["control", "train", "--env", "a b;c:Foo-v0", "--no-progress", "--out", "{out}"], {}, "'a b;c' is not a Python module name"),
+    ("env-module-missing", ["control", "train", "--env", "no_such_module_xyz:Foo-v0", "--no-progress", "--out", "{out}"], {}, "cannot import its module (ModuleNotFoundError"),
+    ("env-module-registers-nothing", ["control", "train", "--env", "json:Foo-v0", "--no-progress", "--out", "{out}"], {}, "--env json:Foo-v0: not a registered gymnasium environment"),
+    ("env-escape", ["control", "train", "--env", "Foo\x1b[2J-v0", "--no-progress", "--out", "{out}"], {}, "\\x1b[2J"),
+    ("env-collect-typo", ["control", "collect", "--env", "Pendulm-v1", "--out", "{out}"], {}, "--env Pendulm-v1"),
+    ("env-bench-typo", ["control", "bench", "--env", "Pendulm-v1", "--out", "{out}"], {}, "Pendulm-v1"),
     ("locked-relative-spelling", ["choice", "example1", "--out", "{t}/x/../out"], {"x": _dir, "out": _locked}, "in use by another run"),
 ]
 TABLE += [

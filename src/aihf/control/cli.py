@@ -16,7 +16,13 @@ from aihf.safety import refuse_out_over_input
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--env", "env_id", str, "gymnasium id with a Box action space (default Pendulum-v1)"),
+    (
+        "--env",
+        "env_id",
+        str,
+        "gymnasium id with a Box action space (default Pendulum-v1); MODULE:ID imports MODULE first "
+        "(gymnasium's convention: its code runs), so name only modules you trust",
+    ),
     ("--algo", "algo", str, " | ".join(ALGOS)),
     ("--backend", "backend", str, "SAC implementation: sb3 (PyTorch, default) or sbx (JAX, faster on CPU)"),
     ("--ent-coef", "ent_coef", str, "SAC entropy coefficient (KL weight to uniform): a number or 'auto'"),
