@@ -1220,3 +1220,50 @@ def test_available_memory_and_sizes():
         "36.0 GB",
         "3000.0 PB",
     ]
+
+
+# ------------------------------------------------------------------------------------------------------
+# a real process: no library log line, warning or progress bar before the one error line
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "expected"),
+    [
+        (
+            [*DPO[:6], "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"],
+            {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"},
+            "x 4 bytes of logits per micro-batch",
+        ),
+        (
+            [*DPO[:4], "--out", "{t}/run", "--trainer", "dpo", "--prefs", "{t}/p.jsonl"],
+            {**OK_PREFS, "run": _finished("policy/config.json")},
+            "holds a finished run",
+        ),
+        (
+            [*EVAL, "--n-prompts", "2"],
+            {"q.jsonl": _jsonl('{"prompt": "a"}', '{"prompt": 3}')},
+            "q.jsonl, line 2",
+        ),
+        (
+            ["control", "train", "--config", "{t}/c.yaml", "--out", "{out}", "--no-progress"],
+            {"c.yaml": "sac_batch_size: 1000000000\n"},
+            "sac_batch_size 1000000000",
+        ),
+        (["control", "train", "--env", "Pendulm-v1", "--out", "{out}"], {}, "did you mean Pendulum-v1"),
+    ],
+    ids=[
+        "lm-train-memory",
+        "lm-train-finished",
+        "lm-eval-prompts",
+        "control-train-memory",
+        "control-train-env",
+    ],
+)
+def test_a_real_process_prints_exactly_the_error_line(argv, files, expected, tiny, tmp_path):
+    """In-process capture can miss handlers bound to the original stderr; a real process cannot."""
+    argv, out = _prepare(argv, files, tmp_path, tiny)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "aihf", *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("aihf: error: "), proc.stderr
+    assert expected in proc.stderr and not out.exists()

@@ -175,7 +175,7 @@ def _eval(args: argparse.Namespace) -> int:
     from aihf.io import read_jsonl, write_json
     from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
     from aihf.lm.gold import load_gold_reward
-    from aihf.lm.modeling import check_model_source
+    from aihf.lm.modeling import check_model_source, load_tokenizer
     from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
 
     check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
@@ -195,9 +195,11 @@ def _eval(args: argparse.Namespace) -> int:
     prompts = [r["prompt"] for r in read_jsonl(prompts_path, field="prompt")][: args.n_prompts]
     prefs = read_jsonl(args.prefs, field="chosen") if args.prefs else None
     gold = load_gold_reward(args.gold)
+    reference_path = str(args.reference or SHIPPED / "base_model")
+    # the tokenizers first: a mismatch is one line before any weights load (and print their bars)
+    check_same_vocab(load_tokenizer(args.policy), load_tokenizer(reference_path))
     policy, tokenizer = load_model(args.policy)
-    reference, ref_tokenizer = load_model(args.reference or SHIPPED / "base_model")
-    check_same_vocab(tokenizer, ref_tokenizer)
+    reference, _ = load_model(reference_path)
     rm = rm_tok = None
     if args.reward_model:
         rm, rm_tok = load_model(args.reward_model, kind="reward")
