@@ -1244,6 +1244,8 @@ def test_available_memory_and_sizes():
             {"q.jsonl": _jsonl('{"prompt": "a"}', '{"prompt": 3}')},
             "q.jsonl, line 2",
         ),
+        # the tiny policy against the shipped base model: the tokenizers differ, found before weights load
+        ([*EVAL[:4], "--n-prompts", "2"], {}, "policy and reference tokenizers differ"),
         (
             ["control", "train", "--config", "{t}/c.yaml", "--out", "{out}", "--no-progress"],
             {"c.yaml": "sac_batch_size: 1000000000\n"},
@@ -1255,6 +1257,7 @@ def test_available_memory_and_sizes():
         "lm-train-memory",
         "lm-train-finished",
         "lm-eval-prompts",
+        "lm-eval-vocab",
         "control-train-memory",
         "control-train-env",
     ],
