@@ -1270,3 +1270,23 @@ def test_a_real_process_prints_exactly_the_error_line(argv, files, expected, tin
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("aihf: error: "), proc.stderr
     assert expected in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/x", "a/../../b", "../../x"])
+def test_a_job_name_leading_out_of_the_store_is_refused(tmp_path, name):
+    """A method or job name from a protocol or record never makes a bench read or write outside --out."""
+    from aihf.experiments.jobs import Job
+    from aihf.experiments.store import Store
+
+    job = Job(method="aihf", seed=0, name=name)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out").run_dir(job)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out", records=tmp_path / "records").finished(job)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out").export(job, {}, tmp_path / "exported")
+    layout = Store(tmp_path / "out", layout=lambda root, job: root / job.method / f"seed{job.seed}")
+    with pytest.raises(InputError, match="run directory"):
+        layout.run_dir(Job(method="../../x", seed=0))
+    assert layout.run_dir(Job(method="aihf", seed=1)) == tmp_path / "out" / "aihf" / "seed1"
+    assert not list(tmp_path.rglob("*"))
