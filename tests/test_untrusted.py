@@ -638,6 +638,28 @@ def _control_run(**config: Any) -> Callable[[Path, Path], None]:
     return write
 
 
+def _damaged_model(damage: str, which: str = "policy") -> Callable[[Path, Path], None]:
+    """A copy of the tiny `which` model whose model.safetensors has a damaged header or body."""
+
+    def write(path: Path, tiny: Path) -> None:
+        import shutil
+        import struct
+
+        shutil.copytree(tiny / which, path)
+        weights = path / "model.safetensors"
+        data = weights.read_bytes()
+        damaged = {
+            "cut-header": data[:100],
+            "cut-body": data[:-100],
+            "huge-header": struct.pack("<Q", 10**15) + data[8:],
+            "empty": b"",
+            "text": b"version https://git-lfs.github.com/spec/v1\n",
+        }[damage]
+        weights.write_bytes(damaged)
+
+    return write
+
+
 _HELD: list[subprocess.Popen[str]] = []
 
 
@@ -886,6 +908,15 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("env-escape", ["control", "train", "--env", "Foo\x1b[2J-v0", "--no-progress", "--out", "{out}"], {}, "\\x1b[2J"),
     ("env-collect-typo", ["control", "collect", "--env", "Pendulm-v1", "--out", "{out}"], {}, "--env Pendulm-v1"),
     ("env-bench-typo", ["control", "bench", "--env", "Pendulm-v1", "--out", "{out}"], {}, "Pendulm-v1"),
+    # --- damaged weights: refused from the header alone, before --out exists or any weights load ---
+    ("weights-cut-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-header")}, "--model {t}/m: model.safetensors: not a readable safetensors file (Error while deserializing header: invalid header length)"),
+    ("weights-cut-body", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-body")}, "incomplete metadata, file not fully covered"),
+    ("weights-huge-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("huge-header")}, "header too large"),
+    ("weights-empty", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("empty")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-lfs-pointer", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("text")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-reward-model", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{t}/rm"], {**OK_PREFS, "rm": _damaged_model("cut-body", "reward_model")}, "--reward-model {t}/rm: model.safetensors: not a readable"),
+    ("weights-eval-policy", ["lm", "eval", "--policy", "{t}/m", "--out", "{out}"], {"m": _damaged_model("huge-header")}, "--policy {t}/m: model.safetensors"),
+    ("weights-eval-reference", ["lm", "eval", "--policy", "{tiny}/policy", "--reference", "{t}/m"], {"m": _damaged_model("cut-header")}, "--reference {t}/m: model.safetensors"),
     ("locked-relative-spelling", ["choice", "example1", "--out", "{t}/x/../out"], {"x": _dir, "out": _locked}, "in use by another run"),
 ]
 TABLE += [
