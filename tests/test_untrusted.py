@@ -612,6 +612,54 @@ def _lm_checkpoint(manifest: str) -> Callable[[Path, Path], None]:
     return write
 
 
+def _finished(*markers: str) -> Callable[[Path, Path], None]:
+    """A run directory holding the given final outputs (a finished run)."""
+
+    def write(path: Path, tiny: Path) -> None:
+        for marker in markers:
+            (path / marker).parent.mkdir(parents=True, exist_ok=True)
+            (path / marker).write_text("{}")
+
+    return write
+
+
+def _control_run(**config: Any) -> Callable[[Path, Path], None]:
+    """A control run directory whose checkpoint's state.json holds the default config with `config`."""
+
+    def write(path: Path, tiny: Path) -> None:
+        import json
+
+        from aihf.control.config import AIHFControlConfig
+
+        (path / "checkpoint").mkdir(parents=True)
+        saved = AIHFControlConfig().to_dict() | config
+        (path / "checkpoint" / "state.json").write_text(json.dumps({"config": saved}))
+
+    return write
+
+
+def _damaged_model(damage: str, which: str = "policy") -> Callable[[Path, Path], None]:
+    """A copy of the tiny `which` model whose model.safetensors has a damaged header or body."""
+
+    def write(path: Path, tiny: Path) -> None:
+        import shutil
+        import struct
+
+        shutil.copytree(tiny / which, path)
+        weights = path / "model.safetensors"
+        data = weights.read_bytes()
+        damaged = {
+            "cut-header": data[:100],
+            "cut-body": data[:-100],
+            "huge-header": struct.pack("<Q", 10**15) + data[8:],
+            "empty": b"",
+            "text": b"version https://git-lfs.github.com/spec/v1\n",
+        }[damage]
+        weights.write_bytes(damaged)
+
+    return write
+
+
 _HELD: list[subprocess.Popen[str]] = []
 
 
@@ -818,6 +866,57 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("locked-lm-bench", ["lm", "bench", "--out", "{out}", "--quick"], {"out": _locked}, "in use by another run"),
     ("locked-pretrain", ["lm", "pretrain", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-generate-data", ["lm", "generate-data", "--out", "{out}"], {"out": _locked}, "in use by another run"),
+    # --- --out holding a finished run (--overwrite replaces it); a resume keeps its settings and data ---
+    ("finished-lm-dpo", [*DPO[:5], "{t}/run", *DPO[6:]], {**OK_PREFS, "run": _finished("policy/config.json")}, "--out {t}/run: holds a finished run (policy/config.json); pass --overwrite"),
+    ("finished-lm-sft", [*SFT[:5], "{t}/run", *SFT[6:]], {"d.jsonl": _chat(U, A), "run": _finished("policy/config.json")}, "holds a finished run (policy/config.json)"),
+    ("finished-lm-aihf", [*LM[:5], "{t}/run", "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model"], {**OK_PREFS, "run": _finished("policy/config.json", "reward_model/config.json")}, "holds a finished run (policy/config.json)"),
+    ("finished-lm-reward", [*LM[:5], "{t}/run", "--trainer", "reward", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "run": _finished("reward_model/config.json")}, "holds a finished run (reward_model/config.json)"),
+    ("finished-lm-config-trainer", [*LM[:5], "{t}/run", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "trainer: dpo\n", "run": _finished("policy/config.json")}, "holds a finished run"),
+    ("finished-lm-relative-spelling", [*DPO[:5], "{t}/x/../run", *DPO[6:]], {**OK_PREFS, "x": _dir, "run": _finished("policy/config.json")}, "holds a finished run"),
+    ("finished-control", [*CTRAIN[:-1], "{t}/run"], {"run": _finished("results.json")}, "--out {t}/run: holds a finished run (results.json); pass --overwrite"),
+    ("finished-control-config", ["control", "train", "--config", "{t}/c.yaml", "--out", "{t}/run"], {"c.yaml": "alpha: 1.0\n", "run": _finished("results.json")}, "holds a finished run (results.json)"),
+    ("resume-control-other-alpha", [*RESUME, "--alpha", "5"], {"run": _control_run()}, "--resume {t}/run: the checkpoint was trained with other settings (alpha: 1.0 -> 5.0)"),
+    ("resume-control-other-seed", [*RESUME, "--seed", "7"], {"run": _control_run(seed=0)}, "(seed: 0 -> 7)"),
+    ("resume-control-other-env", [*RESUME, "--env", "MountainCarContinuous-v0"], {"run": _control_run()}, "env_id: 'Pendulum-v1' -> 'MountainCarContinuous-v0'"),
+    ("resume-control-two-fields", [*RESUME, "--alpha", "5", "--reward-lr", "0.5"], {"run": _control_run()}, "alpha: 1.0 -> 5.0; reward_lr:"),
+    ("resume-control-config", [*RESUME, "--config", "{t}/c.yaml"], {"run": _control_run(), "c.yaml": "total_steps: 123456\n"}, "(total_steps: "),
+    ("resume-control-bad-flag", [*RESUME, "--alpha", "nan"], {"run": _control_run()}, "field 'alpha' = nan"),
+    ("resume-control-demos", [*RESUME, "--demos", "{t}/d.npz"], {"run": _control_run()}, "--resume {t}/run: --demos cannot be combined with a resume"),
+    ("resume-control-prefs", [*RESUME, "--prefs", "{t}/p.npz"], {"run": _control_run()}, "--prefs cannot be combined with a resume"),
+    ("resume-control-overwrite", [*RESUME, "--overwrite"], {"run": _control_run()}, "--overwrite cannot be combined with a resume"),
+    ("resume-control-other-out", [*RESUME, "--out", "{t}/elsewhere"], {"run": _control_run()}, "--out cannot be combined with a resume"),
+    # --- resource bounds: a batch, accumulation or buffer that cannot fit is refused before work ---
+    ("memory-lm-batch", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"}, "c.yaml: batch_size 1000000000 x max_length 512 x vocab"),
+    ("memory-lm-batch-sft", [*SFT, "--config", "{t}/c.yaml"], {"d.jsonl": _chat(U, A), "c.yaml": "batch_size: 1000000000\n"}, "x 4 bytes of logits per micro-batch = "),
+    ("memory-lm-max-length", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 100000\nmax_length: 100000\n"}, "batch_size 100000 x max_length 100000"),
+    ("memory-lm-accumulation", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "batch_size 8 x gradient_accumulation_steps 1000000000 rows drawn per optimiser step"),
+    ("memory-lm-accumulation-direct", [*LM, "--trainer", "direct-aihf", "--prefs", "{t}/p.jsonl", "--demos", "{t}/d.jsonl", "--config", "{t}/c.yaml"], {**OK_PREFS, "d.jsonl": _chat(U, A), "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "gradient_accumulation_steps 1000000000"),
+    ("memory-lm-prompt-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "prompt_batch_size: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000 x max_length"),
+    ("memory-lm-num-samples", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "num_samples: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000"),
+    ("memory-lm-reward-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x max_length"),
+    ("memory-control-sac-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_batch_size: 1000000000\n"}, "sac_batch_size 1000000000 x 778 numbers x 4 bytes per batch (Pendulum-v1"),
+    ("memory-control-reward-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x"),
+    ("memory-control-bc-batch", [*CTRAIN, "--algo", "bc", "--config", "{t}/c.yaml"], {"c.yaml": "bc_batch_size: 1000000000\n"}, "bc_batch_size 1000000000 x"),
+    ("memory-control-wide-net", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_hidden: [1000000000, 1000000000]\n"}, "sac_hidden [1000000000, 1000000000]"),
+    # --- --env: an unknown id is refused before gymnasium imports anything; MODULE:ID imports MODULE ---
+    ("env-typo", ["control", "train", "--env", "Pendulm-v1", "--no-progress", "--out", "{out}"], {}, "--env Pendulm-v1: not a registered gymnasium environment (did you mean Pendulum-v1"),
+    ("env-path", ["control", "train", "--env", "../../etc/passwd", "--no-progress", "--out", "{out}"], {}, "'../../etc/passwd' is not a gymnasium id"),
+    ("env-module-bad-id", ["control", "train", "--env", "os:../x", "--no-progress", "--out", "{out}"], {}, "--env os:../x: '../x' is not a gymnasium id"),
+    ("env-module-not-a-name", ["control", "train", "--env", "a b;c:Foo-v0", "--no-progress", "--out", "{out}"], {}, "'a b;c' is not a Python module name"),
+    ("env-module-missing", ["control", "train", "--env", "no_such_module_xyz:Foo-v0", "--no-progress", "--out", "{out}"], {}, "cannot import its module (ModuleNotFoundError"),
+    ("env-module-registers-nothing", ["control", "train", "--env", "json:Foo-v0", "--no-progress", "--out", "{out}"], {}, "--env json:Foo-v0: not a registered gymnasium environment"),
+    ("env-escape", ["control", "train", "--env", "Foo\x1b[2J-v0", "--no-progress", "--out", "{out}"], {}, "\\x1b[2J"),
+    ("env-collect-typo", ["control", "collect", "--env", "Pendulm-v1", "--out", "{out}"], {}, "--env Pendulm-v1"),
+    ("env-bench-typo", ["control", "bench", "--env", "Pendulm-v1", "--out", "{out}"], {}, "Pendulm-v1"),
+    # --- damaged weights: refused from the header alone, before --out exists or any weights load ---
+    ("weights-cut-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-header")}, "--model {t}/m: model.safetensors: not a readable safetensors file (Error while deserializing header: invalid header length)"),
+    ("weights-cut-body", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-body")}, "incomplete metadata, file not fully covered"),
+    ("weights-huge-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("huge-header")}, "header too large"),
+    ("weights-empty", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("empty")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-lfs-pointer", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("text")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-reward-model", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{t}/rm"], {**OK_PREFS, "rm": _damaged_model("cut-body", "reward_model")}, "--reward-model {t}/rm: model.safetensors: not a readable"),
+    ("weights-eval-policy", ["lm", "eval", "--policy", "{t}/m", "--out", "{out}"], {"m": _damaged_model("huge-header")}, "--policy {t}/m: model.safetensors"),
+    ("weights-eval-reference", ["lm", "eval", "--policy", "{tiny}/policy", "--reference", "{t}/m"], {"m": _damaged_model("cut-header")}, "--reference {t}/m: model.safetensors"),
     ("locked-relative-spelling", ["choice", "example1", "--out", "{t}/x/../out"], {"x": _dir, "out": _locked}, "in use by another run"),
 ]
 TABLE += [
@@ -1067,3 +1166,158 @@ def test_a_damaged_model_marker_is_converted_again(tmp_path, marker):
     (tmp_path / "m" / MARKER).write_bytes(marker)
     with pytest.raises(InputError, match=r"none\.gguf: GGUF file not found"):
         get_model("smollm2-135m-instruct", out=tmp_path / "m", gguf=tmp_path / "none.gguf")
+
+
+# ------------------------------------------------------------------------------------------------------
+# --overwrite, and a resume with the checkpoint's own settings
+
+
+def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
+    (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
+    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny / "policy"), "--max-steps", "1"]
+    argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
+    (tmp_path / "c.yaml").write_text("batch_size: 2\nreport_to: none\n")
+    argv += ["--config", str(tmp_path / "c.yaml")]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "holds a finished run (policy/config.json)" in capfd.readouterr().err
+    (tmp_path / "run" / "policy" / "model.safetensors").unlink()  # the rerun writes it again
+    assert main([*argv, "--overwrite"]) == 0
+    assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
+
+
+def _fake_control_train(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    import aihf.control.train
+
+    calls: list[tuple[Any, ...]] = []
+
+    def train(cfg, out, *args, resume=False, **kwargs):
+        calls.append((cfg, out, resume))
+        return {
+            "algo": "aihf",
+            "env": "Pendulum-v1",
+            "eval_return_mean": 0.0,
+            "eval_return_std": 0.0,
+            "env_steps": 1,
+        }
+
+    monkeypatch.setattr(aihf.control.train, "train", train)
+    monkeypatch.setattr(aihf.control.train, "load_run_data", lambda *args: (None, None))
+    return calls
+
+
+def test_overwrite_trains_again_into_a_finished_control_run(tmp_path, monkeypatch, capfd):
+    calls = _fake_control_train(monkeypatch)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    argv = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2 and not calls
+    assert "holds a finished run (results.json)" in capfd.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0 and len(calls) == 1
+
+
+def test_a_control_resume_with_its_own_settings_goes_on(tmp_path, monkeypatch, capfd):
+    calls = _fake_control_train(monkeypatch)
+    _control_run(alpha=2.0)(tmp_path / "run", tmp_path)
+    run = str(tmp_path / "run")
+    assert main(["control", "train", "--resume", run, "--alpha", "2", "--out", run, "--no-progress"]) == 0
+    assert calls == [(None, run, True)]
+    assert main(["control", "train", "--resume", run, "--alpha", "1", "--no-progress"]) == 2
+    assert "(alpha: 2.0 -> 1.0)" in capfd.readouterr().err and len(calls) == 1
+
+
+def test_a_replay_buffer_larger_than_memory_is_refused_before_sac_allocates(monkeypatch):
+    import aihf.safety
+    from aihf.control.config import AIHFControlConfig
+    from aihf.control.train import check_run_memory
+
+    monkeypatch.setattr(aihf.safety, "available_memory", lambda cuda=False: (10**8, "memory available"))
+    with pytest.raises(InputError, match=r"total_steps 10000000 x 10 numbers x 4 bytes of SAC replay buffer"):
+        check_run_memory(AIHFControlConfig(total_steps=10**7))  # Pendulum: 3 + 3 + 1 + 3 numbers a step
+    check_run_memory(AIHFControlConfig(total_steps=10**5))  # 4 MB
+
+
+def test_available_memory_and_sizes():
+    from aihf.safety import _size, available_memory, check_memory
+
+    have, what = available_memory()
+    assert have > 0 and what == "memory available"
+    check_memory(1, "one byte", "never")
+    with pytest.raises(InputError, match=r"^x = 1.0 PB, more than the .* of memory available; lower it$"):
+        check_memory(10**15, "x", "lower it")
+    assert [_size(n) for n in (999, 1000, 36 * 10**9, 3 * 10**18)] == [
+        "999 bytes",
+        "1.0 KB",
+        "36.0 GB",
+        "3000.0 PB",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------
+# a real process: no library log line, warning or progress bar before the one error line
+
+
+@pytest.mark.parametrize(
+    ("argv", "files", "expected"),
+    [
+        (
+            [*DPO[:6], "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"],
+            {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"},
+            "x 4 bytes of logits per micro-batch",
+        ),
+        (
+            [*DPO[:4], "--out", "{t}/run", "--trainer", "dpo", "--prefs", "{t}/p.jsonl"],
+            {**OK_PREFS, "run": _finished("policy/config.json")},
+            "holds a finished run",
+        ),
+        (
+            [*EVAL, "--n-prompts", "2"],
+            {"q.jsonl": _jsonl('{"prompt": "a"}', '{"prompt": 3}')},
+            "q.jsonl, line 2",
+        ),
+        # the tiny policy against the shipped base model: the tokenizers differ, found before weights load
+        ([*EVAL[:4], "--n-prompts", "2"], {}, "policy and reference tokenizers differ"),
+        (
+            ["control", "train", "--config", "{t}/c.yaml", "--out", "{out}", "--no-progress"],
+            {"c.yaml": "sac_batch_size: 1000000000\n"},
+            "sac_batch_size 1000000000",
+        ),
+        (["control", "train", "--env", "Pendulm-v1", "--out", "{out}"], {}, "did you mean Pendulum-v1"),
+    ],
+    ids=[
+        "lm-train-memory",
+        "lm-train-finished",
+        "lm-eval-prompts",
+        "lm-eval-vocab",
+        "control-train-memory",
+        "control-train-env",
+    ],
+)
+def test_a_real_process_prints_exactly_the_error_line(argv, files, expected, tiny, tmp_path):
+    """In-process capture can miss handlers bound to the original stderr; a real process cannot."""
+    argv, out = _prepare(argv, files, tmp_path, tiny)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "aihf", *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("aihf: error: "), proc.stderr
+    assert expected in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/x", "a/../../b", "../../x"])
+def test_a_job_name_leading_out_of_the_store_is_refused(tmp_path, name):
+    """A method or job name from a protocol or record never makes a bench read or write outside --out."""
+    from aihf.experiments.jobs import Job
+    from aihf.experiments.store import Store
+
+    job = Job(method="aihf", seed=0, name=name)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out").run_dir(job)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out", records=tmp_path / "records").finished(job)
+    with pytest.raises(InputError, match="job name"):
+        Store(tmp_path / "out").export(job, {}, tmp_path / "exported")
+    layout = Store(tmp_path / "out", layout=lambda root, job: root / job.method / f"seed{job.seed}")
+    with pytest.raises(InputError, match="run directory"):
+        layout.run_dir(Job(method="../../x", seed=0))
+    assert layout.run_dir(Job(method="aihf", seed=1)) == tmp_path / "out" / "aihf" / "seed1"
+    assert not list(tmp_path.rglob("*"))

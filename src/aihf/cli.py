@@ -75,10 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             refuse_out_over_input(
                 args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
             )
-            # a benchmark queue claims each job in its store instead, so several workers may share --out
-            rank0 = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
-            if rank0 and not getattr(args, "claims_jobs", False):
-                lock = RunLock(args.out)
+        target = getattr(args, "out", None) or getattr(args, "resume", None)  # control train --resume DIR
+        rank0 = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+        # a benchmark queue claims each job in its store instead, so several workers may share --out
+        if target and rank0 and not getattr(args, "claims_jobs", False):
+            lock = RunLock(target, "--out" if getattr(args, "out", None) else "--resume")
         with lock:
             result = args.handler(args)
     except InputError as err:

@@ -15,6 +15,8 @@ Everything here raises `InputError` subclasses, so the CLI turns each refusal in
   tensors); a pickle that needs more is refused.
 - `check_hub_name`: a Hub model name that cannot load offline fails at once with one line, instead of a
   dozen retry messages and 30 s of waiting.
+- `check_memory`: a batch or buffer that cannot fit in memory is refused before work with its estimate,
+  instead of allocating until the system kills the run.
 """
 
 from __future__ import annotations
@@ -287,6 +289,41 @@ def check_finite_weights(named: Mapping[str, Any] | Any, what: str) -> None:
             raise NonFiniteError(
                 f"{what}: {count} non-finite values in {name}; not saved (training diverged)"
             )
+
+
+# ------------------------------------------------------------------------------------------------------
+# memory bounds
+
+
+def available_memory(cuda: bool = False) -> tuple[int, str]:
+    """Bytes a run may still allocate, and what they are: the GPU's total memory when `cuda` (tensors
+    live there), else the system's MemAvailable (/proc/meminfo; elsewhere, the free physical pages)."""
+    if cuda:
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory, "GPU memory"
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "memory available"
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory available"
+
+
+def check_memory(need: int, estimate: str, advice: str, cuda: bool = False) -> None:
+    """Refuse a run whose rough `need` (bytes; `estimate` says how it was counted) exceeds the memory
+    available, before any work: an impossible batch or buffer fails in a second with one line instead of
+    allocating until the system kills the process. Estimates are lower bounds of what a step needs."""
+    have, what = available_memory(cuda)
+    if need > have:
+        raise InputError(f"{estimate} = {_size(need)}, more than the {_size(have)} of {what}; {advice}")
+
+
+def _size(count: int | float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------------------

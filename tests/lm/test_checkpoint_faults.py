@@ -1,6 +1,7 @@
 """Damaged LM checkpoints are refused with one line naming the file; torn logs and cut prunes are survived."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -45,9 +46,9 @@ def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true", more_yaml=""):
     [
         ("truncate", "trainable_weights_0.pt"),  # the weights
         ("truncate", "optimizer.bin"),
-        ("truncate", "custom_checkpoint_0.pkl"),  # the trainer's counters and samplers
+        ("truncate", "aihf_state.npz"),  # the trainer's counters, samplers and schedule
         ("delete", "random_states_0.pkl"),  # the RNG state: resuming without it would differ silently
-        ("flip", "custom_checkpoint_1.pkl"),
+        ("flip", "aihf_state.json"),
         ("delete", "manifest.json"),  # a save cut short before its manifest
     ],
 )
@@ -65,6 +66,64 @@ def test_damaged_checkpoint_is_refused_naming_the_file(
     assert place in err[0] and "not resuming" in err[0]
     assert f"the newest complete one is {out / 'checkpoints' / 'checkpoint-2'}" in err[0]
     assert (out / "policy" / "model.safetensors").read_bytes() == policy  # nothing was trained or written
+
+
+@pytest.mark.parametrize(
+    ("named", "content"),
+    [
+        ("random_states_0.pkl", b"not a pickle"),  # accelerate alone would only log it and go on
+        ("random_states_0.pkl", b""),
+        ("optimizer.bin", b"\x80\x02garbage"),
+        ("optimizer.bin", b""),
+        ("trainable_weights_0.pt", b"\x00" * 16),
+        ("aihf_state.npz", b"PK\x05\x06" + b"\x00" * 18),
+        ("aihf_state.json", b'{"__dict__": {}}'),
+        ("aihf_state.json", b"[1, 2, 3]"),
+    ],
+)
+def test_a_resealed_unloadable_part_stops_the_resume_naming_it(
+    named, content, finished, tiny_dir, data_dir, tmp_path, capsys
+):
+    """Damage that the manifest does not catch (it was written again after the damage) still stops the
+    resume: never a silently inexact one."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    last = out / "checkpoints" / "checkpoint-4"
+    (last / named).write_bytes(content)
+    checkpoints.write_manifest(last)
+    code, err = _resume_cli(tiny_dir, data_dir, out, capsys)
+    if named in ("optimizer.bin", "trainable_weights_0.pt", "aihf_state.json"):  # known once models load
+        err = [line for line in err if "Loading weights" not in line]
+    assert code == 2 and len(err) == 1, err
+    assert str(last / named) in err[0] or str(last) in err[0], err
+    assert named.split(".")[0] in err[0] or "cannot be resumed" in err[0], err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # nothing trained
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (open, ("pwned", "w"))
+
+
+def test_a_pickled_trainer_state_is_refused_not_unpickled(finished, tiny_dir, data_dir, tmp_path, capsys):
+    """accelerate loads its custom-object pickles with weights_only=False; aihf writes none and refuses
+    one found in a checkpoint, so a crafted checkpoint runs no code."""
+    import pickle
+
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    last = out / "checkpoints" / "checkpoint-4"
+    (last / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_RunsCode()))
+    checkpoints.write_manifest(last)
+    code, err = _resume_cli(tiny_dir, data_dir, out, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "custom_checkpoint_0.pkl: pickled trainer state" in err[0]
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+    # aihf's own checkpoints hold no pickle that accelerate would load with weights_only=False
+    assert {p.name for p in (finished / "checkpoints" / "checkpoint-4").glob("*.pkl")} == {
+        "random_states_0.pkl"
+    }
 
 
 def test_a_checkpoint_of_other_weights_is_refused_naming_the_file(

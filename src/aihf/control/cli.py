@@ -6,15 +6,23 @@ Only argparse work happens at import time; torch / stable-baselines3 load inside
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from aihf.control.config import ALGOS, BACKENDS
 from aihf.errors import InputError
+from aihf.safety import refuse_out_over_input
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--env", "env_id", str, "gymnasium id with a Box action space (default Pendulum-v1)"),
+    (
+        "--env",
+        "env_id",
+        str,
+        "gymnasium id with a Box action space (default Pendulum-v1); MODULE:ID imports MODULE first "
+        "(gymnasium's convention: its code runs), so name only modules you trust",
+    ),
     ("--algo", "algo", str, " | ".join(ALGOS)),
     ("--backend", "backend", str, "SAC implementation: sb3 (PyTorch, default) or sbx (JAX, faster on CPU)"),
     ("--ent-coef", "ent_coef", str, "SAC entropy coefficient (KL weight to uniform): a number or 'auto'"),
@@ -54,7 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--prefs", help="preferences .npz (default: the data shipped for --env)")
     train.add_argument("--out", help="output directory")
-    train.add_argument("--resume", metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    train.add_argument(
+        "--overwrite", action="store_true", help="train again into an --out that holds a finished run"
+    )
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run whose checkpoint is in DIR, with its saved settings and data",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -164,10 +179,12 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
+            _check_resume_flags(args)
             results = train(None, args.resume, resume=True, progress=not args.no_progress)
         else:
             if not args.out:
                 raise InputError("--out is required (or --resume DIR)")
+            refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=("results.json",))
             cfg = _config_from_args(args)
             demos_path, prefs_path = resolve_data(cfg.env_id, args.demos, args.prefs)
             demos, prefs = load_run_data(cfg, demos_path, prefs_path)
@@ -181,6 +198,39 @@ def _train(args: argparse.Namespace) -> int:
         f"-> {Path(args.resume or args.out)}"
     )
     return 0
+
+
+def _check_resume_flags(args: argparse.Namespace) -> None:
+    """A resume continues the run with its saved settings and data: options that would change them are
+    refused, naming each field whose value differs from the checkpoint's (the same value passes)."""
+    from aihf.control.config import AIHFControlConfig
+    from aihf.validation import load_yaml
+
+    given = [flag for flag in ("--demos", "--prefs", "--overwrite") if getattr(args, flag[2:])]
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        given.append("--out")
+    if given:
+        raise InputError(
+            f"--resume {args.resume}: {', '.join(given)} cannot be combined with a resume (it keeps the "
+            "run's data and directory)"
+        )
+    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
+    wanted = {**(load_yaml(args.config) if args.config else {}), **flags}
+    if not wanted:
+        return
+    state = Path(args.resume) / "checkpoint" / "state.json"
+    if not state.is_file():
+        return  # train() names the missing or damaged checkpoint
+    values = json.loads(state.read_text())["config"]
+    values.setdefault("ent_coef", "auto")  # as train() reads checkpoints from before the option
+    saved = AIHFControlConfig.from_dict(values).to_dict()
+    fresh = AIHFControlConfig.from_dict(wanted, "arguments").to_dict()
+    changed = [f"{k}: {saved[k]!r} -> {fresh[k]!r}" for k in sorted(wanted) if saved.get(k) != fresh.get(k)]
+    if changed:
+        raise InputError(
+            f"--resume {args.resume}: the checkpoint was trained with other settings ({'; '.join(changed)}); "
+            "resume without them, or start a new --out"
+        )
 
 
 def _collect(args: argparse.Namespace) -> int:

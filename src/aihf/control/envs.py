@@ -20,12 +20,40 @@ def make_env(env_id: str, seed: int) -> DummyVecEnv:
     return venv
 
 
+def check_env_id(env_id: str) -> None:
+    """Refuse, before gymnasium imports anything, an id of the wrong shape or (without `module:`) one
+    not in gymnasium's registry. `module:Name` imports `module` by gymnasium's convention (that runs
+    its code, as any plugin); its Name must still have an id's shape (`[namespace/]Name[-vN]`)."""
+    from gymnasium.envs.registration import parse_env_id, registry
+
+    if not isinstance(env_id, str) or not env_id:
+        raise InputError(f"--env {env_id!r}: expected a gymnasium id such as Pendulum-v1")
+    module, _, name = env_id.rpartition(":")
+    try:
+        parse_env_id(name)
+    except gym.error.Error:
+        raise InputError(
+            f"--env {env_id}: {name!r} is not a gymnasium id ([namespace/]Name[-vN], e.g. Pendulum-v1)"
+        ) from None
+    if module and not all(part.isidentifier() for part in module.split(".")):
+        raise InputError(f"--env {env_id}: {module!r} is not a Python module name")
+    if not module and name not in registry:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(registry), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"--env {env_id}: not a registered gymnasium environment{hint}")
+
+
 def env_dims(env_id: str) -> tuple[int, int]:
     """Observation and action sizes; a clear error for an unknown id or a non-Box action space."""
+    check_env_id(env_id)
     try:
         env = gym.make(env_id)
     except gym.error.Error as err:
         raise InputError(f"--env {env_id}: not a registered gymnasium environment ({err})") from err
+    except ImportError as err:  # `module:Name` whose module does not import
+        raise InputError(f"--env {env_id}: cannot import its module ({type(err).__name__}: {err})") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         raise InputError(f"--env {env_id}: action space is {env.action_space}, SAC needs a Box action space")
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))

@@ -65,6 +65,7 @@ from aihf.control.reward_learning import (
 from aihf.control.state import load_replay, save_replay
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json, write_text
+from aihf.safety import check_memory
 from aihf.state import read_state, write_state
 
 __all__ = ["RewardDivergedError", "Trainer", "evaluate", "load_run_data", "reevaluate", "train"]
@@ -448,6 +449,33 @@ class Trainer:
         return results
 
 
+def check_run_memory(cfg: AIHFControlConfig) -> None:
+    """Refuse, before SAC allocates, a replay buffer or a batch that cannot fit (`safety.check_memory`).
+
+    Rough lower bounds in float32: the buffer holds every step (total_steps x (2 obs + action + 3)
+    numbers: observation, next observation, action, reward, done, timeout); a batch holds its rows and
+    the activations of the actor and both critics, forward and backward (rows x (2 obs + action + 3 +
+    6 x the SAC layer widths)), rows the largest of sac_batch_size, reward_batch_size and bc_batch_size.
+    """
+    obs_dim, act_dim = env_dims(cfg.env_id)
+    row = 2 * obs_dim + act_dim + 3
+    check_memory(
+        cfg.total_steps * row * 4,
+        f"total_steps {cfg.total_steps} x {row} numbers x 4 bytes of SAC replay buffer ({cfg.env_id})",
+        "lower total_steps",  # stable-baselines3 keeps the buffer in numpy, on the CPU
+    )
+    sizes = {k: getattr(cfg, k) for k in ("sac_batch_size", "reward_batch_size", "bc_batch_size")}
+    name, rows = max(sizes.items(), key=lambda item: item[1])
+    per_row = row + 6 * sum(cfg.sac_hidden)
+    check_memory(
+        rows * per_row * 4,
+        f"{name} {rows} x {per_row} numbers x 4 bytes per batch ({cfg.env_id}, sac_hidden "
+        f"{list(cfg.sac_hidden)})",
+        f"lower {name}",
+        cfg.device.startswith("cuda") and torch.cuda.is_available(),
+    )
+
+
 def train(
     cfg: AIHFControlConfig | None,
     out_dir: str | Path,
@@ -482,6 +510,7 @@ def train(
         saved = json.loads((ckpt_path / "state.json").read_text())["config"]
         saved.setdefault("ent_coef", "auto")  # checkpoints from before the option ran SB3's automatic tuning
         cfg = AIHFControlConfig.from_dict(saved)
+        check_run_memory(cfg)
         obs_dim, act_dim = env_dims(cfg.env_id)
         demos_file, prefs_file = data_dir / "demos.npz", data_dir / "prefs.npz"
         demos = load_trajectories(demos_file, obs_dim, act_dim) if demos_file.exists() else None
@@ -489,6 +518,7 @@ def train(
     else:
         if cfg is None:
             raise ValueError("train() needs a config unless resume=True")
+        check_run_memory(cfg)
         out_dir.mkdir(parents=True, exist_ok=True)
         checkpoints.remove_dir(ckpt_path)
         if demos is not None:

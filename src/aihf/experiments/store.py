@@ -32,6 +32,7 @@ from typing import Any
 from aihf.errors import InputError
 from aihf.experiments.jobs import Job, Portable
 from aihf.io import write_json
+from aihf.safety import safe_child
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -56,7 +57,12 @@ class Store:
     _beats: dict[Path, threading.Event] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def run_dir(self, job: Job) -> Path:
-        return self.layout(self.root, job) if self.layout else self.root / "runs" / job.name
+        """Where `job` runs; a name that would lead outside the store (`../`, absolute) is refused."""
+        if self.layout:
+            return safe_child(
+                self.root, os.path.relpath(self.layout(self.root, job), self.root), "run directory"
+            )
+        return safe_child(self.root / "runs", job.name, "job name")
 
     def record_path(self, job: Job) -> Path:
         return self.run_dir(job) / self.record_name
@@ -64,7 +70,7 @@ class Store:
     def finished(self, job: Job) -> dict[str, Any] | None:
         """The finished record of `job` (same spec, no error): its run's, else its copy in `records`."""
         paths = [self.record_path(job)]
-        paths += [self.records / f"{job.name}.json"] if self.records else []
+        paths += [safe_child(self.records, f"{job.name}.json", "job name")] if self.records else []
         for path in (p for p in paths if p.is_file()):
             saved = read_record(path)
             if job.matches(saved, self.portable) and "error" not in saved:
@@ -94,7 +100,7 @@ class Store:
 
     def export(self, job: Job, record: dict[str, Any], directory: Path) -> None:
         """A finished record copied to DIRECTORY/NAME.json (to commit, and reuse with `records`)."""
-        write_json(directory / f"{job.name}.json", record)
+        write_json(safe_child(directory, f"{job.name}.json", "job name"), record)
 
     # --- claims ------------------------------------------------------------------------------------
 

@@ -40,11 +40,26 @@ def _trainer(args: argparse.Namespace) -> str:
     return str(named)
 
 
+def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
+    """An --out holding this method's final outputs is a finished run: refused unless --overwrite (a
+    resume, `resume_from_checkpoint` in --config, continues it instead)."""
+    from aihf.lm.methods import METHODS
+    from aihf.safety import refuse_out_over_input
+    from aihf.validation import load_yaml
+
+    if args.config and load_yaml(args.config).get("resume_from_checkpoint"):
+        return
+    finals = tuple(f"{output}/config.json" for output in METHODS[trainer].outputs if "/" not in output)
+    refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals)
+
+
 def _train(args: argparse.Namespace) -> int:
     from aihf.lm.train import run_training
 
+    trainer = _trainer(args)
+    _refuse_finished_run(args, trainer)
     metrics = run_training(
-        trainer=_trainer(args),
+        trainer=trainer,
         model=args.model,
         out=args.out,
         reward_model=args.reward_model,
@@ -120,6 +135,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=int, help=f"outer iterations ({iterative})")
     p.add_argument("--max-steps", type=int, help="optimiser steps (the other methods)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--overwrite", action="store_true", help="train again into an --out that holds a finished run"
+    )
     p.add_argument("--config", help="YAML file of the trainer's config fields (flags override it)")
     p.set_defaults(handler=_train)
 
@@ -171,7 +189,7 @@ def _eval(args: argparse.Namespace) -> int:
     from aihf.io import read_jsonl, write_json
     from aihf.lm.evaluation import SamplingConfig, check_same_vocab, evaluate, load_model
     from aihf.lm.gold import load_gold_reward
-    from aihf.lm.modeling import check_model_source
+    from aihf.lm.modeling import check_model_source, load_tokenizer
     from aihf.validation import AT_LEAST_1, LENGTH, SEED, check_value
 
     check_value("--n-prompts", args.n_prompts, int, AT_LEAST_1)
@@ -191,9 +209,11 @@ def _eval(args: argparse.Namespace) -> int:
     prompts = [r["prompt"] for r in read_jsonl(prompts_path, field="prompt")][: args.n_prompts]
     prefs = read_jsonl(args.prefs, field="chosen") if args.prefs else None
     gold = load_gold_reward(args.gold)
+    reference_path = str(args.reference or SHIPPED / "base_model")
+    # the tokenizers first: a mismatch is one line before any weights load (and print their bars)
+    check_same_vocab(load_tokenizer(args.policy), load_tokenizer(reference_path))
     policy, tokenizer = load_model(args.policy)
-    reference, ref_tokenizer = load_model(args.reference or SHIPPED / "base_model")
-    check_same_vocab(tokenizer, ref_tokenizer)
+    reference, _ = load_model(reference_path)
     rm = rm_tok = None
     if args.reward_model:
         rm, rm_tok = load_model(args.reward_model, kind="reward")

@@ -202,7 +202,7 @@ class LoopTrainer:
         self.ref = runtime.prepare_frozen(acc, ref, config.bf16) if ref is not None else None
         self.samplers: dict[str, runtime.BatchSampler] = {}
         self.state = runtime.TrainerState(self.samplers)
-        acc.register_for_checkpointing(self.state)
+        runtime.register_state(acc, self.state)
         self.out_dir = Path(config.output_dir)
         self.logger = runtime.MetricsLogger(acc, self.out_dir, self.method, config)
 

@@ -86,6 +86,21 @@ def check_model_source(path: str, option: str) -> None:
     if missing:
         found = " and no ".join(missing)
         raise InputError(f"{option} {path}: no {found}; expected a save_pretrained directory")
+    for weights in sorted(local.glob("*.safetensors")):
+        _check_safetensors(weights, f"{option} {path}")
+
+
+def _check_safetensors(path: Path, where: str) -> None:
+    """A safetensors file whose header is damaged, oversized or promises more bytes than the file holds
+    is refused now, reading the header only, not when the weights load (after --out was created)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{where}: {path.name}: not a readable safetensors file ({reason})") from None
 
 
 def load_tokenizer(path: str) -> Any:

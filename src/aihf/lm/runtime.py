@@ -1,8 +1,9 @@
 """What every hand-written LM trainer shares: accelerator, PEFT, batches, metrics, checkpoints, outputs.
 
-Checkpoints are `accelerate` states (models, optimisers, RNG of every process, and the trainer's
-own counters and data-sampler generators) under `OUT/checkpoints/checkpoint-N`, sealed with a
-manifest and renamed into place only when complete, verified before a resume (`aihf.checkpoints`).
+Checkpoints are `accelerate` states (models, optimisers, RNG of every process) plus the trainer's own
+counters, data-sampler generators and learning-rate schedules as JSON + npz (`register_state`), under
+`OUT/checkpoints/checkpoint-N`, sealed with a manifest and renamed into place only when complete,
+verified before a resume (`aihf.checkpoints`). Every part must load on resume, or the resume stops.
 Metrics go to `OUT/metrics.jsonl`, accelerate's trackers (`report_to`; TensorBoard under `OUT/runs`)
 and the tqdm bar.
 """
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from aihf.io import write_text
 from aihf.lm.config import LMConfig
 from aihf.lm.modeling import lora_config
 from aihf.safety import NonFiniteError, check_finite_weights
+from aihf.state import read_state, write_state
 
 
 def trackers(config: LMConfig) -> list[str]:
@@ -95,7 +98,10 @@ def _load_trainable_weights(models: list[Any], input_dir: str) -> None:
         return  # a checkpoint of full state dicts, as accelerate writes them
     for i, model in enumerate(models):
         path = Path(input_dir) / TRAINABLE_WEIGHTS.format(i)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # damaged, or a pickle that is more than tensors
+            raise checkpoints.CheckpointError(f"{path}: cannot be loaded ({type(err).__name__})") from None
         missing, unexpected = model.load_state_dict(state, strict=False)
         trainable = {name for name, param in model.named_parameters() if param.requires_grad}
         absent = sorted(trainable & set(missing))
@@ -338,7 +344,7 @@ def make_scheduler(accelerator: Any, optimizer: Any, config: LMConfig, total_ste
         num_warmup_steps=config.warmup_steps,
         num_training_steps=total_steps,
     )
-    accelerator.register_for_checkpointing(scheduler)
+    register_state(accelerator, scheduler)
     return scheduler
 
 
@@ -370,7 +376,7 @@ class BatchSampler:
 
 
 class TrainerState:
-    """Counters and samplers saved with each checkpoint (registered with accelerate)."""
+    """Counters and samplers saved with each checkpoint (`register_state`)."""
 
     def __init__(self, samplers: dict[str, BatchSampler]) -> None:
         self.step = 0
@@ -482,7 +488,32 @@ def resolve_resume(out_dir: Path, resume: str | bool | None) -> Path | None:
         earlier = [p for p in checkpoint_dirs(path.parent.parent) if p != path and checkpoints.is_complete(p)]
         hint = f"; the newest complete one is {earlier[-1]}" if earlier else ""
         raise checkpoints.CheckpointError(f"{err}; not resuming{hint}") from None
+    old = sorted(p.name for p in path.glob(_PICKLED_STATE))
+    if old:
+        raise checkpoints.CheckpointError(
+            f"{path / old[0]}: pickled trainer state of an older aihf; not loaded, since unpickling "
+            "can run code: start the run again"
+        )
+    _check_small_parts(path)
     return path
+
+
+def _check_small_parts(checkpoint: Path) -> None:
+    """Load the RNG states (accelerate's and TRL's) and the trainer state before any model loads: a
+    damaged one is one line now, not after the models' loading bars (accelerate alone would skip a bad
+    RNG state silently). All load weights-only, running no code."""
+    from accelerate.utils import load as weights_only_load
+
+    for part in sorted([*checkpoint.glob("random_states_*.pkl"), *checkpoint.glob("rng_state*.pth")]):
+        try:
+            weights_only_load(part)
+        except Exception as err:
+            raise checkpoints.CheckpointError(
+                f"{part}: cannot be loaded ({type(err).__name__}); not resuming (a resume without it "
+                "would not be exact)"
+            ) from None
+    if (checkpoint / f"{STATE_FILE}.json").exists():
+        read_state(checkpoint, STATE_FILE)
 
 
 RUN_FILE = "run.json"  # in every checkpoint: the method and config that wrote it
@@ -538,7 +569,7 @@ def start_or_resume(
     if checkpoint is not None:
         if run is not None and (checkpoint / RUN_FILE).is_file():
             check_resume(checkpoint, json.loads((checkpoint / RUN_FILE).read_text()), run)
-        accelerator.load_state(str(checkpoint))
+        load_checkpoint(accelerator, checkpoint)
         logger.drop_after(state.step)
     return progress(total, state.step, accelerator.is_local_main_process, desc)
 
@@ -563,6 +594,77 @@ def check_resume(checkpoint: Path, saved: dict[str, Any], run: dict[str, Any]) -
         )
 
 
+# The trainer's own state in every checkpoint (aihf_state.json + .npz): counters, data samplers and
+# learning-rate schedules. Not accelerate's `register_for_checkpointing`, whose custom_checkpoint_N.pkl
+# accelerate loads with `torch.load(weights_only=False)`, so a crafted checkpoint would run code; the
+# rest of accelerate's state (optimizer.bin, scheduler.bin, random_states_N.pkl) loads weights-only.
+STATE_FILE = "aihf_state"  # not trainer_state: transformers writes that name into TRL checkpoints
+_STATEFUL: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+_PICKLED_STATE = "custom_checkpoint_*.pkl"  # what older checkpoints held instead
+
+
+def register_state(accelerator: Any, obj: Any) -> None:
+    """Save `obj.state_dict()` with every checkpoint of `accelerator`'s run, and restore it on resume."""
+    _STATEFUL.setdefault(accelerator, []).append(obj)
+
+
+def load_checkpoint(accelerator: Any, checkpoint: Path) -> None:
+    """accelerator.load_state, then the trainer's own state; any part that fails to load stops the
+    resume with one line naming its file (accelerate only logs an unloadable RNG state and goes on,
+    which would make the resume silently inexact)."""
+    with _naming_unloadable_files(checkpoint) as failed:
+        accelerator.load_state(str(checkpoint))
+    if failed:  # swallowed by accelerate (the RNG states)
+        raise failed[0]
+    objects = _STATEFUL.get(accelerator, [])
+    states = read_state(checkpoint, STATE_FILE)
+    path = checkpoint / f"{STATE_FILE}.json"
+    if not isinstance(states, list) or len(states) != len(objects):
+        raise checkpoints.CheckpointError(f"{path}: does not fit this run's trainer state; not resuming")
+    for obj, saved in zip(objects, states, strict=True):
+        try:
+            obj.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise checkpoints.CheckpointError(
+                f"{path}: does not fit this run's trainer state ({type(err).__name__}: {err}); not resuming"
+            ) from None
+
+
+@contextlib.contextmanager
+def _naming_unloadable_files(checkpoint: Path) -> Iterator[list[checkpoints.CheckpointError]]:
+    """While accelerate loads `checkpoint`, a file its `load` cannot read raises (and is recorded as) a
+    CheckpointError naming that file."""
+    import accelerate.checkpointing as acc_checkpointing
+
+    failed: list[checkpoints.CheckpointError] = []
+    real_load = acc_checkpointing.load
+
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_load(f, *args, **kwargs)
+        except Exception as err:
+            failed.append(
+                checkpoints.CheckpointError(
+                    f"{f}: cannot be loaded ({type(err).__name__}); not resuming (a resume without it "
+                    "would not be exact)"
+                )
+            )
+            raise failed[-1] from None
+
+    acc_checkpointing.load = load
+    try:
+        yield failed
+    except checkpoints.CheckpointError:
+        raise
+    except Exception as err:  # a file that loaded but does not fit (e.g. another optimiser's state)
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise checkpoints.CheckpointError(
+            f"{checkpoint}: cannot be resumed ({type(err).__name__}: {reason}); not resuming"
+        ) from None
+    finally:
+        acc_checkpointing.load = real_load
+
+
 def save_checkpoint(
     accelerator: Any, out_dir: Path, step: int, keep: int, run: dict[str, Any] | None = None
 ) -> Path:
@@ -577,6 +679,7 @@ def save_checkpoint(
     accelerator.save_state(str(tmp), safe_serialization=False)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_state(tmp, STATE_FILE, [obj.state_dict() for obj in _STATEFUL.get(accelerator, [])])
         if run is not None:
             write_text(tmp / RUN_FILE, json.dumps(run, indent=2) + "\n")
         checkpoints.write_manifest(tmp)  # last: a checkpoint without one is incomplete

@@ -105,6 +105,7 @@ def run_training(
     if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints
         resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged one stops here
     check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
+    check_batch_memory(cfg, model, where)
     starts_from_reward = method.needs_reward_model or "reward_model" in method.outputs
     if reward_model is not None and reward_fn is None and starts_from_reward:
         check_model_source(reward_model, "--reward-model")
@@ -193,3 +194,56 @@ def _push_outputs(out: Path, outputs: tuple[str, ...], repo_id: str, method: str
     for output in outputs:
         target = repo_id if output == outputs[0] else f"{repo_id}-reward"
         print(f"pushed {out / output} to {push_to_hub(out / output, target, method)}")
+
+
+# What one drawn row index costs in the optimiser step's row list: a Python int and its list slot.
+ROW_INDEX_BYTES = 36
+
+
+def check_batch_memory(cfg: Any, model: str, where: str) -> None:
+    """Refuse, before anything loads, a batch that cannot fit in memory (`safety.check_memory`).
+
+    Two rough lower bounds: the float32 logits of one micro-batch of full-length sequences
+    (rows x max_length x vocab_size x 4 bytes, rows the largest of batch_size, reward_batch_size and
+    prompt_batch_size x num_samples; the model, its activations and the optimiser come on top), and the
+    row indices drawn for one optimiser step (batch_size x gradient_accumulation_steps x 36 bytes).
+    """
+    import torch
+
+    from aihf.safety import check_memory
+
+    cuda = torch.cuda.is_available()
+    batch = cfg.batch_size
+    accumulation = f"batch_size {batch} x gradient_accumulation_steps {cfg.gradient_accumulation_steps}"
+    vocab = _vocab_size(model)
+    sizes = {"batch_size": batch, "reward_batch_size": getattr(cfg, "reward_batch_size", None) or batch}
+    if hasattr(cfg, "prompt_batch_size"):
+        sizes["prompt_batch_size x num_samples"] = cfg.prompt_batch_size * cfg.num_samples
+    name, rows = max(sizes.items(), key=lambda item: item[1])
+    if vocab is not None:
+        check_memory(
+            rows * cfg.max_length * vocab * 4,
+            f"{where}: {name} {rows} x max_length {cfg.max_length} x vocab {vocab} x 4 bytes of logits per "
+            "micro-batch",
+            f"lower {name.split()[0]} (and raise gradient_accumulation_steps) or max_length",
+            cuda,
+        )
+    check_memory(
+        batch * cfg.gradient_accumulation_steps * ROW_INDEX_BYTES,
+        f"{where}: {accumulation} rows drawn per optimiser step x {ROW_INDEX_BYTES} bytes",
+        "lower gradient_accumulation_steps or batch_size",
+    )
+
+
+def _vocab_size(model: str) -> int | None:
+    """The model's vocabulary size from its config alone (no weights load); None when it has none."""
+    from transformers import AutoConfig
+
+    from aihf.safety import hub_offline
+
+    try:
+        with hub_offline():
+            vocab = getattr(AutoConfig.from_pretrained(model), "vocab_size", None)
+    except (OSError, ValueError):  # no readable config: the model's own load names the problem
+        return None
+    return vocab if isinstance(vocab, int) and vocab > 0 else None
