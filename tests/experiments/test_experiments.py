@@ -296,7 +296,7 @@ def test_benchmark_queues_share_their_out_while_other_commands_lock_it(tmp_path,
     locked = []
 
     class Recording:
-        def __init__(self, out: str) -> None:
+        def __init__(self, out: str, flag: str = "--out") -> None:
             locked.append(out)
 
         def __enter__(self) -> None:

@@ -93,7 +93,8 @@ def test_a_resealed_unloadable_part_stops_the_resume_naming_it(
     checkpoints.write_manifest(last)
     code, err = _resume_cli(tiny_dir, data_dir, out, capsys)
     if named in ("optimizer.bin", "trainable_weights_0.pt", "aihf_state.json"):  # known once models load
-        err = [line for line in err if "Loading weights" not in line]
+        # transformers' weight-loading bars (and the blank fragments their carriage returns leave)
+        err = [line for line in err if line.strip() and "Loading weights" not in line]
     assert code == 2 and len(err) == 1, err
     assert str(last / named) in err[0] or str(last) in err[0], err
     assert named.split(".")[0] in err[0] or "cannot be resumed" in err[0], err
