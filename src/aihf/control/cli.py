@@ -6,11 +6,10 @@ Only argparse work happens at import time; torch / stable-baselines3 load inside
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from aihf.control.config import ALGOS, BACKENDS
-from aihf.errors import InputError
+from aihf.errors import InputError, RunFailed
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
 _TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
@@ -155,8 +154,7 @@ def _train(args: argparse.Namespace) -> int:
             demos, prefs = load_run_data(cfg, demos_path, prefs_path)
             results = train(cfg, args.out, demos, prefs, progress=not args.no_progress)
     except RewardDivergedError as err:
-        print(f"aihf: error: {err}; the last good checkpoint is kept", file=sys.stderr)
-        return 1
+        raise RunFailed(f"{err}; the last good checkpoint is kept") from err
     print(
         f"{results['algo']} on {results['env']}: true return {results['eval_return_mean']:.1f} "
         f"+- {results['eval_return_std']:.1f} after {results['env_steps']} steps "
@@ -215,8 +213,7 @@ def _bench(args: argparse.Namespace) -> int:
             shard=shard,
         )
     except JobsFailed as err:
-        print(f"aihf: error: control bench: {err}", file=sys.stderr)
-        return 1
+        raise RunFailed(str(err)) from err
     print(report, end="")
     return 0
 
@@ -231,8 +228,7 @@ def _protocol(args: argparse.Namespace) -> int:
     if args.action == "work":
         failed = jobs.work()
         if failed:
-            print(f"aihf: error: {len(failed)} protocol job(s) failed: {', '.join(failed)}", file=sys.stderr)
-            return 1
+            raise RunFailed(f"{len(failed)} protocol job(s) failed: {', '.join(failed)}")
         return 0
     print(jobs.status() if args.action == "status" else jobs.report())
     return 0
