@@ -191,6 +191,7 @@ def _bench(args: argparse.Namespace) -> int:
     from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
     from aihf.experiments.queue import JobsFailed, parse_shard
+    from aihf.threads import limit_threads, share
 
     if args.budget is not None and (not args.report_only or args.budget < 1):
         raise InputError(f"--budget {args.budget}: expected a positive step count, with --report-only")
@@ -198,6 +199,8 @@ def _bench(args: argparse.Namespace) -> int:
         print(rebuild_report(args.out, args.budget), end="")
         return 0
     shard = parse_shard(args.shard)
+    if shard[1] > 1:  # shards run side by side, one process per core: each its share of the cores
+        limit_threads(share(shard[1]))
     overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
     try:
         report = run_bench(
@@ -220,12 +223,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _protocol(args: argparse.Namespace) -> int:
     from aihf.control.protocol import DEFAULT_PROTOCOL, ProtocolQueue, read_control_protocol
+    from aihf.threads import limit_threads
 
     proto, root = read_control_protocol(args.protocol or DEFAULT_PROTOCOL)
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     jobs = ProtocolQueue(proto, root, runs)
     if args.action == "work":
+        limit_threads(1)  # one worker per core: a second thread would only compete with the next worker
         failed = jobs.work()
         if failed:
             raise RunFailed(f"{len(failed)} protocol job(s) failed: {', '.join(failed)}")
