@@ -190,7 +190,7 @@ def _collect(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
-    from aihf.experiments.queue import JobsFailed, parse_shard
+    from aihf.experiments.queue import parse_shard
     from aihf.threads import limit_threads, share
 
     if args.budget is not None and (not args.report_only or args.budget < 1):
@@ -202,21 +202,18 @@ def _bench(args: argparse.Namespace) -> int:
     if shard[1] > 1:  # shards run side by side, one process per core: each its share of the cores
         limit_threads(share(shard[1]))
     overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
-    try:
-        report = run_bench(
-            args.env,
-            args.algos,
-            args.seeds,
-            args.out,
-            args.total_steps,
-            args.config,
-            args.demos,
-            args.prefs,
-            overrides=overrides,
-            shard=shard,
-        )
-    except JobsFailed as err:
-        raise RunFailed(str(err)) from err
+    report = run_bench(
+        args.env,
+        args.algos,
+        args.seeds,
+        args.out,
+        args.total_steps,
+        args.config,
+        args.demos,
+        args.prefs,
+        overrides=overrides,
+        shard=shard,
+    )
     print(report, end="")
     return 0
 
