@@ -76,7 +76,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
     argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--prefs", str(bad)]
     assert aihf.cli.main([*argv, "--out", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()  # the error line and nothing else
-    assert err.startswith("aihf lm train: error: ") and "prefs.jsonl, line 2, field 'rejected': missing value" in err
+    assert err.startswith("aihf lm train: error: ")
+    assert "prefs.jsonl, line 2, field 'rejected': missing value" in err
     assert not out.exists()
 
 
