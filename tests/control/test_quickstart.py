@@ -47,6 +47,10 @@ def test_verdict_says_plainly_when_aihf_did_not_learn_and_whether_its_reward_is_
         }
     )
     assert "At this budget AIHF does not learn Pendulum" in stuck and "random start (-1500)" in stuck
+    part = quickstart.verdict(
+        {"aihf": algo(-1500, -700), "rlhf": algo(-1500, -400), "sac-true": algo(-1500, -150)}
+    )
+    assert "learns only part of the way: from its random start (-1500) to -700, 59% of" in part
     assert "accuracy 0.96" in stuck and "true return 0.99" in stuck and "not the benchmark's verdict" in stuck
 
 

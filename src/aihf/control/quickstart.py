@@ -47,8 +47,9 @@ def run(out_dir: Path) -> str:
 
 def verdict(algos: dict[str, Any]) -> str:
     """What the table shows: AIHF against RLHF seed by seed (means of the last three evaluations, less
-    noisy than the final one), against the oracle, whether AIHF learned at all (ended nearer the oracle
-    than its own random start) and what two seeds cannot show."""
+    noisy than the final one), against the oracle, how much of the oracle's climb from the random start
+    AIHF made (not learning: less than half; part of the way: less than three quarters) and what two
+    seeds cannot show."""
 
     def last3(algo: str) -> list[float]:
         return [run["last3_return"] for run in algos[algo]["per_seed"]]
@@ -65,10 +66,17 @@ def verdict(algos: dict[str, Any]) -> str:
         + (f"{gap:.0f} above AIHF. " if gap > 0 else f"{-gap:.0f} below AIHF. ")
     )
     starts = [run["curve"][0][1] for run in algos["aihf"]["per_seed"] if run.get("curve")]
-    if starts and mean["aihf"] < (sum(starts) / len(starts) + mean["sac-true"]) / 2:
+    start = sum(starts) / len(starts) if starts else None
+    if start is not None and mean["aihf"] < start + 0.75 * (mean["sac-true"] - start):
         text += (
-            "At this budget AIHF does not learn Pendulum: it ends nearer its random start "
-            f"({sum(starts) / len(starts):.0f}) than the oracle. "
+            (
+                f"At this budget AIHF does not learn Pendulum: it ends nearer its random start ({start:.0f}) "
+                "than the oracle. "
+                if mean["aihf"] < (start + mean["sac-true"]) / 2
+                else f"At this budget AIHF learns only part of the way: from its random start ({start:.0f}) "
+                f"to {mean['aihf']:.0f}, {(mean['aihf'] - start) / (mean['sac-true'] - start):.0%} of the "
+                "oracle's climb. "
+            )
             + _reward_quality(algos["aihf"])
             + "This is the quick run's limit, not the benchmark's verdict (the paper-scale Hopper-v5 "
             "protocol under Results in the README: 500k steps, tuned settings, 3 seeds). "
@@ -88,7 +96,8 @@ def _reward_quality(aihf: dict[str, Any]) -> str:
         return ""
     return (
         f"Its learned reward is not the weak part (held-out preference accuracy {sum(acc) / len(acc):.2f}, "
-        f"correlation of learned and true return {sum(corr) / len(corr):.2f}): SAC has {TOTAL_STEPS} steps "
-        f"to follow a reward refit every {preset(ENV)['steps_per_iter']} steps, where the oracle's reward "
-        "never changes, and a one-seed pilot with twice the reward scale ended no better. "
+        f"correlation of learned and true return {sum(corr) / len(corr):.2f}); the likely limit is the "
+        f"policy's: SAC has {TOTAL_STEPS} steps to follow a reward refit every "
+        f"{preset(ENV)['steps_per_iter']} steps, where the oracle's reward never changes (a one-seed pilot "
+        "with twice the reward scale ended no better). "
     )
