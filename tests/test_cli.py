@@ -60,9 +60,32 @@ def test_every_subcommand_has_a_description_and_an_aihf_prefix():
         assert sub.description, sub.prog
 
 
-def test_usage_errors_of_subcommands_are_one_line_with_the_aihf_prefix(capsys):
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (
+            ["lm", "train", "--out", "x", "--no-such-flag", "1"],
+            "aihf lm train: error: unrecognized arguments: ",
+        ),
+        (["control", "train", "--bogus"], "aihf control train: error: unrecognized arguments: --bogus"),
+        (["lm", "bench", "--preset", "nope", "--out", "x"], "aihf lm bench: error: argument --preset"),
+        (["lm", "no-such"], "aihf lm: error: argument lm_command: invalid choice"),
+        (["--bogus"], "aihf: error: "),
+    ],
+)
+def test_usage_errors_are_one_line_prefixed_by_the_subcommand_path(argv, prefix, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["lm", "train", "--use-peft", "--out", "x"])
+        main(argv)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("aihf")
+    err = capsys.readouterr().err
+    assert err.startswith(prefix) and err.count("\n") == 1, err
+
+
+def test_input_errors_carry_the_subcommand_path(tmp_path, capsys):
+    assert main(["choice", "example1", "--out", str(tmp_path / "o"), "--beta", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aihf choice example1: error: --beta must be") and err.count("\n") == 1, err
+    assert (
+        main(["control", "train", "--config", str(tmp_path / "no.yaml"), "--out", str(tmp_path / "c")]) == 2
+    )
+    assert capsys.readouterr().err.startswith("aihf control train: error: ")

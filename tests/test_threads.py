@@ -35,3 +35,22 @@ def test_limit_threads_sets_a_loaded_torch():
         assert torch.get_num_threads() == int(os.environ["OMP_NUM_THREADS"])
     finally:
         torch.set_num_threads(before)
+
+
+def test_parallel_control_processes_take_their_share_of_the_cores(tmp_path, monkeypatch):
+    """`control bench --shard I/N` (N processes side by side) and `control protocol work` (one worker
+    per core) set their thread counts before any work; a single bench keeps the machine's default."""
+    import aihf.control.bench
+    import aihf.control.protocol
+    import aihf.threads
+    from aihf.cli import main
+
+    asked = []
+    monkeypatch.setattr(aihf.threads, "limit_threads", asked.append)
+    monkeypatch.setattr(aihf.threads, "share", lambda workers: 10 + workers)
+    monkeypatch.setattr(aihf.control.bench, "run_bench", lambda *args, **kwargs: "")
+    monkeypatch.setattr(aihf.control.protocol.ProtocolQueue, "work", lambda self: [])
+    assert main(["control", "bench", "--shard", "1/3", "--out", str(tmp_path / "b")]) == 0
+    assert main(["control", "bench", "--out", str(tmp_path / "c")]) == 0
+    assert main(["control", "protocol", "work", "--runs", str(tmp_path / "p")]) == 0
+    assert asked == [13, 1]

@@ -2,11 +2,12 @@
 
 Each domain module exposes `register(subparsers)`; it must import only argparse-level code so that
 `aihf choice ...` never pays for importing transformers. Handlers raise `InputError` for bad input,
-which becomes one line on stderr and exit code 2. Before any handler runs, an `--out` that is one of
-the command's inputs (or holds an input model) is refused, and the output is locked for the run's duration
-(`safety.RunLock`: a second command on the same `--out` is refused with the holder's pid), except for
-the benchmark queues, which claim each job in their store so that workers on several machines can share
-one `--out` (`aihf.experiments.store`).
+which becomes one line on stderr and exit code 2, and `RunFailed` for work that ran and failed (exit 1);
+every error line starts with the subcommand's path (`aihf lm train: error: ...`), as argparse's do.
+Before any handler runs, an `--out` that is one of the command's inputs (or holds an input model) is
+refused, and the output is locked for the run's duration (`safety.RunLock`: a second command on the
+same `--out` is refused with the holder's pid), except for the benchmark queues, which claim each job in
+their store so that workers on several machines can share one `--out` (`aihf.experiments.store`).
 
 This is the one place errors are printed: control characters from file names and data are escaped
 there (`safety.escape_terminal`), so a message never splits into two lines or sends raw escape
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from aihf import __version__
-from aihf.errors import InputError
+from aihf.errors import InputError, RunFailed
 from aihf.io import check_output_path
 from aihf.safety import RunLock, describe_os_error, escape_terminal, refuse_out_over_input
 
@@ -33,11 +34,30 @@ from aihf.safety import RunLock, describe_os_error, escape_terminal, refuse_out_
 DOMAINS = ("aihf.choice.cli", "aihf.control.cli", "aihf.lm.cli", "aihf.quickstart")
 
 
+# The namespace attribute that carries the chosen subcommand's path ("aihf lm train"), the prefix of
+# every error line of the run (argparse's own, unknown arguments, and the handler's InputError).
+COMMAND = "_aihf_command"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with code 2 on usage errors already; keep its message to one line."""
+    """argparse exits with code 2 on usage errors already; keep its message to one line, prefixed by
+    the subcommand's path (also for unknown arguments, which argparse reports at the root)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {escape_terminal(message)}\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, COMMAND):  # the innermost subcommand parses first and wins
+            setattr(namespace, COMMAND, self.prog)
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(namespace, COMMAND)
+            self.exit(2, f"{prog}: error: unrecognized arguments: {escape_terminal(' '.join(extras))}\n")
+        return namespace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +87,7 @@ def _describe(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = vars(args).pop(COMMAND, "aihf")
     args.command_line = ["aihf", *(sys.argv[1:] if argv is None else argv)]  # for model cards
     try:
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
@@ -83,25 +104,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         with lock:
             result = args.handler(args)
     except InputError as err:
-        _error(str(err))
+        _error(prog, str(err))
         return 2
+    except RunFailed as err:
+        _error(prog, str(err))
+        return 1
     except ModuleNotFoundError as err:
         if not err.name or err.name.split(".")[0] == "aihf":
             raise  # a bug, not a missing extra
         extra = f"aihf[{args.command}]" if args.command in ("control", "lm") else "aihf[all]"
-        _error(f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
+        _error(prog, f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
         return 2
     except OSError as err:
         out = getattr(args, "out", None)
         if err.errno in (errno.ENOSPC, errno.EDQUOT) and out:
-            _error(f"{err.filename or ''}{': ' if err.filename else ''}{_disk_full(err, out)}")
+            _error(prog, f"{err.filename or ''}{': ' if err.filename else ''}{_disk_full(err, out)}")
             return 2
         if err.filename is None:
             raise  # not about a file the user named: a bug
-        _error(f"{err.filename}: {describe_os_error(err)}")
+        _error(prog, f"{err.filename}: {describe_os_error(err)}")
         return 2
     except KeyboardInterrupt:
-        print("aihf: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
 
@@ -132,5 +156,5 @@ def _disk_full(err: OSError, out: str) -> str:
     return f"{describe_os_error(err)} (writing under --out {out}); {resume}"
 
 
-def _error(message: str) -> None:
-    print(f"aihf: error: {escape_terminal(message)}", file=sys.stderr)
+def _error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {escape_terminal(message)}", file=sys.stderr)

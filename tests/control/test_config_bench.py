@@ -217,6 +217,6 @@ def test_a_failed_run_is_listed_after_the_others_ran_and_the_exit_code_is_1(
     ]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("aihf: error: control bench: 1 job(s) failed: bc/seed0")
+    assert err.splitlines()[-1].startswith("aihf control bench: error: 1 job(s) failed: bc/seed0")
     assert (tmp_path / "out" / "aihf" / "seed0" / "results.json").is_file()  # the run after it still ran
     assert "| AIHF | 1 |" in (tmp_path / "out" / "results.md").read_text()

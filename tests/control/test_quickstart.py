@@ -29,6 +29,31 @@ def test_verdict_compares_aihf_with_rlhf_per_seed_and_names_the_oracle_and_the_l
     assert "at or below" in text and "ahead in 0 of 1 seeds" in text
 
 
+def test_verdict_says_plainly_when_aihf_did_not_learn_and_whether_its_reward_is_to_blame():
+    def algo(start, end, **diagnostics):
+        return {"per_seed": [{"last3_return": end, "curve": [[0, start], [6000, end]]}], **diagnostics}
+
+    learned = quickstart.verdict(
+        {"aihf": algo(-1500, -300), "rlhf": algo(-1500, -400), "sac-true": algo(-1500, -150)}
+    )
+    assert "does not learn" not in learned
+    stuck = quickstart.verdict(
+        {
+            "aihf": algo(
+                -1500, -900, heldout_preference_accuracy=[0.96], learned_true_return_correlation=[0.99]
+            ),
+            "rlhf": algo(-1500, -400),
+            "sac-true": algo(-1500, -150),
+        }
+    )
+    assert "At this budget AIHF does not learn Pendulum" in stuck and "random start (-1500)" in stuck
+    part = quickstart.verdict(
+        {"aihf": algo(-1500, -700), "rlhf": algo(-1500, -400), "sac-true": algo(-1500, -150)}
+    )
+    assert "learns only part of the way: from its random start (-1500) to -700, 59% of" in part
+    assert "accuracy 0.96" in stuck and "true return 0.99" in stuck and "not the benchmark's verdict" in stuck
+
+
 @pytest.mark.slow
 def test_quickstart_section(tmp_path):
     section = quickstart.run(tmp_path)

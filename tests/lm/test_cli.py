@@ -76,7 +76,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
     argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--prefs", str(bad)]
     assert aihf.cli.main([*argv, "--out", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()  # the error line and nothing else
-    assert err.startswith("aihf: error: ") and "prefs.jsonl, line 2, field 'rejected': missing value" in err
+    assert err.startswith("aihf lm train: error: ")
+    assert "prefs.jsonl, line 2, field 'rejected': missing value" in err
     assert not out.exists()
 
 
@@ -228,7 +229,7 @@ def test_the_trainer_comes_from_the_config_when_not_given(tiny_dir, tmp_path, ca
     (tmp_path / "none.yaml").write_text("learning_rate: 0.001\n")
     assert aihf.cli.main([*base, "--config", str(tmp_path / "none.yaml")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("aihf: error: --trainer: not given") and "\n" not in err
+    assert err.startswith("aihf lm train: error: --trainer: not given") and "\n" not in err
     (tmp_path / "bad.yaml").write_text("trainer: dpoo\n")
     assert aihf.cli.main([*base, "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "bad.yaml: field 'trainer' = 'dpoo'" in capsys.readouterr().err

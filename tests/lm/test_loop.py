@@ -151,7 +151,9 @@ def test_tensorboard_tracker_writes_events_and_logging_steps_hold(tiny_dir, data
         batch_size=3,
     )
     trainer.train()
-    assert list((tmp_path / "sp" / "runs").rglob("events.out.tfevents.*"))
+    [events] = (tmp_path / "sp" / "runs").rglob("events.out.tfevents.*")  # one run, hparams in it too
+    assert b"_hparams_/session_start_info" in events.read_bytes()
+    assert [p for p in (tmp_path / "sp" / "runs").rglob("*") if p.is_file()] == [events]  # no hparams.yml
     logged = (tmp_path / "sp" / "metrics.jsonl").read_text().splitlines()
     assert len(logged) == 2  # iteration 2, and the last one (3)
 

@@ -19,8 +19,16 @@ def test_the_quick_verdict_says_what_one_seed_cannot_and_the_full_table_is_label
         {"method": "dpo", "gold_reward_mean": 0.61, "kl_to_ref": 1.25, "kl_scale": 1.0},
     ]
     text = quickstart.quick_verdict({"runs": rows}, steps=6, n_test=16)
-    assert "from the base policy's 0.500 to: dpo 0.610 (KL 1.2 nats)" in text
-    assert "One seed" in text and "cannot say whether AIHF helps" in text
+    assert "from the `base` row's 0.500 to: dpo 0.610 (KL 1.2 nats)" in text
+    assert "One seed" in text and "cannot say whether AIHF helps" in text and "standard errors" not in text
+    rows[0]["gold_reward_sem"], rows[1]["gold_reward_sem"] = 0.03, 0.04  # difference 0.11 = 2.2 s.e.
+    assert "The largest move is 2.2 standard errors of the difference (over 16 prompts)." in (
+        quickstart.quick_verdict({"runs": rows}, steps=6, n_test=16)
+    )
+    rows[1]["gold_reward_sem"] = 0.08
+    assert "1.3 standard errors of the difference (over 16 prompts), within sampling noise" in (
+        quickstart.quick_verdict({"runs": rows}, steps=6, n_test=16)
+    )
     full = quickstart.full_table()
     assert (
         "not rerun here" in full and "| AIHF beats RLHF |" in full and "**Verdict (full benchmark).**" in full

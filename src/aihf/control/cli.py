@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from aihf.control.config import ALGOS, BACKENDS
-from aihf.errors import InputError
+from aihf.errors import InputError, RunFailed
 from aihf.safety import refuse_out_over_input
 
 # CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
@@ -190,8 +189,7 @@ def _train(args: argparse.Namespace) -> int:
             demos, prefs = load_run_data(cfg, demos_path, prefs_path)
             results = train(cfg, args.out, demos, prefs, progress=not args.no_progress)
     except RewardDivergedError as err:
-        print(f"aihf: error: {err}; the last good checkpoint is kept", file=sys.stderr)
-        return 1
+        raise RunFailed(f"{err}; the last good checkpoint is kept") from err
     print(
         f"{results['algo']} on {results['env']}: true return {results['eval_return_mean']:.1f} "
         f"+- {results['eval_return_std']:.1f} after {results['env_steps']} steps "
@@ -270,7 +268,8 @@ def _pairs(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from aihf.control.bench import report as rebuild_report
     from aihf.control.bench import run_bench
-    from aihf.experiments.queue import JobsFailed, parse_shard
+    from aihf.experiments.queue import parse_shard
+    from aihf.threads import limit_threads, share
 
     if args.budget is not None and (not args.report_only or args.budget < 1):
         raise InputError(f"--budget {args.budget}: expected a positive step count, with --report-only")
@@ -278,39 +277,38 @@ def _bench(args: argparse.Namespace) -> int:
         print(rebuild_report(args.out, args.budget), end="")
         return 0
     shard = parse_shard(args.shard)
+    if shard[1] > 1:  # shards run side by side, one process per core: each its share of the cores
+        limit_threads(share(shard[1]))
     overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
-    try:
-        report = run_bench(
-            args.env,
-            args.algos,
-            args.seeds,
-            args.out,
-            args.total_steps,
-            args.config,
-            args.demos,
-            args.prefs,
-            overrides=overrides,
-            shard=shard,
-        )
-    except JobsFailed as err:
-        print(f"aihf: error: control bench: {err}", file=sys.stderr)
-        return 1
+    report = run_bench(
+        args.env,
+        args.algos,
+        args.seeds,
+        args.out,
+        args.total_steps,
+        args.config,
+        args.demos,
+        args.prefs,
+        overrides=overrides,
+        shard=shard,
+    )
     print(report, end="")
     return 0
 
 
 def _protocol(args: argparse.Namespace) -> int:
     from aihf.control.protocol import DEFAULT_PROTOCOL, ProtocolQueue, read_control_protocol
+    from aihf.threads import limit_threads
 
     proto, root = read_control_protocol(args.protocol or DEFAULT_PROTOCOL)
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     jobs = ProtocolQueue(proto, root, runs)
     if args.action == "work":
+        limit_threads(1)  # one worker per core: a second thread would only compete with the next worker
         failed = jobs.work()
         if failed:
-            print(f"aihf: error: {len(failed)} protocol job(s) failed: {', '.join(failed)}", file=sys.stderr)
-            return 1
+            raise RunFailed(f"{len(failed)} protocol job(s) failed: {', '.join(failed)}")
         return 0
     print(jobs.status() if args.action == "status" else jobs.report())
     return 0

@@ -20,15 +20,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aihf.errors import InputError
+from aihf.errors import InputError, RunFailed
 from aihf.experiments.jobs import Job
 from aihf.experiments.store import Store
 
 RunJob = Callable[[Job], dict[str, Any]]
 
 
-class JobsFailed(RuntimeError):
-    """Raised after a pass in which some jobs failed (every other job ran, the report is written)."""
+class JobsFailed(RunFailed):
+    """Raised after a pass in which some jobs failed (every other job ran, the report is written); the
+    CLI prints it as one line and exits with code 1, also from inside `aihf quickstart`."""
 
     def __init__(self, names: list[str], where: str) -> None:
         super().__init__(f"{len(names)} job(s) failed: {', '.join(names)} (tracebacks in {where})")

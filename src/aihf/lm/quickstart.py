@@ -7,6 +7,7 @@ model training end to end; only the full benchmark's table says anything about t
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -48,19 +49,31 @@ def run(out_dir: Path) -> str:
 
 
 def quick_verdict(results: dict[str, Any], steps: int, n_test: int) -> str:
-    """What the one-seed quick run can say: how far each method moved the gold reward from the base."""
+    """What the one-seed quick run can say: how far each method moved the gold reward from the `base`
+    row (the base policy scored as a method), and whether that is more than sampling noise."""
     runs = [row for row in results["runs"] if row.get("kl_scale", 1.0) == 1.0]
-    base = next((row["gold_reward_mean"] for row in runs if row["method"] == "base"), None)
+    base = next((row for row in runs if row["method"] == "base"), None)
     moved = ", ".join(
         f"{row['method']} {row['gold_reward_mean']:.3f} (KL {row['kl_to_ref']:.1f} nats)"
         for row in runs
         if row["method"] != "base"
     )
-    start = f"from the base policy's {base:.3f}" if base is not None else ""
+    start = f"from the `base` row's {base['gold_reward_mean']:.3f}" if base is not None else ""
+    noise = ""
+    if base is not None and all("gold_reward_sem" in row for row in runs):
+        z = max(
+            abs(row["gold_reward_mean"] - base["gold_reward_mean"])
+            / math.hypot(row["gold_reward_sem"], base["gold_reward_sem"])
+            for row in runs
+            if row["method"] != "base"
+        )
+        noise = f" The largest move is {z:.1f} standard errors of the difference (over {n_test} prompts)" + (
+            ", within sampling noise." if z < 2 else "."
+        )
     return (
-        f"After {steps} optimiser steps the gold means moved {start} to: {moved}. One seed, {n_test} "
-        "test prompts and a few steps: this shows the real model training, saving and scoring end to end; "
-        "it cannot say whether AIHF helps (see the full benchmark below for that)."
+        f"After {steps} optimiser steps the gold means moved {start} to: {moved}.{noise} One seed, "
+        f"{n_test} test prompts and a few steps: this shows the real model training, saving and scoring "
+        "end to end; it cannot say whether AIHF helps (see the full benchmark below for that)."
     )
 
 

@@ -11,6 +11,7 @@ and the tqdm bar.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -412,7 +413,12 @@ class MetricsLogger:
                 k: v if isinstance(v, (int, float, str, bool)) else str(v)
                 for k, v in config.to_dict().items()
             }
-            accelerator.init_trackers(project, config=flat)
+            accelerator.init_trackers(project)
+            for tracker in accelerator.trackers if self.enabled else []:
+                if tracker.name == "tensorboard":
+                    _tensorboard_hparams(tracker.writer, flat)
+                else:
+                    tracker.store_init_configuration(flat)
         self.last: dict[str, float] = {}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -432,6 +438,16 @@ class MetricsLogger:
     def close(self) -> None:
         if self.tracking:
             self.accelerator.end_training()
+
+
+def _tensorboard_hparams(writer: Any, values: dict[str, Any]) -> None:
+    """The run's hyper-parameters into its own event file. accelerate's TensorBoard tracker calls
+    `add_hparams`, which writes them into a new timestamped run directory and puts an hparams.yml
+    into a second one: two extra runs in TensorBoard's list for every training run."""
+    summary = importlib.import_module(type(writer).__module__.rsplit(".", 1)[0] + ".summary")
+    for event in summary.hparams(values, {}):  # torch's or tensorboardX's, whichever wrote the run
+        writer._get_file_writer().add_summary(event)
+    writer.flush()
 
 
 def trim_metrics(path: Path, step: int) -> None:

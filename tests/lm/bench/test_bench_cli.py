@@ -127,18 +127,19 @@ def test_overrides_are_parsed_per_method():
         cli._parse_overrides(["beta=0.1"])
 
 
-def test_failed_jobs_are_listed_and_the_exit_code_is_1(monkeypatch, capsys):
+def test_failed_jobs_are_listed_and_the_exit_code_is_1(monkeypatch, capsys, tmp_path):
     """Every other job still ran (run_bench records failures and goes on); the command then fails."""
+    from aihf.cli import main
     from aihf.lm.bench import bench
 
     def fake_run(out, cfg, workers, report_only, deadline):
         return {"failed": ["dpo_d1000_p1000_k1_s0"], "postponed": []}
 
     monkeypatch.setattr(bench, "run_bench", fake_run)
-    args = parse(["bench", "--out", "x", "--quick", "--methods", "dpo", "--workers", "1"])
-    assert args.handler(args) == 1
+    argv = ["lm", "bench", "--out", str(tmp_path / "x"), "--quick", "--methods", "dpo", "--workers", "1"]
+    assert main(argv) == 1
     [err] = capsys.readouterr().err.strip().splitlines()
-    assert "1 bench job(s) failed: dpo_d1000_p1000_k1_s0" in err
+    assert err.startswith("aihf lm bench: error: 1 bench job(s) failed: dpo_d1000_p1000_k1_s0")
 
 
 def test_jobs_left_by_the_time_limit_are_listed_and_the_exit_code_is_0(monkeypatch, capsys):

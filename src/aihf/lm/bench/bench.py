@@ -560,9 +560,9 @@ def _run_workers(
 
 
 def _worker(out_dir: str, cfg: BenchConfig, deadline: float | None, names: Iterable[str]) -> None:
-    import torch
+    from aihf.threads import limit_threads
 
-    torch.set_num_threads(1)
+    limit_threads(1)  # or the share of the cores that `queue.run_workers` put in the environment
     run_bench(out_dir, cfg, only=names, deadline=deadline)
 
 

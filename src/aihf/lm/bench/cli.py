@@ -7,12 +7,11 @@ only when this package is there); heavy imports stay inside the handlers so `aih
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from aihf.errors import InputError
+from aihf.errors import InputError, RunFailed
 from aihf.experiments.queue import parse_shard
 
 
@@ -160,12 +159,9 @@ def _bench(args: argparse.Namespace) -> int:
     failed = result["failed"]
     if failed:
         where = Path(args.out) / "runs"
-        print(
-            f"aihf: error: {len(failed)} bench job(s) failed: {', '.join(failed)} "
-            f"(tracebacks in {where}/JOB/eval.json)",
-            file=sys.stderr,
+        raise RunFailed(
+            f"{len(failed)} bench job(s) failed: {', '.join(failed)} (tracebacks in {where}/JOB/eval.json)"
         )
-        return 1
     if cfg.shard:
         print(f"shard {args.shard} done; run again without --shard to write the report")
     else:

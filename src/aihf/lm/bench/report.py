@@ -144,6 +144,16 @@ def make_plots(out: Path, results: dict[str, Any], runs: list[dict[str, Any]]) -
                 lw=1,
                 capsize=2,
             )
+    base_rows = [r for r in results["runs"] if r["method"] == "base" and is_main(r, cfg)]
+    if base_rows:  # the table's `base` row: the base policy scored on samples of its own
+        ax.scatter(
+            [r["kl_to_ref"] for r in base_rows],
+            [r["gold_reward_mean"] for r in base_rows],
+            color="gray",
+            marker="+",
+            s=80,
+            label="base row (its own samples)",
+        )
     ax.scatter(
         [0],
         [results["reference"]["gold_reward_mean"]],
