@@ -67,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if getattr(args, "prepare", None):  # flags and --config resolved into args.out, args.model, ...
+            args.prepare(args)
         if getattr(args, "out", None):
-            check_output_path(args.out, is_file=getattr(args, "out_is_file", False))
+            option = getattr(args, "out_option", "--out")
+            check_output_path(args.out, is_file=getattr(args, "out_is_file", False), option=option)
             refuse_out_over_input(
                 args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
             )

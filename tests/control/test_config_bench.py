@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -23,6 +24,39 @@ def test_yaml_config_flags_override_and_unknown_keys(tmp_path):
         AIHFControlConfig(algo="ppo")
     with pytest.raises(InputError, match="termination"):
         AIHFControlConfig(termination="ignore")
+
+
+def _train_config(argv: list[str]) -> AIHFControlConfig:
+    """The config `aihf control train ARGV` would run (parsed and resolved as the command does)."""
+    from aihf.cli import build_parser
+    from aihf.control.cli import _config_from_args
+
+    return _config_from_args(build_parser().parse_args(["control", "train", "--out", "o", *argv]))
+
+
+def test_every_field_is_a_flag_and_defaults_preset_yaml_flags_take_precedence_in_that_order(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("reward_lr: 0.002\ngamma: 0.95\nsteps_per_iter: 100\n")
+    cfg = _train_config(
+        ["--config", str(path), "--reward_lr", "3e-3", "--reward-hidden", "16", "8", "--env", "Pendulum-v1"]
+    )
+    assert cfg.reward_lr == 3e-3  # YAML and flag: the flag
+    assert (cfg.gamma, cfg.steps_per_iter) == (
+        0.95,
+        100,
+    )  # YAML over the preset (Pendulum's steps_per_iter 500)
+    assert cfg.learning_starts == 500 and cfg.bc_lr == 1e-3  # the preset; the dataclass default
+    assert cfg.reward_hidden == (16, 8)  # a list field takes several words; the dashed spelling works
+    assert _train_config(["--tensorboard", "false", "--ent_coef", "auto"]).tensorboard is False
+    with pytest.raises(SystemExit):
+        _train_config(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(AIHFControlConfig):
+        assert f"--{field.name}" in text, field.name
+    assert (
+        "--reward_lr VALUE, --reward-lr VALUE reward Adam learning rate (paper: 1e-4) (> 0; default 0.0001)"
+        in text
+    )
 
 
 def test_the_yaml_environment_chooses_the_preset(tmp_path):

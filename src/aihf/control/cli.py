@@ -9,31 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from aihf.control.config import ALGOS, BACKENDS
+from aihf.control.config import ALGOS, BACKENDS, RANGES, RENAMES, AIHFControlConfig
 from aihf.errors import InputError
+from aihf.flags import add_field_flags
 
-# CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
-_TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--env", "env_id", str, "gymnasium id with a Box action space (default Pendulum-v1)"),
-    ("--algo", "algo", str, " | ".join(ALGOS)),
-    ("--backend", "backend", str, "SAC implementation: sb3 (PyTorch, default) or sbx (JAX, faster on CPU)"),
-    ("--ent-coef", "ent_coef", str, "SAC entropy coefficient (KL weight to uniform): a number or 'auto'"),
-    ("--total-steps", "total_steps", int, "environment steps of SAC"),
-    ("--seed", "seed", int, "random seed"),
-    ("--steps-per-iter", "steps_per_iter", int, "SAC steps per AIHF iteration (paper: 5000)"),
-    ("--alpha", "alpha", float, "weight of the demonstration term"),
-    ("--demo-form", "demo_form", str, "linear (paper) or logistic"),
-    ("--demo-term", "demo_term", str, "mean (per transition) or trajectory (the paper's discounted sums)"),
-    ("--reward-lr", "reward_lr", float, "reward Adam learning rate (paper: 1e-4)"),
-    ("--reward-updates", "reward_updates_per_iter", int, "reward updates per iteration"),
-    ("--centering-coef", "centering_coef", float, "weight of the mean R^2 penalty"),
-    ("--reward-weight-decay", "reward_weight_decay", float, "reward weight decay"),
-    ("--termination", "termination", str, "env | bootstrap: how falls are treated with a learned reward"),
-    ("--reward-scale", "reward_scale", float, "SAC optimises reward_scale * r_theta (1/beta)"),
-    ("--learning-starts", "learning_starts", int, "random-action steps before SAC updates"),
-    ("--eval-episodes", "eval_episodes", int, "evaluation episodes"),
-    ("--eval-interval", "eval_interval", int, "steps between evaluations (0: every iteration)"),
-)
+# Extra spellings of field flags (the earlier short names, still read without a warning).
+_ALIASES = {"env_id": ["--env"], "reward_updates_per_iter": ["--reward-updates"]}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,13 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
+        usage="aihf control train [--config FILE] [--FIELD VALUE ...] [--out DIR | --resume DIR]",
         help="train one algorithm; writes results.json and curve.csv",
-        description="Options not given by flags or --config come from the environment's preset "
-        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1), then the defaults.",
+        description="Every AIHFControlConfig field is a flag (--field_name or --field-name; SB3 / RL Zoo "
+        "names where they mean the same): defaults < the environment's preset "
+        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1) < --config < flags.",
     )
     train.add_argument("--config", help="YAML file of AIHFControlConfig options (flags override it)")
-    for flag, dest, kind, help_text in _TRAIN_FLAGS:
-        train.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    add_field_flags(train, [AIHFControlConfig], RANGES, RENAMES, aliases=_ALIASES)
     train.add_argument(
         "--demos", help="demonstrations .npz, or minari:DATASET_ID (default: the data shipped for --env)"
     )
@@ -133,10 +115,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _config_from_args(args: argparse.Namespace):
     """Defaults < the environment's preset (config.PRESETS; the env of the flags, else the YAML's) <
     the YAML file < the flags given."""
-    from aihf.control.config import AIHFControlConfig, load_config
+    from aihf.control.config import RANGES, RENAMES, AIHFControlConfig, load_config
+    from aihf.flags import canonical, check_flags, given_fields
 
-    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
-    AIHFControlConfig.from_dict(flags, "arguments")  # a bad flag is named as such, not as the file's
+    flags = canonical(given_fields(args), RENAMES, "arguments", prefix="--")
+    flags = check_flags(flags, AIHFControlConfig, RANGES, "control train")  # named as flags, not the file's
+    AIHFControlConfig.from_dict(flags, "arguments")  # and their checks across fields
     return load_config(args.config, flags)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from aihf.control.algorithms import ALGORITHMS
 from aihf.errors import InputError
+from aihf.flags import Rename, canonical
 from aihf.validation import (
     AT_LEAST_1,
     FRACTION,
@@ -36,36 +37,36 @@ class AIHFControlConfig:
     "auto" / "auto_<init>" for stable-baselines3's automatic tuning towards a target entropy.
     """
 
-    env_id: str = "Pendulum-v1"
-    algo: str = "aihf"
+    env_id: str = "Pendulum-v1"  # gymnasium id with a Box action space
+    algo: str = "aihf"  # the method: aihf, an ablation or a baseline (algorithms.ALGORITHMS)
     seed: int = 0
-    total_steps: int = 20_000
-    device: str = "cpu"
+    total_steps: int = 20_000  # environment steps of SAC (the budget)
+    device: str = "cpu"  # torch device of SAC and the reward net: cpu, auto or cuda[:N]
     backend: str = "sb3"  # SAC implementation: sb3 (PyTorch) or sbx (JAX, faster on CPU)
     # SAC (stable-baselines3); the paper uses (64, 64) ReLU networks and 5k SAC steps per iteration
     sac_hidden: tuple[int, ...] = (64, 64)
-    sac_lr: float = 3e-4
-    sac_batch_size: int = 256
-    learning_starts: int = 1000
-    gamma: float = 0.99
+    sac_lr: float = 3e-4  # SAC Adam learning rate
+    sac_batch_size: int = 256  # SAC minibatch size
+    learning_starts: int = 1000  # random-action steps before SAC updates
+    gamma: float = 0.99  # SAC discount factor
     ent_coef: float | str = 0.2  # fixed (Spinning Up's 0.2) or "auto" for automatic tuning
-    steps_per_iter: int = 5000
+    steps_per_iter: int = 5000  # SAC steps per AIHF iteration (paper: 5000)
     # reward net and reward step
     reward_hidden: tuple[int, ...] = (64, 64)
     reward_use_next_obs: bool = False
     reward_use_done: bool = False
-    reward_lr: float = 1e-4
+    reward_lr: float = 1e-4  # reward Adam learning rate (paper: 1e-4)
     reward_weight_decay: float = 0.0
-    reward_updates_per_iter: int = 20
+    reward_updates_per_iter: int = 20  # reward updates per iteration
     reward_batch_size: int = 256  # demonstration and agent transitions per reward update
     pref_batch_size: int = 64  # preference pairs per reward update
     agent_window: int = 0  # agent transitions = the last N in the replay buffer; 0 means steps_per_iter
-    alpha: float = 1.0
+    alpha: float = 1.0  # weight of the demonstration term
     demo_form: Literal["linear", "logistic"] = "linear"
     # the demonstration term over per-transition means, or (the paper's eq. 32-34) over each whole
     # trajectory's discounted reward sum: demonstrations vs the agent's completed episodes (README)
     demo_term: Literal["mean", "trajectory"] = "mean"
-    centering_coef: float = 0.01
+    centering_coef: float = 0.01  # weight of the mean R^2 penalty
     grad_clip: float = 10.0
     pref_holdout: float = 0.1  # fraction of preference pairs kept out of training for diagnostics
     # episode endings with a learned reward: 'env' keeps terminations, 'bootstrap' treats them as
@@ -82,7 +83,7 @@ class AIHFControlConfig:
     ipl_pref_batch_size: int = 8  # preference pairs per IPL critic update (beside sac_batch_size replay rows)
     # evaluation and logging
     eval_interval: int = 0  # environment steps between evaluations; 0 means every iteration
-    eval_episodes: int = 5
+    eval_episodes: int = 5  # evaluation episodes
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
@@ -123,6 +124,7 @@ class AIHFControlConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> AIHFControlConfig:
+        values = canonical(values, RENAMES, source, warn=False)  # e.g. a saved run's old names
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -161,7 +163,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) 
 
     The environment that picks the preset is the one named in `overrides`, else in the YAML file.
     """
-    values = load_yaml(path) if path is not None else {}
+    values = canonical(load_yaml(path), RENAMES, str(path)) if path is not None else {}
     env_id = overrides.get("env_id") or values.get("env_id") or AIHFControlConfig.env_id
     return AIHFControlConfig.from_dict({**preset(str(env_id)), **values, **overrides}, str(path or "config"))
 
@@ -176,6 +178,11 @@ def _check_device(device: str) -> None:
         usable = False
     if not usable:
         raise InputError(f"field 'device' = {device!r}: expected cpu, auto, or cuda[:N] where a GPU is")
+
+
+# Keys renamed to SB3 / RL Zoo's name for the same meaning: the old name is still read (YAML, flags,
+# saved runs), with one deprecation line where a person wrote it.
+RENAMES: tuple[Rename, ...] = ()
 
 
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).

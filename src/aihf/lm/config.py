@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.flags import Rename, canonical
 from aihf.validation import AT_LEAST_1, LENGTH, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
 from aihf.validation import load_yaml as load_yaml  # the one YAML reader; lm callers import it here
 
@@ -71,6 +72,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:
+        values = canonical(values, RENAMES, where, warn=False)  # e.g. a saved record's old names
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -159,6 +161,10 @@ class SFTRewardConfig(LMConfig):
 
     center_rewards_coefficient: float | None = None
 
+
+# Config keys renamed to TRL's name for the same meaning: the old name is still read (YAML, flags,
+# saved records), with one deprecation line where a person wrote it.
+RENAMES: tuple[Rename, ...] = ()
 
 # Accepted range of every numeric field of the configs above, by field name (one meaning per name).
 # `aihf.validation` checks types from the annotations and these ranges whenever a config is built.

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from aihf.errors import InputError
+from aihf.flags import canonical
 from aihf.lm.config import (
+    RENAMES,
     AIHFConfig,
     DirectAIHFConfig,
     LMConfig,
@@ -465,11 +467,13 @@ def build_config(
     here; the caller reads them.
     """
     config_cls = get_method(trainer).config
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = canonical({k: v for k, v in overrides.items() if v is not None}, RENAMES, "arguments")
     config_cls.from_dict(given, "arguments")  # a bad flag is named as such, not as the file's
-    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS} | given
+    values = canonical(values or {}, RENAMES, where)  # one source at a time: old names in either
+    values = {k: v for k, v in values.items() if k not in RUN_KEYS} | given
     return config_cls.from_dict(values, where)
 
 
-# YAML keys that describe the run rather than the optimiser.
-RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts")
+# YAML keys that describe the run rather than the optimiser (each also a flag of `aihf lm train`).
+MODEL_KEY = "model"  # the policy to start from
+RUN_KEYS = ("trainer", MODEL_KEY, "reward_model", "demos", "prefs", "prompts")

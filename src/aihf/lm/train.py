@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from aihf.errors import InputError
-from aihf.lm.config import load_yaml
+from aihf.flags import canonical
+from aihf.lm.config import RENAMES, load_yaml
 from aihf.lm.data import TextData, prepare_text_data
-from aihf.lm.methods import RunInputs, build_config, get_method
+from aihf.lm.methods import MODEL_KEY, RunInputs, build_config, get_method
 from aihf.lm.modeling import RewardFn, check_model_source, load_tokenizer
 
 
@@ -30,18 +31,20 @@ def run_training(
     max_steps: int | None = None,
     config: dict[str, Any] | str | None = None,
     reward_fn: RewardFn | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train `trainer` and write OUT/policy (and OUT/reward_model), OUT/metrics.jsonl; return final metrics.
 
     `config` is a dict or a YAML path of the trainer's config fields; it may also name the run's
     `model`, `reward_model`, `demos`, `prefs` and `prompts` (Hub names, `name:split[slice]`, or paths).
-    Explicit arguments override it. `reward_fn` (aihf / rlhf only) replaces the reward model by a
-    frozen Python reward.
+    Explicit arguments, then `overrides` (config fields, e.g. the flags given), override it.
+    `reward_fn` (aihf / rlhf only) replaces the reward model by a frozen Python reward.
     """
     method = get_method(trainer)
     where = str(config) if isinstance(config, (str, Path)) else "config"
     values = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    model = model or values.get("model")
+    values = canonical(values, RENAMES, where)  # old key names still read, with a deprecation line
+    model = model or values.get(MODEL_KEY)
     reward_model = reward_model or values.get("reward_model")
     required, optional = method.required, method.optional
     explicit = {"demos": demos, "prefs": prefs, "prompts": prompts}
@@ -61,7 +64,7 @@ def run_training(
         limits["max_iterations"] = max_iterations if max_iterations is not None else max_steps
     else:
         limits["max_steps"] = max_steps if max_steps is not None else max_iterations
-    cfg = build_config(trainer, values, where, output_dir=str(out), **limits)
+    cfg = build_config(trainer, values, where, **(overrides or {}), output_dir=str(out), **limits)
 
     for name in required:
         if data_args[name] is None:
