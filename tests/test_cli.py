@@ -62,7 +62,7 @@ def test_every_subcommand_has_a_description_and_an_aihf_prefix():
 
 def test_usage_errors_of_subcommands_are_one_line_with_the_aihf_prefix(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["lm", "train", "--use-peft", "--out", "x"])
+        main(["lm", "train", "--no-such-flag", "--output_dir", "x"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("aihf")

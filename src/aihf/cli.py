@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             option = getattr(args, "out_option", "--out")
             check_output_path(args.out, is_file=getattr(args, "out_is_file", False), option=option)
             refuse_out_over_input(
-                args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
+                args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=(), option=option
             )
             if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
                 lock = RunLock(args.out)

@@ -17,6 +17,7 @@ from aihf.validation import (
     POSITIVE,
     SEED,
     Range,
+    check_value,
     load_yaml,
     validate_config,
 )
@@ -156,6 +157,29 @@ def parse_ent_coef(value: float | str) -> float | str:
     raise InputError(
         f"field 'ent_coef' = {value!r}: expected a positive number, 'auto' or 'auto_<initial value>'"
     )
+
+
+def check_policy_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """SAC's `policy_kwargs` as plain data (RL Zoo's YAML form, nothing evaluated): `net_arch`, a list of
+    layer widths or {pi: [...], qf: [...]}, and optionally `n_critics`."""
+    where = "field 'policy_kwargs'"
+    unknown = sorted(set(value) - {"net_arch", "n_critics"})
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected net_arch, n_critics")
+    arch = value.get("net_arch", [64, 64])
+    parts = arch if isinstance(arch, dict) else {"net_arch": arch}
+    if isinstance(arch, dict) and set(arch) != {"pi", "qf"}:
+        raise InputError(
+            f"{where}: net_arch = {arch!r}: expected a list of widths or {{pi: [...], qf: [...]}}"
+        )
+    for name, widths in parts.items():
+        check_value(f"{where}, {name}", widths, list[int], AT_LEAST_1)
+    if "n_critics" in value:
+        check_value(f"{where}, n_critics", value["n_critics"], int, AT_LEAST_1)
+    return {
+        **value,
+        "net_arch": {k: list(v) for k, v in arch.items()} if isinstance(arch, dict) else list(arch),
+    }
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> AIHFControlConfig:

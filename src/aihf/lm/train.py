@@ -58,7 +58,7 @@ def run_training(
         for k, v in explicit.items()
     }
     if not model:
-        raise InputError(f"{trainer}: needs --model (or `model:` in the config)")
+        raise InputError(f"{trainer}: needs --{MODEL_KEY} (or `{MODEL_KEY}:` in the config)")
     limits: dict[str, int | None] = {}
     if method.iterative:
         limits["max_iterations"] = max_iterations if max_iterations is not None else max_steps
@@ -92,7 +92,7 @@ def run_training(
 
     if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints
         resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged one stops here
-    check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
+    check_model_source(model, f"--{MODEL_KEY}")  # before any data or weights load (and print progress bars)
     starts_from_reward = method.needs_reward_model or "reward_model" in method.outputs
     if reward_model is not None and reward_fn is None and starts_from_reward:
         check_model_source(reward_model, "--reward-model")
