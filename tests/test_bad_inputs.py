@@ -143,9 +143,9 @@ CHOICE: list[tuple[str, list[str], dict[str, Any], str]] = [
 TRAIN = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", "{out}"]
 BAD_YAML = "{t}/c.yaml"
 CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
-    ("total-steps-zero", [*TRAIN, "--total-steps", "0"], {}, "--total_steps = 0"),
-    ("total-steps-huge", [*TRAIN, "--total-steps", "1000000000000"], {}, "--total_steps = 1000000000000"),
-    ("total-steps-negative", [*TRAIN, "--total-steps", "-5"], {}, "--total_steps = -5"),
+    ("total-steps-zero", [*TRAIN, "--n-timesteps", "0"], {}, "--n_timesteps = 0"),
+    ("total-steps-huge", [*TRAIN, "--n-timesteps", "1000000000000"], {}, "--n_timesteps = 1000000000000"),
+    ("total-steps-negative", [*TRAIN, "--n-timesteps", "-5"], {}, "--n_timesteps = -5"),
     ("steps-per-iter", [*TRAIN, "--steps-per-iter", "0"], {}, "--steps_per_iter"),
     ("alpha-negative", [*TRAIN, "--alpha", "-1"], {}, "--alpha = -1"),
     ("alpha-nan", [*TRAIN, "--alpha", "nan"], {}, "--alpha = 'nan'"),
@@ -166,14 +166,14 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("algo", [*TRAIN, "--algo", "ppo"], {}, "field 'algo' = 'ppo'"),
     ("env-unknown", [*TRAIN, "--env", "NoSuchEnv-v9"], {}, "--env NoSuchEnv-v9: not a registered"),
     ("env-discrete", [*TRAIN, "--env", "CartPole-v1", "--algo", "sac-true"], {}, "Box action space"),
-    ("yaml-type", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "sac_batch_size: two\n"}, "c.yaml: field 'sac_batch_size' = 'two'"),
+    ("yaml-type", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "batch_size: two\n"}, "c.yaml: field 'batch_size' = 'two'"),
     ("yaml-text-lr", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "reward_lr: fast\n"}, "c.yaml: field 'reward_lr'"),
-    ("yaml-hidden", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "sac_hidden: [64, 0]\n"}, "c.yaml: field 'sac_hidden'"),
+    ("yaml-hidden", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "policy_kwargs: {net_arch: [64, 0]}\n"}, "c.yaml: field 'policy_kwargs'"),
     ("yaml-gamma", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "gamma: 1.5\n"}, "c.yaml: field 'gamma' = 1.5"),
     ("yaml-holdout", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "pref_holdout: 1\n"}, "field 'pref_holdout'"),
     ("yaml-bool", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "tensorboard: maybe\n"}, "field 'tensorboard'"),
     ("yaml-nan", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "bc_lr: .nan\n"}, "field 'bc_lr' = nan"),
-    ("yaml-int-float", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "total_steps: 1.5e3\n"}, "field 'total_steps'"),
+    ("yaml-int-float", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "n_timesteps: 1.5e3\n"}, "field 'n_timesteps'"),
     ("yaml-device", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "device: tpu\n"}, "c.yaml: field 'device' = 'tpu'"),
     ("yaml-syntax", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "alpha: 1\nbeta: [1, 2\n"}, "c.yaml, line 3: not valid YAML"),
     ("yaml-indent", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "alpha: 1\n  gamma: 2\n"}, "c.yaml, line 2: not valid YAML"),
@@ -199,7 +199,7 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("collect-prefs", ["control", "collect", "--out", "{out}", "--num-preferences", "0"], {}, "field 'num_preferences'"),
     ("collect-episodes", ["control", "collect", "--out", "{out}", "--expert-steps", "1000", "--episodes-per-checkpoint", "1"], {}, "gives 1 episodes"),
     ("collect-env", ["control", "collect", "--out", "{out}", "--env", "NoSuchEnv-v9"], {}, "--env NoSuchEnv-v9"),
-    ("bench-steps", ["control", "bench", "--out", "{out}", "--total-steps", "0"], {}, "field 'total_steps' = 0"),
+    ("bench-steps", ["control", "bench", "--out", "{out}", "--total-steps", "0"], {}, "field 'n_timesteps' = 0"),
     ("bench-seed", ["control", "bench", "--out", "{out}", "--seeds", "-1"], {}, "field 'seed' = -1"),
     ("bench-yaml", ["control", "bench", "--out", "{out}", "--config", BAD_YAML], {"c.yaml": "alpha: -1\n"}, "c.yaml: field 'alpha'"),
 ]
@@ -207,7 +207,7 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
 # ------------------------------------------------------------------------------------------------------
 # lm (the tiny local pair; every case stops before a model's weights load)
 
-LM = ["lm", "train", "--model", "{tiny}/policy", "--output_dir", "{out}"]
+LM = ["lm", "train", "--model_name_or_path", "{tiny}/policy", "--output_dir", "{out}"]
 DPO = [*LM, "--trainer", "dpo", "--prefs", "{t}/p.jsonl"]
 OK_PREFS = {"p.jsonl": _jsonl(PAIR, PAIR)}
 AIHF = [*LM, "--trainer", "aihf", "--reward-model", "{tiny}/reward_model", "--prefs", "{t}/p.jsonl"]
@@ -240,18 +240,18 @@ LM_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("rlhf-no-data", [*LM, "--trainer", "rlhf", "--reward-model", "{tiny}/reward_model"], {}, "the policy step needs prompts"),
     ("rlhf-sft-no-demos", [*LM, "--trainer", "rlhf", "--reward-model", "{tiny}/reward_model", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"], _yaml("sft_steps: 2\n"), "sft_steps > 0 needs demonstrations"),
     ("no-model", ["lm", "train", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], OK_PREFS, "needs --model"),
-    ("model-missing", ["lm", "train", "--trainer", "dpo", "--model", "{t}/nope", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], OK_PREFS, "--model {t}/nope: no such model"),
-    ("model-file", ["lm", "train", "--trainer", "dpo", "--model", "{t}/p.jsonl", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], OK_PREFS, "p.jsonl: is a file"),
-    ("model-no-config", ["lm", "train", "--trainer", "dpo", "--model", "{t}/m", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], {**OK_PREFS, "m": _model_without("config.json")}, "--model {t}/m: no config.json"),
-    ("model-no-tokenizer", ["lm", "train", "--trainer", "dpo", "--model", "{t}/m", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], {**OK_PREFS, "m": _model_without("tokenizer.json", "tokenizer_config.json")}, "--model {t}/m: no tokenizer files"),
+    ("model-missing", ["lm", "train", "--trainer", "dpo", "--model_name_or_path", "{t}/nope", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], OK_PREFS, "--model_name_or_path {t}/nope: no such model"),
+    ("model-file", ["lm", "train", "--trainer", "dpo", "--model_name_or_path", "{t}/p.jsonl", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], OK_PREFS, "p.jsonl: is a file"),
+    ("model-no-config", ["lm", "train", "--trainer", "dpo", "--model_name_or_path", "{t}/m", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], {**OK_PREFS, "m": _model_without("config.json")}, "--model_name_or_path {t}/m: no config.json"),
+    ("model-no-tokenizer", ["lm", "train", "--trainer", "dpo", "--model_name_or_path", "{t}/m", "--prefs", "{t}/p.jsonl", "--output_dir", "{out}"], {**OK_PREFS, "m": _model_without("tokenizer.json", "tokenizer_config.json")}, "--model_name_or_path {t}/m: no tokenizer files"),
     ("reward-model-missing", [*LM, "--trainer", "aihf", "--reward-model", "{t}/rm/x", "--prefs", "{t}/p.jsonl"], OK_PREFS, "--reward-model {t}/rm/x: no such model"),
     ("max-steps-negative", [*DPO, "--max-steps", "-3"], OK_PREFS, "--max_steps = -3"),
     ("max-steps-zero", [*DPO, "--max-steps", "0"], OK_PREFS, "--max_steps = 0"),
     ("max-iterations", [*AIHF, "--max-iterations", "-1"], OK_PREFS, "--max_iterations = -1"),
     ("max-steps-text", [*DPO, "--max-steps", "ten"], OK_PREFS, "--max_steps = 'ten'"),
     ("trainer", [*LM, "--trainer", "ppo"], {}, "argument --trainer"),
-    ("yaml-batch-text", [*DPO, "--config", "{t}/c.yaml"], _yaml("batch_size: two\n"), "c.yaml: field 'batch_size' = 'two'"),
-    ("yaml-batch-zero", [*DPO, "--config", "{t}/c.yaml"], _yaml("batch_size: 0\n"), "c.yaml: field 'batch_size' = 0"),
+    ("yaml-batch-text", [*DPO, "--config", "{t}/c.yaml"], _yaml("per_device_train_batch_size: two\n"), "c.yaml: field 'per_device_train_batch_size' = 'two'"),
+    ("yaml-batch-zero", [*DPO, "--config", "{t}/c.yaml"], _yaml("per_device_train_batch_size: 0\n"), "c.yaml: field 'per_device_train_batch_size' = 0"),
     ("yaml-lr", [*DPO, "--config", "{t}/c.yaml"], _yaml("learning_rate: -1\n"), "field 'learning_rate' = -1"),
     ("yaml-lr-nan", [*DPO, "--config", "{t}/c.yaml"], _yaml("learning_rate: .nan\n"), "field 'learning_rate' = nan"),
     ("yaml-max-length", [*DPO, "--config", "{t}/c.yaml"], _yaml("max_length: 1000000000000\n"), "field 'max_length'"),
@@ -263,7 +263,7 @@ LM_CASES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("yaml-bool", [*DPO, "--config", "{t}/c.yaml"], _yaml("bf16: sure\n"), "field 'bf16'"),
     ("yaml-modules", [*DPO, "--config", "{t}/c.yaml"], _yaml("lora_target_modules: q_proj\n"), "field 'lora_target_modules'"),
     ("yaml-top-p", [*AIHF, "--config", "{t}/c.yaml"], _yaml("top_p: 2\n"), "field 'top_p' = 2"),
-    ("yaml-samples", [*AIHF, "--config", "{t}/c.yaml"], _yaml("num_samples: 1\n"), "field 'num_samples' = 1"),
+    ("yaml-samples", [*AIHF, "--config", "{t}/c.yaml"], _yaml("num_generations: 1\n"), "field 'num_generations' = 1"),
     ("yaml-optimizer", [*AIHF, "--config", "{t}/c.yaml"], _yaml("policy_optimizer: ppo\n"), "field 'policy_optimizer'"),
     ("yaml-reward-lr", [*AIHF, "--config", "{t}/c.yaml"], _yaml("reward_learning_rate: fast\n"), "field 'reward_learning_rate'"),
     ("yaml-syntax", [*DPO, "--config", "{t}/c.yaml"], _yaml("beta: 0.1\nalpha: {1\n"), "c.yaml, line 3: not valid YAML"),

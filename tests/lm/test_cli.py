@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 import aihf.cli
 from aihf.lm.methods import METHODS
 
-FAST = "batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
-FAST_RL = FAST + "prompt_batch_size: 2\nnum_samples: 2\nmax_new_tokens: 5\n"
-FAST_SELF_PLAY = FAST + "steps_per_iteration: 1\nmax_new_tokens: 5\n"
+FAST = "per_device_train_batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
+FAST_RL = FAST + "prompt_batch_size: 2\nnum_generations: 2\nmax_completion_length: 5\n"
+FAST_SELF_PLAY = FAST + "steps_per_iteration: 1\nmax_completion_length: 5\n"
 DATA = {  # trainer: the data this test gives it (the registry says what it writes)
     "aihf": ("demos", "prefs", "prompts"),
     "rlhf": ("prefs", "prompts"),
@@ -49,7 +49,7 @@ def test_every_trainer_runs_changes_weights_and_logs(trainer, tiny_dir, data_dir
     yaml = {"aihf": FAST_RL, "rlhf": FAST_RL, "self-play-aihf": FAST_SELF_PLAY, "spin": FAST_SELF_PLAY}
     (tmp_path / "fast.yaml").write_text(yaml.get(trainer, FAST))
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", trainer, "--model", str(tiny_dir / "policy")]
+    argv = ["lm", "train", "--trainer", trainer, "--model_name_or_path", str(tiny_dir / "policy")]
     argv += ["--output_dir", str(out), "--reward-model", str(tiny_dir / "reward_model")]
     argv += ["--config", str(tmp_path / "fast.yaml")]
     argv += ["--max-iterations", "2", "--max-steps", "2"]
@@ -76,7 +76,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
         [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b"}],
     )
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--prefs", str(bad)]
+    argv = ["lm", "train", "--trainer", "dpo"]
+    argv += ["--model_name_or_path", str(tiny_dir / "policy"), "--prefs", str(bad)]
     assert aihf.cli.main([*argv, "--output_dir", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()  # the error line and nothing else
     assert err.startswith("aihf: error: ") and "prefs.jsonl, line 2, field 'rejected': missing value" in err
@@ -85,7 +86,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
 
 def test_unknown_config_key_and_missing_data_are_input_errors(tiny_dir, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("learning_rat: 0.1\n")
-    base = ["lm", "train", "--model", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
+    base = ["lm", "train"]
+    base += ["--model_name_or_path", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
     assert aihf.cli.main([*base, "--trainer", "sft", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "unknown keys ['learning_rat']" in capsys.readouterr().err
     assert aihf.cli.main([*base, "--trainer", "dpo"]) == 2
@@ -110,7 +112,7 @@ def test_use_vllm_without_vllm_is_a_clear_input_error(tiny_dir, data_dir, tmp_pa
         "train",
         "--trainer",
         "aihf",
-        "--model",
+        "--model_name_or_path",
         str(tiny_dir / "policy"),
         "--out",
         str(tmp_path / "o"),
@@ -141,7 +143,7 @@ def test_incomplete_model_directory_stops_before_any_work(
         "train",
         "--trainer",
         "sft",
-        "--model",
+        "--model_name_or_path",
         str(model),
         "--demos",
         str(data_dir / "demos.jsonl"),
@@ -153,7 +155,7 @@ def test_incomplete_model_directory_stops_before_any_work(
 
 
 def test_model_given_as_a_file_is_an_input_error(data_dir, tmp_path, capsys):
-    argv = ["lm", "train", "--trainer", "sft", "--model", str(data_dir / "demos.jsonl")]
+    argv = ["lm", "train", "--trainer", "sft", "--model_name_or_path", str(data_dir / "demos.jsonl")]
     assert (
         aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--output_dir", str(tmp_path / "o")])
         == 2
@@ -212,7 +214,7 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
     fast = FAST_RL if trainer == "aihf" else FAST
     (tmp_path / "c.yaml").write_text(fast.replace("learning_rate: 0.001", "learning_rate: 1.0e+308"))
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", trainer, "--model", str(tiny_dir / "policy")]
+    argv = ["lm", "train", "--trainer", trainer, "--model_name_or_path", str(tiny_dir / "policy")]
     argv += ["--output_dir", str(out), "--reward-model", str(tiny_dir / "reward_model")]
     argv += ["--config", str(tmp_path / "c.yaml")]
     argv += ["--max-iterations", "3", "--max-steps", "3"]
@@ -228,7 +230,8 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
 def test_the_trainer_comes_from_the_config_when_not_given(tiny_dir, tmp_path, capsys):
     """A YAML that names its trainer needs no --trainer (the README's accelerate command); the config's
     own trainer is then the one whose data demands apply."""
-    base = ["lm", "train", "--model", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
+    base = ["lm", "train"]
+    base += ["--model_name_or_path", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
     (tmp_path / "dpo.yaml").write_text("trainer: dpo\n")
     assert aihf.cli.main([*base, "--config", str(tmp_path / "dpo.yaml")]) == 2
     assert "dpo: needs --prefs" in capsys.readouterr().err
@@ -273,7 +276,7 @@ def test_every_config_field_is_a_flag_and_defaults_yaml_flags_take_precedence_in
     """TRL's rule: dataclass defaults < --config < flags; the trainer may come from the YAML (two-phase
     parsing), and the flags are checked against that trainer's config class."""
     (tmp_path / "c.yaml").write_text("trainer: dpo\nlearning_rate: 0.001\nbeta: 0.2\nreport_to: none\n")
-    base = ["--model", str(tiny_dir / "policy"), "--prefs", str(data_dir / "prefs.jsonl")]
+    base = ["--model_name_or_path", str(tiny_dir / "policy"), "--prefs", str(data_dir / "prefs.jsonl")]
     base += ["--output_dir", str(tmp_path / "o"), "--config", str(tmp_path / "c.yaml")]
     cfg = _run_config(
         monkeypatch,
@@ -304,7 +307,7 @@ def test_a_bad_flag_is_one_line_naming_the_flag(flags, message, tiny_dir, tmp_pa
         "train",
         "--trainer",
         "dpo",
-        "--model",
+        "--model_name_or_path",
         str(tiny_dir / "policy"),
         "--output_dir",
         str(tmp_path),

@@ -57,7 +57,7 @@ def run_bench(
     if env_id is not None:
         explicit["env_id"] = env_id
     if total_steps is not None:
-        explicit["total_steps"] = total_steps
+        explicit["n_timesteps"] = total_steps
     index, count = shard
     if not 0 <= index < count:
         raise InputError(f"--shard {index}/{count}: expected 0 <= I < N")

@@ -31,7 +31,7 @@ class AIHFControlConfig:
     """Options of the control experiments. Defaults follow the paper (appendix A.1.1) where it gives them.
 
     `algo` picks the method, one of `algorithms.ALGORITHMS` (aihf, its ablations and the baselines, each
-    described there); all share the SAC settings and the budget `total_steps` (environment steps).
+    described there); all share the SAC settings and the budget `n_timesteps` (environment steps).
 
     The lower level is SAC on `reward_scale * r_theta` with entropy coefficient `ent_coef`: a fixed
     number by default (the KL weight to the uniform policy, as in the paper's Spinning Up SAC), or
@@ -41,13 +41,13 @@ class AIHFControlConfig:
     env_id: str = "Pendulum-v1"  # gymnasium id with a Box action space
     algo: str = "aihf"  # the method: aihf, an ablation or a baseline (algorithms.ALGORITHMS)
     seed: int = 0
-    total_steps: int = 20_000  # environment steps of SAC (the budget)
+    n_timesteps: int = 20_000  # environment steps of SAC (the budget)
     device: str = "cpu"  # torch device of SAC and the reward net: cpu, auto or cuda[:N]
     backend: str = "sb3"  # SAC implementation: sb3 (PyTorch) or sbx (JAX, faster on CPU)
     # SAC (stable-baselines3); the paper uses (64, 64) ReLU networks and 5k SAC steps per iteration
-    sac_hidden: tuple[int, ...] = (64, 64)
-    sac_lr: float = 3e-4  # SAC Adam learning rate
-    sac_batch_size: int = 256  # SAC minibatch size
+    policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"net_arch": [64, 64]})
+    learning_rate: float = 3e-4  # SAC Adam learning rate
+    batch_size: int = 256  # SAC minibatch size
     learning_starts: int = 1000  # random-action steps before SAC updates
     gamma: float = 0.99  # SAC discount factor
     ent_coef: float | str = 0.2  # fixed (Spinning Up's 0.2) or "auto" for automatic tuning
@@ -90,7 +90,7 @@ class AIHFControlConfig:
     def __post_init__(self) -> None:
         self.ent_coef = parse_ent_coef(self.ent_coef)
         validate_config(self, RANGES)  # every field's type and range (RANGES, below the class)
-        self.sac_hidden = tuple(int(h) for h in self.sac_hidden)
+        self.policy_kwargs = check_policy_kwargs(self.policy_kwargs)
         self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
         if self.backend not in BACKENDS:
             raise InputError(f"field 'backend' = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -114,7 +114,7 @@ class AIHFControlConfig:
 
     @property
     def iterations(self) -> int:
-        return -(-self.total_steps // self.steps_per_iter)
+        return -(-self.n_timesteps // self.steps_per_iter)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -212,10 +212,9 @@ RENAMES: tuple[Rename, ...] = ()
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).
 RANGES: dict[str, Range] = {
     "seed": SEED,
-    "total_steps": Range(1, 10**8),  # SAC's replay buffer holds them all
-    "sac_hidden": AT_LEAST_1,
-    "sac_lr": POSITIVE,
-    "sac_batch_size": AT_LEAST_1,
+    "n_timesteps": Range(1, 10**8),  # SAC's replay buffer holds them all
+    "learning_rate": POSITIVE,
+    "batch_size": AT_LEAST_1,
     "learning_starts": NON_NEGATIVE,
     "gamma": FRACTION,
     "steps_per_iter": AT_LEAST_1,
@@ -248,7 +247,7 @@ RANGES: dict[str, Range] = {
 # and about 1M steps in all. `preset(env_id)` gives the starting point of `aihf control bench`.
 PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": {
-        "total_steps": 6000,
+        "n_timesteps": 6000,
         "steps_per_iter": 500,
         "learning_starts": 500,
         "reward_scale": 10.0,  # learned rewards are ~20x smaller than the true ones (centring); see README
@@ -259,7 +258,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 5,
     },
     "Hopper-v5": {
-        "total_steps": 100_000,
+        "n_timesteps": 100_000,
         "steps_per_iter": 5000,
         "learning_starts": 5000,
         "reward_lr": 1e-4,

@@ -26,7 +26,7 @@ class LMConfig:
     output_dir: str = "aihf-lm-output"
     seed: int = 0
     learning_rate: float = 1e-5
-    batch_size: int = 8  # per process and micro-batch
+    per_device_train_batch_size: int = 8  # per process and micro-batch
     gradient_accumulation_steps: int = 1  # micro-batches per optimiser step (effective batch = product)
     max_steps: int = 100  # optimiser steps (non-iterative trainers)
     max_length: int = 512  # prompt + answer tokens
@@ -61,7 +61,7 @@ class LMConfig:
     # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
     # offline unless their own environment variables say otherwise. metrics.jsonl is always written.
     report_to: str | list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
-    cpu: bool = False
+    use_cpu: bool = False
 
     def __post_init__(self) -> None:
         validate_config(self, RANGES)  # every field's type and range (RANGES, end of this file)
@@ -94,9 +94,9 @@ class PolicyStepConfig:
 
     policy_optimizer: Literal["rloo", "online_dpo"] = "rloo"
     beta: float = 0.05  # KL weight to the reference policy
-    num_samples: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
+    num_generations: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
     prompt_batch_size: int = 4  # prompts per policy step, per process
-    max_new_tokens: int = 32
+    max_completion_length: int = 32
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -150,7 +150,7 @@ class SelfPlayAIHFConfig(LMConfig):
     beta: float = 0.1
     max_iterations: int = 3
     steps_per_iteration: int = 10
-    max_new_tokens: int = 32
+    max_completion_length: int = 32
     temperature: float = 1.0
     generation_batch_size: int = 64  # prompts per generate call when sampling the iteration's y'
 
@@ -171,7 +171,7 @@ RENAMES: tuple[Rename, ...] = ()
 RANGES: dict[str, Range] = {
     "seed": SEED,
     "learning_rate": POSITIVE,
-    "batch_size": AT_LEAST_1,
+    "per_device_train_batch_size": AT_LEAST_1,
     "max_steps": AT_LEAST_1,
     "max_length": LENGTH,
     "max_prompt_length": LENGTH,
@@ -187,9 +187,9 @@ RANGES: dict[str, Range] = {
     "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
     "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
     "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation
-    "num_samples": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
+    "num_generations": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
     "prompt_batch_size": AT_LEAST_1,
-    "max_new_tokens": LENGTH,
+    "max_completion_length": LENGTH,
     "temperature": POSITIVE,
     "top_k": NON_NEGATIVE,
     "top_p": Range(0, 1, low_open=True),

@@ -79,7 +79,7 @@ def _self_play_budget(budget: Budget) -> dict[str, Any]:
     return {
         "max_iterations": budget.spin_iterations,
         "steps_per_iteration": max(1, budget.steps // budget.spin_iterations),
-        "max_new_tokens": budget.max_new_tokens,
+        "max_completion_length": budget.max_new_tokens,
     }
 
 
@@ -250,7 +250,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
                 cfg,
                 max_steps=cfg.reward_warmup_steps or cfg.max_iterations,
                 learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
-                batch_size=cfg.reward_batch_size or cfg.batch_size,
+                per_device_train_batch_size=cfg.reward_batch_size or cfg.per_device_train_batch_size,
                 output_dir=str(out / "reward_stage"),
                 snapshot_steps=0,
                 resume_from_checkpoint=rm_resume,
@@ -475,5 +475,5 @@ def build_config(
 
 
 # YAML keys that describe the run rather than the optimiser (each also a flag of `aihf lm train`).
-MODEL_KEY = "model"  # the policy to start from
+MODEL_KEY = "model_name_or_path"  # the policy to start from
 RUN_KEYS = ("trainer", MODEL_KEY, "reward_model", "demos", "prefs", "prompts")

@@ -44,7 +44,7 @@ def make_accelerator(config: LMConfig) -> Any:
     # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
-        cpu=config.cpu or _multi_process_without_gpu(),
+        cpu=config.use_cpu or _multi_process_without_gpu(),
         mixed_precision="bf16" if config.bf16 else "no",
         log_with=trackers(config) or None,
         project_dir=str(Path(config.output_dir) / "runs"),

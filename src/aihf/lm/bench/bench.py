@@ -53,11 +53,16 @@ SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR}
 # default), in three families: `common` to every trainer, `rl` for the methods that sample while they
 # train (the registry's `family`), `offline` for those trained on the fixed data sets.
 TINY_SETTINGS: dict[str, dict[str, Any]] = {
-    "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True}
+    "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "use_cpu": True}
     | {"logging_steps": 10},
-    "rl": {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05}
-    | {"learning_rate": 1e-4, "policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4, "batch_size": 16},
-    "offline": {"learning_rate": 1e-4, "batch_size": 16},
+    "rl": {"max_completion_length": 24, "num_generations": 4, "prompt_batch_size": 8, "beta": 0.05}
+    | {
+        "learning_rate": 1e-4,
+        "policy_learning_rate": 5e-4,
+        "reward_learning_rate": 3e-4,
+        "per_device_train_batch_size": 16,
+    },
+    "offline": {"learning_rate": 1e-4, "per_device_train_batch_size": 16},
 }
 # Each method's own settings on top of its family's: the pairwise losses' KL weight, stated (not left
 # to the config classes' defaults, which differ: AIHFConfig 0.05, DirectAIHFConfig 0.1).
@@ -579,7 +584,11 @@ def _train(
     cfg = inputs.cfg
     variant = cfg.variant(method)
     trainer = METHODS[variant.method]
-    stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
+    stage = {
+        k: v
+        for k, v in values.items()
+        if k in cfg.settings["common"] or k in ("seed", "per_device_train_batch_size")
+    }
     policy_start, reward_start = cfg.base_model, inputs.reward_init
     warm_out = run_dir / "warmup"
     if variant.start == "sft":  # the same SFT run as the `sft` method's
