@@ -225,8 +225,8 @@ def add_field_flags(
         options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         options += list((aliases or {}).get(name, ()))
         group.add_argument(*options, help=help_text.replace("%", "%%"), **_kwargs(name, hint))
-    for rename in renames:
-        if rename.new in info:
+    for rename in renames:  # a converted key (another type) was never a flag: its old name stays YAML-only
+        if rename.new in info and rename.convert is None:
             old = [f"--{rename.old}"] + ([f"--{rename.old.replace('_', '-')}"] if "_" in rename.old else [])
             group.add_argument(*old, help=argparse.SUPPRESS, **_kwargs(rename.old, info[rename.new][0]))
 

@@ -206,7 +206,12 @@ def _check_device(device: str) -> None:
 
 # Keys renamed to SB3 / RL Zoo's name for the same meaning: the old name is still read (YAML, flags,
 # saved runs), with one deprecation line where a person wrote it.
-RENAMES: tuple[Rename, ...] = ()
+RENAMES: tuple[Rename, ...] = (
+    Rename("total_steps", "n_timesteps"),
+    Rename("sac_lr", "learning_rate"),
+    Rename("sac_batch_size", "batch_size"),
+    Rename("sac_hidden", "policy_kwargs", lambda widths: {"net_arch": widths}),
+)
 
 
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).

@@ -164,7 +164,13 @@ class SFTRewardConfig(LMConfig):
 
 # Config keys renamed to TRL's name for the same meaning: the old name is still read (YAML, flags,
 # saved records), with one deprecation line where a person wrote it.
-RENAMES: tuple[Rename, ...] = ()
+RENAMES: tuple[Rename, ...] = (
+    Rename("batch_size", "per_device_train_batch_size"),
+    Rename("num_samples", "num_generations"),
+    Rename("max_new_tokens", "max_completion_length"),
+    Rename("cpu", "use_cpu"),
+    Rename("model", "model_name_or_path"),  # a run key (methods.MODEL_KEY), not a field
+)
 
 # Accepted range of every numeric field of the configs above, by field name (one meaning per name).
 # `aihf.validation` checks types from the annotations and these ranges whenever a config is built.

@@ -32,12 +32,13 @@ from aihf.experiments import queue
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.store import Store
+from aihf.flags import canonical
 from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
-from aihf.lm.config import LMConfig
+from aihf.lm.config import RENAMES, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
@@ -275,7 +276,16 @@ def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _store(out: Path, cfg: BenchConfig) -> Store:
-    return Store(out, "eval.json", Path(cfg.records) if cfg.records else None, portable=portable)
+    records = Path(cfg.records) if cfg.records else None
+    return Store(out, "eval.json", records, portable=portable, canonical=canonical_record)
+
+
+def canonical_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record (or a job.json) with its trainer config under the current key names: the committed
+    records were written before `per_device_train_batch_size`, `num_generations`, ... (config.RENAMES)."""
+    if not isinstance(record.get("config"), dict):
+        return record
+    return record | {"config": canonical(record["config"], RENAMES, warn=False)}
 
 
 # Machine paths in a spec: the package's shipped data and the model cache (`aihf lm get-model`), as
