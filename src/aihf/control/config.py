@@ -45,6 +45,7 @@ class AIHFControlConfig:
     device: str = "cpu"  # torch device of SAC and the reward net: cpu, auto or cuda[:N]
     backend: str = "sb3"  # SAC implementation: sb3 (PyTorch) or sbx (JAX, faster on CPU)
     # SAC (stable-baselines3); the paper uses (64, 64) ReLU networks and 5k SAC steps per iteration
+    # policy_kwargs as RL Zoo writes it: {net_arch: [64, 64]} (or {pi: [...], qf: [...]}), n_critics
     policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"net_arch": [64, 64]})
     learning_rate: float = 3e-4  # SAC Adam learning rate
     batch_size: int = 256  # SAC minibatch size

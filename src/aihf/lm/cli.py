@@ -152,7 +152,7 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
             *dashed,
             dest=DEST + key,
             default=argparse.SUPPRESS,
-            metavar=key.upper(),
+            metavar="PATH",
             help=run_help[key],
         )
     for rename in (*RENAMES, OUT_FLAG):  # the old flags, still read (with a deprecation line)

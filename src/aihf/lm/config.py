@@ -96,7 +96,7 @@ class PolicyStepConfig:
     beta: float = 0.05  # KL weight to the reference policy
     num_generations: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
     prompt_batch_size: int = 4  # prompts per policy step, per process
-    max_completion_length: int = 32
+    max_completion_length: int = 32  # tokens sampled per answer
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -150,7 +150,7 @@ class SelfPlayAIHFConfig(LMConfig):
     beta: float = 0.1
     max_iterations: int = 3
     steps_per_iteration: int = 10
-    max_completion_length: int = 32
+    max_completion_length: int = 32  # tokens sampled per answer
     temperature: float = 1.0
     generation_batch_size: int = 64  # prompts per generate call when sampling the iteration's y'
 
