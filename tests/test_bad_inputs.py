@@ -380,7 +380,7 @@ def test_read_only_out_directory(tmp_path, capfd):
                 "train",
                 "--trainer",
                 "dpo",
-                "--model",
+                "--model_name_or_path",
                 "{tiny}/policy",
                 "--prefs",
                 "{t}/p.jsonl",

@@ -59,43 +59,6 @@ def test_every_field_is_a_flag_and_defaults_preset_yaml_flags_take_precedence_in
     )
 
 
-def test_old_names_policy_kwargs_flags_and_old_results(tmp_path, capsys, monkeypatch):
-    """SB3 / RL Zoo names replaced ours (total_steps, sac_lr, sac_batch_size, sac_hidden): old YAML keys and
-    flags still work with one deprecation line; policy_kwargs is data (YAML / JSON or RL Zoo's
-    dict(...) of literals), never evaluated; a results.json in the old names is still this config's run."""
-    import aihf.flags
-    from aihf.control.bench import canonical_result, run_status
-
-    monkeypatch.setattr(aihf.flags, "_warned", set())
-    path = tmp_path / "old.yaml"
-    path.write_text("total_steps: 300\nsac_lr: 0.001\nsac_batch_size: 32\nsac_hidden: [32, 16]\n")
-    cfg = load_config(path, {})
-    assert (cfg.n_timesteps, cfg.learning_rate, cfg.batch_size) == (300, 1e-3, 32)
-    assert cfg.policy_kwargs == {"net_arch": [32, 16]}
-    assert "old.yaml: sac_hidden is deprecated, use policy_kwargs" in capsys.readouterr().err
-    assert _train_config(["--total-steps", "400"]).n_timesteps == 400
-    assert "arguments: --total_steps is deprecated, use --n_timesteps" in capsys.readouterr().err
-    flag = _train_config(["--policy_kwargs", "dict(net_arch=[256, 256], n_critics=3)"]).policy_kwargs
-    assert flag == {"net_arch": [256, 256], "n_critics": 3}
-    assert _train_config(["--policy-kwargs", "{net_arch: {pi: [8], qf: [16, 16]}}"]).policy_kwargs == {
-        "net_arch": {"pi": [8], "qf": [16, 16]}
-    }
-    with pytest.raises(SystemExit):  # a call is not a literal: refused, not run
-        _train_config(["--policy_kwargs", "dict(net_arch=__import__('os').getcwd())"])
-    with pytest.raises(InputError, match="field 'policy_kwargs': unknown key"):
-        _train_config(["--policy_kwargs", "{activation_fn: nn.Tanh}"])
-    with pytest.raises(InputError, match="--total_steps and --n_timesteps are one setting"):
-        _train_config(["--total_steps", "1", "--n_timesteps", "2"])
-    run = tmp_path / "run"
-    run.mkdir()
-    saved = cfg.to_dict()
-    saved = {("total_steps" if k == "n_timesteps" else k): v for k, v in saved.items()}
-    saved["sac_hidden"] = saved.pop("policy_kwargs")["net_arch"]
-    (run / "results.json").write_text(json.dumps({"config": saved}))
-    assert canonical_result({"config": saved})["config"] == cfg.to_dict()
-    assert run_status(run, cfg) == "finished"
-
-
 def test_the_yaml_environment_chooses_the_preset(tmp_path):
     """Review finding: a Hopper YAML without --env used to get Pendulum's preset (reward_scale 10)."""
     path = tmp_path / "hopper.yaml"

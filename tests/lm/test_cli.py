@@ -114,7 +114,7 @@ def test_use_vllm_without_vllm_is_a_clear_input_error(tiny_dir, data_dir, tmp_pa
         "aihf",
         "--model_name_or_path",
         str(tiny_dir / "policy"),
-        "--out",
+        "--output_dir",
         str(tmp_path / "o"),
     ]
     argv += ["--reward-model", str(tiny_dir / "reward_model"), "--prefs", str(data_dir / "prefs.jsonl")]
@@ -256,30 +256,15 @@ def test_train_help_lists_every_trainers_config_keys(capsys):
     assert "use_peft" in text and "self-play-aihf, spin:" in text
 
 
-def _run_config(monkeypatch, argv: list[str]):
-    """The config `aihf lm train ARGV` would train with: the real command line up to the method's runner,
-    which is replaced by one that records its config."""
-    import aihf.lm.methods as methods
-
-    seen = []
-    for name, method in list(methods.METHODS.items()):
-        monkeypatch.setitem(
-            methods.METHODS, name, dataclasses.replace(method, run=lambda i: seen.append(i.config) or {})
-        )
-    assert aihf.cli.main(["lm", "train", *argv]) == 0
-    return seen[0]
-
-
 def test_every_config_field_is_a_flag_and_defaults_yaml_flags_take_precedence_in_that_order(
-    tiny_dir, data_dir, tmp_path, monkeypatch, capsys
+    tiny_dir, data_dir, tmp_path, run_config
 ):
     """TRL's rule: dataclass defaults < --config < flags; the trainer may come from the YAML (two-phase
     parsing), and the flags are checked against that trainer's config class."""
     (tmp_path / "c.yaml").write_text("trainer: dpo\nlearning_rate: 0.001\nbeta: 0.2\nreport_to: none\n")
     base = ["--model_name_or_path", str(tiny_dir / "policy"), "--prefs", str(data_dir / "prefs.jsonl")]
     base += ["--output_dir", str(tmp_path / "o"), "--config", str(tmp_path / "c.yaml")]
-    cfg = _run_config(
-        monkeypatch,
+    cfg = run_config(
         [*base, "--learning_rate", "2e-3", "--max-prompt-length", "8", "--loss_type", "ipo", "--use_peft"],
     )
     assert cfg.learning_rate == 2e-3  # YAML and flag: the flag
@@ -287,7 +272,7 @@ def test_every_config_field_is_a_flag_and_defaults_yaml_flags_take_precedence_in
     assert cfg.max_length == 512 and cfg.lora_r == 16  # neither: the dataclass default
     assert (cfg.max_prompt_length, cfg.loss_type, cfg.use_peft) == (8, "ipo", True)  # dashed spelling too
     assert cfg.output_dir == str(tmp_path / "o") and cfg.report_to == "none"
-    cfg = _run_config(monkeypatch, [*base, "--disable_dropout", "false", "--report_to", "tensorboard"])
+    cfg = run_config([*base, "--disable_dropout", "false", "--report_to", "tensorboard"])
     assert cfg.disable_dropout is False and cfg.report_to == ["tensorboard"]
 
 
@@ -339,43 +324,3 @@ def test_train_help_lists_every_field_as_a_flag_with_its_help_range_and_default(
     assert "--learning_rate VALUE, --learning-rate VALUE (> 0; default 1e-05)" in text
     assert "--overlong VALUE (one of truncate, drop, error; default truncate)" in text
     assert "KL weight to the reference policy (> 0; default 0.05 (AIHFConfig), 0.1 (others))" in text
-
-
-def test_old_names_are_read_with_one_deprecation_line_each_and_both_names_is_an_error(
-    tiny_dir, data_dir, tmp_path, monkeypatch, capsys
-):
-    """TRL's names replaced ours (batch_size, num_samples, max_new_tokens, cpu, model, --out): the old
-    ones still work, from the YAML and as flags, each with one line naming the new name."""
-    import aihf.flags
-
-    monkeypatch.setattr(aihf.flags, "_warned", set())
-    (tmp_path / "old.yaml").write_text(
-        f"trainer: aihf\nmodel: {tiny_dir / 'policy'}\nbatch_size: 3\nnum_samples: 3\nreport_to: none\n"
-    )
-    argv = ["--config", str(tmp_path / "old.yaml"), "--reward-model", str(tiny_dir / "reward_model")]
-    argv += ["--prompts", str(data_dir / "prompts.jsonl"), "--reward_steps_per_iteration", "0"]
-    cfg = _run_config(monkeypatch, [*argv, "--out", str(tmp_path / "o"), "--max_new_tokens", "7", "--cpu"])
-    assert (cfg.per_device_train_batch_size, cfg.num_generations) == (3, 3)  # YAML's old keys
-    assert (cfg.max_completion_length, cfg.use_cpu, cfg.output_dir) == (7, True, str(tmp_path / "o"))  # flags
-    warned = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
-    yaml = f"aihf: warning: {tmp_path / 'old.yaml'}:"
-    assert sorted(warned) == sorted(
-        [
-            f"{yaml} model is deprecated, use model_name_or_path",
-            f"{yaml} batch_size is deprecated, use per_device_train_batch_size",
-            f"{yaml} num_samples is deprecated, use num_generations",
-            "aihf: warning: arguments: --out is deprecated, use --output_dir",
-            "aihf: warning: arguments: --max_new_tokens is deprecated, use --max_completion_length",
-            "aihf: warning: arguments: --cpu is deprecated, use --use_cpu",
-        ]
-    )
-    both = ["--max_new_tokens", "7", "--max_completion_length", "8", "--output_dir", str(tmp_path / "o")]
-    assert aihf.cli.main(["lm", "train", *argv, *both]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == (
-        "aihf: error: arguments: --max_new_tokens and --max_completion_length are one setting "
-        "(--max_new_tokens is its old name); give --max_completion_length only"
-    )
-    (tmp_path / "both.yaml").write_text("trainer: dpo\nbatch_size: 3\nper_device_train_batch_size: 4\n")
-    assert aihf.cli.main(["lm", "train", "--config", str(tmp_path / "both.yaml"), "--output_dir", "o"]) == 2
-    assert "both.yaml: batch_size and per_device_train_batch_size are one setting" in capsys.readouterr().err

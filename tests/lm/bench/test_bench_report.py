@@ -238,22 +238,3 @@ def test_the_report_names_the_model_units_and_both_base_numbers_and_notes_diagno
     assert "nats per completion" in report and "the `base` row scores the same policy" in report
     assert "(diagnostic)" not in report
     assert {"gold_reward.png", "reward_vs_kl.png"} <= {p.name for p in tmp_path.iterdir()}
-
-
-def test_every_job_of_the_smollm2_protocol_finds_its_committed_record_written_under_the_old_key_names():
-    """The v1 records (docs/results/lm/smollm2/records) hold configs with the names from before TRL's
-    (batch_size, num_samples, max_new_tokens, cpu): read in the current names, each still matches its
-    job, so the committed report is rebuilt from them and nothing reruns."""
-    import json
-
-    from aihf.lm.bench.bench import _store
-
-    records = Path(__file__).resolve().parents[3] / "docs" / "results" / "lm" / "smollm2" / "records"
-    cfg = BenchConfig.preset("smollm2", model_dir="/elsewhere/models/smollm2-135m-instruct")
-    cfg.records = str(records)
-    jobs = cfg.jobs()
-    old = json.loads((records / f"{jobs[0].name}.json").read_text())["config"]
-    assert {"batch_size", "num_samples", "max_new_tokens", "cpu"} <= set(old)  # the committed form
-    assert "per_device_train_batch_size" in jobs[0].spec["config"]
-    store = _store(Path("/nonexistent-out"), cfg)
-    assert len(jobs) == 47 and all(store.finished(job) is not None for job in jobs)
