@@ -67,7 +67,7 @@ def test_shipped_ddp_config_on_a_machine_without_gpu_trains_one_run(tiny_dir, da
     command += ["-m", "aihf", "lm", "train", "--trainer", "direct-aihf"]
     command += ["--model_name_or_path", str(tiny_dir / "policy")]
     command += ["--demos", str(data_dir / "demos.jsonl"), "--prefs", str(data_dir / "prefs.jsonl")]
-    command += ["--config", str(tmp_path / "c.yaml"), "--max-steps", "2", "--out", str(out)]
+    command += ["--config", str(tmp_path / "c.yaml"), "--max-steps", "2", "--output_dir", str(out)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "policy" / "model.safetensors").is_file() and (out / "policy" / "config.json").is_file()

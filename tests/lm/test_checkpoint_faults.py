@@ -36,7 +36,7 @@ def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true", more_yaml=""):
     )
     argv = ["lm", "train", "--trainer", "direct-aihf", "--model_name_or_path", str(tiny_dir / "policy")]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
-    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
+    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--output_dir", str(out)]
     code = aihf.cli.main(argv)
     return code, capsys.readouterr().err.strip().splitlines()
 
@@ -146,6 +146,6 @@ def test_trl_checkpoint_with_deleted_rng_state_is_refused(tiny_dir, data_dir, tm
     argv = ["lm", "train", "--trainer", "dpo"]
     argv += ["--model_name_or_path", str(tiny_dir / "policy"), "--max-steps", "4"]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--config", str(tmp_path / "resume.yaml")]
-    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    assert aihf.cli.main([*argv, "--output_dir", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()
     assert "rng_state.pth: missing from the checkpoint" in err
