@@ -55,7 +55,7 @@ class PolicyStep:
             )
         if config.num_generations < 2:
             raise ValueError(
-                "the policy step needs num_samples >= 2 (a leave-one-out baseline or a ranked pair)"
+                "the policy step needs num_generations >= 2 (a leave-one-out baseline or a ranked pair)"
             )
         self.policy = policy
         self.optimizer = optimizer
