@@ -67,7 +67,7 @@ def main() -> None:
             "env_id": args.env,
             "algo": "aihf",
             "backend": "sbx",
-            "total_steps": args.steps,
+            "n_timesteps": args.steps,
             "steps_per_iter": args.steps_per_iter,
             "learning_starts": args.learning_starts,
             "eval_episodes": 1,
@@ -111,7 +111,7 @@ def main() -> None:
     )
     print(
         ", ".join(f"{name}: {value:.1f} steps per CPU-s" for name, value in sps.items())
-        + f" ({args.env}, {args.steps} steps, {args.repeats} repeats, net {list(cfg.sac_hidden)}, "
+        + f" ({args.env}, {args.steps} steps, {args.repeats} repeats, net {cfg.policy_kwargs['net_arch']}, "
         f"entropy coefficient {cfg.ent_coef_label}, one thread)"
     )
     if "AIHF on sbx" in sps and "sbx SAC" in sps:

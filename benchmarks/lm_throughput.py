@@ -247,10 +247,10 @@ def run_rl(model_dir: str, prefs: list, demos: list, args: argparse.Namespace, o
     tokenizer = load_tokenizer(model_dir)
     config = AIHFConfig(
         output_dir=str(out / arm),
-        batch_size=args.prompts,
+        per_device_train_batch_size=args.prompts,
         prompt_batch_size=args.prompts,
-        num_samples=args.num_samples,
-        max_new_tokens=args.answer_len,
+        num_generations=args.num_samples,
+        max_completion_length=args.answer_len,
         beta=args.beta,
         policy_steps_per_iteration=1 if arm == "rloo" else args.policy_steps,
         reward_steps_per_iteration=args.reward_steps,
@@ -286,7 +286,7 @@ def run_direct(model_dir: str, prefs: list, demos: list, args: argparse.Namespac
         output_dir=str(out / "direct"),
         alpha=1.0,
         beta=0.1,
-        batch_size=args.batch_size,
+        per_device_train_batch_size=args.batch_size,
         max_length=args.seq_len,
         max_steps=args.warmup + args.steps,
         report_to="none",
@@ -410,10 +410,10 @@ def profile_aihf_iteration(args: argparse.Namespace, out: Path) -> dict[str, flo
     prefs, demos = make_data(tokenizer, 64, args.prompt_len, args.answer_len)
     config = AIHFConfig(
         output_dir=str(out / "profile"),
-        batch_size=args.prompts,
+        per_device_train_batch_size=args.prompts,
         prompt_batch_size=args.prompts,
-        num_samples=args.num_samples,
-        max_new_tokens=args.answer_len,
+        num_generations=args.num_samples,
+        max_completion_length=args.answer_len,
         beta=args.beta,
         policy_steps_per_iteration=args.policy_steps,
         reward_steps_per_iteration=args.reward_steps,

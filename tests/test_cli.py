@@ -64,7 +64,7 @@ def test_every_subcommand_has_a_description_and_an_aihf_prefix():
     ("argv", "prefix"),
     [
         (
-            ["lm", "train", "--out", "x", "--no-such-flag", "1"],
+            ["lm", "train", "--output_dir", "x", "--no-such-flag", "1"],
             "aihf lm train: error: unrecognized arguments: ",
         ),
         (["control", "train", "--bogus"], "aihf control train: error: unrecognized arguments: --bogus"),

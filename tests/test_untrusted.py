@@ -685,7 +685,7 @@ OK_PREFS = {"p.jsonl": _jsonl(PAIR, PAIR)}
 SOLVE = ["choice", "solve", "--json"]
 CTRAIN = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", "{out}"]
 RESUME = ["control", "train", "--resume", "{t}/run", "--no-progress"]
-LM = ["lm", "train", "--model", "{tiny}/policy", "--out", "{out}"]
+LM = ["lm", "train", "--model_name_or_path", "{tiny}/policy", "--output_dir", "{out}"]
 DPO = [*LM, "--trainer", "dpo", "--prefs", "{t}/p.jsonl"]
 SFT = [*LM, "--trainer", "sft", "--demos", "{t}/d.jsonl"]
 EVAL = ["lm", "eval", "--policy", "{tiny}/policy", "--prompts", "{t}/q.jsonl"]
@@ -844,11 +844,11 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("out-loop-eval", [*EVAL[:4], "--out", "{t}/o.json"], {"o.json": _loop}, "cannot be followed"),
     ("out-link-to-file", ["choice", "example1", "--out", "{t}/o"], {"f": "keep me", "o": _link("f")}, "--out {t}/o: is an existing file"),
     ("out-fifo", ["choice", "example1", "--out", "{t}/o"], {"o": _fifo}, "--out {t}/o: is an existing file"),
-    ("out-is-model", ["lm", "train", "--model", "{t}/m", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--out", "{t}/m"], {**OK_PREFS, "m": _link("{tiny}/policy")}, "--out {t}/m: is the input --model {t}/m"),
-    ("out-is-model-copy", ["lm", "train", "--model", "{tiny}/policy", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--out", "{t}/m"], {**OK_PREFS, "m": _link("{tiny}/policy")}, "--out {t}/m: is the input --model"),
-    ("out-holds-model", ["lm", "train", "--model", "{t}/run/policy", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--out", "{t}/run"], {**OK_PREFS, "run": _dir, "run/policy": _link("{tiny}/policy")}, "--out {t}/run: holds the input --model {t}/run/policy, which the run would overwrite"),
-    ("out-is-reward-model", [*LM[:-1], "{t}/rm", "--trainer", "aihf", "--reward-model", "{t}/rm", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "rm": _link("{tiny}/reward_model")}, "--out {t}/rm: is the input --reward-model"),
-    ("out-holds-reward-model", [*LM[:-1], "{t}", "--trainer", "aihf", "--reward-model", "{t}/rm", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "rm": _link("{tiny}/reward_model")}, "--out {t}: holds the input --reward-model"),
+    ("out-is-model", ["lm", "train", "--model_name_or_path", "{t}/m", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--output_dir", "{t}/m"], {**OK_PREFS, "m": _link("{tiny}/policy")}, "--output_dir {t}/m: is the input --model {t}/m"),
+    ("out-is-model-copy", ["lm", "train", "--model_name_or_path", "{tiny}/policy", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--output_dir", "{t}/m"], {**OK_PREFS, "m": _link("{tiny}/policy")}, "--output_dir {t}/m: is the input --model"),
+    ("out-holds-model", ["lm", "train", "--model_name_or_path", "{t}/run/policy", "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--output_dir", "{t}/run"], {**OK_PREFS, "run": _dir, "run/policy": _link("{tiny}/policy")}, "--output_dir {t}/run: holds the input --model {t}/run/policy, which the run would overwrite"),
+    ("out-is-reward-model", [*LM[:-1], "{t}/rm", "--trainer", "aihf", "--reward-model", "{t}/rm", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "rm": _link("{tiny}/reward_model")}, "--output_dir {t}/rm: is the input --reward-model"),
+    ("out-holds-reward-model", [*LM[:-1], "{t}", "--trainer", "aihf", "--reward-model", "{t}/rm", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "rm": _link("{tiny}/reward_model")}, "--output_dir {t}: holds the input --reward-model"),
     ("out-is-prompts", [*EVAL, "--out", "{t}/q.jsonl"], {"q.jsonl": _jsonl('{"prompt": "a"}')}, "--out {t}/q.jsonl: is the input --prompts {t}/q.jsonl"),
     ("out-is-prompts-link", [*EVAL, "--out", "{t}/alias.jsonl"], {"q.jsonl": _jsonl('{"prompt": "a"}'), "alias.jsonl": _link("q.jsonl")}, "is the input --prompts"),
     ("out-is-eval-policy", ["lm", "eval", "--policy", "{t}/m", "--out", "{t}/m"], {"m": _link("{tiny}/policy")}, "--out {t}/m: is a directory, expected a file"),
@@ -1030,7 +1030,7 @@ def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
     monkeypatch.setattr(os, "access", access)
 
 
-LM_DPO = ["lm", "train", "--model", "{tiny}/policy", "--out", "{t}/o", "--trainer", "dpo"]
+LM_DPO = ["lm", "train", "--model_name_or_path", "{tiny}/policy", "--output_dir", "{t}/o", "--trainer", "dpo"]
 
 
 @pytest.mark.parametrize(

@@ -91,10 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = ["aihf", *(sys.argv[1:] if argv is None else argv)]  # for model cards
     try:
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if getattr(args, "prepare", None):  # flags and --config resolved into args.out, args.model, ...
+            args.prepare(args)
         if getattr(args, "out", None):
-            check_output_path(args.out, is_file=getattr(args, "out_is_file", False))
+            option = getattr(args, "out_option", "--out")
+            check_output_path(args.out, is_file=getattr(args, "out_is_file", False), option=option)
             refuse_out_over_input(
-                args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=()
+                args.out, _paths(args, MODEL_OPTIONS), _paths(args, FILE_OPTIONS), finished=(), option=option
             )
         target = getattr(args, "out", None) or getattr(args, "resume", None)  # control train --resume DIR
         rank0 = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"

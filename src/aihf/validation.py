@@ -2,7 +2,8 @@
 mapping declared beside the dataclass. Bad values raise `InputError` naming the field, the value and
 what is accepted, when the config is built, so nothing fails mid-run.
 
-Types understood: int, float, bool, str, Literal[...], X | None, unions, list[X] and tuple[X, ...].
+Types understood: int, float, bool, str, Literal[...], X | None, unions, list[X], tuple[X, ...] and
+dict[str, X] (a mapping with text keys; the owner checks its entries).
 Floats refuse NaN and inf and accept ints; ints refuse bools and floats; a float written as a YAML
 string such as "1e-5" (PyYAML reads a mantissa without a dot as text) is accepted as the number.
 A `Range` of a list or tuple field applies to each item.
@@ -116,6 +117,10 @@ def _convert(value: Any, hint: Any, limits: Range | None) -> Any:
         except _Mismatch:
             raise _Mismatch(expected) from None
         return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise _Mismatch("a mapping of name: value")
     if hint is Any:
         return value
     if origin is dict or hint is dict:

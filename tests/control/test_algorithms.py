@@ -17,7 +17,7 @@ def test_every_configurable_algorithm_has_an_object():
 
 @pytest.mark.parametrize("backend_name", ["sb3", "sbx"])
 def test_behaviour_cloning_moves_the_actor_to_the_demonstrations(backend_name, tiny_data):
-    cfg = AIHFControlConfig(backend=backend_name, sac_hidden=(32, 32), total_steps=100)
+    cfg = AIHFControlConfig(backend=backend_name, policy_kwargs={"net_arch": [32, 32]}, n_timesteps=100)
     backend = get_backend(backend_name)
     model = backend.make(make_env("Pendulum-v1", 0), 0, "cpu", **sac_kwargs(cfg))
     obs = tiny_data["demos"].observations
@@ -36,7 +36,7 @@ def test_behaviour_cloning_moves_the_actor_to_the_demonstrations(backend_name, t
 def test_entropy_coefficient_is_fixed_unless_auto():
     backend = get_backend("sb3")
     for ent_coef, tuned in ((0.2, False), ("auto", True)):
-        cfg = AIHFControlConfig(ent_coef=ent_coef, total_steps=100)
+        cfg = AIHFControlConfig(ent_coef=ent_coef, n_timesteps=100)
         assert sac_kwargs(cfg)["ent_coef"] == ent_coef  # what either backend's SAC receives
         model = backend.make(make_env("Pendulum-v1", 0), 0, "cpu", **sac_kwargs(cfg))
         assert (model.ent_coef_optimizer is not None) == tuned
@@ -67,7 +67,9 @@ def test_ipl_critic_learns_the_preferences(tiny_data):
     from aihf.control.ipl import IPLSAC
     from aihf.control.reward_learning import segment_rows, sum_segments
 
-    cfg = AIHFControlConfig(algo="ipl", sac_hidden=(32, 32), total_steps=400, ipl_pref_batch_size=16)
+    cfg = AIHFControlConfig(
+        algo="ipl", policy_kwargs={"net_arch": [32, 32]}, n_timesteps=400, ipl_pref_batch_size=16
+    )
     backend = get_backend("sb3")
     model = backend.make(
         make_env("Pendulum-v1", 0), 0, "cpu", IPLSAC, **{**sac_kwargs(cfg), "learning_starts": 100}

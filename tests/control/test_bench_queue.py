@@ -19,7 +19,7 @@ def queue(tiny_data, tmp_path, monkeypatch):
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_interval: 100\n"
-        "eval_episodes: 1\nsac_batch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\ntensorboard: false\n"
+        "eval_episodes: 1\nbatch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\ntensorboard: false\n"
     )
     data = tiny_data["demos_path"].parent
     (tmp_path / "protocol.yaml").write_text(
@@ -82,7 +82,7 @@ def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
     oracle = comparison["sac-true"]["per_seed"]
     assert [(r["total_steps"], r["cut_from_steps"]) for r in oracle] == [(100, 300), (100, 300)]
     final_config = json.loads((runs / "final" / "aihf" / "seed1" / "results.json").read_text())["config"]
-    assert final_config["reward_lr"] == picked["reward_lr"] and final_config["total_steps"] == 100
+    assert final_config["reward_lr"] == picked["reward_lr"] and final_config["n_timesteps"] == 100
     assert [r["seed"] for r in summary["sb3_check"]["per_seed"]] == [0, 1]  # the sb3 oracle, every seed
     # the generated part is replaced, the reading around it kept
     md = module.RESULTS / "control_hopper.md"

@@ -10,12 +10,12 @@ from aihf.control.config import AIHFControlConfig
 from aihf.control.train import Trainer, train
 
 TINY = {
-    "total_steps": 300,
+    "n_timesteps": 300,
     "steps_per_iter": 100,
     "learning_starts": 100,
     "eval_episodes": 1,
-    "sac_batch_size": 32,
-    "sac_hidden": [32, 32],
+    "batch_size": 32,
+    "policy_kwargs": {"net_arch": [32, 32]},
     "reward_updates_per_iter": 2,
     "eval_interval": 200,
     "tensorboard": False,

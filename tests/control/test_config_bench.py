@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ def test_yaml_config_flags_override_and_unknown_keys(tmp_path):
     path.write_text("alpha: 0.5\nsteps_per_iter: 100\nreward_hidden: [32, 16]\n")
     cfg = load_config(path, {"steps_per_iter": 50})
     # Pendulum-v1's preset (total_steps 6000) < the YAML file < the overrides
-    assert (cfg.alpha, cfg.steps_per_iter, cfg.total_steps, cfg.reward_hidden) == (0.5, 50, 6000, (32, 16))
+    assert (cfg.alpha, cfg.steps_per_iter, cfg.n_timesteps, cfg.reward_hidden) == (0.5, 50, 6000, (32, 16))
     path.write_text("alpah: 0.5\n")
     with pytest.raises(InputError, match=r"c\.yaml: unknown option\(s\) alpah"):
         load_config(path, {})
@@ -25,12 +26,45 @@ def test_yaml_config_flags_override_and_unknown_keys(tmp_path):
         AIHFControlConfig(termination="ignore")
 
 
+def _train_config(argv: list[str]) -> AIHFControlConfig:
+    """The config `aihf control train ARGV` would run (parsed and resolved as the command does)."""
+    from aihf.cli import build_parser
+    from aihf.control.cli import _config_from_args
+
+    return _config_from_args(build_parser().parse_args(["control", "train", "--out", "o", *argv]))
+
+
+def test_every_field_is_a_flag_and_defaults_preset_yaml_flags_take_precedence_in_that_order(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("reward_lr: 0.002\ngamma: 0.95\nsteps_per_iter: 100\n")
+    cfg = _train_config(
+        ["--config", str(path), "--reward_lr", "3e-3", "--reward-hidden", "16", "8", "--env", "Pendulum-v1"]
+    )
+    assert cfg.reward_lr == 3e-3  # YAML and flag: the flag
+    assert (cfg.gamma, cfg.steps_per_iter) == (
+        0.95,
+        100,
+    )  # YAML over the preset (Pendulum's steps_per_iter 500)
+    assert cfg.learning_starts == 500 and cfg.bc_lr == 1e-3  # the preset; the dataclass default
+    assert cfg.reward_hidden == (16, 8)  # a list field takes several words; the dashed spelling works
+    assert _train_config(["--tensorboard", "false", "--ent_coef", "auto"]).tensorboard is False
+    with pytest.raises(SystemExit):
+        _train_config(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(AIHFControlConfig):
+        assert f"--{field.name}" in text, field.name
+    assert (
+        "--reward_lr VALUE, --reward-lr VALUE reward Adam learning rate (paper: 1e-4) (> 0; default 0.0001)"
+        in text
+    )
+
+
 def test_the_yaml_environment_chooses_the_preset(tmp_path):
     """Review finding: a Hopper YAML without --env used to get Pendulum's preset (reward_scale 10)."""
     path = tmp_path / "hopper.yaml"
     path.write_text("env_id: Hopper-v5\nalpha: 0.5\n")
     cfg = load_config(path, {})
-    assert (cfg.env_id, cfg.learning_starts, cfg.total_steps, cfg.reward_scale, cfg.bc_steps) == (
+    assert (cfg.env_id, cfg.learning_starts, cfg.n_timesteps, cfg.reward_scale, cfg.bc_steps) == (
         "Hopper-v5",
         5000,
         100_000,
@@ -61,7 +95,7 @@ def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
         "steps_per_iter": 100,
         "learning_starts": 100,
         "eval_episodes": 2,
-        "sac_batch_size": 32,
+        "batch_size": 32,
         "bc_steps": 20,
         "reward_updates_per_iter": 3,
         "tensorboard": False,
@@ -93,7 +127,7 @@ def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
 def test_report_only_merges_benches_run_separately(tiny_data, tmp_path, capsys):
     from aihf.cli import main
 
-    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "batch_size": 32}
     overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False}
     data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
     # two "processes": AIHF seed 0, then BC seeds 0 and 1, into one directory
@@ -116,7 +150,7 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     from aihf.cli import main
 
     data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
-    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "batch_size": 32}
     overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False}
     kwargs = {"progress": False, "overrides": overrides, **data}
     # shard 1 of 2 of (aihf, 0), (aihf, 1), (bc, 0), (bc, 1): every second pair from the second
@@ -129,7 +163,7 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     partial = tmp_path / "aihf" / "seed0"
     (partial / "results.json").unlink()
     state = json.loads((partial / "checkpoint" / "state.json").read_text())
-    state["config"]["total_steps"] = 200  # as if the 200-step run had stopped after its first 100 steps
+    state["config"]["n_timesteps"] = 200  # as if the 200-step run had stopped after its first 100 steps
     (partial / "checkpoint" / "state.json").write_text(json.dumps(state))
     checkpoints.write_manifest(partial / "checkpoint")  # sealed as that run would have saved it
     run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path, 200, **kwargs)
@@ -148,7 +182,7 @@ def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_dat
     from aihf.control.bench import report
 
     data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
-    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "sac_batch_size": 32}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "batch_size": 32}
     overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False, "eval_interval": 100}
     run_bench("Pendulum-v1", ["sac-true"], [0, 1], tmp_path, 200, progress=False, overrides=overrides, **data)
     full = json.loads((tmp_path / "results.json").read_text())["algos"]["sac-true"]
@@ -204,7 +238,7 @@ def test_a_failed_run_is_listed_after_the_others_ran_and_the_exit_code_is_1(
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_episodes: 1\n"
-        "sac_batch_size: 32\nreward_updates_per_iter: 2\ntensorboard: false\n"
+        "batch_size: 32\nreward_updates_per_iter: 2\ntensorboard: false\n"
     )
     argv = ["control", "bench", "--config", str(config), "--algos", "bc", "aihf", "--seeds", "0"]
     argv += [

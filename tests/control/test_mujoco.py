@@ -38,10 +38,10 @@ def test_hopper_resume_is_exact_with_bootstrapped_falls(backend, tmp_path):
     )
     cfg = AIHFControlConfig(
         env_id="Hopper-v5",
-        total_steps=320,
+        n_timesteps=320,
         steps_per_iter=80,
         learning_starts=100,
-        sac_batch_size=32,
+        batch_size=32,
         eval_episodes=1,
         termination="bootstrap",
         tensorboard=False,

@@ -15,8 +15,8 @@ from aihf.control.reward import RewardNet
 from aihf.control.train import train
 
 TINY = {
-    "sac_batch_size": 32,
-    "sac_hidden": [32, 32],
+    "batch_size": 32,
+    "policy_kwargs": {"net_arch": [32, 32]},
     "bc_steps": 20,
     "rlhf_reward_steps": 10,
     "reward_updates_per_iter": 3,
@@ -58,7 +58,7 @@ def test_every_algorithm_cli(algo, tiny_data, tiny_yaml, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["algo"] == algo and results["env"] == "Pendulum-v1" and results["total_steps"] == 200
     assert np.isfinite(results["eval_return_mean"]) and results["eval_return_std"] >= 0
-    assert results["config"]["sac_batch_size"] == 32  # from the YAML file
+    assert results["config"]["batch_size"] == 32  # from the YAML file
     lines = (out / "curve.csv").read_text().splitlines()
     assert lines[0] == "step,eval_return_mean,eval_return_std"
     assert len(lines) == (2 if algo == "bc" else 4)  # step 0 (+ one row per 100-step iteration)
@@ -110,7 +110,7 @@ class _Interrupt(BaseCallback):
 
 
 def _cfg(**kw) -> AIHFControlConfig:
-    values = {**TINY, "total_steps": 300, "steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1}
+    values = {**TINY, "n_timesteps": 300, "steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1}
     return AIHFControlConfig(**{**values, **kw})
 
 

@@ -55,3 +55,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def jsonl():
     """write_jsonl(path, rows) -> path, for tests that build their own files."""
     return write_jsonl
+
+
+@pytest.fixture
+def run_config(monkeypatch: pytest.MonkeyPatch):
+    """`run_config(argv)`: the config `aihf lm train ARGV` would train with, through the real command
+    line up to the method's runner, which is replaced by one that records its config."""
+    import dataclasses
+
+    import aihf.cli
+    import aihf.lm.methods as methods
+
+    seen = []
+    for name, method in list(methods.METHODS.items()):
+        runner = dataclasses.replace(method, run=lambda inputs: seen.append(inputs.config) or {})
+        monkeypatch.setitem(methods.METHODS, name, runner)
+
+    def run(argv: list[str]):
+        assert aihf.cli.main(["lm", "train", *argv]) == 0
+        return seen[-1]
+
+    return run

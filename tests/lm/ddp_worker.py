@@ -32,13 +32,13 @@ def main(tiny: Path, data: Path, out: Path, iterations: int, resume: bool) -> No
         resume_from_checkpoint=resume or None,
         use_peft=True,
         lora_r=4,
-        batch_size=3,
+        per_device_train_batch_size=3,
         prompt_batch_size=2,
-        num_samples=2,
-        max_new_tokens=5,
+        num_generations=2,
+        max_completion_length=5,
         learning_rate=1e-3,
         report_to="none",
-        cpu=True,
+        use_cpu=True,
     )
     initial = fingerprint(load_causal_lm(str(tiny / "policy")))
     trainer = AIHFTrainer(

@@ -17,7 +17,7 @@ def _launch(tiny_dir, data_dir, out, iterations: int, resume: bool = False) -> l
 
     accelerate 1.x runs `--cpu` jobs with its single-process launcher (multi-CPU needs MPI), so two
     CPU processes are started with its torchrun launcher (`--multi_gpu`) and no visible GPU; the
-    trainer's `cpu=True` makes accelerate pick gloo.
+    trainer's `use_cpu=True` makes accelerate pick gloo.
     """
     worker = Path(__file__).with_name("ddp_worker.py")
     src = Path(__file__).resolve().parents[2] / "src"
@@ -53,18 +53,21 @@ def test_aihf_under_accelerate_launch_two_processes_agree_and_resume(tiny_dir, d
 
 def test_shipped_ddp_config_on_a_machine_without_gpu_trains_one_run(tiny_dir, data_dir, tmp_path):
     """README's `accelerate launch --config_file configs/accelerate/ddp.yaml -m aihf lm train ...`, two
-    processes, a trainer config without `cpu: true`, no GPU: one DDP run (one complete policy, one metrics
+    processes, a trainer config without `use_cpu: true`, no GPU: one DDP run (one complete policy, one metrics
     log), not two independent copies racing over the same output directory."""
     root = Path(__file__).resolve().parents[2]
     env = os.environ | {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    (tmp_path / "c.yaml").write_text("batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n")
+    (tmp_path / "c.yaml").write_text(
+        "per_device_train_batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
+    )
     out = tmp_path / "out"
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     command += ["--config_file", str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2"]
     command += ["--main_process_port", str(_free_port()), "--mixed_precision", "no"]
-    command += ["-m", "aihf", "lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    command += ["-m", "aihf", "lm", "train", "--trainer", "direct-aihf"]
+    command += ["--model_name_or_path", str(tiny_dir / "policy")]
     command += ["--demos", str(data_dir / "demos.jsonl"), "--prefs", str(data_dir / "prefs.jsonl")]
-    command += ["--config", str(tmp_path / "c.yaml"), "--max-steps", "2", "--out", str(out)]
+    command += ["--config", str(tmp_path / "c.yaml"), "--max-steps", "2", "--output_dir", str(out)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "policy" / "model.safetensors").is_file() and (out / "policy" / "config.json").is_file()

@@ -14,7 +14,13 @@ from aihf.lm.modeling import RewardScorer, load_causal_lm, load_reward_model, lo
 from aihf.lm.runtime import snapshot_dirs
 from aihf.lm.train import run_training
 
-SMALL = {"batch_size": 6, "prompt_batch_size": 3, "num_samples": 2, "max_new_tokens": 6, "report_to": "none"}
+SMALL = {
+    "per_device_train_batch_size": 6,
+    "prompt_batch_size": 3,
+    "num_generations": 2,
+    "max_completion_length": 6,
+    "report_to": "none",
+}
 
 
 def _trainer(tiny_dir, data_dir, tmp_path, **overrides):
@@ -260,8 +266,8 @@ def test_policy_step_raises_a_frozen_python_reward(tiny_dir, data_dir, tmp_path,
         beta=beta,
         policy_optimizer=policy_optimizer,
         prompt_batch_size=3,
-        num_samples=4,
-        max_new_tokens=8,
+        num_generations=4,
+        max_completion_length=8,
         report_to="none",
     )
     trainer = _rl_trainer(tiny_dir, data_dir, config, vowels)
@@ -307,7 +313,7 @@ def test_policy_step_logs_the_spread_of_scores_and_of_the_kl_penalty(tiny_dir, d
         scored.append(scores)
         return scores
 
-    config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=1, **(SMALL | {"num_samples": 3}))
+    config = AIHFConfig(output_dir=str(tmp_path / "rl"), max_iterations=1, **(SMALL | {"num_generations": 3}))
     trainer = _rl_trainer(tiny_dir, data_dir, config, reward_fn)
     prompts = trainer.prompt_data.column("prompt")[:3]
     metrics = trainer.policy_step(prompts, reward_fn)

@@ -11,7 +11,7 @@ from aihf.lm.config import LMConfig
 
 # Every LMConfig field that TRL also has, with a non-default value, and the TRL field that must carry it.
 MAPPED = {
-    "batch_size": ("per_device_train_batch_size", 3),
+    "per_device_train_batch_size": ("per_device_train_batch_size", 3),
     "gradient_accumulation_steps": ("gradient_accumulation_steps", 4),
     "max_steps": ("max_steps", 7),
     "learning_rate": ("learning_rate", 3e-4),
@@ -29,7 +29,7 @@ MAPPED = {
     "save_steps": ("save_steps", 2),
     "save_total_limit": ("save_total_limit", 1),
     "report_to": ("report_to", ["tensorboard"]),
-    "cpu": ("use_cpu", True),
+    "use_cpu": ("use_cpu", True),
 }
 
 
@@ -49,7 +49,9 @@ def test_every_shared_field_reaches_trl(trl_config, tmp_path):
 
 
 def test_no_saving_and_no_trackers_map_to_trl_off_switches(tmp_path):
-    args = trl_args(LMConfig(output_dir=str(tmp_path), save_steps=0, report_to="none", cpu=True), DPOConfig)
+    args = trl_args(
+        LMConfig(output_dir=str(tmp_path), save_steps=0, report_to="none", use_cpu=True), DPOConfig
+    )
     assert args.save_strategy == "no"
     assert args.report_to == []
 
@@ -67,12 +69,14 @@ def test_snapshots_keep_the_policy_every_n_steps_loadable_and_the_last_is_the_fi
     from aihf.lm.train import run_training
 
     out = tmp_path / trainer
-    config = {"batch_size": 2, "learning_rate": 1e-3, "report_to": "none", "cpu": True, "snapshot_steps": 2}
-    config |= {
-        "use_peft": True,
-        "lora_r": 4,
-        "lora_alpha": 8,
-    }  # snapshots merge the adapter, OUT/policy is it
+    config = {
+        "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3,
+        "report_to": "none",
+        "use_cpu": True,
+        "snapshot_steps": 2,
+    }
+    config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8}  # snapshots merge the adapter, OUT/policy is it
     data = {"prefs": str(data_dir / "prefs.jsonl"), "demos": str(data_dir / "demos.jsonl")}
     if trainer == "dpo":
         data.pop("demos")

@@ -10,7 +10,7 @@ import aihf.cli
 from aihf import checkpoints
 from aihf.lm.train import run_training
 
-CONFIG = {"batch_size": 3, "learning_rate": 1e-3, "report_to": "none", "save_steps": 2}
+CONFIG = {"per_device_train_batch_size": 3, "learning_rate": 1e-3, "report_to": "none", "save_steps": 2}
 
 
 def _run(tiny_dir, data_dir, out, steps, trainer="direct-aihf", **extra):
@@ -30,13 +30,14 @@ def finished(tiny_dir, data_dir, tmp_path_factory):
 
 
 def _resume_cli(tiny_dir, data_dir, out, capsys, resume="true", more_yaml=""):
-    same = "batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"  # CONFIG: a resume keeps the settings
+    # CONFIG: a resume keeps the settings
+    same = "per_device_train_batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
     (out.parent / "resume.yaml").write_text(
         f"{same}save_steps: 2\nresume_from_checkpoint: {resume}\n{more_yaml}"
     )
-    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    argv = ["lm", "train", "--trainer", "direct-aihf", "--model_name_or_path", str(tiny_dir / "policy")]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--demos", str(data_dir / "demos.jsonl")]
-    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--out", str(out)]
+    argv += ["--max-steps", "6", "--config", str(out.parent / "resume.yaml"), "--output_dir", str(out)]
     code = aihf.cli.main(argv)
     return code, capsys.readouterr().err.strip().splitlines()
 
@@ -202,8 +203,9 @@ def test_trl_checkpoint_with_deleted_rng_state_is_refused(tiny_dir, data_dir, tm
     (checkpoint / "rng_state.pth").unlink()
     capsys.readouterr()  # the first run's progress bars
     (tmp_path / "resume.yaml").write_text("save_steps: 2\nresume_from_checkpoint: true\n")
-    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--max-steps", "4"]
+    argv = ["lm", "train", "--trainer", "dpo"]
+    argv += ["--model_name_or_path", str(tiny_dir / "policy"), "--max-steps", "4"]
     argv += ["--prefs", str(data_dir / "prefs.jsonl"), "--config", str(tmp_path / "resume.yaml")]
-    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    assert aihf.cli.main([*argv, "--output_dir", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()
     assert "rng_state.pth: missing from the checkpoint" in err

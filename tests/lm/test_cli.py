@@ -1,3 +1,5 @@
+import contextlib
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,9 +11,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 import aihf.cli
 from aihf.lm.methods import METHODS
 
-FAST = "batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
-FAST_RL = FAST + "prompt_batch_size: 2\nnum_samples: 2\nmax_new_tokens: 5\n"
-FAST_SELF_PLAY = FAST + "steps_per_iteration: 1\nmax_new_tokens: 5\n"
+FAST = "per_device_train_batch_size: 3\nlearning_rate: 0.001\nreport_to: none\n"
+FAST_RL = FAST + "prompt_batch_size: 2\nnum_generations: 2\nmax_completion_length: 5\n"
+FAST_SELF_PLAY = FAST + "steps_per_iteration: 1\nmax_completion_length: 5\n"
 DATA = {  # trainer: the data this test gives it (the registry says what it writes)
     "aihf": ("demos", "prefs", "prompts"),
     "rlhf": ("prefs", "prompts"),
@@ -47,8 +49,9 @@ def test_every_trainer_runs_changes_weights_and_logs(trainer, tiny_dir, data_dir
     yaml = {"aihf": FAST_RL, "rlhf": FAST_RL, "self-play-aihf": FAST_SELF_PLAY, "spin": FAST_SELF_PLAY}
     (tmp_path / "fast.yaml").write_text(yaml.get(trainer, FAST))
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", trainer, "--model", str(tiny_dir / "policy"), "--out", str(out)]
-    argv += ["--reward-model", str(tiny_dir / "reward_model"), "--config", str(tmp_path / "fast.yaml")]
+    argv = ["lm", "train", "--trainer", trainer, "--model_name_or_path", str(tiny_dir / "policy")]
+    argv += ["--output_dir", str(out), "--reward-model", str(tiny_dir / "reward_model")]
+    argv += ["--config", str(tmp_path / "fast.yaml")]
     argv += ["--max-iterations", "2", "--max-steps", "2"]
     for name in data:
         argv += [f"--{name}", str(data_dir / f"{name}.jsonl")]
@@ -73,8 +76,9 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
         [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b"}],
     )
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny_dir / "policy"), "--prefs", str(bad)]
-    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    argv = ["lm", "train", "--trainer", "dpo"]
+    argv += ["--model_name_or_path", str(tiny_dir / "policy"), "--prefs", str(bad)]
+    assert aihf.cli.main([*argv, "--output_dir", str(out)]) == 2
     [err] = capsys.readouterr().err.strip().splitlines()  # the error line and nothing else
     assert err.startswith("aihf lm train: error: ")
     assert "prefs.jsonl, line 2, field 'rejected': missing value" in err
@@ -83,7 +87,8 @@ def test_bad_data_stops_before_training_with_one_line(tiny_dir, data_dir, tmp_pa
 
 def test_unknown_config_key_and_missing_data_are_input_errors(tiny_dir, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("learning_rat: 0.1\n")
-    base = ["lm", "train", "--model", str(tiny_dir / "policy"), "--out", str(tmp_path / "o")]
+    base = ["lm", "train"]
+    base += ["--model_name_or_path", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
     assert aihf.cli.main([*base, "--trainer", "sft", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "unknown keys ['learning_rat']" in capsys.readouterr().err
     assert aihf.cli.main([*base, "--trainer", "dpo"]) == 2
@@ -108,9 +113,9 @@ def test_use_vllm_without_vllm_is_a_clear_input_error(tiny_dir, data_dir, tmp_pa
         "train",
         "--trainer",
         "aihf",
-        "--model",
+        "--model_name_or_path",
         str(tiny_dir / "policy"),
-        "--out",
+        "--output_dir",
         str(tmp_path / "o"),
     ]
     argv += ["--reward-model", str(tiny_dir / "reward_model"), "--prefs", str(data_dir / "prefs.jsonl")]
@@ -139,20 +144,23 @@ def test_incomplete_model_directory_stops_before_any_work(
         "train",
         "--trainer",
         "sft",
-        "--model",
+        "--model_name_or_path",
         str(model),
         "--demos",
         str(data_dir / "demos.jsonl"),
     ]
-    assert aihf.cli.main([*argv, "--out", str(out)]) == 2
+    assert aihf.cli.main([*argv, "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(model) in err[0] and missing in err[0]
     assert not out.exists()
 
 
 def test_model_given_as_a_file_is_an_input_error(data_dir, tmp_path, capsys):
-    argv = ["lm", "train", "--trainer", "sft", "--model", str(data_dir / "demos.jsonl")]
-    assert aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    argv = ["lm", "train", "--trainer", "sft", "--model_name_or_path", str(data_dir / "demos.jsonl")]
+    assert (
+        aihf.cli.main([*argv, "--demos", str(data_dir / "demos.jsonl"), "--output_dir", str(tmp_path / "o")])
+        == 2
+    )
     assert ": is a file" in capsys.readouterr().err
 
 
@@ -207,8 +215,9 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
     fast = FAST_RL if trainer == "aihf" else FAST
     (tmp_path / "c.yaml").write_text(fast.replace("learning_rate: 0.001", "learning_rate: 1.0e+308"))
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", trainer, "--model", str(tiny_dir / "policy"), "--out", str(out)]
-    argv += ["--reward-model", str(tiny_dir / "reward_model"), "--config", str(tmp_path / "c.yaml")]
+    argv = ["lm", "train", "--trainer", trainer, "--model_name_or_path", str(tiny_dir / "policy")]
+    argv += ["--output_dir", str(out), "--reward-model", str(tiny_dir / "reward_model")]
+    argv += ["--config", str(tmp_path / "c.yaml")]
     argv += ["--max-iterations", "3", "--max-steps", "3"]
     for name in DATA[trainer]:
         argv += [f"--{name}", str(data_dir / f"{name}.jsonl")]
@@ -222,7 +231,8 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_policy(
 def test_the_trainer_comes_from_the_config_when_not_given(tiny_dir, tmp_path, capsys):
     """A YAML that names its trainer needs no --trainer (the README's accelerate command); the config's
     own trainer is then the one whose data demands apply."""
-    base = ["lm", "train", "--model", str(tiny_dir / "policy"), "--out", str(tmp_path / "o")]
+    base = ["lm", "train"]
+    base += ["--model_name_or_path", str(tiny_dir / "policy"), "--output_dir", str(tmp_path / "o")]
     (tmp_path / "dpo.yaml").write_text("trainer: dpo\n")
     assert aihf.cli.main([*base, "--config", str(tmp_path / "dpo.yaml")]) == 2
     assert "dpo: needs --prefs" in capsys.readouterr().err
@@ -245,3 +255,73 @@ def test_train_help_lists_every_trainers_config_keys(capsys):
         for field in fields(method.config):
             assert field.name in text, (method.name, field.name)
     assert "use_peft" in text and "self-play-aihf, spin:" in text
+
+
+def test_every_config_field_is_a_flag_and_defaults_yaml_flags_take_precedence_in_that_order(
+    tiny_dir, data_dir, tmp_path, run_config
+):
+    """TRL's rule: dataclass defaults < --config < flags; the trainer may come from the YAML (two-phase
+    parsing), and the flags are checked against that trainer's config class."""
+    (tmp_path / "c.yaml").write_text("trainer: dpo\nlearning_rate: 0.001\nbeta: 0.2\nreport_to: none\n")
+    base = ["--model_name_or_path", str(tiny_dir / "policy"), "--prefs", str(data_dir / "prefs.jsonl")]
+    base += ["--output_dir", str(tmp_path / "o"), "--config", str(tmp_path / "c.yaml")]
+    cfg = run_config(
+        [*base, "--learning_rate", "2e-3", "--max-prompt-length", "8", "--loss_type", "ipo", "--use_peft"],
+    )
+    assert cfg.learning_rate == 2e-3  # YAML and flag: the flag
+    assert cfg.beta == 0.2  # YAML only
+    assert cfg.max_length == 512 and cfg.lora_r == 16  # neither: the dataclass default
+    assert (cfg.max_prompt_length, cfg.loss_type, cfg.use_peft) == (8, "ipo", True)  # dashed spelling too
+    assert cfg.output_dir == str(tmp_path / "o") and cfg.report_to == "none"
+    cfg = run_config([*base, "--disable_dropout", "false", "--report_to", "tensorboard"])
+    assert cfg.disable_dropout is False and cfg.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num_generations", "3"], "--num_generations: not a setting of dpo (DirectAIHFConfig)"),
+        (["--beta", "0"], "--beta = 0: expected a number > 0"),
+        (["--learning_rate", "fast"], "--learning_rate = 'fast': expected a number > 0"),
+        (["--loss_type", "hinge"], "--loss_type = 'hinge': expected one of 'sigmoid', 'ipo'"),
+        (["--use_peft", "maybe"], "argument --use_peft/--use-peft: 'maybe': expected true or false"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_flag(flags, message, tiny_dir, tmp_path, capsys):
+    argv = [
+        "lm",
+        "train",
+        "--trainer",
+        "dpo",
+        "--model_name_or_path",
+        str(tiny_dir / "policy"),
+        "--output_dir",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit) if "argument" in message else contextlib.nullcontext():
+        assert aihf.cli.main([*argv, *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+
+
+def test_the_rl_steps_kl_weight_may_be_zero_where_dpos_may_not():
+    """The range of a flag is its trainer's: AIHF's RL step takes beta 0 (RANGES' "AIHFConfig.beta")."""
+    from aihf.errors import InputError
+    from aihf.flags import check_flags
+    from aihf.lm.config import RANGES, AIHFConfig, DirectAIHFConfig
+
+    assert check_flags({"beta": 0}, AIHFConfig, RANGES, "aihf") == {"beta": 0.0}
+    with pytest.raises(InputError, match="--beta = 0"):
+        check_flags({"beta": 0}, DirectAIHFConfig, RANGES, "dpo")
+
+
+def test_train_help_lists_every_field_as_a_flag_with_its_help_range_and_default(capsys):
+    with pytest.raises(SystemExit):
+        aihf.cli.main(["lm", "train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for method in METHODS.values():
+        for field in dataclasses.fields(method.config):
+            assert f"--{field.name}" in text, (method.name, field.name)
+    assert "--learning_rate VALUE, --learning-rate VALUE (> 0; default 1e-05)" in text
+    assert "--overlong VALUE (one of truncate, drop, error; default truncate)" in text
+    assert "KL weight to the reference policy (> 0; default 0.05 (AIHFConfig), 0.1 (others))" in text

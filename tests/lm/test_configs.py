@@ -18,7 +18,7 @@ def test_paper_configs_build(path):
     assert isinstance(config, METHODS[values["trainer"]].config)
     for key in set(values) & {f.name for f in dataclasses.fields(config)}:
         assert getattr(config, key) == values[key]
-    assert values.get("model")
+    assert values.get("model_name_or_path")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "accelerate").glob("*.yaml")), ids=lambda p: p.name)

@@ -10,7 +10,7 @@ from aihf.lm.direct import DirectAIHFTrainer, SelfPlayAIHFTrainer
 from aihf.lm.loop import Callback, Evaluate
 from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
 
-QUIET = {"report_to": "none", "learning_rate": 1e-2, "max_new_tokens": 5}
+QUIET = {"report_to": "none", "learning_rate": 1e-2, "max_completion_length": 5}
 
 
 def _data(tiny_dir, data_dir):
@@ -39,7 +39,7 @@ def _self_play(tiny_dir, data_dir, tmp_path, **overrides):
 
 def _aihf(tiny_dir, data_dir, tmp_path, **overrides):
     tokenizer, data = _data(tiny_dir, data_dir)
-    values = QUIET | {"num_samples": 2} | overrides
+    values = QUIET | {"num_generations": 2} | overrides
     config = AIHFConfig(output_dir=str(tmp_path / "aihf"), **values)
     return AIHFTrainer(
         load_causal_lm(str(tiny_dir / "policy")),
@@ -83,9 +83,14 @@ def _assert_same_update(a, b):
 
 @pytest.mark.parametrize("build", [_direct, _self_play])
 def test_four_micro_batches_of_two_give_the_update_of_one_batch_of_eight(build, tiny_dir, data_dir, tmp_path):
-    whole = build(tiny_dir, data_dir, tmp_path / "a", batch_size=8, **SMOOTH_ADAM)
+    whole = build(tiny_dir, data_dir, tmp_path / "a", per_device_train_batch_size=8, **SMOOTH_ADAM)
     accumulated = build(
-        tiny_dir, data_dir, tmp_path / "b", batch_size=2, gradient_accumulation_steps=4, **SMOOTH_ADAM
+        tiny_dir,
+        data_dir,
+        tmp_path / "b",
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        **SMOOTH_ADAM,
     )
     (d_whole, m_whole), (d_acc, m_acc) = _step_deltas(whole), _step_deltas(accumulated)
     _assert_same_update(d_whole["policy"], d_acc["policy"])
@@ -148,7 +153,7 @@ def test_tensorboard_tracker_writes_events_and_logging_steps_hold(tiny_dir, data
         report_to=["tensorboard"],
         max_iterations=3,
         logging_steps=2,
-        batch_size=3,
+        per_device_train_batch_size=3,
     )
     trainer.train()
     [events] = (tmp_path / "sp" / "runs").rglob("events.out.tfevents.*")  # one run, hparams in it too
@@ -190,7 +195,7 @@ class Recorder(Callback):
 def test_callbacks_run_around_every_unit_and_their_metrics_are_logged(tiny_dir, data_dir, tmp_path):
     import json
 
-    trainer = _direct(tiny_dir, data_dir, tmp_path, max_steps=2, batch_size=3)
+    trainer = _direct(tiny_dir, data_dir, tmp_path, max_steps=2, per_device_train_batch_size=3)
     recorder = Recorder()
     trainer.add_callback(recorder)
     trainer.train()

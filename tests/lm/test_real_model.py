@@ -28,12 +28,12 @@ OPTIONS = {
     "use_peft": True,
     "lora_r": 8,
     "lora_alpha": 16,
-    "batch_size": 2,
+    "per_device_train_batch_size": 2,
     "gradient_accumulation_steps": 2,
     "prompt_batch_size": 2,
     "reward_batch_size": 2,
-    "num_samples": 2,
-    "max_new_tokens": 8,
+    "num_generations": 2,
+    "max_completion_length": 8,
     "max_length": 96,
     "learning_rate": 1.0e-4,
     "report_to": "none",
@@ -101,7 +101,8 @@ def test_every_method_trains_saves_and_the_policy_reloads_and_answers(
     fields = {f.name for f in dataclasses.fields(spec.config)}
     (tmp_path / "options.yaml").write_text(yaml.safe_dump({k: v for k, v in OPTIONS.items() if k in fields}))
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", method, "--model", str(smollm2), "--out", str(out)]
+    argv = ["lm", "train", "--trainer", method]
+    argv += ["--model_name_or_path", str(smollm2), "--output_dir", str(out)]
     argv += ["--config", str(tmp_path / "options.yaml"), "--max-iterations", "1", "--max-steps", "2"]
     if spec.needs_reward_model:
         argv += ["--reward-model", str(smollm2)]

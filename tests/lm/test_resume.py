@@ -9,9 +9,14 @@ from aihf.lm.train import run_training
 
 def _run(trainer, tiny_dir, data_dir, out, limit, **extra):
     data = {"demos": str(data_dir / "demos.jsonl"), "prefs": str(data_dir / "prefs.jsonl")}
-    config = {"batch_size": 3, "learning_rate": 1e-3, "report_to": "none", "save_steps": 2} | extra
+    config = {
+        "per_device_train_batch_size": 3,
+        "learning_rate": 1e-3,
+        "report_to": "none",
+        "save_steps": 2,
+    } | extra
     if trainer in ("self-play-aihf",):
-        config |= {"steps_per_iteration": 1, "max_new_tokens": 5}
+        config |= {"steps_per_iteration": 1, "max_completion_length": 5}
     return run_training(
         trainer,
         str(tiny_dir / "policy"),
@@ -44,7 +49,7 @@ def test_trl_baseline_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
         str(out),
         prefs=str(data_dir / "prefs.jsonl"),
         max_steps=2,
-        config={"batch_size": 3, "save_steps": 2, "report_to": "none", "logging_steps": 1},
+        config={"per_device_train_batch_size": 3, "save_steps": 2, "report_to": "none", "logging_steps": 1},
     )
     assert (out / "checkpoints" / "checkpoint-2").is_dir()
     final = run_training(
@@ -54,7 +59,7 @@ def test_trl_baseline_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_path):
         prefs=str(data_dir / "prefs.jsonl"),
         max_steps=4,
         config={
-            "batch_size": 3,
+            "per_device_train_batch_size": 3,
             "save_steps": 2,
             "report_to": "none",
             "logging_steps": 1,

@@ -13,7 +13,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from aihf.lm.modeling import load_causal_lm, load_reward_model
 from aihf.lm.train import run_training
 
-RL = {"batch_size": 3, "prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 5, "report_to": "none"}
+RL = {
+    "per_device_train_batch_size": 3,
+    "prompt_batch_size": 2,
+    "num_generations": 2,
+    "max_completion_length": 5,
+    "report_to": "none",
+}
 
 
 def _changed(loader, before_dir, after_dir):
@@ -53,7 +59,13 @@ def test_aihf_with_lora_or_bf16(tiny_dir, data_dir, tmp_path, options):
 
 def test_direct_aihf_with_lora_uses_the_base_as_reference(tiny_dir, data_dir, tmp_path):
     out = tmp_path / "out"
-    options = {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-2, "batch_size": 3}
+    options = {
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "learning_rate": 1e-2,
+        "per_device_train_batch_size": 3,
+    }
     final = run_training(
         "direct-aihf",
         str(tiny_dir / "policy"),

@@ -22,13 +22,13 @@ from aihf.errors import InputError
 def sac_kwargs(cfg: AIHFControlConfig) -> dict[str, Any]:
     """The run's SAC settings, in the constructor arguments both backends share."""
     return {
-        "learning_rate": cfg.sac_lr,
-        "buffer_size": max(cfg.total_steps, 1),
+        "learning_rate": cfg.learning_rate,
+        "buffer_size": max(cfg.n_timesteps, 1),
         "learning_starts": cfg.learning_starts,
-        "batch_size": cfg.sac_batch_size,
+        "batch_size": cfg.batch_size,
         "gamma": cfg.gamma,
         "ent_coef": cfg.ent_coef,
-        "policy_kwargs": {"net_arch": list(cfg.sac_hidden)},
+        "policy_kwargs": dict(cfg.policy_kwargs),
     }
 
 

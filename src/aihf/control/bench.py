@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aihf.control.algorithms import ALGORITHM_LABELS
-from aihf.control.config import AIHFControlConfig, load_config
+from aihf.control.config import RENAMES, AIHFControlConfig, load_config
 from aihf.control.data import resolve_data
 from aihf.control.train import load_run_data, train
 from aihf.errors import InputError
@@ -33,6 +33,7 @@ from aihf.experiments import queue
 from aihf.experiments.jobs import Job
 from aihf.experiments.report import fmt, mean_curve, sd
 from aihf.experiments.store import Store
+from aihf.flags import canonical
 from aihf.io import atomic_path, write_json, write_text
 
 
@@ -57,7 +58,7 @@ def run_bench(
     if env_id is not None:
         explicit["env_id"] = env_id
     if total_steps is not None:
-        explicit["total_steps"] = total_steps
+        explicit["n_timesteps"] = total_steps
     index, count = shard
     if not 0 <= index < count:
         raise InputError(f"--shard {index}/{count}: expected 0 <= I < N")
@@ -92,16 +93,27 @@ def run_bench(
 def run_store(out_dir: str | Path) -> Store:
     """Runs in OUT/<algo>/seed<N>/, finished when their results.json holds the job's config."""
     return Store(
-        Path(out_dir), "results.json", layout=lambda root, job: root / job.method / f"seed{job.seed}"
+        Path(out_dir),
+        "results.json",
+        layout=lambda root, job: root / job.method / f"seed{job.seed}",
+        canonical=canonical_result,
     )
+
+
+def canonical_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A results.json or checkpoint state with its config under the current key names (`n_timesteps`,
+    `learning_rate`, ...: config.RENAMES), so runs written before the rename are still recognised."""
+    if not isinstance(result.get("config"), dict):
+        return result
+    return result | {"config": canonical(result["config"], RENAMES, warn=False)}
 
 
 def run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
     """'finished' (results.json of this config), 'checkpoint' (resumable, same config) or 'new'."""
     results, state = run_dir / "results.json", run_dir / "checkpoint" / "state.json"
-    if results.is_file() and json.loads(results.read_text())["config"] == cfg.to_dict():
+    if results.is_file() and canonical_result(json.loads(results.read_text()))["config"] == cfg.to_dict():
         return "finished"
-    if state.is_file() and json.loads(state.read_text())["config"] == cfg.to_dict():
+    if state.is_file() and canonical_result(json.loads(state.read_text()))["config"] == cfg.to_dict():
         return "checkpoint"
     return "new"
 

@@ -85,7 +85,7 @@ class ProgressBarCallback(TrainerCallback):
     def on_train_start(self, trainer: Trainer) -> None:
         cfg = trainer.cfg
         self.bar = tqdm(
-            total=cfg.total_steps, initial=trainer.model.num_timesteps, unit="step", desc=cfg.algo
+            total=cfg.n_timesteps, initial=trainer.model.num_timesteps, unit="step", desc=cfg.algo
         )
 
     def on_iteration_end(self, trainer: Trainer, steps: int) -> None:

@@ -9,38 +9,13 @@ import argparse
 import json
 from pathlib import Path
 
-from aihf.control.config import ALGOS, BACKENDS
+from aihf.control.config import ALGOS, BACKENDS, RANGES, RENAMES, AIHFControlConfig
 from aihf.errors import InputError, RunFailed
+from aihf.flags import add_field_flags
 from aihf.safety import refuse_out_over_input
 
-# CLI flag -> AIHFControlConfig field; flags left out keep the config file's (or the default) value
-_TRAIN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    (
-        "--env",
-        "env_id",
-        str,
-        "gymnasium id with a Box action space (default Pendulum-v1); MODULE:ID imports MODULE first "
-        "(gymnasium's convention: its code runs), so name only modules you trust",
-    ),
-    ("--algo", "algo", str, " | ".join(ALGOS)),
-    ("--backend", "backend", str, "SAC implementation: sb3 (PyTorch, default) or sbx (JAX, faster on CPU)"),
-    ("--ent-coef", "ent_coef", str, "SAC entropy coefficient (KL weight to uniform): a number or 'auto'"),
-    ("--total-steps", "total_steps", int, "environment steps of SAC"),
-    ("--seed", "seed", int, "random seed"),
-    ("--steps-per-iter", "steps_per_iter", int, "SAC steps per AIHF iteration (paper: 5000)"),
-    ("--alpha", "alpha", float, "weight of the demonstration term"),
-    ("--demo-form", "demo_form", str, "linear (paper) or logistic"),
-    ("--demo-term", "demo_term", str, "mean (per transition) or trajectory (the paper's discounted sums)"),
-    ("--reward-lr", "reward_lr", float, "reward Adam learning rate (paper: 1e-4)"),
-    ("--reward-updates", "reward_updates_per_iter", int, "reward updates per iteration"),
-    ("--centering-coef", "centering_coef", float, "weight of the mean R^2 penalty"),
-    ("--reward-weight-decay", "reward_weight_decay", float, "reward weight decay"),
-    ("--termination", "termination", str, "env | bootstrap: how falls are treated with a learned reward"),
-    ("--reward-scale", "reward_scale", float, "SAC optimises reward_scale * r_theta (1/beta)"),
-    ("--learning-starts", "learning_starts", int, "random-action steps before SAC updates"),
-    ("--eval-episodes", "eval_episodes", int, "evaluation episodes"),
-    ("--eval-interval", "eval_interval", int, "steps between evaluations (0: every iteration)"),
-)
+# Extra spellings of field flags (the earlier short names, still read without a warning).
+_ALIASES = {"env_id": ["--env"], "reward_updates_per_iter": ["--reward-updates"]}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,13 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
+        usage="aihf control train [--config FILE] [--FIELD VALUE ...] [--out DIR | --resume DIR]",
         help="train one algorithm; writes results.json and curve.csv",
-        description="Options not given by flags or --config come from the environment's preset "
-        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1), then the defaults.",
+        description="Every AIHFControlConfig field is a flag (--field_name or --field-name; SB3 / RL Zoo "
+        "names where they mean the same): defaults < the environment's preset "
+        "(aihf.control.config.PRESETS, e.g. a small budget for Pendulum-v1) < --config < flags.",
     )
     train.add_argument("--config", help="YAML file of AIHFControlConfig options (flags override it)")
-    for flag, dest, kind, help_text in _TRAIN_FLAGS:
-        train.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    add_field_flags(train, [AIHFControlConfig], RANGES, RENAMES, aliases=_ALIASES)
     train.add_argument(
         "--demos", help="demonstrations .npz, or minari:DATASET_ID (default: the data shipped for --env)"
     )
@@ -165,10 +141,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _config_from_args(args: argparse.Namespace):
     """Defaults < the environment's preset (config.PRESETS; the env of the flags, else the YAML's) <
     the YAML file < the flags given."""
-    from aihf.control.config import AIHFControlConfig, load_config
+    from aihf.control.config import RANGES, RENAMES, AIHFControlConfig, load_config
+    from aihf.flags import canonical, check_flags, given_fields
 
-    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
-    AIHFControlConfig.from_dict(flags, "arguments")  # a bad flag is named as such, not as the file's
+    flags = canonical(given_fields(args), RENAMES, "arguments", prefix="--")
+    flags = check_flags(flags, AIHFControlConfig, RANGES, "control train")  # named as flags, not the file's
+    AIHFControlConfig.from_dict(flags, "arguments")  # and their checks across fields
     return load_config(args.config, flags)
 
 
@@ -201,7 +179,7 @@ def _train(args: argparse.Namespace) -> int:
 def _check_resume_flags(args: argparse.Namespace) -> None:
     """A resume continues the run with its saved settings and data: options that would change them are
     refused, naming each field whose value differs from the checkpoint's (the same value passes)."""
-    from aihf.control.config import AIHFControlConfig
+    from aihf.flags import canonical, given_fields
     from aihf.validation import load_yaml
 
     given = [flag for flag in ("--demos", "--prefs", "--overwrite") if getattr(args, flag[2:])]
@@ -212,8 +190,8 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
             f"--resume {args.resume}: {', '.join(given)} cannot be combined with a resume (it keeps the "
             "run's data and directory)"
         )
-    flags = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_FLAGS if getattr(args, dest) is not None}
-    wanted = {**(load_yaml(args.config) if args.config else {}), **flags}
+    flags = canonical(given_fields(args), RENAMES, "arguments", prefix="--")
+    wanted = {**(canonical(load_yaml(args.config), RENAMES, args.config) if args.config else {}), **flags}
     if not wanted:
         return
     state = Path(args.resume) / "checkpoint" / "state.json"

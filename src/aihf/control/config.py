@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from aihf.control.algorithms import ALGORITHMS
 from aihf.errors import InputError
+from aihf.flags import Rename, canonical
 from aihf.validation import (
     AT_LEAST_1,
     FRACTION,
@@ -16,6 +17,7 @@ from aihf.validation import (
     POSITIVE,
     SEED,
     Range,
+    check_value,
     load_yaml,
     validate_config,
 )
@@ -29,43 +31,46 @@ class AIHFControlConfig:
     """Options of the control experiments. Defaults follow the paper (appendix A.1.1) where it gives them.
 
     `algo` picks the method, one of `algorithms.ALGORITHMS` (aihf, its ablations and the baselines, each
-    described there); all share the SAC settings and the budget `total_steps` (environment steps).
+    described there); all share the SAC settings and the budget `n_timesteps` (environment steps).
 
     The lower level is SAC on `reward_scale * r_theta` with entropy coefficient `ent_coef`: a fixed
     number by default (the KL weight to the uniform policy, as in the paper's Spinning Up SAC), or
     "auto" / "auto_<init>" for stable-baselines3's automatic tuning towards a target entropy.
     """
 
+    # gymnasium id with a Box action space; MODULE:ID imports MODULE first (gymnasium's convention: its
+    # code runs), so name only modules you trust
     env_id: str = "Pendulum-v1"
-    algo: str = "aihf"
+    algo: str = "aihf"  # the method: aihf, an ablation or a baseline (algorithms.ALGORITHMS)
     seed: int = 0
-    total_steps: int = 20_000
-    device: str = "cpu"
+    n_timesteps: int = 20_000  # environment steps of SAC (the budget)
+    device: str = "cpu"  # torch device of SAC and the reward net: cpu, auto or cuda[:N]
     backend: str = "sb3"  # SAC implementation: sb3 (PyTorch) or sbx (JAX, faster on CPU)
     # SAC (stable-baselines3); the paper uses (64, 64) ReLU networks and 5k SAC steps per iteration
-    sac_hidden: tuple[int, ...] = (64, 64)
-    sac_lr: float = 3e-4
-    sac_batch_size: int = 256
-    learning_starts: int = 1000
-    gamma: float = 0.99
+    # policy_kwargs as RL Zoo writes it: {net_arch: [64, 64]} (or {pi: [...], qf: [...]}), n_critics
+    policy_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"net_arch": [64, 64]})
+    learning_rate: float = 3e-4  # SAC Adam learning rate
+    batch_size: int = 256  # SAC minibatch size
+    learning_starts: int = 1000  # random-action steps before SAC updates
+    gamma: float = 0.99  # SAC discount factor
     ent_coef: float | str = 0.2  # fixed (Spinning Up's 0.2) or "auto" for automatic tuning
-    steps_per_iter: int = 5000
+    steps_per_iter: int = 5000  # SAC steps per AIHF iteration (paper: 5000)
     # reward net and reward step
     reward_hidden: tuple[int, ...] = (64, 64)
     reward_use_next_obs: bool = False
     reward_use_done: bool = False
-    reward_lr: float = 1e-4
+    reward_lr: float = 1e-4  # reward Adam learning rate (paper: 1e-4)
     reward_weight_decay: float = 0.0
-    reward_updates_per_iter: int = 20
+    reward_updates_per_iter: int = 20  # reward updates per iteration
     reward_batch_size: int = 256  # demonstration and agent transitions per reward update
     pref_batch_size: int = 64  # preference pairs per reward update
     agent_window: int = 0  # agent transitions = the last N in the replay buffer; 0 means steps_per_iter
-    alpha: float = 1.0
+    alpha: float = 1.0  # weight of the demonstration term
     demo_form: Literal["linear", "logistic"] = "linear"
     # the demonstration term over per-transition means, or (the paper's eq. 32-34) over each whole
     # trajectory's discounted reward sum: demonstrations vs the agent's completed episodes (README)
     demo_term: Literal["mean", "trajectory"] = "mean"
-    centering_coef: float = 0.01
+    centering_coef: float = 0.01  # weight of the mean R^2 penalty
     grad_clip: float = 10.0
     pref_holdout: float = 0.1  # fraction of preference pairs kept out of training for diagnostics
     # episode endings with a learned reward: 'env' keeps terminations, 'bootstrap' treats them as
@@ -82,13 +87,13 @@ class AIHFControlConfig:
     ipl_pref_batch_size: int = 8  # preference pairs per IPL critic update (beside sac_batch_size replay rows)
     # evaluation and logging
     eval_interval: int = 0  # environment steps between evaluations; 0 means every iteration
-    eval_episodes: int = 5
+    eval_episodes: int = 5  # evaluation episodes
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
         self.ent_coef = parse_ent_coef(self.ent_coef)
         validate_config(self, RANGES)  # every field's type and range (RANGES, below the class)
-        self.sac_hidden = tuple(int(h) for h in self.sac_hidden)
+        self.policy_kwargs = check_policy_kwargs(self.policy_kwargs)
         self.reward_hidden = tuple(int(h) for h in self.reward_hidden)
         if self.backend not in BACKENDS:
             raise InputError(f"field 'backend' = {self.backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -112,7 +117,7 @@ class AIHFControlConfig:
 
     @property
     def iterations(self) -> int:
-        return -(-self.total_steps // self.steps_per_iter)
+        return -(-self.n_timesteps // self.steps_per_iter)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -123,6 +128,7 @@ class AIHFControlConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> AIHFControlConfig:
+        values = canonical(values, RENAMES, source, warn=False)  # e.g. a saved run's old names
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -156,12 +162,35 @@ def parse_ent_coef(value: float | str) -> float | str:
     )
 
 
+def check_policy_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """SAC's `policy_kwargs` as plain data (RL Zoo's YAML form, nothing evaluated): `net_arch`, a list of
+    layer widths or {pi: [...], qf: [...]}, and optionally `n_critics`."""
+    where = "field 'policy_kwargs'"
+    unknown = sorted(set(value) - {"net_arch", "n_critics"})
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; expected net_arch, n_critics")
+    arch = value.get("net_arch", [64, 64])
+    parts = arch if isinstance(arch, dict) else {"net_arch": arch}
+    if isinstance(arch, dict) and set(arch) != {"pi", "qf"}:
+        raise InputError(
+            f"{where}: net_arch = {arch!r}: expected a list of widths or {{pi: [...], qf: [...]}}"
+        )
+    for name, widths in parts.items():
+        check_value(f"{where}, {name}", widths, list[int], AT_LEAST_1)
+    if "n_critics" in value:
+        check_value(f"{where}, n_critics", value["n_critics"], int, AT_LEAST_1)
+    return {
+        **value,
+        "net_arch": {k: list(v) for k, v in arch.items()} if isinstance(arch, dict) else list(arch),
+    }
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: dict[str, Any]) -> AIHFControlConfig:
     """Defaults < the environment's preset < the YAML file < `overrides` (e.g. the flags given).
 
     The environment that picks the preset is the one named in `overrides`, else in the YAML file.
     """
-    values = load_yaml(path) if path is not None else {}
+    values = canonical(load_yaml(path), RENAMES, str(path)) if path is not None else {}
     env_id = overrides.get("env_id") or values.get("env_id") or AIHFControlConfig.env_id
     return AIHFControlConfig.from_dict({**preset(str(env_id)), **values, **overrides}, str(path or "config"))
 
@@ -178,13 +207,22 @@ def _check_device(device: str) -> None:
         raise InputError(f"field 'device' = {device!r}: expected cpu, auto, or cuda[:N] where a GPU is")
 
 
+# Keys renamed to SB3 / RL Zoo's name for the same meaning: the old name is still read (YAML, flags,
+# saved runs), with one deprecation line where a person wrote it.
+RENAMES: tuple[Rename, ...] = (
+    Rename("total_steps", "n_timesteps"),
+    Rename("sac_lr", "learning_rate"),
+    Rename("sac_batch_size", "batch_size"),
+    Rename("sac_hidden", "policy_kwargs", lambda widths: {"net_arch": widths}),
+)
+
+
 # Accepted range of every numeric field of AIHFControlConfig (`aihf.validation` checks the types).
 RANGES: dict[str, Range] = {
     "seed": SEED,
-    "total_steps": Range(1, 10**8),  # SAC's replay buffer holds them all
-    "sac_hidden": AT_LEAST_1,
-    "sac_lr": POSITIVE,
-    "sac_batch_size": AT_LEAST_1,
+    "n_timesteps": Range(1, 10**8),  # SAC's replay buffer holds them all
+    "learning_rate": POSITIVE,
+    "batch_size": AT_LEAST_1,
     "learning_starts": NON_NEGATIVE,
     "gamma": FRACTION,
     "steps_per_iter": AT_LEAST_1,
@@ -217,7 +255,7 @@ RANGES: dict[str, Range] = {
 # and about 1M steps in all. `preset(env_id)` gives the starting point of `aihf control bench`.
 PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": {
-        "total_steps": 6000,
+        "n_timesteps": 6000,
         "steps_per_iter": 500,
         "learning_starts": 500,
         "reward_scale": 10.0,  # learned rewards are ~20x smaller than the true ones (centring); see README
@@ -228,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 5,
     },
     "Hopper-v5": {
-        "total_steps": 100_000,
+        "n_timesteps": 100_000,
         "steps_per_iter": 5000,
         "learning_starts": 5000,
         "reward_lr": 1e-4,

@@ -228,7 +228,7 @@ class ProtocolQueue:
             **self.overrides(job),
             "algo": job.method,
             "seed": job.seed,
-            "total_steps": job.get("total_steps"),
+            "n_timesteps": job.get("total_steps"),
         }
 
     def run_state(self, job: Job) -> str:

@@ -369,7 +369,7 @@ class Trainer:
         """The built-in callbacks: evaluation, and with environment steps the checkpoint and the bar."""
         cfg = self.cfg
         built_in: list[TrainerCallback] = [
-            EvaluationCallback(cfg.eval_interval or cfg.steps_per_iter, cfg.total_steps)
+            EvaluationCallback(cfg.eval_interval or cfg.steps_per_iter, cfg.n_timesteps)
         ]
         if self.algorithm.uses_env:
             built_in.append(CheckpointCallback())
@@ -394,8 +394,8 @@ class Trainer:
         try:
             for hook in hooks:
                 hook.on_train_start(self)
-            while self.algorithm.uses_env and model.num_timesteps < cfg.total_steps:
-                steps = min(cfg.steps_per_iter, cfg.total_steps - model.num_timesteps)
+            while self.algorithm.uses_env and model.num_timesteps < cfg.n_timesteps:
+                steps = min(cfg.steps_per_iter, cfg.n_timesteps - model.num_timesteps)
                 model.learn(steps, reset_num_timesteps=False, callback=callback, tb_log_name=cfg.algo)
                 stats = self.algorithm.after_policy_step(self._run())
                 for key, value in stats.items():
@@ -425,7 +425,7 @@ class Trainer:
             "seed": cfg.seed,
             "backend": cfg.backend,
             "ent_coef": cfg.ent_coef_label,
-            "total_steps": cfg.total_steps,
+            "total_steps": cfg.n_timesteps,
             "env_steps": int(self.model.num_timesteps) if self.algorithm.uses_env else 0,
             "iterations": self.state["iteration"],
             "eval_return_mean": last["eval_return_mean"],

@@ -55,6 +55,12 @@ class Store:
     portable: Portable | None = None  # how specs compare across machines (Job.matches)
     lease: float = 600.0  # seconds without a heartbeat after which a claim is stale
     _beats: dict[Path, threading.Event] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # a record as read, brought to the current key names (records written before a rename still match)
+    canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def read(self, path: Path) -> dict[str, Any]:
+        record = read_record(path)
+        return self.canonical(record) if self.canonical else record
 
     def run_dir(self, job: Job) -> Path:
         """Where `job` runs; a name that would lead outside the store (`../`, absolute) is refused."""
@@ -72,7 +78,7 @@ class Store:
         paths = [self.record_path(job)]
         paths += [safe_child(self.records, f"{job.name}.json", "job name")] if self.records else []
         for path in (p for p in paths if p.is_file()):
-            saved = read_record(path)
+            saved = self.read(path)
             if job.matches(saved, self.portable) and "error" not in saved:
                 return saved
         return None
@@ -81,7 +87,7 @@ class Store:
         """Every record here and in `records` (finished or not), for estimates over past runs."""
         paths = sorted(self.root.glob(f"runs/*/{self.record_name}")) if self.layout is None else []
         paths += sorted(self.records.glob("*.json")) if self.records else []
-        return map(read_record, paths)
+        return map(self.read, paths)
 
     def open_run(self, job: Job) -> bool:
         """Mark the run directory as `job`'s (RUN/job.json holds its spec); True when an earlier
@@ -89,7 +95,7 @@ class Store:
         spec left is cleared first, so a run never resumes from another setting's state."""
         run_dir, spec = self.run_dir(job), dict(job.spec)
         path = run_dir / "job.json"
-        same = path.is_file() and read_record(path) == spec
+        same = path.is_file() and self.read(path) == spec
         if not same and run_dir.exists():
             shutil.rmtree(run_dir)
         write_json(path, spec)

@@ -80,7 +80,7 @@ class AIHFTrainer(LoopTrainer):
         self.reward_tokenizer = reward_tokenizer or tokenizer
         self.reward_fn = reward_fn
         acc = self.accelerator
-        reward_bs = config.reward_batch_size or config.batch_size
+        reward_bs = config.reward_batch_size or config.per_device_train_batch_size
         self.reward_model = None
         if reward_model is not None and self.train_reward:
             # Trained only inside `reward_step`; it scores the policy's samples in evaluation mode.

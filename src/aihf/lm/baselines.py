@@ -134,7 +134,7 @@ def trl_args(config: LMConfig, config_cls: Any, evaluates: bool = False, **extra
     return config_cls(
         output_dir=str(out / "checkpoints"),
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.learning_rate,
         optim="adamw_torch",
@@ -155,7 +155,7 @@ def trl_args(config: LMConfig, config_cls: Any, evaluates: bool = False, **extra
         save_steps=config.save_steps or 500,
         save_total_limit=config.save_total_limit,
         report_to=runtime.trackers(config),
-        use_cpu=config.cpu,
+        use_cpu=config.use_cpu,
         disable_tqdm=False,
         **extra,
     )

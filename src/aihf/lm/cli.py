@@ -18,26 +18,58 @@ from dataclasses import fields
 from pathlib import Path
 
 from aihf.errors import InputError
+from aihf.flags import Rename
 
 # The shipped data of the tiny replica: `aihf lm eval`'s default prompts and reference policy.
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "lm"
 BENCH_CLI = "aihf.lm.bench.cli"
 
 
-def _trainer(args: argparse.Namespace) -> str:
+def _trainer(given: str | None, values: dict, config: str | None) -> str:
     """`--trainer`, else the `trainer:` of `--config` (the YAML files in configs/lm/ name theirs)."""
     from aihf.lm.methods import METHODS
-    from aihf.validation import load_yaml
 
-    if args.trainer:
-        return args.trainer
-    named = load_yaml(args.config).get("trainer") if args.config else None
+    if given:
+        return given
+    named = values.get("trainer")
     if named is None:
         names = ", ".join(METHODS)
         raise InputError(f"--trainer: not given, and no --config names a `trainer:` (one of {names})")
     if named not in METHODS:
-        raise InputError(f"{args.config}: field 'trainer' = {named!r}: expected one of {', '.join(METHODS)}")
+        raise InputError(f"{config}: field 'trainer' = {named!r}: expected one of {', '.join(METHODS)}")
     return str(named)
+
+
+# `--out` is TRL's `--output_dir` (the field's own flag); the old flag is still read.
+OUT_FLAG = Rename("out", "output_dir")
+
+
+def _prepare_train(args: argparse.Namespace) -> None:
+    """Resolve the flags in two phases, before `aihf` checks the output directory: the trainer (flag,
+    else the YAML's) picks the config class whose fields the flags are checked against."""
+    from aihf.flags import canonical, check_flags, given_fields
+    from aihf.lm.config import RANGES, RENAMES, load_yaml
+    from aihf.lm.methods import MODEL_KEY, RUN_KEYS, get_method
+    from aihf.validation import check_value
+
+    values = canonical(load_yaml(args.config), RENAMES, args.config) if args.config else {}
+    trainer = _trainer(args.trainer, values, args.config)
+    method = get_method(trainer)
+    flags = given_fields(args)
+    given = canonical(flags, [*RENAMES, OUT_FLAG], "arguments", prefix="--")
+    run = {key: given.pop(key) for key in RUN_KEYS if key in given}
+    # either limit applies to every trainer: a method given only the other one uses it (run_training)
+    limits = {key: given.pop(key, None) for key in ("max_iterations", "max_steps")}
+    limits = {k: v if v is None else check_value(f"--{k}", v, int, RANGES[k]) for k, v in limits.items()}
+    given = check_flags(given, method.config, RANGES, trainer)
+    out = given.pop("output_dir", None) or values.get("output_dir") or method.config.output_dir
+    args.out, args.out_option = str(out), "--out" if "out" in flags else "--output_dir"
+    args.model = run.get(MODEL_KEY) or values.get(MODEL_KEY)
+    args.reward_model = run.get("reward_model") or values.get("reward_model")
+    # data named only in the YAML stays there: a config shared by trainers may name data one does not use
+    args.demos, args.prefs, args.prompts = (run.get(k) for k in ("demos", "prefs", "prompts"))
+    args.eval_prefs, args.eval_prompts = (run.get(k) for k in ("eval_prefs", "eval_prompts"))
+    args.trainer, args.overrides, args.limits = trainer, given, limits
 
 
 def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
@@ -47,7 +79,9 @@ def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
     from aihf.safety import refuse_out_over_input
     from aihf.validation import load_yaml
 
-    if args.config and load_yaml(args.config).get("resume_from_checkpoint"):
+    if args.overrides.get("resume_from_checkpoint") or (
+        args.config and load_yaml(args.config).get("resume_from_checkpoint")
+    ):
         return
     finals = tuple(f"{output}/config.json" for output in METHODS[trainer].outputs if "/" not in output)
     refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals)
@@ -56,10 +90,9 @@ def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
 def _train(args: argparse.Namespace) -> int:
     from aihf.lm.train import run_training
 
-    trainer = _trainer(args)
-    _refuse_finished_run(args, trainer)
+    _refuse_finished_run(args, args.trainer)
     metrics = run_training(
-        trainer=trainer,
+        trainer=args.trainer,
         model=args.model,
         out=args.out,
         reward_model=args.reward_model,
@@ -68,10 +101,10 @@ def _train(args: argparse.Namespace) -> int:
         prompts=args.prompts,
         eval_prefs=args.eval_prefs,
         eval_prompts=args.eval_prompts,
-        max_iterations=args.max_iterations,
-        max_steps=args.max_steps,
         config=args.config,
+        overrides=args.overrides,
         command=shlex.join(getattr(args, "command_line", [])) or None,
+        **args.limits,
     )
     if int(os.environ.get("RANK", "0")) == 0:  # one summary line under `accelerate launch`, not one per rank
         print(json.dumps({"out": args.out, "final_metrics": metrics}))
@@ -89,8 +122,8 @@ def config_keys_help() -> str:
     for method in METHODS.values():
         users.setdefault(method.config, []).append(method.name)
     wrap = textwrap.TextWrapper(width=100, initial_indent="    ", subsequent_indent="    ")
-    lines = ["config keys (--config FILE.yaml; flags override the file):", "  every trainer:"]
-    lines += wrap.wrap(", ".join([*RUN_KEYS, *common]))
+    lines = ["config keys by trainer (--config FILE.yaml; each is also a flag, which overrides the file):"]
+    lines += ["  every trainer:", *wrap.wrap(", ".join([*RUN_KEYS, *common]))]
     for config_cls, names in users.items():
         own = [f.name for f in fields(config_cls) if f.name not in common]
         lines.append(f"  {', '.join(names)}:")
@@ -98,17 +131,31 @@ def config_keys_help() -> str:
     return "\n".join(lines)
 
 
+RUN_HELP = {
+    "reward_model": "one-label sequence classifier to start from (aihf, rlhf, reward)",
+    "demos": "demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)",
+    "prefs": "preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)",
+    "prompts": "prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)",
+    "eval_prefs": "held-out preferences: the reward's accuracy every eval_steps (with eval_strategy: steps)",
+    "eval_prompts": "held-out prompts for eval_gold's samples every eval_steps (default: eval_prefs' prompts)",
+}
+
+
 def register_train(subparsers: argparse._SubParsersAction) -> None:
-    from aihf.lm.methods import METHODS
+    from aihf.flags import DEST, add_field_flags
+    from aihf.lm.config import RANGES, RENAMES, LMConfig
+    from aihf.lm.methods import METHODS, MODEL_KEY, RUN_KEYS
 
     p = subparsers.add_parser(
         "train",
+        usage="aihf lm train [--trainer NAME] [--config FILE] [--FIELD VALUE ...]",
         help="train an LM with AIHF or a baseline",
-        description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUT/policy, "
-        "OUT/reward_model (methods that learn one), each with a model card (README.md), and "
-        "OUT/metrics.jsonl. LoRA: `use_peft: true` (and lora_r, lora_alpha, ...) in --config; OUT/policy "
-        "is then the adapter (`save_merged: true` adds full weights in OUT/policy_merged). --model may "
-        "be an adapter directory too.",
+        description="Train AIHF, Direct AIHF, Self-Play AIHF or a baseline; writes OUTPUT_DIR/policy, "
+        "OUTPUT_DIR/reward_model (methods that learn one), each with a model card (README.md), and "
+        "OUTPUT_DIR/metrics.jsonl. Every config field is a flag (TRL style, --field_name or --field-name): "
+        "defaults < --config < flags. LoRA: --use_peft (and --lora_r, --lora_alpha, ...); OUTPUT_DIR/policy "
+        "is then the adapter (--save_merged adds full weights in OUTPUT_DIR/policy_merged). "
+        "--model_name_or_path may be an adapter directory too.",
         epilog="methods:\n"
         + "\n".join(f"  {m.name:15} {m.summary}" for m in METHODS.values())
         + "\n\n"
@@ -118,28 +165,39 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trainer", choices=tuple(METHODS), help="the method (default: the `trainer:` of --config)"
     )
-    p.add_argument("--model", help="policy: Hub name or save_pretrained directory (or `model:` in --config)")
-    p.add_argument("--reward-model", help="one-label sequence classifier to start from (aihf, rlhf, reward)")
-    p.add_argument("--demos", help="demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)")
-    p.add_argument("--prefs", help="preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)")
-    p.add_argument("--prompts", help="prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)")
     p.add_argument(
-        "--eval-prefs",
-        help="held-out preferences: the reward's accuracy every eval_steps (with eval_strategy: steps)",
+        "--config", help="YAML file of the trainer's config fields and run keys (flags override it)"
     )
-    p.add_argument(
-        "--eval-prompts",
-        help="held-out prompts for eval_gold's samples every eval_steps (default: --eval-prefs' prompts)",
-    )
+    run = p.add_argument_group("run (also keys of --config)")
+    run_help = RUN_HELP | {MODEL_KEY: "policy: Hub name or save_pretrained directory"}
+    for key in RUN_KEYS[1:]:
+        dashed = [f"--{key.replace('_', '-')}"] if "_" in key else []
+        run.add_argument(
+            f"--{key}",
+            *dashed,
+            dest=DEST + key,
+            default=argparse.SUPPRESS,
+            metavar="PATH",
+            help=run_help[key],
+        )
+    for rename in (*RENAMES, OUT_FLAG):  # the old flags, still read (with a deprecation line)
+        if rename.new in RUN_KEYS or rename is OUT_FLAG:
+            run.add_argument(
+                f"--{rename.old}", dest=DEST + rename.old, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )
+    classes = list(dict.fromkeys([LMConfig, *(m.config for m in METHODS.values())]))  # shared fields first
     iterative = ", ".join(m.name for m in METHODS.values() if m.iterative)
-    p.add_argument("--max-iterations", type=int, help=f"outer iterations ({iterative})")
-    p.add_argument("--max-steps", type=int, help="optimiser steps (the other methods)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
-        "--overwrite", action="store_true", help="train again into an --out that holds a finished run"
+    add_field_flags(
+        p,
+        classes,
+        RANGES,
+        RENAMES,
+        title=f"config fields (max_iterations: {iterative}; max_steps: the others)",
     )
-    p.add_argument("--config", help="YAML file of the trainer's config fields (flags override it)")
-    p.set_defaults(handler=_train)
+    p.add_argument(
+        "--overwrite", action="store_true", help="train again into an output_dir that holds a finished run"
+    )
+    p.set_defaults(handler=_train, prepare=_prepare_train)
 
 
 def _tiny_model(args: argparse.Namespace) -> int:

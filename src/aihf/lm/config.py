@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aihf.errors import InputError
+from aihf.flags import Rename, canonical
 from aihf.validation import AT_LEAST_1, LENGTH, NON_NEGATIVE, POSITIVE, SEED, Range, validate_config
 from aihf.validation import load_yaml as load_yaml  # the one YAML reader; lm callers import it here
 
@@ -65,7 +66,7 @@ class LMConfig:
     output_dir: str = "aihf-lm-output"
     seed: int = 0
     learning_rate: float = 1e-5
-    batch_size: int = 8  # per process and micro-batch
+    per_device_train_batch_size: int = 8  # per process and micro-batch
     gradient_accumulation_steps: int = 1  # micro-batches per optimiser step (effective batch = product)
     max_steps: int = 100  # optimiser steps (non-iterative trainers)
     max_length: int = 512  # prompt + answer tokens
@@ -110,7 +111,7 @@ class LMConfig:
     # accelerate trackers: "tensorboard", "wandb", "trackio", ... ("all" / "none"); wandb and trackio run
     # offline unless their own environment variables say otherwise. metrics.jsonl is always written.
     report_to: str | list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"])
-    cpu: bool = False
+    use_cpu: bool = False
     # --- loading: how every model of the run is built (TRL's ModelConfig / model_init_kwargs) -------
     # float32 is right on CPU; on GPUs use "bfloat16" (with bf16: true), as TRL's GPU recipes do.
     # "auto" keeps the checkpoint's own dtype.
@@ -142,6 +143,7 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> LMConfig:
+        values = canonical(values, RENAMES, where, warn=False)  # e.g. a saved record's old names
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -163,9 +165,9 @@ class PolicyStepConfig(VLLMConfig):
 
     policy_optimizer: Literal["rloo", "online_dpo"] = "rloo"
     beta: float = 0.05  # KL weight to the reference policy
-    num_samples: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
+    num_generations: int = 4  # k samples per prompt (RLOO baseline / online-DPO ranking)
     prompt_batch_size: int = 4  # prompts per policy step, per process
-    max_new_tokens: int = 32
+    max_completion_length: int = 32  # tokens sampled per answer
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -218,7 +220,7 @@ class SelfPlayAIHFConfig(LMConfig, VLLMConfig):
     beta: float = 0.1
     max_iterations: int = 3
     steps_per_iteration: int = 10
-    max_new_tokens: int = 32
+    max_completion_length: int = 32  # tokens sampled per answer
     temperature: float = 1.0
     generation_batch_size: int = 64  # prompts per generate call when sampling the iteration's y'
 
@@ -230,12 +232,22 @@ class SFTRewardConfig(LMConfig):
     center_rewards_coefficient: float | None = None
 
 
+# Config keys renamed to TRL's name for the same meaning: the old name is still read (YAML, flags,
+# saved records), with one deprecation line where a person wrote it.
+RENAMES: tuple[Rename, ...] = (
+    Rename("batch_size", "per_device_train_batch_size"),
+    Rename("num_samples", "num_generations"),
+    Rename("max_new_tokens", "max_completion_length"),
+    Rename("cpu", "use_cpu"),
+    Rename("model", "model_name_or_path"),  # a run key (methods.MODEL_KEY), not a field
+)
+
 # Accepted range of every numeric field of the configs above, by field name (one meaning per name).
 # `aihf.validation` checks types from the annotations and these ranges whenever a config is built.
 RANGES: dict[str, Range] = {
     "seed": SEED,
     "learning_rate": POSITIVE,
-    "batch_size": AT_LEAST_1,
+    "per_device_train_batch_size": AT_LEAST_1,
     "max_steps": AT_LEAST_1,
     "max_length": LENGTH,
     "max_prompt_length": LENGTH,
@@ -255,9 +267,9 @@ RANGES: dict[str, Range] = {
     "save_total_limit": NON_NEGATIVE,  # 0 keeps every checkpoint
     "beta": POSITIVE,  # DPO, IPO, SPIN: degenerate at 0 (no gradient; IPO divides by 2 beta)
     "AIHFConfig.beta": NON_NEGATIVE,  # the RL step's KL weight: 0 is plain reward maximisation
-    "num_samples": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
+    "num_generations": Range(2),  # RLOO's leave-one-out baseline and online DPO's ranking need two
     "prompt_batch_size": AT_LEAST_1,
-    "max_new_tokens": LENGTH,
+    "max_completion_length": LENGTH,
     "temperature": POSITIVE,
     "top_k": NON_NEGATIVE,
     "top_p": Range(0, 1, low_open=True),

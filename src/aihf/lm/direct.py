@@ -49,14 +49,14 @@ class _OfflineTrainer(LoopTrainer):
             sources=sources,
             learning_rate=config.learning_rate,
             total_policy_steps=total_steps,
-            micro_batch_size=config.batch_size,
+            micro_batch_size=config.per_device_train_batch_size,
             keep_reference=keep_reference,
             accelerator=accelerator,
         )
         self.demos, self.prefs = demos, prefs
         for offset, (key, data) in enumerate((("demos", demos), ("prefs", prefs))):
             if data is not None:
-                self.add_sampler(key, data, config.batch_size, offset)
+                self.add_sampler(key, data, config.per_device_train_batch_size, offset)
 
     def data(self) -> tuple[TextData | None, ...]:
         return (self.demos, self.prefs)
@@ -275,7 +275,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
             self.tokenizer,
             [r["prompt"] for r in rows],
             1,
-            c.max_new_tokens,
+            c.max_completion_length,
             c.temperature,
             max_prompt_length=c.max_prompt_length,
             batch_size=c.generation_batch_size,
@@ -319,7 +319,10 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
         """One outer iteration: pi_t := pi, sample y' ~ pi_t, then `steps_per_iteration` optimiser steps."""
         c = self.config
         generated = self.generate_opponent_answers()
-        micro = [generated[i : i + c.batch_size] for i in range(0, len(generated), c.batch_size)]
+        micro = [
+            generated[i : i + c.per_device_train_batch_size]
+            for i in range(0, len(generated), c.per_device_train_batch_size)
+        ]
         steps = [
             micro[i : i + c.gradient_accumulation_steps]
             for i in range(0, len(micro), c.gradient_accumulation_steps)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from aihf.errors import InputError
+from aihf.flags import canonical
 from aihf.lm.config import (
+    RENAMES,
     AIHFConfig,
     DirectAIHFConfig,
     LMConfig,
@@ -79,7 +81,7 @@ def _self_play_budget(budget: Budget) -> dict[str, Any]:
     return {
         "max_iterations": budget.spin_iterations,
         "steps_per_iteration": max(1, budget.steps // budget.spin_iterations),
-        "max_new_tokens": budget.max_new_tokens,
+        "max_completion_length": budget.max_new_tokens,
     }
 
 
@@ -269,7 +271,7 @@ def _rlhf(run: RunInputs) -> dict[str, float]:
                 cfg,
                 max_steps=cfg.reward_warmup_steps or cfg.max_iterations,
                 learning_rate=cfg.reward_learning_rate or cfg.learning_rate,
-                batch_size=cfg.reward_batch_size or cfg.batch_size,
+                per_device_train_batch_size=cfg.reward_batch_size or cfg.per_device_train_batch_size,
                 output_dir=str(out / "reward_stage"),
                 snapshot_steps=0,
                 resume_from_checkpoint=rm_resume,
@@ -505,11 +507,13 @@ def build_config(
     here; the caller reads them.
     """
     config_cls = get_method(trainer).config
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = canonical({k: v for k, v in overrides.items() if v is not None}, RENAMES, "arguments")
     config_cls.from_dict(given, "arguments")  # a bad flag is named as such, not as the file's
-    values = {k: v for k, v in (values or {}).items() if k not in RUN_KEYS} | given
+    values = canonical(values or {}, RENAMES, where)  # one source at a time: old names in either
+    values = {k: v for k, v in values.items() if k not in RUN_KEYS} | given
     return config_cls.from_dict(values, where)
 
 
-# YAML keys that describe the run rather than the optimiser.
-RUN_KEYS = ("trainer", "model", "reward_model", "demos", "prefs", "prompts", "eval_prefs", "eval_prompts")
+# YAML keys that describe the run rather than the optimiser (each also a flag of `aihf lm train`).
+MODEL_KEY = "model_name_or_path"  # the policy to start from
+RUN_KEYS = ("trainer", MODEL_KEY, "reward_model", "demos", "prefs", "prompts", "eval_prefs", "eval_prompts")

@@ -51,9 +51,9 @@ class PolicyStep:
             raise ValueError(
                 f"policy_optimizer must be 'rloo' or 'online_dpo', got {config.policy_optimizer!r}"
             )
-        if config.num_samples < 2:
+        if config.num_generations < 2:
             raise ValueError(
-                "the policy step needs num_samples >= 2 (a leave-one-out baseline or a ranked pair)"
+                "the policy step needs num_generations >= 2 (a leave-one-out baseline or a ranked pair)"
             )
         self.policy = policy
         self.optimizer = optimizer
@@ -93,7 +93,7 @@ class PolicyStep:
                 self.tokenizer,
                 prompts,
                 num_samples,
-                c.max_new_tokens,
+                c.max_completion_length,
                 c.temperature,
                 c.top_k,
                 c.top_p,
@@ -118,10 +118,10 @@ class PolicyStep:
         completion token; skipped on steps whose metrics are not logged)."""
         score = as_reward_fn(reward)
         c = self.config
-        samples = self.sample(prompts, c.num_samples)
+        samples = self.sample(prompts, c.num_generations)
         tokens = samples.batch(self.tokenizer.pad_token_id, self.accelerator.device)
         scores = score(samples.prompts, samples.completions).to(self.accelerator.device)
-        chunks = _micro_slices(len(prompts), self.gradient_accumulation_steps, c.num_samples)
+        chunks = _micro_slices(len(prompts), self.gradient_accumulation_steps, c.num_generations)
         records = []
         for i, rows in enumerate(chunks):
             batch = _trim({key: value[rows] for key, value in tokens.items()})
@@ -145,7 +145,7 @@ class PolicyStep:
     def _rloo_loss(
         self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs, with_entropy: bool
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        k = self.config.num_samples
+        k = self.config.num_generations
         out = completion_logprobs(self.policy, batch, with_entropy=with_entropy)
         kl = (out.tokens.detach() - ref.tokens).sum(-1)  # sequence KL estimate, log pi/pi_0 of the sample
         shaped = scores - self.config.beta * kl
@@ -169,7 +169,7 @@ class PolicyStep:
     def _online_dpo_loss(
         self, batch: dict[str, torch.Tensor], scores: torch.Tensor, ref: LogProbs, with_entropy: bool
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        k = self.config.num_samples
+        k = self.config.num_generations
         grouped = scores.view(-1, k)
         offsets = torch.arange(grouped.size(0), device=scores.device) * k
         best = grouped.argmax(1) + offsets

@@ -25,8 +25,9 @@ import torch
 
 from aihf import checkpoints
 from aihf.errors import InputError
+from aihf.flags import canonical
 from aihf.io import write_text
-from aihf.lm.config import LMConfig
+from aihf.lm.config import RENAMES, LMConfig
 from aihf.lm.modeling import lora_config
 from aihf.safety import NonFiniteError, check_finite_weights
 from aihf.state import read_state, write_state
@@ -49,7 +50,7 @@ def make_accelerator(config: LMConfig) -> Any:
     # A TRL stage earlier in this process (RLHF's reward model) leaves its own global state behind.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
-        cpu=config.cpu or _multi_process_without_gpu(),
+        cpu=config.use_cpu or _multi_process_without_gpu(),
         mixed_precision="bf16" if config.bf16 else "no",
         log_with=trackers(config) or None,
         project_dir=str(Path(config.output_dir) / "runs"),
@@ -597,7 +598,8 @@ def check_resume(checkpoint: Path, saved: dict[str, Any], run: dict[str, Any]) -
             f"{checkpoint}: a checkpoint of {saved.get('method')!r}, not of {run['method']!r}; resume it "
             f"with --trainer {saved.get('method')}, or start {run['method']} in a new --out"
         )
-    old, new = saved.get("config", {}), json.loads(json.dumps(run["config"]))
+    old = canonical(saved.get("config", {}), RENAMES, str(checkpoint), warn=False)  # written before a rename
+    new = json.loads(json.dumps(run["config"]))
     changed = sorted(
         k for k in old.keys() | new.keys() if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)
     )

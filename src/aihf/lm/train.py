@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aihf.errors import InputError
-from aihf.lm.config import load_yaml
+from aihf.flags import canonical
+from aihf.lm.config import RENAMES, load_yaml
 from aihf.lm.data import TextData, prepare_text_data
-from aihf.lm.methods import Method, RunInputs, build_config, get_method
+from aihf.lm.methods import MODEL_KEY, Method, RunInputs, build_config, get_method
 from aihf.lm.modeling import RewardFn, check_model_source, load_tokenizer
 
 if TYPE_CHECKING:  # torch loads only when a method runs
@@ -40,21 +41,23 @@ def run_training(
     config: dict[str, Any] | str | None = None,
     reward_fn: RewardFn | None = None,
     command: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train `trainer` and write OUT/policy (and OUT/reward_model), OUT/metrics.jsonl; return final metrics.
 
     `config` is a dict or a YAML path of the trainer's config fields; it may also name the run's
-    `model`, `reward_model`, `demos`, `prefs`, `prompts`, `eval_prefs` and `eval_prompts` (Hub names,
-    `name:split[slice]`, or paths). Explicit arguments override it. `reward_fn` (aihf / rlhf only)
-    replaces the reward model by a frozen Python reward. `eval_prefs` / `eval_prompts` are held-out data
-    for evaluation during training (`eval_strategy: steps`, see `LMConfig`). `command` (the aihf command
-    line that asked for the run) goes into the model cards. With `push_to_hub`, the saved models are
-    uploaded at the end (main process).
+    `model_name_or_path`, `reward_model`, `demos`, `prefs`, `prompts`, `eval_prefs` and `eval_prompts`
+    (Hub names, `name:split[slice]`, or paths). Explicit arguments, then `overrides` (config fields, e.g.
+    the flags given), override it. `reward_fn` (aihf / rlhf only) replaces the reward model by a frozen
+    Python reward. `eval_prefs` / `eval_prompts` are held-out data for evaluation during training
+    (`eval_strategy: steps`, see `LMConfig`). `command` (the aihf command line that asked for the run)
+    goes into the model cards. With `push_to_hub`, the saved models are uploaded at the end (main process).
     """
     method = get_method(trainer)
     where = str(config) if isinstance(config, (str, Path)) else "config"
     values = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
-    model = model or values.get("model")
+    values = canonical(values, RENAMES, where)  # old key names still read, with a deprecation line
+    model = model or values.get(MODEL_KEY)
     reward_model = reward_model or values.get("reward_model")
     required, optional = method.required, method.optional
     explicit = {"demos": demos, "prefs": prefs, "prompts": prompts}
@@ -68,13 +71,13 @@ def run_training(
         for k, v in explicit.items()
     }
     if not model:
-        raise InputError(f"{trainer}: needs --model (or `model:` in the config)")
+        raise InputError(f"{trainer}: needs --{MODEL_KEY} (or `{MODEL_KEY}:` in the config)")
     limits: dict[str, int | None] = {}
     if method.iterative:
         limits["max_iterations"] = max_iterations if max_iterations is not None else max_steps
     else:
         limits["max_steps"] = max_steps if max_steps is not None else max_iterations
-    cfg = build_config(trainer, values, where, output_dir=str(out), **limits)
+    cfg = build_config(trainer, values, where, **(overrides or {}), output_dir=str(out), **limits)
     held_out = {"eval_prefs": eval_prefs, "eval_prompts": eval_prompts}
     held_out = {k: v if v is not None else values.get(k) for k, v in held_out.items()}
     _check_evaluation(method, cfg, held_out, data_args)
@@ -104,7 +107,7 @@ def run_training(
 
     if not method.staged:  # a staged method (RLHF) resumes stage by stage and checks its checkpoints
         resolve_resume(Path(out), cfg.resume_from_checkpoint)  # a missing or damaged one stops here
-    check_model_source(model, "--model")  # before any data or weights load (and print progress bars)
+    check_model_source(model, f"--{MODEL_KEY}")  # before any data or weights load (and print progress bars)
     check_batch_memory(cfg, model, where)
     starts_from_reward = method.needs_reward_model or "reward_model" in method.outputs
     if reward_model is not None and reward_fn is None and starts_from_reward:

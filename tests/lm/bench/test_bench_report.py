@@ -143,7 +143,7 @@ def test_smollm2_preset_builds_every_job_with_lora_chat_lengths_and_the_papers_s
     assert method_config("rpo", cfg, 0)[:2] == ("rpo", ("prefs",))
     sft_start = {name for name, variant in VARIANTS.items() if variant.start == "sft"}
     assert "rpo" in sft_start and "orpo" not in sft_start and "direct-aihf" not in sft_start
-    assert method_config("aihf", cfg, 0)[2]["max_new_tokens"] == cfg.sampling.max_new_tokens == 32
+    assert method_config("aihf", cfg, 0)[2]["max_completion_length"] == cfg.sampling.max_new_tokens == 32
     jobs = cfg.jobs()
     main = [j for j in jobs if dict(j.settings) == {"demos": 500, "prefs": 1000, "kl_scale": 1.0}]
     assert len(main) == 7 * 3 + 2 and {j.seed for j in jobs if j not in main} == {0}  # sweeps: one seed

@@ -32,12 +32,13 @@ from aihf.experiments import queue
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.store import Store
+from aihf.flags import canonical
 from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
-from aihf.lm.config import LMConfig
+from aihf.lm.config import RENAMES, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
@@ -54,11 +55,16 @@ SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR}
 # default), in three families: `common` to every trainer, `rl` for the methods that sample while they
 # train (the registry's `family`), `offline` for those trained on the fixed data sets.
 TINY_SETTINGS: dict[str, dict[str, Any]] = {
-    "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "cpu": True}
+    "common": {"max_length": 64, "max_prompt_length": 16, "report_to": "none", "use_cpu": True}
     | {"logging_steps": 10},
-    "rl": {"max_new_tokens": 24, "num_samples": 4, "prompt_batch_size": 8, "beta": 0.05}
-    | {"learning_rate": 1e-4, "policy_learning_rate": 5e-4, "reward_learning_rate": 3e-4, "batch_size": 16},
-    "offline": {"learning_rate": 1e-4, "batch_size": 16},
+    "rl": {"max_completion_length": 24, "num_generations": 4, "prompt_batch_size": 8, "beta": 0.05}
+    | {
+        "learning_rate": 1e-4,
+        "policy_learning_rate": 5e-4,
+        "reward_learning_rate": 3e-4,
+        "per_device_train_batch_size": 16,
+    },
+    "offline": {"learning_rate": 1e-4, "per_device_train_batch_size": 16},
 }
 # Each method's own settings on top of its family's: the pairwise losses' KL weight, stated (not left
 # to the config classes' defaults, which differ: AIHFConfig 0.05, DirectAIHFConfig 0.1).
@@ -271,7 +277,16 @@ def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _store(out: Path, cfg: BenchConfig) -> Store:
-    return Store(out, "eval.json", Path(cfg.records) if cfg.records else None, portable=portable)
+    records = Path(cfg.records) if cfg.records else None
+    return Store(out, "eval.json", records, portable=portable, canonical=canonical_record)
+
+
+def canonical_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A record (or a job.json) with its trainer config under the current key names: the committed
+    records were written before `per_device_train_batch_size`, `num_generations`, ... (config.RENAMES)."""
+    if not isinstance(record.get("config"), dict):
+        return record
+    return record | {"config": canonical(record["config"], RENAMES, warn=False)}
 
 
 # Machine paths in a spec: the package's shipped data and the model cache (`aihf lm get-model`), as
@@ -580,7 +595,11 @@ def _train(
     cfg = inputs.cfg
     variant = cfg.variant(method)
     trainer = METHODS[variant.method]
-    stage = {k: v for k, v in values.items() if k in cfg.settings["common"] or k in ("seed", "batch_size")}
+    stage = {
+        k: v
+        for k, v in values.items()
+        if k in cfg.settings["common"] or k in ("seed", "per_device_train_batch_size")
+    }
     policy_start, reward_start = cfg.base_model, inputs.reward_init
     warm_out = run_dir / "warmup"
     if variant.start == "sft":  # the same SFT run as the `sft` method's
