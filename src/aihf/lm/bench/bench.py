@@ -37,7 +37,7 @@ from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
-from aihf.lm.config import LMConfig
+from aihf.lm.config import AIHFConfig, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
@@ -125,6 +125,11 @@ class BenchConfig:
     base_model: str = str(BASE_MODEL_DIR)
     data_dir: str = str(GENERATED_DIR)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # what a stated AIHF `alpha` means: "paper" (the demonstration term weighs alpha / beta; a beta
+    # sweep keeps alpha's meaning) or "folded" (it weighs alpha, as the v1 protocols ran: their alpha a
+    # at beta b is the paper's a * b, which is what the trainer gets). A job spec records "paper"; a
+    # record without the key ran folded, so the v1 records keep matching the v1 protocol files.
+    alpha_convention: Literal["paper", "folded"] = "paper"
 
     @classmethod
     def preset(cls, name: str, quick: bool = False, model_dir: str | Path | None = None) -> BenchConfig:
@@ -143,14 +148,13 @@ class BenchConfig:
             raise InputError(f"{where}: unknown method {name!r}: expected one of {known}")
         return VARIANTS[name]
 
-    def budget(self, warm_reward: bool = False) -> Budget:
+    def budget(self) -> Budget:
         return Budget(
             self.steps,
             self.iterations,
             self.rlhf_reward_steps,
             self.spin_iterations,
             self.sampling.max_new_tokens,
-            warm_reward,
         )
 
     def job(self, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> Job:
@@ -161,6 +165,8 @@ class BenchConfig:
             "config": _job_config(self, method, demos, prefs, kl_scale, seed),
             "evaluation": eval_settings(self),
         }
+        if self.alpha_convention != "folded":
+            spec["alpha_convention"] = self.alpha_convention
         if method in self.variants:  # its start is part of what it computes, beside the trainer config
             own = self.variants[method]
             spec["variant"] = {"method": own.method, "start": own.start, "warm_reward": own.warm_reward}
@@ -233,18 +239,36 @@ def method_config(
     method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """(registry trainer, the data it takes, its config) of a benchmark method: the common settings,
-    its family's, its own, its budget, the seed, the overrides, beta times `kl_scale`."""
+    its family's, its budget, its own (so a protocol sets e.g. the policy:reward update ratio per
+    method), the seed, the overrides, beta times `kl_scale`. A method with a KL weight always states
+    it: the protocol's, else its config class's default (the one source of defaults)."""
     variant = cfg.variant(method)
     trainer = METHODS[variant.method]
     values = cfg.settings["common"] | cfg.settings[trainer.family]
+    values |= trainer.budget(cfg.budget())
     if method in cfg.variants:  # a protocol's variant: its method's settings, then its own
         values |= cfg.method_settings.get(variant.method, {}) | cfg.variants[method].settings
     values |= cfg.method_settings.get(method, {})
-    values |= {"seed": seed} | trainer.budget(cfg.budget(variant.warm_reward))
-    values |= cfg.overrides.get(method, {})
-    if kl_scale != 1.0:  # a method whose protocol states no beta scales its config class's default
-        values["beta"] = (values["beta"] if "beta" in values else trainer.config().beta) * kl_scale
+    values |= {"seed": seed} | cfg.overrides.get(method, {})
+    default = trainer.config()
+    if hasattr(default, "beta"):
+        values["beta"] = values.get("beta", default.beta) * kl_scale
     return trainer.name, tuple(sorted(trainer.required + trainer.optional)), values
+
+
+# AIHFConfig's alpha default while the trainer ran the folded form (weight alpha on E_D[R] - E_pi[R])
+FOLDED_ALPHA = 1.0
+
+
+def trainer_values(cfg: BenchConfig, method: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The config the trainer gets for a job's config `values`: under a folded-convention protocol
+    (v1), an AIHF method's alpha a at beta b becomes the paper's alpha a * b, whose demonstration
+    weight alpha / beta is v1's a; otherwise `values` as they are."""
+    config = METHODS[cfg.variant(method).method].config()
+    if cfg.alpha_convention == "paper" or not isinstance(config, AIHFConfig):
+        return values
+    beta = values.get("beta", config.beta)
+    return values | {"alpha": values.get("alpha", FOLDED_ALPHA) * beta}
 
 
 def _job_config(cfg: BenchConfig, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> dict:
@@ -486,7 +510,8 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         torch.manual_seed(job.seed)
-        record["train_metrics"] = _train(job.method, record["config"], inputs, run_dir, needs, data)
+        values = trainer_values(inputs.cfg, job.method, record["config"])
+        record["train_metrics"] = _train(job.method, values, inputs, run_dir, needs, data)
         record["train_seconds"] = time.perf_counter() - t0
         policy, _ = load_model(run_dir / "policy")
         rm = rm_tok = None

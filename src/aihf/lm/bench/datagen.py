@@ -41,7 +41,8 @@ from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, 
 from aihf.lm.gold import RewardFn, gold_name
 
 GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated"
-SMOLLM2_DATA_DIR = GENERATED_DIR.parent / "smollm2"  # `--preset smollm2`'s data, shipped
+SMOLLM2_DATA_DIR = GENERATED_DIR.parent / "smollm2"  # `--preset smollm2`'s data (v1), shipped
+SMOLLM2_V2_DATA_DIR = GENERATED_DIR.parent / "smollm2_v2"  # `--preset smollm2-v2`'s (gold v2), shipped
 
 
 @dataclass
@@ -62,6 +63,9 @@ class DataGenConfig:
     seed: int = 0
     # chat models: the user turn around each prompt text ({text}); None keeps the raw text (tiny replica)
     instruction: str | None = None
+    # chat models: the start of the assistant's turn ({text}: the prompt text), which the model then
+    # continues; None starts it empty. "{text}" makes the answer a continuation of the text itself.
+    response_prefix: str | None = None
     use_peft: bool = False  # gold RL trains a LoRA adapter (r, alpha) instead of every weight
     lora_r: int = 16
     lora_alpha: int = 32
@@ -94,10 +98,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_heldout_prefs": 100,
     },
 }
+# v2 (gold `on-task-sentiment`): the same task and settings, the assistant's turn started with the text.
+# Asked to continue a text, SmolLM2 mostly answers with talk about it, which gold v2 pays nothing for
+# (76 % of its samples score 0), so GRPO with 4 completions a prompt had no gradient on most prompts;
+# started with the text, it continues it (data/lm/smollm2_v2/README.md has the measurement). float32:
+# on a CPU without bfloat16 instructions (AVX2 only) bfloat16 matrix products are about 20x slower.
+PRESETS["smollm2-v2"] = PRESETS["smollm2"] | {"response_prefix": "{text}", "bf16": False}
 
 
-def render_prompts(texts: Sequence[str], tokenizer: Any, instruction: str | None) -> list[str]:
-    """Each text as the user turn `instruction` rendered by the chat template; unchanged without one."""
+def render_prompts(
+    texts: Sequence[str], tokenizer: Any, instruction: str | None, response_prefix: str | None = None
+) -> list[str]:
+    """Each text as the user turn `instruction` rendered by the chat template, the assistant's turn
+    started with `response_prefix` (both formatted with the text); unchanged without an instruction."""
     if instruction is None:
         return list(texts)
     if getattr(tokenizer, "chat_template", None) is None:
@@ -108,6 +121,7 @@ def render_prompts(texts: Sequence[str], tokenizer: Any, instruction: str | None
             tokenize=False,
             add_generation_prompt=True,
         )
+        + (response_prefix or "").format(text=t)
         for t in texts
     ]
 
@@ -362,7 +376,7 @@ def generate_data(
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
 
     def prompts(texts: Sequence[str]) -> list[str]:
-        return render_prompts(texts, tokenizer, cfg.instruction)
+        return render_prompts(texts, tokenizer, cfg.instruction, cfg.response_prefix)
 
     start = time.perf_counter()
     done = saved_checkpoints(work)
