@@ -74,6 +74,9 @@ class DataGenConfig:
     # the pool samples the base and the first N gold-RL checkpoints (default: all); fewer keeps the
     # demonstrations below what RL on the gold reaches, so a policy has room to beat them
     pool_checkpoints: int | None = None
+    # gold RL also checkpoints every this many steps (a finer interval to resume from; default
+    # save_every); the pool samples only the checkpoints at multiples of save_every
+    resume_every: int | None = None
 
 
 # `aihf lm generate-data --preset NAME`: the tiny replica's settings, and SmolLM2-135M-Instruct's
@@ -103,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # (76 % of its samples score 0), so GRPO with 4 completions a prompt had no gradient on most prompts;
 # started with the text, it continues it (data/lm/smollm2_v2/README.md has the measurement). float32:
 # on a CPU without bfloat16 instructions (AVX2 only) bfloat16 matrix products are about 20x slower.
-PRESETS["smollm2-v2"] = PRESETS["smollm2"] | {"response_prefix": "{text}", "bf16": False}
+PRESETS["smollm2-v2"] = PRESETS["smollm2"] | {"response_prefix": "{text}", "bf16": False, "resume_every": 10}
 
 
 def render_prompts(
@@ -167,7 +170,8 @@ def gold_rl(
         learning_rate=cfg.learning_rate,
         beta=cfg.kl_beta,
         max_steps=cfg.rl_steps,
-        save_steps=cfg.save_every,
+        save_steps=cfg.resume_every or cfg.save_every,
+        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
         logging_steps=min(10, cfg.save_every),
         report_to=[],
         use_cpu=True,
@@ -187,10 +191,15 @@ def gold_rl(
     trainer.train(resume_from_checkpoint=bool(saved_checkpoints(Path(out_dir))))
     log = [row for row in trainer.state.log_history if "reward" in row]
     write_json(Path(out_dir) / "gold_rl_log.json", log)
-    checkpoints = saved_checkpoints(Path(out_dir))
+    checkpoints = pool_checkpoints(Path(out_dir), cfg)
     for ckpt in checkpoints:  # so every checkpoint loads on its own
         tokenizer.save_pretrained(ckpt)
     return [Path(base_model), *checkpoints]
+
+
+def pool_checkpoints(work_dir: Path, cfg: DataGenConfig) -> list[Path]:
+    """The checkpoints the pool may sample: those at multiples of `save_every`, in training order."""
+    return [p for p in saved_checkpoints(work_dir) if int(p.name.split("-")[1]) % cfg.save_every == 0]
 
 
 def saved_checkpoints(work_dir: Path) -> list[Path]:
@@ -379,7 +388,7 @@ def generate_data(
         return render_prompts(texts, tokenizer, cfg.instruction, cfg.response_prefix)
 
     start = time.perf_counter()
-    done = saved_checkpoints(work)
+    done = pool_checkpoints(work, cfg)
     if (work / "gold_rl_log.json").is_file() and done:  # a finished gold-RL run is reused
         print(f"reusing the gold-RL checkpoints in {work}", flush=True)
         checkpoints, rl_seconds = [Path(base_model), *done], None
