@@ -79,3 +79,97 @@ def test_the_protocol_sets_the_policy_to_reward_update_ratio_per_method():
     assert (aihf["policy_steps_per_iteration"], aihf["reward_steps_per_iteration"]) == (4, 1)
     warm = method_config("aihf-warm", cfg, 0)[2]  # its own ratio: the budget's 30 / 10
     assert "policy_steps_per_iteration" not in warm and warm["reward_steps_per_iteration"] == 3
+
+
+V2 = PROTOCOL_DIR / "lm_smollm2_v2.yaml"
+
+
+def test_the_v2_protocol_reads_and_matches_policy_updates_across_each_pair():
+    cfg = read_bench_protocol(V2, model_dir=MODEL)
+    assert cfg.alpha_convention == "paper" and cfg.gold == "on-task-sentiment"
+    assert cfg.pending and cfg.tuning_seeds == [100] and len(cfg.seeds) == 5 and cfg.curve_points >= 8
+
+    def updates(method: str) -> int:
+        values = method_config(method, cfg, 0)[2]
+        variant = cfg.variant(method)
+        sft = cfg.steps if variant.start == "sft" else values.get("sft_steps", 0)
+        if "max_iterations" in values and "steps_per_iteration" in values:  # self-play: iterations x steps
+            return values["max_iterations"] * values["steps_per_iteration"]
+        if "max_iterations" in values:
+            return sft + values["max_iterations"] * values.get("policy_steps_per_iteration", 1)
+        return sft + values["max_steps"]
+
+    counts = {method: updates(method) for method in cfg.methods}
+    assert set(counts.values()) == {250}, counts
+    assert method_config("aihf-causal-a0", cfg, 0)[2]["alpha"] == 0.0
+    assert method_config("aihf-small-beta", cfg, 0)[2]["alpha"] == 0.05  # a smaller beta, the same alpha
+
+
+def test_the_v2_protocol_runs_only_the_tuning_seed_until_the_pilot_sets_its_pending_fields(
+    tmp_path, capsys, tiny_dir
+):
+    from aihf.cli import main
+
+    here = tmp_path / "v2.yaml"  # the tiny model in place of SmolLM2, so nothing is converted
+    here.write_text(
+        V2.read_text().replace("model: smollm2-135m-instruct", f"base_model: {tiny_dir / 'policy'}")
+    )
+    argv = ["lm", "bench", "--protocol", str(here), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "protocol field 'pending': iterations, steps" in err
+    assert "seeds [0, 1, 2, 3, 4] may not run yet (--seeds 100)" in err
+    assert not (tmp_path / "out" / "runs").exists()
+    assert main([*argv, "--seeds", "100", "--methods", "aihf", "--n-test", "0"]) == 2  # past that check
+    assert "'pending'" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("kl_grid: [1.0, 2.0, 4.0, 8.0]", "kl_grid: [2.0, 1.0]"),
+        ("pending: [iterations,", "pending: [iteratoins,"),
+        ("methods: [aihf, rlhf,", "methods: [aihf, rlfh,"),
+    ],
+)
+def test_a_bad_v2_protocol_field_is_one_line(tmp_path, text, said):
+    from aihf.errors import InputError
+
+    bad = tmp_path / "v2.yaml"
+    bad.write_text(V2.read_text().replace(text, said))
+    with pytest.raises(InputError) as err:
+        read_bench_protocol(bad, model_dir=MODEL)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{bad}: field ")
+    assert ("'kl_grid'" in message) or ("'pending'" in message) or ("unknown method 'rlfh'" in message)
+
+
+def test_a_kl_grid_outside_every_runs_range_stops_the_report():
+    from aihf.errors import InputError
+    from aihf.lm.bench.bench import check_kl_grid
+
+    runs = [
+        {"method": "aihf", "metrics": {"kl_to_ref": 6.0}, "curve": [{"kl_to_ref": 0.5}, {"kl_to_ref": 3.0}]},
+        {"method": "rlhf", "metrics": {"kl_to_ref": 9.0}, "curve": []},
+        {"method": "base", "metrics": {"kl_to_ref": 0.0}},
+    ]
+    check_kl_grid(BenchConfig(kl_grid=[0.5, 4.0, 9.0]), runs)
+    with pytest.raises(
+        InputError, match=r"^protocol field 'kl_grid': 12 nats is outside every finished run's KL"
+    ):
+        check_kl_grid(BenchConfig(kl_grid=[4.0, 12.0]), runs)
+    with pytest.raises(InputError, match=r"'kl_grid': 7 nats"):  # between the runs' ranges
+        check_kl_grid(BenchConfig(kl_grid=[7.0]), runs)
+
+
+def test_a_gold_that_does_not_load_is_one_line_before_any_job(tmp_path, capsys):
+    from aihf.cli import main
+
+    bad = tmp_path / "p.yaml"
+    text = (PROTOCOL_DIR / "lm_tiny.yaml").read_text()
+    bad.write_text(text.replace("gold: vader", f"gold: 'on-task-sentiment:{tmp_path / 'no-model'}'"))
+    out = tmp_path / "out"
+    assert main(["lm", "bench", "--quick", "--protocol", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "protocol field 'gold' = 'on-task-sentiment:" in err
+    assert not (out / "runs").exists()

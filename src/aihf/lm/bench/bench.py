@@ -34,7 +34,7 @@ from aihf.experiments.protocol import read_protocol
 from aihf.experiments.store import Store
 from aihf.io import read_jsonl, write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
-from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
+from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR, SMOLLM2_V2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
 from aihf.lm.config import AIHFConfig, LMConfig
@@ -47,7 +47,10 @@ from aihf.lm.pretrained import MODELS
 PROTOCOL_DIR = Path(__file__).resolve().parents[4] / "configs" / "protocols"
 PRESETS = {"tiny": "lm_tiny.yaml", "smollm2": "lm_smollm2.yaml"}
 # Shipped directories a protocol names by key (`data_dir: smollm2`, `base_model: tiny`).
-SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR}
+SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR, "smollm2-v2": SMOLLM2_V2_DATA_DIR}
+SHIPPED_DATA |= {
+    f"smollm2-v2/{v}": SMOLLM2_V2_DATA_DIR / "variants" / v for v in ("scarce", "noisy", "partial")
+}
 
 # Settings of the tiny replica (a 1M-parameter model trains at larger learning rates than the 1e-5
 # default), in three families: `common` to every trainer, `rl` for the methods that sample while they
@@ -130,6 +133,13 @@ class BenchConfig:
     # at beta b is the paper's a * b, which is what the trainer gets). A job spec records "paper"; a
     # record without the key ran folded, so the v1 records keep matching the v1 protocol files.
     alpha_convention: Literal["paper", "folded"] = "paper"
+    # matched-KL reading (nats): pairs are compared where both methods' snapshot paths reach these; a
+    # run's KL is known only once it ran, so a grid point outside every run's range stops the report
+    kl_grid: list[float] = field(default_factory=list)
+    # fields whose values await the pilot on the tuning seeds: until the list is empty only those
+    # seeds may run (the final runs are made with the values the pilot chose, committed first)
+    pending: list[str] = field(default_factory=list)
+    tuning_seeds: list[int] = field(default_factory=list)
 
     @classmethod
     def preset(cls, name: str, quick: bool = False, model_dir: str | Path | None = None) -> BenchConfig:
@@ -232,7 +242,46 @@ def read_bench_protocol(
     for name in ("method_settings", "overrides", "variants"):
         for method in values[name]:
             cfg.variant(method, f"{path}: field {name!r}")
+    grid = values["kl_grid"]
+    if any(k <= 0 for k in grid) or grid != sorted(set(grid)):
+        raise InputError(f"{path}: field 'kl_grid' = {grid}: expected increasing KL values above 0 (nats)")
+    known = {f.name for f in fields(_ProtocolFile)}
+    for name in values["pending"]:
+        if name not in known:
+            raise InputError(f"{path}: field 'pending': {name!r} is not a protocol field")
     return cfg
+
+
+def check_pending(cfg: BenchConfig) -> None:
+    """While fields await the pilot, only the tuning seeds run: one line naming them, else nothing."""
+    if not cfg.pending:
+        return
+    seeds = sorted({job.seed for job in cfg.jobs()} - set(cfg.tuning_seeds))
+    if seeds:
+        tuning = " ".join(map(str, cfg.tuning_seeds))
+        raise InputError(
+            f"protocol field 'pending': {', '.join(cfg.pending)} await the pilot on the tuning seeds "
+            f"{cfg.tuning_seeds}, so seeds {seeds} may not run yet (--seeds {tuning})"
+        )
+
+
+def check_kl_grid(cfg: BenchConfig, runs: list[dict[str, Any]]) -> None:
+    """Every point of `kl_grid` inside at least one finished run's KL range (its snapshots and its
+    final policy): checked when the report is written, the first time the runs' KL is known."""
+    spans = []
+    for run in runs:
+        if "metrics" in run and run.get("method") != "base":
+            kls = [run["metrics"]["kl_to_ref"], *(p["kl_to_ref"] for p in run.get("curve") or [])]
+            spans.append((min(kls), max(kls)))
+    if not cfg.kl_grid or not spans:
+        return
+    for point in cfg.kl_grid:
+        if not any(lo <= point <= hi for lo, hi in spans):
+            lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+            raise InputError(
+                f"protocol field 'kl_grid': {point:g} nats is outside every finished run's KL range "
+                f"(runs span {lo:.3g}-{hi:.3g} nats); set the grid from the pilot's curves"
+            )
 
 
 def method_config(
@@ -291,6 +340,15 @@ def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
         "base_model": cfg.base_model,
         "data_dir": cfg.data_dir,
     }
+
+
+def load_bench_gold(spec: str) -> Any:
+    """The protocol's gold reward; one that does not load is one line naming the field, before any job."""
+    try:
+        return load_gold_reward(spec)
+    except InputError as err:
+        first = " ".join(str(err).split())
+        raise InputError(f"protocol field 'gold' = {spec!r}: {first}") from None
 
 
 def _store(out: Path, cfg: BenchConfig) -> Store:
@@ -378,6 +436,7 @@ def run_bench(
     for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
         if "metrics" in run:
             store.export(by_name[_name(run)], run, out / "records")
+    check_kl_grid(cfg, runs)
     runs.insert(0, _base_run(inputs))
     config = asdict(cfg)
     results = summarise(runs, config, inputs.ref.gold, gold_name(inputs.gold), time.perf_counter() - start)
@@ -453,7 +512,7 @@ class _Inputs:
             test_prompts = [row["prompt"] for row in read_jsonl(rendered)][: cfg.n_test]
         else:
             test_prompts = load_prompts("test", limit=cfg.n_test)
-        gold = load_gold_reward(cfg.gold)
+        gold = load_bench_gold(cfg.gold)
         reference, tokenizer = load_model(cfg.base_model)
         cache, settings = out / "reference.json", eval_settings(cfg)
         saved = json.loads(cache.read_text()) if cache.is_file() else {}

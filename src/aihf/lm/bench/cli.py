@@ -93,7 +93,11 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         "OUT/records/, e.g. committed beside the results): those jobs are reused, not rerun",
     )
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
-    p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
+    p.add_argument(
+        "--data-dir",
+        help="generated data directory, or a shipped one by key (smollm2, smollm2-v2, smollm2-v2/scarce, "
+        "/noisy, /partial; default: the protocol's)",
+    )
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
     p.set_defaults(handler=_bench)
 
@@ -152,6 +156,10 @@ def _bench(args: argparse.Namespace) -> int:
     for name in (*names, "gold", "data_dir", "base_model", "records"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.data_dir is not None:  # a shipped data set by its key, as in a protocol file
+        from aihf.lm.bench.bench import SHIPPED_DATA
+
+        cfg.data_dir = str(SHIPPED_DATA.get(args.data_dir, args.data_dir))
     if args.shard:
         if args.report_only:
             raise InputError("--report-only writes the report of every shard: leave out --shard")
@@ -185,7 +193,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _check_bench(cfg: Any) -> None:
     """Every option and every job's trainer config (with its --override) checked before any run starts."""
-    from aihf.lm.bench.bench import method_config, trainer_values
+    from aihf.lm.bench.bench import check_pending, method_config, trainer_values
     from aihf.lm.methods import VARIANTS, build_config
     from aihf.lm.modeling import check_model_source
     from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
@@ -205,6 +213,7 @@ def _check_bench(cfg: Any) -> None:
     ):
         check_value(flag, values, list[int], limits)
     check_value("--kl-scales", cfg.kl_scales, list[float], POSITIVE)
+    check_pending(cfg)
     check_model_source(cfg.base_model, "--base-model")
     if cfg.records is not None and not Path(cfg.records).is_dir():
         raise InputError(f"--records {cfg.records}: not a directory (expected the job records, NAME.json)")
