@@ -38,6 +38,11 @@ def test_datasets_take_demos_from_high_and_pairs_from_low_and_medium():
     table = datagen.quality_table(data["demos"], data["prefs"])
     assert table["non_preferred"]["mean"] < table["preferred"]["mean"] < table["demonstrations"]["mean"]
     assert "| demonstrations |" in datagen.quality_markdown(table)
+    assert datagen.table3_ordering(
+        table
+    ) and "ordering demonstrations > preferred > non-preferred: holds" in (datagen.quality_markdown(table))
+    flat = table | {"demonstrations": table["non_preferred"]}
+    assert not datagen.table3_ordering(flat) and "DOES NOT HOLD" in datagen.quality_markdown(flat)
 
 
 def test_extra_pairs_per_prompt_are_disjoint_and_keep_the_one_pair_data_as_a_prefix():

@@ -39,7 +39,7 @@ from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
 from aihf.lm.config import AIHFConfig, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
-from aihf.lm.gold import gold_name, load_gold_reward
+from aihf.lm.gold import gold_name, gold_spec, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
 from aihf.lm.pretrained import MODELS
 
@@ -440,6 +440,10 @@ def run_bench(
     runs.insert(0, _base_run(inputs))
     config = asdict(cfg)
     results = summarise(runs, config, inputs.ref.gold, gold_name(inputs.gold), time.perf_counter() - start)
+    try:  # the gold as a spec `load_gold_reward` rebuilds exactly (the built-in golds have one)
+        results["gold_spec"] = gold_spec(inputs.gold)
+    except InputError:
+        results["gold_spec"] = None
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))

@@ -353,10 +353,18 @@ def quality_table(
     }
 
 
+def table3_ordering(table: dict[str, dict[str, float]]) -> bool:
+    """The paper's Table 3 ordering of mean gold: demonstrations > preferred > non-preferred."""
+    means = [table[k]["mean"] for k in ("demonstrations", "preferred", "non_preferred")]
+    return means[0] > means[1] > means[2]
+
+
 def quality_markdown(table: dict[str, dict[str, float]]) -> str:
     lines = ["| data | gold reward (mean +- std) | n |", "| --- | --- | --- |"]
     for name, s in table.items():
         lines.append(f"| {name.replace('_', '-')} | {s['mean']:.3f} +- {s['std']:.3f} | {s['n']} |")
+    holds = "holds" if table3_ordering(table) else "DOES NOT HOLD"
+    lines += ["", f"Table-3 ordering demonstrations > preferred > non-preferred: {holds}"]
     return "\n".join(lines) + "\n"
 
 
@@ -412,6 +420,7 @@ def generate_data(
     table = quality_table(data["demos"], data["prefs"])
     summary = {
         "quality": table,
+        "table3_ordering": table3_ordering(table),
         "checkpoint_gold_mean": {
             str(checkpoints[i].name): float(np.mean(v)) for i, v in sorted(by_checkpoint.items())
         },
