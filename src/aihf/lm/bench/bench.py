@@ -462,7 +462,7 @@ def _record(job: Job) -> dict[str, Any]:
         "seed": job.seed,
         "config": dict(job.spec["config"]),
     }
-    return record | ({"variant": job.spec["variant"]} if "variant" in job.spec else {})
+    return record | {k: job.spec[k] for k in ("variant", "alpha_convention") if k in job.spec}
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:
