@@ -173,3 +173,28 @@ def test_a_gold_that_does_not_load_is_one_line_before_any_job(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "protocol field 'gold' = 'on-task-sentiment:" in err
     assert not (out / "runs").exists()
+
+
+def test_data_dir_takes_the_shipped_v2_sets_by_key(monkeypatch):
+    import argparse
+
+    from aihf.lm.bench import bench, cli
+    from aihf.lm.bench.datagen import SMOLLM2_V2_DATA_DIR
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+
+    seen = {}
+
+    def fake_run(out, cfg, workers, report_only, deadline):
+        seen["cfg"] = cfg
+        return {"failed": [], "postponed": []}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run)
+    for key, where in (
+        ("smollm2-v2", SMOLLM2_V2_DATA_DIR),
+        ("smollm2-v2/scarce", SMOLLM2_V2_DATA_DIR / "variants" / "scarce"),
+        ("elsewhere/data", Path("elsewhere/data")),
+    ):
+        args = parser.parse_args(["bench", "--out", "x", "--methods", "sft", "--data-dir", key])
+        assert args.handler(args) == 0 and seen["cfg"].data_dir == str(where)
