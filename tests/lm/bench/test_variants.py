@@ -127,3 +127,16 @@ def test_too_few_pairs_for_the_scarce_set_is_refused(data, tmp_path):
     _write(data / "prefs.jsonl", _read(data / "prefs.jsonl")[:99])
     with pytest.raises(InputError, match="99 pairs, fewer than 100"):
         build_variants(data, tmp_path / "v")
+
+
+def test_the_bench_names_a_data_file_of_the_wrong_shape_before_any_job(data, tmp_path, capsys, tiny_dir):
+    from aihf.cli import main
+
+    with (data / "prefs.jsonl").open("a") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "a"}) + "\n")
+    argv = ["lm", "bench", "--quick", "--out", str(tmp_path / "out"), "--methods", "sft"]
+    argv += ["--data-dir", str(data), "--base-model", str(tiny_dir / "policy")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "prefs.jsonl, line 151: expected the string fields prompt, chosen" in err
+    assert not (tmp_path / "out" / "runs").exists()

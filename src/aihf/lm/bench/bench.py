@@ -32,11 +32,12 @@ from aihf.experiments import queue
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.store import Store
-from aihf.io import read_jsonl, write_json, write_text
+from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
 from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR, SMOLLM2_V2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
+from aihf.lm.bench.variants import COLUMNS, read_rows
 from aihf.lm.config import AIHFConfig, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
 from aihf.lm.gold import gold_name, gold_spec, load_gold_reward
@@ -507,13 +508,16 @@ class _Inputs:
     def load(cls, out: Path, cfg: BenchConfig) -> _Inputs:
         data_dir = Path(cfg.data_dir)
         hint = "generate it with `aihf lm generate-data`"
-        demos, prefs = read_jsonl(data_dir / "demos.jsonl", hint), read_jsonl(data_dir / "prefs.jsonl", hint)
-        heldout = read_jsonl(data_dir / "prefs_heldout.jsonl", hint)
-        rl_prompts = read_jsonl(data_dir / "prompts.jsonl", hint)
+        files = ("demos.jsonl", "prefs.jsonl", "prefs_heldout.jsonl", "prompts.jsonl")
+        for name in files:  # every file there first, then every row's shape: one line naming it
+            if not (data_dir / name).exists():
+                raise InputError(f"{data_dir / name}: missing ({hint})")
+        demos, prefs, heldout, rl_prompts = (read_rows(data_dir / name, COLUMNS[name]) for name in files)
         # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
         rendered = data_dir / "test_prompts.jsonl"
         if rendered.is_file():
-            test_prompts = [row["prompt"] for row in read_jsonl(rendered)][: cfg.n_test]
+            rows = read_rows(rendered, COLUMNS[rendered.name])
+            test_prompts = [row["prompt"] for row in rows][: cfg.n_test]
         else:
             test_prompts = load_prompts("test", limit=cfg.n_test)
         gold = load_bench_gold(cfg.gold)

@@ -58,18 +58,25 @@ def read_data(data_dir: str | Path) -> dict[str, list[dict[str, str]]]:
         path = root / name
         if not path.is_file():
             raise InputError(f"{path}: missing (a data directory holds {', '.join(COLUMNS)})")
-        rows = []
-        for number, row in read_jsonl_lines(path):
-            if sorted(row) != sorted(columns) or not all(isinstance(row[c], str) for c in columns):
-                got = ", ".join(f"{k}: {type(v).__name__}" for k, v in row.items()) or "nothing"
-                raise InputError(
-                    f"{path}, line {number}: expected the string fields {', '.join(columns)}, got {got}"
-                )
-            rows.append(row)
-        if not rows:
-            raise InputError(f"{path}: no rows")
-        out[name] = rows
+        out[name] = read_rows(path, columns, exact=True)
     return out
+
+
+def read_rows(path: Path, columns: Sequence[str], exact: bool = False) -> list[dict[str, str]]:
+    """The rows of one data file, each holding `columns` as strings (`exact`: and nothing else); a
+    row of another shape, or no rows, is one InputError naming file and line."""
+    rows = []
+    for number, row in read_jsonl_lines(path):
+        shaped = sorted(row) == sorted(columns) if exact else set(columns) <= set(row)
+        if not shaped or not all(isinstance(row[c], str) for c in columns):
+            got = ", ".join(f"{k}: {type(v).__name__}" for k, v in row.items()) or "nothing"
+            raise InputError(
+                f"{path}, line {number}: expected the string fields {', '.join(columns)}, got {got}"
+            )
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rows")
+    return rows
 
 
 def prompt_type(prompt: str) -> str:
