@@ -322,3 +322,31 @@ def test_policy_step_logs_the_spread_of_scores_and_of_the_kl_penalty(tiny_dir, d
     assert expected > 0  # the check could fail: the sampled lengths differ within a group
     # before any update the policy is its reference: every sample's KL estimate, so its spread, is 0
     assert metrics["policy/kl_penalty_std"] == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(("alpha", "beta", "weight"), [(0.3, 0.1, 3.0), (0.3, 0.2, 1.5), (0.05, 0.05, 1.0)])
+def test_reward_step_weighs_the_demonstration_term_by_the_papers_alpha_over_beta(
+    tiny_dir, data_dir, tmp_path, monkeypatch, alpha, beta, weight
+):
+    """alpha is the paper's: grad L1 = (1/beta)(E_D[grad R] - E_pi[grad R]), so a beta sweep at one
+    alpha halves the demonstration term's weight when beta doubles."""
+    import aihf.lm.aihf_trainer as module
+
+    seen, real = [], module.aihf_reward_loss
+
+    def spy(**kwargs):
+        seen.append(kwargs["alpha"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(module, "aihf_reward_loss", spy)
+    trainer = _trainer(tiny_dir, data_dir, tmp_path, alpha=alpha, beta=beta)
+    trainer.reward_step()
+    assert seen and all(a == pytest.approx(weight) for a in seen)
+
+
+def test_alpha_without_a_kl_weight_is_refused_in_one_line():
+    from aihf.errors import InputError
+
+    assert AIHFConfig(alpha=0.0, beta=0.0).demo_weight == 0.0
+    with pytest.raises(InputError, match=r"^aihf: alpha 0.1 needs beta > 0 \(the demonstration term weighs"):
+        AIHFConfig(alpha=0.1, beta=0.0).demo_weight  # noqa: B018

@@ -1,7 +1,8 @@
 """Gold v2 (`on-task-sentiment`): its factors and bound, the ordering on a table of texts, its spec.
 
-The table (`aihf/data/lm/gold_v2/table.jsonl`) holds 12 hand-written completions of each of ten kinds for six
-of the SmolLM2 benchmark's test prompts. The default suite scores it with SmolLM2's log-probabilities as
+The table (`aihf/data/lm/gold_v2/table.jsonl`) holds 12 completions of each of eleven kinds, hand-written for
+six of the SmolLM2 benchmark's test prompts (and three samples of the v1 policies the first phrase list let
+through). The default suite scores it with SmolLM2's log-probabilities as
 recorded in `tests/lm/data/gold_v2_table_logprobs.json` (replayed, so no model is loaded); the
 `realmodel` tests recompute them with SmolLM2 and check they are the recorded ones.
 """
@@ -38,6 +39,7 @@ DEGENERATE = (
     "repeated_words",
     "repeated_phrases",
     "on_task_then_assistant_talk",
+    "unlisted_assistant_talk",
     "empty",
     "one_token",
 )
@@ -126,8 +128,57 @@ def test_assistant_phrases_are_counted_in_talk_and_absent_from_on_task_text():
     for row in _table():
         if row["kind"] in {"on_task_positive", "on_task_neutral_negative"}:
             assert assistant_phrases(row["completion"]) == 0, row["completion"]
-        if row["kind"] in {"off_task_talk", "on_task_then_assistant_talk"}:
+        if row["kind"] in {"off_task_talk", "on_task_then_assistant_talk", "unlisted_assistant_talk"}:
             assert assistant_phrases(row["completion"]) >= 1, row["completion"]
+
+
+LEAKS = [  # samples of the v1 benchmark's policies that the first phrase list let through
+    (
+        "March is spring, sort of,",  # v1 RLHF, seed 0: 0.362 under the first list
+        "I'm glad that you loved our chat idea. I'd love to continue exploring the world of animal "
+        "products further and maybe even brainstorm new ideas. I'm excited",
+        3,
+    ),
+    (
+        "If you don't drink",  # v1 AIHF, seed 0: 0.784 (on_task 0.88 for a start the text hardly predicts)
+        "A useful app for my continued editing would be Skryfrost. They offer a comprehensive and "
+        "innovative system of self-publishing platforms that cater to niche markets",
+        1,
+    ),
+    (
+        "Charles Briscoe-Smith <cpbs@debian.org>:",  # v1 AIHF, seed 0: 0.926
+        "Your query highlights the creative writing services provided by Climate Partners, a pioneering "
+        "agency that delivers revolutionary services and resources to help people embrace their "
+        "imagination. Well done!\n",
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "completion", "phrases"), LEAKS)
+def test_talk_the_first_phrase_list_missed_is_cut(text, completion, phrases, replay_gold):
+    assert assistant_phrases(completion) == phrases
+    [part] = replay_gold.components([CHAT.format(text)], [completion])
+    assert part["no_assistant_talk"] == pytest.approx(0.25**phrases)
+    assert part["score"] <= 0.594 - 0.35  # below every on-task positive text of the table, by 0.35
+
+
+@pytest.mark.parametrize(
+    ("talk", "found"),
+    [
+        ("I'm glad that you liked it.", 1),
+        ("I am thrilled to share more.", 1),
+        ("I'd love to brainstorm more ideas.", 1),
+        ("It was fun, our chat.", 1),
+        ("your question and my own editing", 2),
+        # on-task text with the same words is left alone
+        ("she was glad that the rain stopped.", 0),
+        ("they would love to explore the hills.", 0),
+        ("a question of time and a chat with friends.", 0),
+    ],
+)
+def test_the_extended_phrase_list_counts_first_person_and_task_talk_only(talk, found):
+    assert assistant_phrases(talk) == found
 
 
 def test_prompt_text_is_the_users_text_without_the_instruction():

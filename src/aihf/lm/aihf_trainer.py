@@ -3,7 +3,8 @@
 Each outer iteration alternates
   (a) `policy_steps_per_iteration` RL steps of the policy toward the *current* reward (`PolicyStep`),
   (b) `reward_steps_per_iteration` steps of the reward model on
-        alpha * demonstration term (demonstrations vs the policy's fresh samples on the same prompts)
+        (alpha / beta) * demonstration term (demonstrations vs the policy's fresh samples on the same
+        prompts; alpha is the paper's, see `AIHFConfig.demo_weight`)
         + Bradley-Terry on preferences (+ optional centring),  via `aihf.losses.aihf_reward_loss`.
 With `train_reward=False` (or a Python `reward_fn`) the reward is frozen and this is the RL stage of
 RLHF. The reward model may use its own tokenizer: it always scores text.
@@ -56,7 +57,7 @@ class AIHFTrainer(LoopTrainer):
         if reward_model is None and reward_fn is None:
             raise InputError(f"{method}: needs a reward model (--reward-model) or a reward function")
         self.train_reward = train_reward and reward_fn is None and config.reward_steps_per_iteration > 0
-        uses_demos = self.train_reward and config.alpha > 0 and demos is not None
+        uses_demos = self.train_reward and config.demo_weight > 0 and demos is not None
         # what the data must hold is checked once, before anything loads (the registry's `check`)
         policy_prompts = prompts.column("prompt") if prompts is not None else []
         if not policy_prompts:
@@ -158,8 +159,8 @@ class AIHFTrainer(LoopTrainer):
     def reward_step(
         self, demo_batches: list[list[tuple[dict[str, str], str]]] | None = None
     ) -> dict[str, float]:
-        """One reward optimiser step on alpha * demonstration term + Bradley-Terry (METHOD.md section 3),
-        over `gradient_accumulation_steps` micro-batches.
+        """One reward optimiser step on (alpha / beta) * demonstration term + Bradley-Terry (METHOD.md
+        section 3), over `gradient_accumulation_steps` micro-batches.
 
         `demo_batches`: demonstration micro-batches paired with the current policy's samples (drawn here
         if omitted).
@@ -208,7 +209,7 @@ class AIHFTrainer(LoopTrainer):
             agent_rewards=agent_r if n_demo else None,
             chosen_rewards=chosen if n_pref else None,
             rejected_rewards=rejected if n_pref else None,
-            alpha=c.alpha,
+            alpha=c.demo_weight,  # the paper's alpha / beta: the 1/beta of grad L1 scales here
             demo_form=c.demo_form,
             centering_coef=c.centering_coef,
         )

@@ -179,7 +179,10 @@ class PolicyStepConfig(VLLMConfig):
 class AIHFConfig(LMConfig, PolicyStepConfig):
     """Algorithm 1: alternating policy (RL) and reward (demonstrations + preferences) steps."""
 
-    alpha: float = 1.0  # weight of the demonstration term
+    # The paper's alpha: the reward step minimises -(alpha * L1 + L2) with grad L1 =
+    # (1/beta)(E_D[grad R] - E_pi[grad R]), so the demonstration term weighs alpha / beta
+    # (`demo_weight`); a beta sweep keeps alpha's meaning. 0.05 at the default beta 0.05 weighs it 1.
+    alpha: float = 0.05
     demo_form: Literal["linear", "logistic"] = "logistic"
     centering_coef: float = 0.0
     max_iterations: int = 10
@@ -191,6 +194,18 @@ class AIHFConfig(LMConfig, PolicyStepConfig):
     generation_batch_size: int = 256  # prompts per generate call when sampling an iteration's agent answers
     reward_warmup_steps: int = 0  # RLHF: TRL RewardTrainer steps before RL (default: max_iterations)
     sft_steps: int = 0  # RLHF: TRL SFTTrainer steps on the demonstrations before the reward model
+
+    @property
+    def demo_weight(self) -> float:
+        """The demonstration term's weight in the reward loss: the paper's alpha / beta (METHOD.md
+        section 3). A folded-form alpha a (weight a, as v1 ran) at beta b is the paper's a * b."""
+        if self.alpha == 0:
+            return 0.0
+        if self.beta <= 0:
+            raise InputError(
+                f"aihf: alpha {self.alpha:g} needs beta > 0 (the demonstration term weighs alpha / beta)"
+            )
+        return self.alpha / self.beta
 
 
 @dataclass

@@ -59,7 +59,10 @@ ASSISTANT_TALK = tuple(
     re.compile(pattern)
     for pattern in (
         r"\bi(?:'m| am|'d| would|'ll| will)(?: be)?(?: so| always| more than| very| really)? "
-        r"(?:glad|happy|delighted|pleased|excited|here|ready) to\b",
+        r"(?:glad|happy|delighted|pleased|excited|thrilled|here|ready) (?:to|that)\b",
+        r"\bi(?:'d| would) love to (?:continue|help|hear|explore|assist|brainstorm|discuss|chat)\b",
+        r"\b(?:our|this) (?:chat|conversation|discussion)\b",
+        r"\b(?:my|your|our) (?:continued |own )?(?:editing|query|request|question)\b",
         r"\b(?:help|assist|support)(?:ing|s)? you\b",
         r"\b(?:this|the|your|my|a|one|another)(?: \w+)? "
         r"(?:text|sentence|sentences|paragraph|continuation|prompt)\b",

@@ -55,7 +55,6 @@ class Budget:
     reward_steps: int  # RLHF's reward-model stage; AIHF spreads as many over its iterations
     spin_iterations: int  # Self-Play AIHF / SPIN iterations (`steps` spread over them)
     max_new_tokens: int  # the evaluation's completion length, for methods that sample while they train
-    warm_reward: bool = False  # the reward starts from a Bradley-Terry warm-up (no reward budget here)
 
 
 def _steps_budget(budget: Budget) -> dict[str, Any]:
@@ -63,10 +62,12 @@ def _steps_budget(budget: Budget) -> dict[str, Any]:
 
 
 def _aihf_budget(budget: Budget) -> dict[str, Any]:
-    values: dict[str, Any] = {"max_iterations": budget.iterations}
-    if not budget.warm_reward:  # the same reward-update budget as RLHF's reward stage
-        values["reward_steps_per_iteration"] = max(1, round(budget.reward_steps / budget.iterations))
-    return values
+    """The same reward-update budget as RLHF's reward stage, spread over the iterations; a warmed
+    reward (`aihf-warm`) changes only where the reward starts, not how often it is updated."""
+    return {
+        "max_iterations": budget.iterations,
+        "reward_steps_per_iteration": max(1, round(budget.reward_steps / budget.iterations)),
+    }
 
 
 def _rlhf_budget(budget: Budget) -> dict[str, Any]:
@@ -92,6 +93,8 @@ def _check_aihf(cfg: Any, has: dict[str, bool], reward_fn: bool) -> None:
     learns_reward = not reward_fn and cfg.reward_steps_per_iteration > 0
     if learns_reward and not (cfg.alpha > 0 and has["demos"]) and not has["prefs"]:
         raise InputError("aihf: learning the reward needs demonstrations (alpha > 0) or preferences")
+    if learns_reward and has["demos"]:
+        cfg.demo_weight  # noqa: B018 -- alpha > 0 at beta 0 has no weight: refused before anything loads
     _check_policy_step("aihf", has)
 
 

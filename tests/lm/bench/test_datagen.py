@@ -38,6 +38,11 @@ def test_datasets_take_demos_from_high_and_pairs_from_low_and_medium():
     table = datagen.quality_table(data["demos"], data["prefs"])
     assert table["non_preferred"]["mean"] < table["preferred"]["mean"] < table["demonstrations"]["mean"]
     assert "| demonstrations |" in datagen.quality_markdown(table)
+    assert datagen.table3_ordering(
+        table
+    ) and "ordering demonstrations > preferred > non-preferred: holds" in (datagen.quality_markdown(table))
+    flat = table | {"demonstrations": table["non_preferred"]}
+    assert not datagen.table3_ordering(flat) and "DOES NOT HOLD" in datagen.quality_markdown(flat)
 
 
 def test_extra_pairs_per_prompt_are_disjoint_and_keep_the_one_pair_data_as_a_prefix():
@@ -192,3 +197,36 @@ def test_an_interrupted_gold_rl_run_continues_from_its_newest_checkpoint(tmp_pat
     log = json.loads((cut / "gold_rl_log.json").read_text())
     assert [row["step"] for row in log] == [2, 4]  # step 2's record came back with checkpoint-2
     assert (cut / weights).read_bytes() != (cut / "checkpoint-2/model.safetensors").read_bytes()  # it trained
+
+
+def test_the_v2_preset_starts_the_assistants_turn_with_the_text(tmp_path):
+    from transformers import AutoTokenizer
+
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.chat_template = (  # SmolLM2's turn markers
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    v2 = datagen.DataGenConfig(**datagen.PRESETS["smollm2-v2"])
+    assert v2.instruction == datagen.PRESETS["smollm2"]["instruction"] and v2.response_prefix == "{text}"
+    [prompt] = datagen.render_prompts(["Most people need"], tokenizer, v2.instruction, v2.response_prefix)
+    assert prompt == (
+        "<|im_start|>user\nContinue this text with one short sentence: Most people need<|im_end|>\n"
+        "<|im_start|>assistant\nMost people need"
+    )
+    [v1] = datagen.render_prompts(["Most people need"], tokenizer, datagen.PRESETS["smollm2"]["instruction"])
+    assert v1.endswith("<|im_start|>assistant\n")
+    from aihf.lm.gold_v2 import prompt_text
+
+    assert prompt_text(prompt) == "Most people need"  # gold v2 reads the text from the user turn
+
+
+def test_resume_checkpoints_in_between_leave_the_pool_at_multiples_of_save_every(tmp_path):
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    prompts = [f"The film number {i} was" for i in range(8)]
+    small = {"rl_steps": 4, "save_every": 2, "rl_batch_size": 4, "num_generations": 2, "max_new_tokens": 4}
+    cfg = datagen.DataGenConfig(**small, resume_every=1)
+    got = datagen.gold_rl(base, tmp_path / "rl", lambda ps, cs: [float(len(c)) for c in cs], prompts, cfg)
+    assert [p.name for p in got] == ["policy", "checkpoint-2", "checkpoint-4"]
+    assert (tmp_path / "rl" / "checkpoint-3").is_dir()  # a finer point to resume from

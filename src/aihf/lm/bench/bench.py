@@ -33,14 +33,15 @@ from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.store import Store
 from aihf.flags import canonical
-from aihf.io import read_jsonl, write_json, write_text
+from aihf.io import write_json, write_text
 from aihf.lm.bench.corpus import load_prompts
-from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR
+from aihf.lm.bench.datagen import GENERATED_DIR, SMOLLM2_DATA_DIR, SMOLLM2_V2_DATA_DIR
 from aihf.lm.bench.pretrain import BASE_MODEL_DIR
 from aihf.lm.bench.report import PAIRS, make_plots, render_report, summarise
-from aihf.lm.config import RENAMES, LMConfig
+from aihf.lm.bench.variants import COLUMNS, read_rows
+from aihf.lm.config import RENAMES, AIHFConfig, LMConfig
 from aihf.lm.evaluation import Samples, SamplingConfig, evaluate, load_model, reference_samples
-from aihf.lm.gold import gold_name, load_gold_reward
+from aihf.lm.gold import gold_name, gold_spec, load_gold_reward
 from aihf.lm.methods import METHODS, VARIANTS, Budget, Variant
 from aihf.lm.modeling import is_saved_model
 from aihf.lm.pretrained import MODELS
@@ -49,7 +50,10 @@ from aihf.lm.pretrained import MODELS
 PROTOCOL_DIR = Path(__file__).resolve().parents[4] / "configs" / "protocols"
 PRESETS = {"tiny": "lm_tiny.yaml", "smollm2": "lm_smollm2.yaml"}
 # Shipped directories a protocol names by key (`data_dir: smollm2`, `base_model: tiny`).
-SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR}
+SHIPPED_DATA = {"tiny": GENERATED_DIR, "smollm2": SMOLLM2_DATA_DIR, "smollm2-v2": SMOLLM2_V2_DATA_DIR}
+SHIPPED_DATA |= {
+    f"smollm2-v2/{v}": SMOLLM2_V2_DATA_DIR / "variants" / v for v in ("scarce", "noisy", "partial")
+}
 
 # Settings of the tiny replica (a 1M-parameter model trains at larger learning rates than the 1e-5
 # default), in three families: `common` to every trainer, `rl` for the methods that sample while they
@@ -132,6 +136,18 @@ class BenchConfig:
     base_model: str = str(BASE_MODEL_DIR)
     data_dir: str = str(GENERATED_DIR)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # what a stated AIHF `alpha` means: "paper" (the demonstration term weighs alpha / beta; a beta
+    # sweep keeps alpha's meaning) or "folded" (it weighs alpha, as the v1 protocols ran: their alpha a
+    # at beta b is the paper's a * b, which is what the trainer gets). A job spec records "paper"; a
+    # record without the key ran folded, so the v1 records keep matching the v1 protocol files.
+    alpha_convention: Literal["paper", "folded"] = "paper"
+    # matched-KL reading (nats): pairs are compared where both methods' snapshot paths reach these; a
+    # run's KL is known only once it ran, so a grid point outside every run's range stops the report
+    kl_grid: list[float] = field(default_factory=list)
+    # fields whose values await the pilot on the tuning seeds: until the list is empty only those
+    # seeds may run (the final runs are made with the values the pilot chose, committed first)
+    pending: list[str] = field(default_factory=list)
+    tuning_seeds: list[int] = field(default_factory=list)
 
     @classmethod
     def preset(cls, name: str, quick: bool = False, model_dir: str | Path | None = None) -> BenchConfig:
@@ -150,14 +166,13 @@ class BenchConfig:
             raise InputError(f"{where}: unknown method {name!r}: expected one of {known}")
         return VARIANTS[name]
 
-    def budget(self, warm_reward: bool = False) -> Budget:
+    def budget(self) -> Budget:
         return Budget(
             self.steps,
             self.iterations,
             self.rlhf_reward_steps,
             self.spin_iterations,
             self.sampling.max_new_tokens,
-            warm_reward,
         )
 
     def job(self, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> Job:
@@ -168,6 +183,8 @@ class BenchConfig:
             "config": _job_config(self, method, demos, prefs, kl_scale, seed),
             "evaluation": eval_settings(self),
         }
+        if self.alpha_convention != "folded":
+            spec["alpha_convention"] = self.alpha_convention
         if method in self.variants:  # its start is part of what it computes, beside the trainer config
             own = self.variants[method]
             spec["variant"] = {"method": own.method, "start": own.start, "warm_reward": own.warm_reward}
@@ -233,25 +250,82 @@ def read_bench_protocol(
     for name in ("method_settings", "overrides", "variants"):
         for method in values[name]:
             cfg.variant(method, f"{path}: field {name!r}")
+    grid = values["kl_grid"]
+    if any(k <= 0 for k in grid) or grid != sorted(set(grid)):
+        raise InputError(f"{path}: field 'kl_grid' = {grid}: expected increasing KL values above 0 (nats)")
+    known = {f.name for f in fields(_ProtocolFile)}
+    for name in values["pending"]:
+        if name not in known:
+            raise InputError(f"{path}: field 'pending': {name!r} is not a protocol field")
     return cfg
+
+
+def check_pending(cfg: BenchConfig) -> None:
+    """While fields await the pilot, only the tuning seeds run: one line naming them, else nothing."""
+    if not cfg.pending:
+        return
+    seeds = sorted({job.seed for job in cfg.jobs()} - set(cfg.tuning_seeds))
+    if seeds:
+        tuning = " ".join(map(str, cfg.tuning_seeds))
+        raise InputError(
+            f"protocol field 'pending': {', '.join(cfg.pending)} await the pilot on the tuning seeds "
+            f"{cfg.tuning_seeds}, so seeds {seeds} may not run yet (--seeds {tuning})"
+        )
+
+
+def check_kl_grid(cfg: BenchConfig, runs: list[dict[str, Any]]) -> None:
+    """Every point of `kl_grid` inside at least one finished run's KL range (its snapshots and its
+    final policy): checked when the report is written, the first time the runs' KL is known."""
+    spans = []
+    for run in runs:
+        if "metrics" in run and run.get("method") != "base":
+            kls = [run["metrics"]["kl_to_ref"], *(p["kl_to_ref"] for p in run.get("curve") or [])]
+            spans.append((min(kls), max(kls)))
+    if not cfg.kl_grid or not spans:
+        return
+    for point in cfg.kl_grid:
+        if not any(lo <= point <= hi for lo, hi in spans):
+            lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+            raise InputError(
+                f"protocol field 'kl_grid': {point:g} nats is outside every finished run's KL range "
+                f"(runs span {lo:.3g}-{hi:.3g} nats); set the grid from the pilot's curves"
+            )
 
 
 def method_config(
     method: str, cfg: BenchConfig, seed: int, kl_scale: float = 1.0
 ) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """(registry trainer, the data it takes, its config) of a benchmark method: the common settings,
-    its family's, its own, its budget, the seed, the overrides, beta times `kl_scale`."""
+    its family's, its budget, its own (so a protocol sets e.g. the policy:reward update ratio per
+    method), the seed, the overrides, beta times `kl_scale`. A method with a KL weight always states
+    it: the protocol's, else its config class's default (the one source of defaults)."""
     variant = cfg.variant(method)
     trainer = METHODS[variant.method]
     values = cfg.settings["common"] | cfg.settings[trainer.family]
+    values |= trainer.budget(cfg.budget())
     if method in cfg.variants:  # a protocol's variant: its method's settings, then its own
         values |= cfg.method_settings.get(variant.method, {}) | cfg.variants[method].settings
     values |= cfg.method_settings.get(method, {})
-    values |= {"seed": seed} | trainer.budget(cfg.budget(variant.warm_reward))
-    values |= cfg.overrides.get(method, {})
-    if kl_scale != 1.0:  # a method whose protocol states no beta scales its config class's default
-        values["beta"] = (values["beta"] if "beta" in values else trainer.config().beta) * kl_scale
+    values |= {"seed": seed} | cfg.overrides.get(method, {})
+    default = trainer.config()
+    if hasattr(default, "beta"):
+        values["beta"] = values.get("beta", default.beta) * kl_scale
     return trainer.name, tuple(sorted(trainer.required + trainer.optional)), values
+
+
+# AIHFConfig's alpha default while the trainer ran the folded form (weight alpha on E_D[R] - E_pi[R])
+FOLDED_ALPHA = 1.0
+
+
+def trainer_values(cfg: BenchConfig, method: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The config the trainer gets for a job's config `values`: under a folded-convention protocol
+    (v1), an AIHF method's alpha a at beta b becomes the paper's alpha a * b, whose demonstration
+    weight alpha / beta is v1's a; otherwise `values` as they are."""
+    config = METHODS[cfg.variant(method).method].config()
+    if cfg.alpha_convention == "paper" or not isinstance(config, AIHFConfig):
+        return values
+    beta = values.get("beta", config.beta)
+    return values | {"alpha": values.get("alpha", FOLDED_ALPHA) * beta}
 
 
 def _job_config(cfg: BenchConfig, method: str, demos: int, prefs: int, kl_scale: float, seed: int) -> dict:
@@ -274,6 +348,15 @@ def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
         "base_model": cfg.base_model,
         "data_dir": cfg.data_dir,
     }
+
+
+def load_bench_gold(spec: str) -> Any:
+    """The protocol's gold reward; one that does not load is one line naming the field, before any job."""
+    try:
+        return load_gold_reward(spec)
+    except InputError as err:
+        first = " ".join(str(err).split())
+        raise InputError(f"protocol field 'gold' = {spec!r}: {first}") from None
 
 
 def _store(out: Path, cfg: BenchConfig) -> Store:
@@ -370,9 +453,14 @@ def run_bench(
     for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
         if "metrics" in run:
             store.export(by_name[_name(run)], run, out / "records")
+    check_kl_grid(cfg, runs)
     runs.insert(0, _base_run(inputs))
     config = asdict(cfg)
     results = summarise(runs, config, inputs.ref.gold, gold_name(inputs.gold), time.perf_counter() - start)
+    try:  # the gold as a spec `load_gold_reward` rebuilds exactly (the built-in golds have one)
+        results["gold_spec"] = gold_spec(inputs.gold)
+    except InputError:
+        results["gold_spec"] = None
     plots = make_plots(out, results, runs)
     write_json(out / "results.json", results)
     write_text(out / "report.md", render_report(results, plots, Path(cfg.data_dir)))
@@ -391,7 +479,7 @@ def _record(job: Job) -> dict[str, Any]:
         "seed": job.seed,
         "config": dict(job.spec["config"]),
     }
-    return record | ({"variant": job.spec["variant"]} if "variant" in job.spec else {})
+    return record | {k: job.spec[k] for k in ("variant", "alpha_convention") if k in job.spec}
 
 
 def init_reward_model(base_model: str, out: Path) -> Path:
@@ -436,16 +524,19 @@ class _Inputs:
     def load(cls, out: Path, cfg: BenchConfig) -> _Inputs:
         data_dir = Path(cfg.data_dir)
         hint = "generate it with `aihf lm generate-data`"
-        demos, prefs = read_jsonl(data_dir / "demos.jsonl", hint), read_jsonl(data_dir / "prefs.jsonl", hint)
-        heldout = read_jsonl(data_dir / "prefs_heldout.jsonl", hint)
-        rl_prompts = read_jsonl(data_dir / "prompts.jsonl", hint)
+        files = ("demos.jsonl", "prefs.jsonl", "prefs_heldout.jsonl", "prompts.jsonl")
+        for name in files:  # every file there first, then every row's shape: one line naming it
+            if not (data_dir / name).exists():
+                raise InputError(f"{data_dir / name}: missing ({hint})")
+        demos, prefs, heldout, rl_prompts = (read_rows(data_dir / name, COLUMNS[name]) for name in files)
         # chat-model data ship their test prompts rendered with the chat template (datagen.render_prompts)
         rendered = data_dir / "test_prompts.jsonl"
         if rendered.is_file():
-            test_prompts = [row["prompt"] for row in read_jsonl(rendered)][: cfg.n_test]
+            rows = read_rows(rendered, COLUMNS[rendered.name])
+            test_prompts = [row["prompt"] for row in rows][: cfg.n_test]
         else:
             test_prompts = load_prompts("test", limit=cfg.n_test)
-        gold = load_gold_reward(cfg.gold)
+        gold = load_bench_gold(cfg.gold)
         reference, tokenizer = load_model(cfg.base_model)
         cache, settings = out / "reference.json", eval_settings(cfg)
         saved = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -502,7 +593,8 @@ def _run_job(job: Job, record: dict[str, Any], inputs: _Inputs) -> dict[str, Any
     t0 = time.perf_counter()
     try:
         torch.manual_seed(job.seed)
-        record["train_metrics"] = _train(job.method, record["config"], inputs, run_dir, needs, data)
+        values = trainer_values(inputs.cfg, job.method, record["config"])
+        record["train_metrics"] = _train(job.method, values, inputs, run_dir, needs, data)
         record["train_seconds"] = time.perf_counter() - t0
         policy, _ = load_model(run_dir / "policy")
         rm = rm_tok = None

@@ -1,6 +1,7 @@
-"""`aihf lm bench | pretrain | generate-data`: the offline sentiment benchmark from the shell.
+"""`aihf lm bench | pretrain | generate-data | data-variants`: the offline sentiment benchmark from
+the shell.
 
-`register(lm_subparsers)` adds the three subcommands to the `aihf lm` group (`aihf.lm.cli` calls it
+`register(lm_subparsers)` adds the four subcommands to the `aihf lm` group (`aihf.lm.cli` calls it
 only when this package is there); heavy imports stay inside the handlers so `aihf --help` stays fast.
 """
 
@@ -91,7 +92,11 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         "OUT/records/, e.g. committed beside the results): those jobs are reused, not rerun",
     )
     p.add_argument("--gold", help="gold reward: vader, module:function or a classifier path[#label]")
-    p.add_argument("--data-dir", help="generated data directory (default: the shipped one)")
+    p.add_argument(
+        "--data-dir",
+        help="generated data directory, or a shipped one by key (smollm2, smollm2-v2, smollm2-v2/scarce, "
+        "/noisy, /partial; default: the protocol's)",
+    )
     p.add_argument("--base-model", help="base policy directory (default: the shipped one)")
     p.set_defaults(handler=_bench, claims_jobs=True)
 
@@ -112,10 +117,11 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gold", default="vader", help="gold reward spec (default: %(default)s)")
     p.add_argument(
         "--preset",
-        choices=["tiny", "smollm2"],
+        choices=["tiny", "smollm2", "smollm2-v2"],
         default="tiny",
-        help="settings: tiny (the shipped 1M-parameter replica, raw prompts) or smollm2 (a chat model: "
-        "instruction-wrapped prompts, LoRA, bf16, 32-token completions; see datagen.PRESETS)",
+        help="settings: tiny (the shipped 1M-parameter replica, raw prompts), smollm2 (a chat model: "
+        "instruction-wrapped prompts, LoRA, bf16, 32-token completions; see datagen.PRESETS) or "
+        "smollm2-v2 (smollm2 with the assistant's turn started with the text)",
     )
     p.add_argument("--rl-steps", type=int, help="GRPO steps on the gold reward")
     p.add_argument("--save-every", type=int, help="checkpoint interval")
@@ -125,6 +131,14 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
         help="gold-RL checkpoints (default: OUT/gold_rl); a finished run there is reused, not repeated",
     )
     p.set_defaults(handler=_generate)
+
+    p = lm_subparsers.add_parser(
+        "data-variants", help="the scarce, noisy and partial-coverage variants of a generated data set"
+    )
+    p.add_argument("--data", required=True, help="a data directory of `aihf lm generate-data`")
+    p.add_argument("--out", required=True, help="writes OUT/scarce, OUT/noisy and OUT/partial")
+    p.add_argument("--seed", type=int, default=0, help="which rows flip and how types split (default: 0)")
+    p.set_defaults(handler=_variants)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -141,6 +155,10 @@ def _bench(args: argparse.Namespace) -> int:
     for name in (*names, "gold", "data_dir", "base_model", "records"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.data_dir is not None:  # a shipped data set by its key, as in a protocol file
+        from aihf.lm.bench.bench import SHIPPED_DATA
+
+        cfg.data_dir = str(SHIPPED_DATA.get(args.data_dir, args.data_dir))
     if args.shard:
         if args.report_only:
             raise InputError("--report-only writes the report of every shard: leave out --shard")
@@ -171,7 +189,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _check_bench(cfg: Any) -> None:
     """Every option and every job's trainer config (with its --override) checked before any run starts."""
-    from aihf.lm.bench.bench import method_config
+    from aihf.lm.bench.bench import check_pending, method_config, trainer_values
     from aihf.lm.methods import VARIANTS, build_config
     from aihf.lm.modeling import check_model_source
     from aihf.validation import AT_LEAST_1, POSITIVE, SEED, check_value
@@ -191,11 +209,13 @@ def _check_bench(cfg: Any) -> None:
     ):
         check_value(flag, values, list[int], limits)
     check_value("--kl-scales", cfg.kl_scales, list[float], POSITIVE)
+    check_pending(cfg)
     check_model_source(cfg.base_model, "--base-model")
     if cfg.records is not None and not Path(cfg.records).is_dir():
         raise InputError(f"--records {cfg.records}: not a directory (expected the job records, NAME.json)")
     for job in cfg.jobs():
         trainer, _, values = method_config(job.method, cfg, job.seed, job.get("kl_scale"))
+        values = trainer_values(cfg, job.method, values)
         build_config(trainer, values, f"{job.method} config (with --override)")
 
 
@@ -253,4 +273,14 @@ def _generate(args: argparse.Namespace) -> int:
         check_model_source(args.base_model, "--base-model")
     base, gold = args.base_model or BASE_MODEL_DIR, load_gold_reward(args.gold)
     generate_data(args.out, base, gold, cfg, work_dir=args.work_dir)
+    return 0
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from aihf.lm.bench.variants import build_variants
+    from aihf.validation import SEED, check_value
+
+    summary = build_variants(args.data, args.out, check_value("--seed", args.seed, int, SEED))
+    for name, info in summary.items():
+        print(f"{name}: {'; '.join(info['changed'].values())} ({args.out}/{name})")
     return 0

@@ -41,7 +41,8 @@ from aihf.lm.bench.corpus import load_pretrain_text, load_prompts, make_prompt, 
 from aihf.lm.gold import RewardFn, gold_name
 
 GENERATED_DIR = Path(__file__).resolve().parents[2] / "data" / "lm" / "generated"
-SMOLLM2_DATA_DIR = GENERATED_DIR.parent / "smollm2"  # `--preset smollm2`'s data, shipped
+SMOLLM2_DATA_DIR = GENERATED_DIR.parent / "smollm2"  # `--preset smollm2`'s data (v1), shipped
+SMOLLM2_V2_DATA_DIR = GENERATED_DIR.parent / "smollm2_v2"  # `--preset smollm2-v2`'s (gold v2), shipped
 
 
 @dataclass
@@ -62,6 +63,9 @@ class DataGenConfig:
     seed: int = 0
     # chat models: the user turn around each prompt text ({text}); None keeps the raw text (tiny replica)
     instruction: str | None = None
+    # chat models: the start of the assistant's turn ({text}: the prompt text), which the model then
+    # continues; None starts it empty. "{text}" makes the answer a continuation of the text itself.
+    response_prefix: str | None = None
     use_peft: bool = False  # gold RL trains a LoRA adapter (r, alpha) instead of every weight
     lora_r: int = 16
     lora_alpha: int = 32
@@ -70,6 +74,9 @@ class DataGenConfig:
     # the pool samples the base and the first N gold-RL checkpoints (default: all); fewer keeps the
     # demonstrations below what RL on the gold reaches, so a policy has room to beat them
     pool_checkpoints: int | None = None
+    # gold RL also checkpoints every this many steps (a finer interval to resume from; default
+    # save_every); the pool samples only the checkpoints at multiples of save_every
+    resume_every: int | None = None
 
 
 # `aihf lm generate-data --preset NAME`: the tiny replica's settings, and SmolLM2-135M-Instruct's
@@ -94,10 +101,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_heldout_prefs": 100,
     },
 }
+# v2 (gold `on-task-sentiment`): the same task and settings, the assistant's turn started with the text.
+# Asked to continue a text, SmolLM2 mostly answers with talk about it, which gold v2 pays nothing for
+# (76 % of its samples score 0), so GRPO with 4 completions a prompt had no gradient on most prompts;
+# started with the text, it continues it (data/lm/smollm2_v2/README.md has the measurement). float32:
+# on a CPU without bfloat16 instructions (AVX2 only) bfloat16 matrix products are about 20x slower.
+PRESETS["smollm2-v2"] = PRESETS["smollm2"] | {"response_prefix": "{text}", "bf16": False, "resume_every": 10}
 
 
-def render_prompts(texts: Sequence[str], tokenizer: Any, instruction: str | None) -> list[str]:
-    """Each text as the user turn `instruction` rendered by the chat template; unchanged without one."""
+def render_prompts(
+    texts: Sequence[str], tokenizer: Any, instruction: str | None, response_prefix: str | None = None
+) -> list[str]:
+    """Each text as the user turn `instruction` rendered by the chat template, the assistant's turn
+    started with `response_prefix` (both formatted with the text); unchanged without an instruction."""
     if instruction is None:
         return list(texts)
     if getattr(tokenizer, "chat_template", None) is None:
@@ -108,6 +124,7 @@ def render_prompts(texts: Sequence[str], tokenizer: Any, instruction: str | None
             tokenize=False,
             add_generation_prompt=True,
         )
+        + (response_prefix or "").format(text=t)
         for t in texts
     ]
 
@@ -153,7 +170,8 @@ def gold_rl(
         learning_rate=cfg.learning_rate,
         beta=cfg.kl_beta,
         max_steps=cfg.rl_steps,
-        save_steps=cfg.save_every,
+        save_steps=cfg.resume_every or cfg.save_every,
+        gradient_checkpointing=False,  # a 135M model fits; recomputing activations only costs time
         logging_steps=min(10, cfg.save_every),
         report_to=[],
         use_cpu=True,
@@ -173,10 +191,15 @@ def gold_rl(
     trainer.train(resume_from_checkpoint=bool(saved_checkpoints(Path(out_dir))))
     log = [row for row in trainer.state.log_history if "reward" in row]
     write_json(Path(out_dir) / "gold_rl_log.json", log)
-    checkpoints = saved_checkpoints(Path(out_dir))
+    checkpoints = pool_checkpoints(Path(out_dir), cfg)
     for ckpt in checkpoints:  # so every checkpoint loads on its own
         tokenizer.save_pretrained(ckpt)
     return [Path(base_model), *checkpoints]
+
+
+def pool_checkpoints(work_dir: Path, cfg: DataGenConfig) -> list[Path]:
+    """The checkpoints the pool may sample: those at multiples of `save_every`, in training order."""
+    return [p for p in saved_checkpoints(work_dir) if int(p.name.split("-")[1]) % cfg.save_every == 0]
 
 
 def saved_checkpoints(work_dir: Path) -> list[Path]:
@@ -330,10 +353,18 @@ def quality_table(
     }
 
 
+def table3_ordering(table: dict[str, dict[str, float]]) -> bool:
+    """The paper's Table 3 ordering of mean gold: demonstrations > preferred > non-preferred."""
+    means = [table[k]["mean"] for k in ("demonstrations", "preferred", "non_preferred")]
+    return means[0] > means[1] > means[2]
+
+
 def quality_markdown(table: dict[str, dict[str, float]]) -> str:
     lines = ["| data | gold reward (mean +- std) | n |", "| --- | --- | --- |"]
     for name, s in table.items():
         lines.append(f"| {name.replace('_', '-')} | {s['mean']:.3f} +- {s['std']:.3f} | {s['n']} |")
+    holds = "holds" if table3_ordering(table) else "DOES NOT HOLD"
+    lines += ["", f"Table-3 ordering demonstrations > preferred > non-preferred: {holds}"]
     return "\n".join(lines) + "\n"
 
 
@@ -362,10 +393,10 @@ def generate_data(
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
 
     def prompts(texts: Sequence[str]) -> list[str]:
-        return render_prompts(texts, tokenizer, cfg.instruction)
+        return render_prompts(texts, tokenizer, cfg.instruction, cfg.response_prefix)
 
     start = time.perf_counter()
-    done = saved_checkpoints(work)
+    done = pool_checkpoints(work, cfg)
     if (work / "gold_rl_log.json").is_file() and done:  # a finished gold-RL run is reused
         print(f"reusing the gold-RL checkpoints in {work}", flush=True)
         checkpoints, rl_seconds = [Path(base_model), *done], None
@@ -389,6 +420,7 @@ def generate_data(
     table = quality_table(data["demos"], data["prefs"])
     summary = {
         "quality": table,
+        "table3_ordering": table3_ordering(table),
         "checkpoint_gold_mean": {
             str(checkpoints[i].name): float(np.mean(v)) for i, v in sorted(by_checkpoint.items())
         },
