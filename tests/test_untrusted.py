@@ -867,7 +867,7 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("locked-pretrain", ["lm", "pretrain", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-generate-data", ["lm", "generate-data", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     # --- --out holding a finished run (--overwrite replaces it); a resume keeps its settings and data ---
-    ("finished-lm-dpo", [*DPO[:5], "{t}/run", *DPO[6:]], {**OK_PREFS, "run": _finished("policy/config.json")}, "--out {t}/run: holds a finished run (policy/config.json); pass --overwrite"),
+    ("finished-lm-dpo", [*DPO[:5], "{t}/run", *DPO[6:]], {**OK_PREFS, "run": _finished("policy/config.json")}, "--output_dir {t}/run: holds a finished run (policy/config.json); pass --overwrite"),
     ("finished-lm-sft", [*SFT[:5], "{t}/run", *SFT[6:]], {"d.jsonl": _chat(U, A), "run": _finished("policy/config.json")}, "holds a finished run (policy/config.json)"),
     ("finished-lm-aihf", [*LM[:5], "{t}/run", "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model"], {**OK_PREFS, "run": _finished("policy/config.json", "reward_model/config.json")}, "holds a finished run (policy/config.json)"),
     ("finished-lm-reward", [*LM[:5], "{t}/run", "--trainer", "reward", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "run": _finished("reward_model/config.json")}, "holds a finished run (reward_model/config.json)"),
@@ -909,11 +909,11 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("env-collect-typo", ["control", "collect", "--env", "Pendulm-v1", "--out", "{out}"], {}, "--env Pendulm-v1"),
     ("env-bench-typo", ["control", "bench", "--env", "Pendulm-v1", "--out", "{out}"], {}, "Pendulm-v1"),
     # --- damaged weights: refused from the header alone, before --out exists or any weights load ---
-    ("weights-cut-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-header")}, "--model {t}/m: model.safetensors: not a readable safetensors file (Error while deserializing header: invalid header length)"),
-    ("weights-cut-body", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-body")}, "incomplete metadata, file not fully covered"),
-    ("weights-huge-header", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("huge-header")}, "header too large"),
-    ("weights-empty", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("empty")}, "model.safetensors: not a readable safetensors file"),
-    ("weights-lfs-pointer", [*DPO[:2], "--model", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("text")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-cut-header", [*DPO[:2], "--model_name_or_path", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-header")}, "--model_name_or_path {t}/m: model.safetensors: not a readable safetensors file (Error while deserializing header: invalid header length)"),
+    ("weights-cut-body", [*DPO[:2], "--model_name_or_path", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("cut-body")}, "incomplete metadata, file not fully covered"),
+    ("weights-huge-header", [*DPO[:2], "--model_name_or_path", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("huge-header")}, "header too large"),
+    ("weights-empty", [*DPO[:2], "--model_name_or_path", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("empty")}, "model.safetensors: not a readable safetensors file"),
+    ("weights-lfs-pointer", [*DPO[:2], "--model_name_or_path", "{t}/m", *DPO[4:]], {**OK_PREFS, "m": _damaged_model("text")}, "model.safetensors: not a readable safetensors file"),
     ("weights-reward-model", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{t}/rm"], {**OK_PREFS, "rm": _damaged_model("cut-body", "reward_model")}, "--reward-model {t}/rm: model.safetensors: not a readable"),
     ("weights-eval-policy", ["lm", "eval", "--policy", "{t}/m", "--out", "{out}"], {"m": _damaged_model("huge-header")}, "--policy {t}/m: model.safetensors"),
     ("weights-eval-reference", ["lm", "eval", "--policy", "{tiny}/policy", "--reference", "{t}/m"], {"m": _damaged_model("cut-header")}, "--reference {t}/m: model.safetensors"),
@@ -1174,7 +1174,16 @@ def test_a_damaged_model_marker_is_converted_again(tmp_path, marker):
 
 def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
     (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
-    argv = ["lm", "train", "--trainer", "dpo", "--model", str(tiny / "policy"), "--max-steps", "1"]
+    argv = [
+        "lm",
+        "train",
+        "--trainer",
+        "dpo",
+        "--model_name_or_path",
+        str(tiny / "policy"),
+        "--max-steps",
+        "1",
+    ]
     argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
     (tmp_path / "c.yaml").write_text("batch_size: 2\nreport_to: none\n")
     argv += ["--config", str(tmp_path / "c.yaml")]
@@ -1266,7 +1275,7 @@ def test_available_memory_and_sizes():
             "x 4 bytes of logits per micro-batch",
         ),
         (
-            [*DPO[:4], "--out", "{t}/run", "--trainer", "dpo", "--prefs", "{t}/p.jsonl"],
+            [*DPO[:4], "--output_dir", "{t}/run", "--trainer", "dpo", "--prefs", "{t}/p.jsonl"],
             {**OK_PREFS, "run": _finished("policy/config.json")},
             "holds a finished run",
         ),

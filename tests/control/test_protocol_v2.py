@@ -14,7 +14,7 @@ from aihf.errors import InputError
 
 TINY = (
     "env_id: Pendulum-v1\nsteps_per_iter: 100\nlearning_starts: 100\neval_interval: 100\n"
-    "eval_episodes: 1\nsac_batch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\nrlhf_reward_steps: 20\n"
+    "eval_episodes: 1\nbatch_size: 32\nbc_steps: 20\nreward_updates_per_iter: 2\nrlhf_reward_steps: 20\n"
     "tensorboard: false\n"
 )
 V2 = """config: tiny.yaml

@@ -14,7 +14,7 @@ from aihf.lm.config import DirectAIHFConfig
 from aihf.lm.modeling import load_causal_lm, load_model, model_init_kwargs
 from aihf.lm.train import run_training
 
-FAST = {"batch_size": 3, "learning_rate": 1e-2, "report_to": "none"}
+FAST = {"per_device_train_batch_size": 3, "learning_rate": 1e-2, "report_to": "none"}
 LORA = {"use_peft": True, "lora_r": 4, "lora_alpha": 8}
 
 
@@ -36,9 +36,9 @@ def lora_run(tiny_dir, data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
     config = root / "lora.yaml"
     config.write_text(yaml.safe_dump(FAST | LORA | {"save_merged": True}))
-    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    argv = ["lm", "train", "--trainer", "direct-aihf", "--model_name_or_path", str(tiny_dir / "policy")]
     argv += ["--demos", str(data_dir / "demos.jsonl"), "--prefs", str(data_dir / "prefs.jsonl")]
-    argv += ["--config", str(config), "--max-steps", "2", "--out", str(root / "out")]
+    argv += ["--config", str(config), "--max-steps", "2", "--output_dir", str(root / "out")]
     assert aihf.cli.main(argv) == 0
     return root / "out"
 
@@ -83,7 +83,7 @@ def test_a_bad_loading_or_output_field_is_one_line_exit_2_before_any_work(
         "train",
         "--trainer",
         "dpo",
-        "--model",
+        "--model_name_or_path",
         tiny_dir / "policy",
         "--prefs",
         data_dir / "prefs.jsonl",
@@ -237,7 +237,7 @@ def test_an_adapter_is_a_model_for_train_eval_and_generate(lora_run, tiny_dir, d
         "train",
         "--trainer",
         "sft",
-        "--model",
+        "--model_name_or_path",
         adapter,
         "--demos",
         data_dir / "demos.jsonl",
@@ -374,7 +374,7 @@ def test_rlhfs_policy_adapter_names_its_sft_stage_and_loads_through_the_chain(ti
     """RLHF trains its policy adapter on the SFT stage's policy (itself an adapter): the adapter names
     that stage as its base, and aihf's loader follows the chain to a plain model."""
     out = tmp_path / "rlhf"
-    config = FAST | LORA | {"prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 4}
+    config = FAST | LORA | {"prompt_batch_size": 2, "num_generations": 2, "max_completion_length": 4}
     config |= {"sft_steps": 1, "reward_warmup_steps": 1}
     run_training(
         "rlhf",

@@ -76,7 +76,11 @@ def test_snapshots_keep_the_policy_every_n_steps_loadable_and_the_last_is_the_fi
         "use_cpu": True,
         "snapshot_steps": 2,
     }
-    config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8}  # snapshots merge the adapter, OUT/policy is it
+    config |= {
+        "use_peft": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+    }  # snapshots merge the adapter, OUT/policy is it
     data = {"prefs": str(data_dir / "prefs.jsonl"), "demos": str(data_dir / "demos.jsonl")}
     if trainer == "dpo":
         data.pop("demos")

@@ -38,7 +38,7 @@ def test_direct_aihf_reports_the_implicit_reward_accuracy_the_loss_computes(tiny
     tokenizer = load_tokenizer(str(tiny_dir / "policy"))
     prefs = prepare_text_data(data_dir / "prefs.jsonl", "prefs", tokenizer)
     config = DirectAIHFConfig(
-        output_dir=str(tmp_path / "d"), alpha=0.0, max_steps=4, batch_size=2, **QUIET, **EVAL
+        output_dir=str(tmp_path / "d"), alpha=0.0, max_steps=4, per_device_train_batch_size=2, **QUIET, **EVAL
     )
     trainer = DirectAIHFTrainer(load_causal_lm(str(tiny_dir / "policy")), tokenizer, config, prefs=prefs)
     trainer.add_evaluation(EvalData(prefs=prefs), str(tiny_dir / "policy"))
@@ -63,12 +63,22 @@ def test_evaluation_does_not_change_training(trainer, tiny_dir, data_dir, tmp_pa
         "demos": str(data_dir / "demos.jsonl"),
     }
     if trainer == "aihf":
-        limits = {"max_iterations": 3, "num_samples": 2, "prompt_batch_size": 2, "max_new_tokens": 4}
+        limits = {
+            "max_iterations": 3,
+            "num_generations": 2,
+            "prompt_batch_size": 2,
+            "max_completion_length": 4,
+        }
         args |= {"reward_model": str(tiny_dir / "reward_model"), "prompts": str(data_dir / "prompts.jsonl")}
     elif trainer == "self-play-aihf":  # the implicit reward against the current iterate pi_t
-        limits = {"max_iterations": 2, "steps_per_iteration": 1, "max_new_tokens": 4, "batch_size": 2}
+        limits = {
+            "max_iterations": 2,
+            "steps_per_iteration": 1,
+            "max_completion_length": 4,
+            "per_device_train_batch_size": 2,
+        }
     else:
-        limits = {"max_steps": 3, "batch_size": 2}
+        limits = {"max_steps": 3, "per_device_train_batch_size": 2}
     runs = {}
     for name, extra in (("off", {}), ("on", EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4})):
         eval_args = {"eval_prefs": str(data_dir / "prefs.jsonl")} if extra else {}
@@ -88,13 +98,17 @@ def test_trl_baselines_report_their_evaluation_under_eval(tiny_dir, data_dir, tm
     """DPO: TRL's own held-out rewards/accuracies and our gold evaluation; reward: TRL's accuracy; SFT:
     the gold evaluation on --eval-prompts."""
     common = {"model": str(tiny_dir / "policy"), "prefs": str(data_dir / "prefs.jsonl")}
-    config = QUIET | EVAL | {"max_steps": 2, "batch_size": 2, "eval_gold": "vader", "eval_max_new_tokens": 4}
+    config = (
+        QUIET
+        | EVAL
+        | {"max_steps": 2, "per_device_train_batch_size": 2, "eval_gold": "vader", "eval_max_new_tokens": 4}
+    )
     run_training("dpo", **common, eval_prefs=common["prefs"], out=str(tmp_path / "dpo"), config=config)
     logged = _log(tmp_path / "dpo")
     assert any("eval/rewards/accuracies" in r and r["step"] == 2 for r in logged)
     assert any("eval/gold_reward_mean" in r and r["step"] == 2 for r in logged)
     assert not any(k.startswith("eval_") for r in logged for k in r)
-    reward = QUIET | EVAL | {"max_steps": 2, "batch_size": 2}
+    reward = QUIET | EVAL | {"max_steps": 2, "per_device_train_batch_size": 2}
     common["model"] = str(tiny_dir / "reward_model")
     run_training("reward", **common, eval_prefs=common["prefs"], out=str(tmp_path / "rm"), config=reward)
     assert any("eval/accuracy" in r and r["step"] == 2 for r in _log(tmp_path / "rm"))
@@ -141,7 +155,7 @@ def test_bad_evaluation_inputs_stop_before_training(
 def test_cli_takes_eval_data_beside_the_training_data(tiny_dir, data_dir, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("eval_strategy: steps\nmax_steps: 1\nreport_to: none\nalpha: 0\n")
     out = tmp_path / "out"
-    argv = ["lm", "train", "--trainer", "direct-aihf", "--model", str(tiny_dir / "policy")]
+    argv = ["lm", "train", "--trainer", "direct-aihf", "--model_name_or_path", str(tiny_dir / "policy")]
     argv += [
         "--prefs",
         str(data_dir / "prefs.jsonl"),
@@ -161,7 +175,12 @@ def test_rlhf_evaluates_its_reward_in_the_reward_stage_and_the_gold_in_the_rl_st
     tiny_dir, data_dir, tmp_path
 ):
     config = QUIET | EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4, "max_iterations": 2}
-    config |= {"reward_warmup_steps": 2, "num_samples": 2, "prompt_batch_size": 2, "max_new_tokens": 4}
+    config |= {
+        "reward_warmup_steps": 2,
+        "num_generations": 2,
+        "prompt_batch_size": 2,
+        "max_completion_length": 4,
+    }
     prefs = str(data_dir / "prefs.jsonl")
     out = tmp_path / "rlhf"
     run_training(
@@ -180,7 +199,11 @@ def test_rlhf_evaluates_its_reward_in_the_reward_stage_and_the_gold_in_the_rl_st
 
 def test_lora_runs_measure_kl_against_the_starting_model(tiny_dir, data_dir, tmp_path):
     """With LoRA no frozen copy is kept: the reference is the starting model, loaded for evaluation."""
-    config = QUIET | EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4, "max_steps": 2, "batch_size": 2}
+    config = (
+        QUIET
+        | EVAL
+        | {"eval_gold": "vader", "eval_max_new_tokens": 4, "max_steps": 2, "per_device_train_batch_size": 2}
+    )
     config |= {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "alpha": 0.0, "learning_rate": 0.1}
     prefs = str(data_dir / "prefs.jsonl")
     out = tmp_path / "lora"
@@ -210,7 +233,7 @@ def test_held_out_data_without_eval_strategy_is_named_in_a_warning(tiny_dir, dat
 def test_trl_evaluation_does_not_change_training(tiny_dir, data_dir, tmp_path):
     """DPO through TRL trains the same weights with its held-out evaluation and our gold callback on."""
     prefs = str(data_dir / "prefs.jsonl")
-    config = QUIET | {"max_steps": 3, "batch_size": 2}
+    config = QUIET | {"max_steps": 3, "per_device_train_batch_size": 2}
     gold = EVAL | {"eval_gold": "vader", "eval_max_new_tokens": 4}
     run_training("dpo", str(tiny_dir / "policy"), str(tmp_path / "off"), prefs=prefs, config=config)
     run_training(

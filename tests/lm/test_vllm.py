@@ -19,7 +19,13 @@ from aihf.lm.train import run_training
 trl_vllm = pytest.importorskip("trl.generation.vllm_generation")
 import_utils = pytest.importorskip("trl.import_utils")
 
-RL = {"batch_size": 3, "prompt_batch_size": 2, "num_samples": 2, "max_new_tokens": 5, "report_to": "none"}
+RL = {
+    "per_device_train_batch_size": 3,
+    "prompt_batch_size": 2,
+    "num_generations": 2,
+    "max_completion_length": 5,
+    "report_to": "none",
+}
 
 
 class FakeLLM:
@@ -171,7 +177,12 @@ def test_self_play_samples_its_opponent_through_a_vllm_server(fake_vllm, tiny_di
     out = tmp_path / "out"
     server = {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": "10.0.0.7"}
     server |= {"vllm_server_port": 8123, "vllm_group_port": 51300, "vllm_server_timeout": 30.0}
-    config = {"batch_size": 2, "steps_per_iteration": 1, "max_new_tokens": 5, "report_to": "none"}
+    config = {
+        "per_device_train_batch_size": 2,
+        "steps_per_iteration": 1,
+        "max_completion_length": 5,
+        "report_to": "none",
+    }
     run_training(
         "spin",
         str(tiny_dir / "policy"),
@@ -239,9 +250,11 @@ def test_a_tensor_parallel_size_that_does_not_divide_the_processes_is_refused(fa
 
     config = AIHFConfig(use_vllm=True, vllm_tensor_parallel_size=2)
     with pytest.raises(InputError, match=r"'vllm_tensor_parallel_size' = 2: must divide .* \(3\)"):
-        VLLMSampler(None, SimpleNamespace(num_processes=3), None, config, max_new_tokens=5)
+        VLLMSampler(None, SimpleNamespace(num_processes=3), None, config, max_completion_length=5)
     server = AIHFConfig(use_vllm=True, vllm_mode="server", vllm_tensor_parallel_size=2)
-    VLLMSampler(None, SimpleNamespace(num_processes=3), None, server, max_new_tokens=5)  # the server's own
+    VLLMSampler(
+        None, SimpleNamespace(num_processes=3), None, server, max_completion_length=5
+    )  # the server's own
     assert FakeLLM.made == [] and FakeClient.made == []  # engines start on first use
 
 

@@ -84,7 +84,7 @@ class AIHFControlConfig:
     bc_batch_size: int = 256
     rlhf_reward_steps: int = 2000
     ipl_chi2_coef: float = 0.5  # IPL's regulariser: 1 / (4 c) * mean implicit reward^2 (the authors' 0.5)
-    ipl_pref_batch_size: int = 8  # preference pairs per IPL critic update (beside sac_batch_size replay rows)
+    ipl_pref_batch_size: int = 8  # preference pairs per IPL critic update (beside batch_size replay rows)
     # evaluation and logging
     eval_interval: int = 0  # environment steps between evaluations; 0 means every iteration
     eval_episodes: int = 5  # evaluation episodes

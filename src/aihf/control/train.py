@@ -452,25 +452,26 @@ class Trainer:
 def check_run_memory(cfg: AIHFControlConfig) -> None:
     """Refuse, before SAC allocates, a replay buffer or a batch that cannot fit (`safety.check_memory`).
 
-    Rough lower bounds in float32: the buffer holds every step (total_steps x (2 obs + action + 3)
+    Rough lower bounds in float32: the buffer holds every step (n_timesteps x (2 obs + action + 3)
     numbers: observation, next observation, action, reward, done, timeout); a batch holds its rows and
     the activations of the actor and both critics, forward and backward (rows x (2 obs + action + 3 +
-    6 x the SAC layer widths)), rows the largest of sac_batch_size, reward_batch_size and bc_batch_size.
+    6 x the SAC layer widths)), rows the largest of batch_size, reward_batch_size and bc_batch_size.
     """
     obs_dim, act_dim = env_dims(cfg.env_id)
     row = 2 * obs_dim + act_dim + 3
     check_memory(
-        cfg.total_steps * row * 4,
-        f"total_steps {cfg.total_steps} x {row} numbers x 4 bytes of SAC replay buffer ({cfg.env_id})",
-        "lower total_steps",  # stable-baselines3 keeps the buffer in numpy, on the CPU
+        cfg.n_timesteps * row * 4,
+        f"n_timesteps {cfg.n_timesteps} x {row} numbers x 4 bytes of SAC replay buffer ({cfg.env_id})",
+        "lower n_timesteps",  # stable-baselines3 keeps the buffer in numpy, on the CPU
     )
-    sizes = {k: getattr(cfg, k) for k in ("sac_batch_size", "reward_batch_size", "bc_batch_size")}
+    sizes = {k: getattr(cfg, k) for k in ("batch_size", "reward_batch_size", "bc_batch_size")}
     name, rows = max(sizes.items(), key=lambda item: item[1])
-    per_row = row + 6 * sum(cfg.sac_hidden)
+    arch = cfg.policy_kwargs["net_arch"]
+    widths = [w for part in arch.values() for w in part] if isinstance(arch, dict) else list(arch)
+    per_row = row + 6 * sum(widths)
     check_memory(
         rows * per_row * 4,
-        f"{name} {rows} x {per_row} numbers x 4 bytes per batch ({cfg.env_id}, sac_hidden "
-        f"{list(cfg.sac_hidden)})",
+        f"{name} {rows} x {per_row} numbers x 4 bytes per batch ({cfg.env_id}, net_arch {arch})",
         f"lower {name}",
         cfg.device.startswith("cuda") and torch.cuda.is_available(),
     )

@@ -135,7 +135,10 @@ class AIHFTrainer(LoopTrainer):
     @torch.no_grad()
     def pair_rewards(self, rows: Sequence[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The current reward (learned, or RLHF's frozen one) on held-out pairs, `batch_size` texts a call."""
-        reward, size = self.current_reward(), self.config.reward_batch_size or self.config.batch_size
+        reward, size = (
+            self.current_reward(),
+            self.config.reward_batch_size or self.config.per_device_train_batch_size,
+        )
         scores: dict[str, list[float]] = {"chosen": [], "rejected": []}
         for i in range(0, len(rows), size):
             part = rows[i : i + size]

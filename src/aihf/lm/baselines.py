@@ -129,7 +129,7 @@ def trl_args(config: LMConfig, config_cls: Any, evaluates: bool = False, **extra
         extra |= {
             "eval_strategy": "steps",
             "eval_steps": every,
-            "per_device_eval_batch_size": config.batch_size,
+            "per_device_eval_batch_size": config.per_device_train_batch_size,
         }
     return config_cls(
         output_dir=str(out / "checkpoints"),

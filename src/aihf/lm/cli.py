@@ -136,8 +136,8 @@ RUN_HELP = {
     "demos": "demonstrations: prompt/completion or messages (JSONL, Parquet, dir, Hub)",
     "prefs": "preferences: prompt/chosen/rejected (JSONL, Parquet, dir, Hub)",
     "prompts": "prompts for the policy step: prompt (JSONL, Parquet, dir, Hub)",
-    "eval_prefs": "held-out preferences: the reward's accuracy every eval_steps (with eval_strategy: steps)",
-    "eval_prompts": "held-out prompts for eval_gold's samples every eval_steps (default: eval_prefs' prompts)",
+    "eval_prefs": "held-out preferences: the reward's accuracy every eval_steps (eval_strategy: steps)",
+    "eval_prompts": "held-out prompts for eval_gold's samples every eval_steps (default: eval_prefs')",
 }
 
 

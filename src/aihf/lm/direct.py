@@ -88,8 +88,8 @@ class _OfflineTrainer(LoopTrainer):
         average = getattr(c, "loss_type", "sigmoid") == "ipo"
         policy = self.accelerator.unwrap_model(self.policy)
         chosen, rejected = [], []
-        for i in range(0, len(rows), c.batch_size):
-            part = rows[i : i + c.batch_size]
+        for i in range(0, len(rows), c.per_device_train_batch_size):
+            part = rows[i : i + c.per_device_train_batch_size]
             batch = self.batch(
                 [(r["prompt"], r["chosen"]) for r in part] + [(r["prompt"], r["rejected"]) for r in part]
             )
@@ -254,7 +254,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
                 acc,
                 tokenizer,
                 config,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=config.max_completion_length,
                 temperature=config.temperature,
                 max_prompt_length=config.max_prompt_length,
                 max_num_seqs=config.generation_batch_size * config.vllm_tensor_parallel_size,

@@ -73,12 +73,14 @@ class PolicyStep:
                 accelerator,
                 tokenizer,
                 config,
-                max_new_tokens=config.max_new_tokens,
+                max_new_tokens=config.max_completion_length,
                 temperature=config.temperature,
                 top_k=config.top_k,
                 top_p=config.top_p,
                 max_prompt_length=max_prompt_length,
-                max_num_seqs=config.prompt_batch_size * config.num_samples * config.vllm_tensor_parallel_size,
+                max_num_seqs=config.prompt_batch_size
+                * config.num_generations
+                * config.vllm_tensor_parallel_size,
             )
 
     def sample(self, prompts: Sequence[str], num_samples: int, batch_size: int | None = None) -> Samples:

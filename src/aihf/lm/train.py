@@ -207,21 +207,27 @@ def check_batch_memory(cfg: Any, model: str, where: str) -> None:
     """Refuse, before anything loads, a batch that cannot fit in memory (`safety.check_memory`).
 
     Two rough lower bounds: the float32 logits of one micro-batch of full-length sequences
-    (rows x max_length x vocab_size x 4 bytes, rows the largest of batch_size, reward_batch_size and
-    prompt_batch_size x num_samples; the model, its activations and the optimiser come on top), and the
-    row indices drawn for one optimiser step (batch_size x gradient_accumulation_steps x 36 bytes).
+    (rows x max_length x vocab_size x 4 bytes, rows the largest of per_device_train_batch_size,
+    reward_batch_size and prompt_batch_size x num_generations; the model, its activations and the
+    optimiser come on top), and the row indices drawn for one optimiser step
+    (per_device_train_batch_size x gradient_accumulation_steps x 36 bytes).
     """
     import torch
 
     from aihf.safety import check_memory
 
     cuda = torch.cuda.is_available()
-    batch = cfg.batch_size
-    accumulation = f"batch_size {batch} x gradient_accumulation_steps {cfg.gradient_accumulation_steps}"
+    batch = cfg.per_device_train_batch_size
+    accumulation = (
+        f"per_device_train_batch_size {batch} x gradient_accumulation_steps {cfg.gradient_accumulation_steps}"
+    )
     vocab = _vocab_size(model)
-    sizes = {"batch_size": batch, "reward_batch_size": getattr(cfg, "reward_batch_size", None) or batch}
+    sizes = {
+        "per_device_train_batch_size": batch,
+        "reward_batch_size": getattr(cfg, "reward_batch_size", None) or batch,
+    }
     if hasattr(cfg, "prompt_batch_size"):
-        sizes["prompt_batch_size x num_samples"] = cfg.prompt_batch_size * cfg.num_samples
+        sizes["prompt_batch_size x num_generations"] = cfg.prompt_batch_size * cfg.num_generations
     name, rows = max(sizes.items(), key=lambda item: item[1])
     if vocab is not None:
         check_memory(
@@ -234,7 +240,7 @@ def check_batch_memory(cfg: Any, model: str, where: str) -> None:
     check_memory(
         batch * cfg.gradient_accumulation_steps * ROW_INDEX_BYTES,
         f"{where}: {accumulation} rows drawn per optimiser step x {ROW_INDEX_BYTES} bytes",
-        "lower gradient_accumulation_steps or batch_size",
+        "lower gradient_accumulation_steps or per_device_train_batch_size",
     )
 
 
