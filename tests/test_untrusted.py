@@ -854,16 +854,15 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("out-is-eval-policy", ["lm", "eval", "--policy", "{t}/m", "--out", "{t}/m"], {"m": _link("{tiny}/policy")}, "--out {t}/m: is a directory, expected a file"),
     ("out-holds-bench-base", ["lm", "bench", "--out", "{t}", "--quick", "--base-model", "{t}/b"], {"b": _link("{tiny}/policy")}, "--out {t}: holds the input --base-model"),
     # --- one run per --out ---
+    # (the benchmark queues take no --out lock: their store claims each job, so workers share --out)
     ("locked-choice", ["choice", "example1", "--out", "{out}"], {"out": _locked}, "--out {t}/out: in use by another run (pid "),
     ("locked-choice-sweep", ["choice", "sweep", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-control", CTRAIN, {"out": _locked}, "--out {t}/out: in use by another run"),
     ("locked-collect", ["control", "collect", "--out", "{out}"], {"out": _locked}, "in use by another run"),
-    ("locked-control-bench", ["control", "bench", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-lm", DPO, {**OK_PREFS, "out": _locked}, "--out {t}/out: in use by another run"),
     ("locked-tiny", ["lm", "tiny-model", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-eval", [*EVAL[:4], "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-quickstart", ["quickstart", "--out", "{out}"], {"out": _locked}, "in use by another run"),
-    ("locked-lm-bench", ["lm", "bench", "--out", "{out}", "--quick"], {"out": _locked}, "in use by another run"),
     ("locked-pretrain", ["lm", "pretrain", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     ("locked-generate-data", ["lm", "generate-data", "--out", "{out}"], {"out": _locked}, "in use by another run"),
     # --- --out holding a finished run (--overwrite replaces it); a resume keeps its settings and data ---
@@ -879,25 +878,25 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("resume-control-other-seed", [*RESUME, "--seed", "7"], {"run": _control_run(seed=0)}, "(seed: 0 -> 7)"),
     ("resume-control-other-env", [*RESUME, "--env", "MountainCarContinuous-v0"], {"run": _control_run()}, "env_id: 'Pendulum-v1' -> 'MountainCarContinuous-v0'"),
     ("resume-control-two-fields", [*RESUME, "--alpha", "5", "--reward-lr", "0.5"], {"run": _control_run()}, "alpha: 1.0 -> 5.0; reward_lr:"),
-    ("resume-control-config", [*RESUME, "--config", "{t}/c.yaml"], {"run": _control_run(), "c.yaml": "total_steps: 123456\n"}, "(total_steps: "),
+    ("resume-control-config", [*RESUME, "--config", "{t}/c.yaml"], {"run": _control_run(), "c.yaml": "n_timesteps: 123456\n"}, "(n_timesteps: "),
     ("resume-control-bad-flag", [*RESUME, "--alpha", "nan"], {"run": _control_run()}, "field 'alpha' = nan"),
     ("resume-control-demos", [*RESUME, "--demos", "{t}/d.npz"], {"run": _control_run()}, "--resume {t}/run: --demos cannot be combined with a resume"),
     ("resume-control-prefs", [*RESUME, "--prefs", "{t}/p.npz"], {"run": _control_run()}, "--prefs cannot be combined with a resume"),
     ("resume-control-overwrite", [*RESUME, "--overwrite"], {"run": _control_run()}, "--overwrite cannot be combined with a resume"),
     ("resume-control-other-out", [*RESUME, "--out", "{t}/elsewhere"], {"run": _control_run()}, "--out cannot be combined with a resume"),
     # --- resource bounds: a batch, accumulation or buffer that cannot fit is refused before work ---
-    ("memory-lm-batch", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"}, "c.yaml: batch_size 1000000000 x max_length 512 x vocab"),
-    ("memory-lm-batch-sft", [*SFT, "--config", "{t}/c.yaml"], {"d.jsonl": _chat(U, A), "c.yaml": "batch_size: 1000000000\n"}, "x 4 bytes of logits per micro-batch = "),
-    ("memory-lm-max-length", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "batch_size: 100000\nmax_length: 100000\n"}, "batch_size 100000 x max_length 100000"),
+    ("memory-lm-batch", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "per_device_train_batch_size: 1000000000\n"}, "c.yaml: per_device_train_batch_size 1000000000 x max_length 512 x vocab"),
+    ("memory-lm-batch-sft", [*SFT, "--config", "{t}/c.yaml"], {"d.jsonl": _chat(U, A), "c.yaml": "per_device_train_batch_size: 1000000000\n"}, "x 4 bytes of logits per micro-batch = "),
+    ("memory-lm-max-length", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "per_device_train_batch_size: 100000\nmax_length: 100000\n"}, "per_device_train_batch_size 100000 x max_length 100000"),
     ("memory-lm-accumulation", [*DPO, "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "batch_size 8 x gradient_accumulation_steps 1000000000 rows drawn per optimiser step"),
     ("memory-lm-accumulation-direct", [*LM, "--trainer", "direct-aihf", "--prefs", "{t}/p.jsonl", "--demos", "{t}/d.jsonl", "--config", "{t}/c.yaml"], {**OK_PREFS, "d.jsonl": _chat(U, A), "c.yaml": "gradient_accumulation_steps: 1000000000\n"}, "gradient_accumulation_steps 1000000000"),
-    ("memory-lm-prompt-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "prompt_batch_size: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000 x max_length"),
-    ("memory-lm-num-samples", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "num_samples: 1000000000\n"}, "prompt_batch_size x num_samples 4000000000"),
+    ("memory-lm-prompt-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "prompt_batch_size: 1000000000\n"}, "prompt_batch_size x num_generations 4000000000 x max_length"),
+    ("memory-lm-num-samples", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "num_generations: 1000000000\n"}, "prompt_batch_size x num_generations 4000000000"),
     ("memory-lm-reward-batch", [*LM, "--trainer", "aihf", "--prefs", "{t}/p.jsonl", "--reward-model", "{tiny}/reward_model", "--config", "{t}/c.yaml"], {**OK_PREFS, "c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x max_length"),
-    ("memory-control-sac-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_batch_size: 1000000000\n"}, "sac_batch_size 1000000000 x 778 numbers x 4 bytes per batch (Pendulum-v1"),
+    ("memory-control-sac-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "batch_size: 1000000000\n"}, "batch_size 1000000000 x 778 numbers x 4 bytes per batch (Pendulum-v1"),
     ("memory-control-reward-batch", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "reward_batch_size: 1000000000\n"}, "reward_batch_size 1000000000 x"),
     ("memory-control-bc-batch", [*CTRAIN, "--algo", "bc", "--config", "{t}/c.yaml"], {"c.yaml": "bc_batch_size: 1000000000\n"}, "bc_batch_size 1000000000 x"),
-    ("memory-control-wide-net", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "sac_hidden: [1000000000, 1000000000]\n"}, "sac_hidden [1000000000, 1000000000]"),
+    ("memory-control-wide-net", [*CTRAIN, "--config", "{t}/c.yaml"], {"c.yaml": "policy_kwargs: {net_arch: [1000000000, 1000000000]}\n"}, "net_arch [1000000000, 1000000000]"),
     # --- --env: an unknown id is refused before gymnasium imports anything; MODULE:ID imports MODULE ---
     ("env-typo", ["control", "train", "--env", "Pendulm-v1", "--no-progress", "--out", "{out}"], {}, "--env Pendulm-v1: not a registered gymnasium environment (did you mean Pendulum-v1"),
     ("env-path", ["control", "train", "--env", "../../etc/passwd", "--no-progress", "--out", "{out}"], {}, "'../../etc/passwd' is not a gymnasium id"),
@@ -1185,7 +1184,7 @@ def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
         "1",
     ]
     argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
-    (tmp_path / "c.yaml").write_text("batch_size: 2\nreport_to: none\n")
+    (tmp_path / "c.yaml").write_text("per_device_train_batch_size: 2\nreport_to: none\n")
     argv += ["--config", str(tmp_path / "c.yaml")]
     assert main(argv) == 0
     assert main(argv) == 2
@@ -1241,9 +1240,9 @@ def test_a_replay_buffer_larger_than_memory_is_refused_before_sac_allocates(monk
     from aihf.control.train import check_run_memory
 
     monkeypatch.setattr(aihf.safety, "available_memory", lambda cuda=False: (10**8, "memory available"))
-    with pytest.raises(InputError, match=r"total_steps 10000000 x 10 numbers x 4 bytes of SAC replay buffer"):
-        check_run_memory(AIHFControlConfig(total_steps=10**7))  # Pendulum: 3 + 3 + 1 + 3 numbers a step
-    check_run_memory(AIHFControlConfig(total_steps=10**5))  # 4 MB
+    with pytest.raises(InputError, match=r"n_timesteps 10000000 x 10 numbers x 4 bytes of SAC replay buffer"):
+        check_run_memory(AIHFControlConfig(n_timesteps=10**7))  # Pendulum: 3 + 3 + 1 + 3 numbers a step
+    check_run_memory(AIHFControlConfig(n_timesteps=10**5))  # 4 MB
 
 
 def test_available_memory_and_sizes():
@@ -1271,7 +1270,7 @@ def test_available_memory_and_sizes():
     [
         (
             [*DPO[:6], "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"],
-            {**OK_PREFS, "c.yaml": "batch_size: 1000000000\n"},
+            {**OK_PREFS, "c.yaml": "per_device_train_batch_size: 1000000000\n"},
             "x 4 bytes of logits per micro-batch",
         ),
         (
@@ -1288,8 +1287,8 @@ def test_available_memory_and_sizes():
         ([*EVAL[:4], "--n-prompts", "2"], {}, "policy and reference tokenizers differ"),
         (
             ["control", "train", "--config", "{t}/c.yaml", "--out", "{out}", "--no-progress"],
-            {"c.yaml": "sac_batch_size: 1000000000\n"},
-            "sac_batch_size 1000000000",
+            {"c.yaml": "batch_size: 1000000000\n"},
+            "batch_size 1000000000",
         ),
         (["control", "train", "--env", "Pendulm-v1", "--out", "{out}"], {}, "did you mean Pendulum-v1"),
     ],
@@ -1308,7 +1307,8 @@ def test_a_real_process_prints_exactly_the_error_line(argv, files, expected, tin
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "aihf", *argv], capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("aihf: error: "), proc.stderr
+    prefix = f"aihf {argv[0]} {argv[1]}: error: "  # the subcommand's path, e.g. `aihf lm train: error: `
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(prefix), proc.stderr
     assert expected in proc.stderr and not out.exists()
 
 

@@ -44,7 +44,7 @@ def test_old_names_are_read_with_one_deprecation_line_each_and_both_names_is_an_
     assert aihf.cli.main(["lm", "train", *argv, *both]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "aihf: error: arguments: --max_new_tokens and --max_completion_length are one setting "
+        "aihf lm train: error: arguments: --max_new_tokens and --max_completion_length are one setting "
         "(--max_new_tokens is its old name); give --max_completion_length only"
     )
     (tmp_path / "both.yaml").write_text("trainer: dpo\nbatch_size: 3\nper_device_train_batch_size: 4\n")

@@ -48,16 +48,16 @@ class VLLMConfig:
     vllm_max_model_length: int | None = None  # colocate: context length (prompt + completion); None: model's
     vllm_tensor_parallel_size: int = 1  # colocate: GPUs per engine (must divide the number of processes)
 
-    def check_vllm(self, max_prompt_length: int, max_new_tokens: int) -> None:
+    def check_vllm(self, max_prompt_length: int, max_completion_length: int) -> None:
         """What the field ranges cannot say: the URL's scheme and a context long enough to sample in."""
         url = self.vllm_server_base_url
         if url is not None and not url.startswith(("http://", "https://")):
             raise InputError(f"field 'vllm_server_base_url' = {url!r}: expected an http:// or https:// URL")
-        need = max_prompt_length + max_new_tokens
+        need = max_prompt_length + max_completion_length
         if self.vllm_max_model_length is not None and self.vllm_max_model_length < need:
             raise InputError(
                 f"field 'vllm_max_model_length' = {self.vllm_max_model_length}: expected at least "
-                f"max_prompt_length + max_new_tokens = {need}"
+                f"max_prompt_length + max_completion_length = {need}"
             )
 
 
@@ -131,7 +131,7 @@ class LMConfig:
         if unknown:
             raise InputError(f"field 'report_to' = {unknown}: expected some of {sorted(TRACKERS)}")
         if isinstance(self, VLLMConfig):
-            self.check_vllm(self.max_prompt_length, self.max_new_tokens)
+            self.check_vllm(self.max_prompt_length, self.max_completion_length)
         if self.push_to_hub and not self.hub_model_id:
             raise InputError(
                 "field 'push_to_hub' = True needs field 'hub_model_id' (the Hub repository, user/name)"
