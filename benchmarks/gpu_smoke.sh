@@ -61,13 +61,13 @@ fi
 # Small settings: every trainer's, then its family's (a config file may hold only its trainer's fields).
 # Lengths fit the tiny model's 128 positions too (SmolLM2's prompts keep their end, next to the answer).
 cell_config() {  # TRAINER SETUP
-    printf 'batch_size: 2\nmax_length: 112\nmax_prompt_length: 80\nbf16: %s\nreport_to: none\n' "$BF16"
+    printf 'per_device_train_batch_size: 2\nmax_length: 112\nmax_prompt_length: 80\nbf16: %s\nreport_to: none\n' "$BF16"
     case "$1" in
         aihf | rlhf)
-            printf 'prompt_batch_size: 2\nnum_samples: 2\nmax_new_tokens: 16\ngeneration_batch_size: 8\n'
+            printf 'prompt_batch_size: 2\nnum_generations: 2\nmax_completion_length: 16\ngeneration_batch_size: 8\n'
             printf 'sft_steps: 2\nreward_warmup_steps: 2\n'
             ;;
-        self-play-aihf | spin) printf 'max_new_tokens: 16\ngeneration_batch_size: 8\nsteps_per_iteration: 1\n' ;;
+        self-play-aihf | spin) printf 'max_completion_length: 16\ngeneration_batch_size: 8\nsteps_per_iteration: 1\n' ;;
     esac
     if [[ $2 == vllm ]]; then
         printf 'use_vllm: true\nvllm_mode: colocate\nvllm_gpu_memory_utilization: 0.3\n'
@@ -114,8 +114,8 @@ for setup in $SETUPS; do
         timeout --kill-after=30 "$CELL_TIMEOUT" python -m accelerate.commands.launch \
             --config_file "$config_file" --num_processes "$NPROC" --num_machines 1 \
             --mixed_precision "$PRECISION" --main_process_port "$PORT" \
-            -m aihf lm train --trainer "$trainer" --model "$MODEL" "${data[@]}" \
-            --config "$cell/config.yaml" "${length[@]}" --out "$cell/out" >"$cell/log.txt" 2>&1
+            -m aihf lm train --trainer "$trainer" --model_name_or_path "$MODEL" "${data[@]}" \
+            --config "$cell/config.yaml" "${length[@]}" --output_dir "$cell/out" >"$cell/log.txt" 2>&1
         code=$?
         wall=$(($(date +%s) - start))
         logged=0

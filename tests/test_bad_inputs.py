@@ -166,7 +166,7 @@ CONTROL: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("algo", [*TRAIN, "--algo", "ppo"], {}, "field 'algo' = 'ppo'"),
     ("env-unknown", [*TRAIN, "--env", "NoSuchEnv-v9"], {}, "--env NoSuchEnv-v9: not a registered"),
     ("env-discrete", [*TRAIN, "--env", "CartPole-v1", "--algo", "sac-true"], {}, "Box action space"),
-    ("yaml-type", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "per_device_train_batch_size: two\n"}, "c.yaml: field 'per_device_train_batch_size' = 'two'"),
+    ("yaml-type", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "batch_size: two\n"}, "c.yaml: field 'batch_size' = 'two'"),
     ("yaml-text-lr", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "reward_lr: fast\n"}, "c.yaml: field 'reward_lr'"),
     ("yaml-hidden", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "policy_kwargs: {net_arch: [64, 0]}\n"}, "c.yaml: field 'policy_kwargs'"),
     ("yaml-gamma", [*TRAIN, "--config", BAD_YAML], {"c.yaml": "gamma: 1.5\n"}, "c.yaml: field 'gamma' = 1.5"),

@@ -879,7 +879,7 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("resume-control-other-env", [*RESUME, "--env", "MountainCarContinuous-v0"], {"run": _control_run()}, "env_id: 'Pendulum-v1' -> 'MountainCarContinuous-v0'"),
     ("resume-control-two-fields", [*RESUME, "--alpha", "5", "--reward-lr", "0.5"], {"run": _control_run()}, "alpha: 1.0 -> 5.0; reward_lr:"),
     ("resume-control-config", [*RESUME, "--config", "{t}/c.yaml"], {"run": _control_run(), "c.yaml": "n_timesteps: 123456\n"}, "(n_timesteps: "),
-    ("resume-control-bad-flag", [*RESUME, "--alpha", "nan"], {"run": _control_run()}, "field 'alpha' = nan"),
+    ("resume-control-bad-flag", [*RESUME, "--alpha", "nan"], {"run": _control_run()}, "field 'alpha' = 'nan'"),
     ("resume-control-demos", [*RESUME, "--demos", "{t}/d.npz"], {"run": _control_run()}, "--resume {t}/run: --demos cannot be combined with a resume"),
     ("resume-control-prefs", [*RESUME, "--prefs", "{t}/p.npz"], {"run": _control_run()}, "--prefs cannot be combined with a resume"),
     ("resume-control-overwrite", [*RESUME, "--overwrite"], {"run": _control_run()}, "--overwrite cannot be combined with a resume"),

@@ -112,7 +112,7 @@ def test_trajectory_form_trains_end_to_end(tiny_data, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--demo-term", "sum"], "field 'demo_term' = 'sum'"),
+        (["--demo-term", "sum"], "--demo_term = 'sum'"),
         (["--demo-term", "trajectory", "--demo-form", "logistic"], "needs demo_form 'linear'"),
         (
             ["--demo-term", "trajectory", "--demos", "{cut}"],

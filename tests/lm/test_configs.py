@@ -24,4 +24,4 @@ def test_paper_configs_build(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
 def test_accelerate_configs_parse(path):
     values = load_yaml(path)
-    assert values["distributed_type"] in {"MULTI_GPU", "DEEPSPEED"}
+    assert values["distributed_type"] in {"MULTI_GPU", "DEEPSPEED", "FSDP"}

@@ -80,4 +80,6 @@ def test_every_job_of_the_smollm2_protocol_finds_its_committed_record_written_un
     assert {"batch_size", "num_samples", "max_new_tokens", "cpu"} <= set(old)  # the committed form
     assert "per_device_train_batch_size" in jobs[0].spec["config"]
     store = _store(Path("/nonexistent-out"), cfg)
-    assert len(jobs) == 47 and all(store.finished(job) is not None for job in jobs)
+    # aihf-warm's v1 record ran 1 reward step per iteration, the confound v2 removed: it alone reruns
+    found = [(job.method, store.finished(job) is not None) for job in jobs]
+    assert len(jobs) == 47 and all(done == (method != "aihf-warm") for method, done in found)

@@ -84,7 +84,7 @@ def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
     ):
         return
     finals = tuple(f"{output}/config.json" for output in METHODS[trainer].outputs if "/" not in output)
-    refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals)
+    refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals, option=args.out_option)
 
 
 def _train(args: argparse.Namespace) -> int:

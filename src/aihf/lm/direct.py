@@ -254,7 +254,7 @@ class SelfPlayAIHFTrainer(_OfflineTrainer):
                 acc,
                 tokenizer,
                 config,
-                max_new_tokens=config.max_completion_length,
+                max_completion_length=config.max_completion_length,
                 temperature=config.temperature,
                 max_prompt_length=config.max_prompt_length,
                 max_num_seqs=config.generation_batch_size * config.vllm_tensor_parallel_size,

@@ -73,7 +73,7 @@ class PolicyStep:
                 accelerator,
                 tokenizer,
                 config,
-                max_new_tokens=config.max_completion_length,
+                max_completion_length=config.max_completion_length,
                 temperature=config.temperature,
                 top_k=config.top_k,
                 top_p=config.top_p,

@@ -63,7 +63,7 @@ class VLLMSampler:
         tokenizer: Any,
         config: VLLMConfig,
         *,
-        max_new_tokens: int,
+        max_completion_length: int,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
@@ -81,7 +81,7 @@ class VLLMSampler:
             "temperature": temperature,
             "top_k": top_k,
             "top_p": top_p,
-            "max_completion_length": max_new_tokens,
+            "max_completion_length": max_completion_length,
         }
         self.max_prompt_length = max_prompt_length
         self.max_num_seqs = max_num_seqs
