@@ -874,6 +874,11 @@ TABLE: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("finished-lm-relative-spelling", [*DPO[:5], "{t}/x/../run", *DPO[6:]], {**OK_PREFS, "x": _dir, "run": _finished("policy/config.json")}, "holds a finished run"),
     ("finished-control", [*CTRAIN[:-1], "{t}/run"], {"run": _finished("results.json")}, "--out {t}/run: holds a finished run (results.json); pass --overwrite"),
     ("finished-control-config", ["control", "train", "--config", "{t}/c.yaml", "--out", "{t}/run"], {"c.yaml": "alpha: 1.0\n", "run": _finished("results.json")}, "holds a finished run (results.json)"),
+    # --- --out holding an interrupted run: a fresh run would delete or mix with its checkpoints ---
+    ("unfinished-lm-dpo", [*DPO[:5], "{t}/run", *DPO[6:]], {**OK_PREFS, "run": _finished("checkpoints/checkpoint-2/manifest.json")}, "--output_dir {t}/run: holds an unfinished run (checkpoints/checkpoint-2); continue it with --resume_from_checkpoint true, or pass --overwrite"),
+    ("unfinished-lm-rlhf-stage", [*LM[:5], "{t}/run", "--trainer", "rlhf", "--demos", "{t}/d.jsonl", "--prefs", "{t}/p.jsonl"], {**OK_PREFS, "d.jsonl": _jsonl('{"prompt": "a", "completion": " b"}'), "run": _finished("sft/checkpoints/checkpoint-3/manifest.json")}, "holds an unfinished run (sft/checkpoints/checkpoint-3)"),
+    ("unfinished-control", [*CTRAIN[:-1], "{t}/run"], {"run": _finished("checkpoint/state.json")}, "--out {t}/run: holds an unfinished run (checkpoint); continue it with --resume {t}/run, or pass --overwrite"),
+    ("unfinished-control-cut-save", [*CTRAIN[:-1], "{t}/run"], {"run": _finished(".checkpoint.old/state.json")}, "holds an unfinished run (.checkpoint.old)"),
     ("resume-control-other-alpha", [*RESUME, "--alpha", "5"], {"run": _control_run()}, "--resume {t}/run: the checkpoint was trained with other settings (alpha: 1.0 -> 5.0)"),
     ("resume-control-other-seed", [*RESUME, "--seed", "7"], {"run": _control_run(seed=0)}, "(seed: 0 -> 7)"),
     ("resume-control-other-env", [*RESUME, "--env", "MountainCarContinuous-v0"], {"run": _control_run()}, "env_id: 'Pendulum-v1' -> 'MountainCarContinuous-v0'"),
@@ -1194,6 +1199,33 @@ def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
     assert (tmp_path / "run" / "policy" / "model.safetensors").is_file()
 
 
+def test_overwrite_deletes_an_interrupted_lm_runs_checkpoints(tiny, tmp_path, capfd):
+    """An interrupted run's checkpoints are refused, then deleted by --overwrite: a later resume must not
+    pick up a checkpoint of the old run."""
+    (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
+    stale = tmp_path / "run" / "checkpoints" / "checkpoint-7"
+    stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")
+    argv = [
+        "lm",
+        "train",
+        "--trainer",
+        "dpo",
+        "--model_name_or_path",
+        str(tiny / "policy"),
+        "--max-steps",
+        "1",
+    ]
+    argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
+    (tmp_path / "c.yaml").write_text("per_device_train_batch_size: 2\nreport_to: none\n")
+    argv += ["--config", str(tmp_path / "c.yaml")]
+    assert main(argv) == 2
+    assert "holds an unfinished run (checkpoints/checkpoint-7)" in capfd.readouterr().err
+    assert stale.is_dir()
+    assert main([*argv, "--overwrite"]) == 0
+    assert not stale.exists() and (tmp_path / "run" / "policy" / "model.safetensors").is_file()
+
+
 def _fake_control_train(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     import aihf.control.train
 
@@ -1221,6 +1253,15 @@ def test_overwrite_trains_again_into_a_finished_control_run(tmp_path, monkeypatc
     argv = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", str(tmp_path / "run")]
     assert main(argv) == 2 and not calls
     assert "holds a finished run (results.json)" in capfd.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0 and len(calls) == 1
+
+
+def test_overwrite_trains_again_into_an_interrupted_control_run(tmp_path, monkeypatch, capfd):
+    calls = _fake_control_train(monkeypatch)
+    _control_run()(tmp_path / "run", tmp_path)
+    argv = ["control", "train", "--env", "Pendulum-v1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2 and not calls
+    assert f"continue it with --resume {tmp_path / 'run'}" in capfd.readouterr().err
     assert main([*argv, "--overwrite"]) == 0 and len(calls) == 1
 
 

@@ -68,15 +68,19 @@ def refuse_out_over_input(
     overwrite: bool = False,
     finished: Sequence[str] = ("policy/config.json", "policy/adapter_config.json", "results.json"),
     option: str = "--out",
+    unfinished: Sequence[str] = (),
+    resume_hint: str = "",
 ) -> None:
-    """Refuse an output that would destroy an input or a finished run, before any work.
+    """Refuse an output that would destroy an input, a finished run or an interrupted one, before any work.
 
     `inputs` maps the flag of each input model or directory (e.g. "--model") to its path: an `--out`
     that is one or holds one is refused (a run writes `OUT/policy`, `OUT/reward_model`, ...). `files`
     maps data and config files: only an `--out` that is one of them is refused (a data file kept inside a
     run directory is not overwritten). Paths that do not exist (a Hub name, None) are skipped.
     `--overwrite` never makes reading and writing the same files safe; it only allows an `--out` holding
-    a finished run (any of `finished`, relative to it), which is refused otherwise.
+    a finished run (any of `finished`, relative to it), which is refused otherwise. `unfinished` are glob
+    patterns (relative to `out`) of an interrupted run's checkpoints: a fresh run would delete or mix with
+    them, so it is refused too, naming `resume_hint` (how to continue it) and `--overwrite`.
     """
     target = _resolved(Path(out))
     every = [(flag, value, True) for flag, value in inputs.items()]
@@ -102,6 +106,14 @@ def refuse_out_over_input(
             raise InputError(
                 f"{option} {_show(out)}: holds a finished run ({marker}); pass --overwrite to replace it "
                 "or choose another directory"
+            )
+    for pattern in unfinished:
+        found = sorted(Path(out).glob(pattern))
+        if found:
+            shown = _show(found[-1].relative_to(out))
+            raise InputError(
+                f"{option} {_show(out)}: holds an unfinished run ({shown}); {resume_hint or 'resume it'}, "
+                "or pass --overwrite to start again (its checkpoints are deleted)"
             )
 
 

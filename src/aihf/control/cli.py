@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--prefs", help="preferences .npz (default: the data shipped for --env)")
     train.add_argument("--out", help="output directory")
     train.add_argument(
-        "--overwrite", action="store_true", help="train again into an --out that holds a finished run"
+        "--overwrite",
+        action="store_true",
+        help="train again into an --out that holds a finished or interrupted run (its checkpoint is deleted)",
     )
     train.add_argument(
         "--resume",
@@ -161,7 +163,14 @@ def _train(args: argparse.Namespace) -> int:
         else:
             if not args.out:
                 raise InputError("--out is required (or --resume DIR)")
-            refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=("results.json",))
+            refuse_out_over_input(
+                args.out,
+                {},
+                overwrite=args.overwrite,
+                finished=("results.json",),
+                unfinished=("checkpoint", ".checkpoint.old"),
+                resume_hint=f"continue it with --resume {args.out}",
+            )
             cfg = _config_from_args(args)
             demos_path, prefs_path = resolve_data(cfg.env_id, args.demos, args.prefs)
             demos, prefs = load_run_data(cfg, demos_path, prefs_path)

@@ -72,9 +72,15 @@ def _prepare_train(args: argparse.Namespace) -> None:
     args.trainer, args.overrides, args.limits = trainer, given, limits
 
 
+# an interrupted run's checkpoints: its own, or a pipeline stage's (OUT/sft/checkpoints/...)
+UNFINISHED = ("checkpoints/checkpoint-*", "*/checkpoints/checkpoint-*")
+
+
 def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
-    """An --out holding this method's final outputs is a finished run: refused unless --overwrite (a
-    resume, `resume_from_checkpoint` in --config, continues it instead)."""
+    """An --out holding this method's final outputs (a finished run) or checkpoints (an interrupted one)
+    is refused unless --overwrite, which deletes the old checkpoints so a later resume cannot pick one
+    up; a resume (`resume_from_checkpoint`) continues the run instead."""
+    from aihf import checkpoints
     from aihf.lm.methods import METHODS
     from aihf.safety import refuse_out_over_input
     from aihf.validation import load_yaml
@@ -84,7 +90,18 @@ def _refuse_finished_run(args: argparse.Namespace, trainer: str) -> None:
     ):
         return
     finals = tuple(f"{output}/config.json" for output in METHODS[trainer].outputs if "/" not in output)
-    refuse_out_over_input(args.out, {}, overwrite=args.overwrite, finished=finals, option=args.out_option)
+    refuse_out_over_input(
+        args.out,
+        {},
+        overwrite=args.overwrite,
+        finished=finals,
+        option=args.out_option,
+        unfinished=UNFINISHED,
+        resume_hint="continue it with --resume_from_checkpoint true",
+    )
+    if args.overwrite and int(os.environ.get("RANK", "0")) == 0:
+        for stale in {path.parent for pattern in UNFINISHED for path in Path(args.out).glob(pattern)}:
+            checkpoints.remove_dir(stale)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -195,7 +212,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
         title=f"config fields (max_iterations: {iterative}; max_steps: the others)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="train again into an output_dir that holds a finished run"
+        "--overwrite",
+        action="store_true",
+        help="train again into an output_dir holding a finished or interrupted run (deletes its checkpoints)",
     )
     p.set_defaults(handler=_train, prepare=_prepare_train)
 
