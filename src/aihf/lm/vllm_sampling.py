@@ -4,6 +4,12 @@ TRL owns the engine (colocate or server), the weight push (gathering ZeRO-3 / FS
 LoRA adapters as it goes) and the generation call; this module maps `VLLMConfig`'s fields onto it,
 pushes the weights only when the trained model changed since the last push, and turns the returned
 token ids into `Samples` as `model.generate` sampling does (cut after EOS, decoded).
+
+Four of `VLLMGeneration`'s options are left at TRL's defaults on purpose. `repetition_penalty`, `min_p`
+and `generation_kwargs` change the distribution sampled from, and the trainers' log-probabilities (and
+the KL to the reference) are those of the distribution under temperature, top-k and top-p only, so the
+samples would no longer be the policy's; `trust_remote_code` stays off because no code is run from a
+model directory (the README's security promise).
 """
 
 from __future__ import annotations
