@@ -145,6 +145,28 @@ def test_interrupt_then_resume_equals_uninterrupted_run(tiny_data, tmp_path):
     _assert_same_rewards_and_curves(tmp_path)
 
 
+def test_a_resume_that_extends_n_timesteps_ends_as_the_longer_run(tiny_data, tmp_path, capsys):
+    """A finished 200-step run resumed with --n_timesteps 400 equals a 400-step run: the replay buffer
+    grows, the budget is the run's from then on; a smaller budget is refused."""
+    full = train(
+        _cfg(algo="aihf", seed=4, n_timesteps=400), tmp_path / "full", tiny_data["demos"], tiny_data["prefs"]
+    )
+    train(
+        _cfg(algo="aihf", seed=4, n_timesteps=200), tmp_path / "cut", tiny_data["demos"], tiny_data["prefs"]
+    )
+    cut = str(tmp_path / "cut")
+    assert main(["control", "train", "--resume", cut, "--n_timesteps", "100", "--no-progress"]) == 2
+    assert "n_timesteps 100 is below the run's 200; a resume can only extend it" in capsys.readouterr().err
+    assert main(["control", "train", "--resume", cut, "--n_timesteps", "400", "--no-progress"]) == 0
+    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert resumed["total_steps"] == resumed["env_steps"] == 400 and resumed["config"]["n_timesteps"] == 400
+    assert resumed["eval_return_mean"] == full["eval_return_mean"]
+    a, b = SAC.load(tmp_path / "full" / "policy.zip"), SAC.load(tmp_path / "cut" / "policy.zip")
+    for (name, p), q in zip(a.policy.state_dict().items(), b.policy.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    _assert_same_rewards_and_curves(tmp_path)
+
+
 def test_diverging_reward_stops_with_clear_message(tiny_data, tmp_path, capsys):
     out = tmp_path / "div"
     argv = [

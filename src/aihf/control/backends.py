@@ -39,7 +39,9 @@ class Backend(Protocol):
     def make(
         self, env: VecEnv, seed: int, device: str, sac_class: type | None = None, **kwargs: Any
     ) -> OffPolicyAlgorithm: ...
-    def load(self, path, env: VecEnv, device: str, sac_class: type | None = None) -> OffPolicyAlgorithm: ...
+    def load(
+        self, path, env: VecEnv, device: str, sac_class: type | None = None, buffer_size: int | None = None
+    ) -> OffPolicyAlgorithm: ...
     def act(self, model: OffPolicyAlgorithm, obs: np.ndarray) -> np.ndarray: ...
     def clone(
         self, model, obs: np.ndarray, scaled_actions: np.ndarray, steps: int, lr: float, batch: int, rng
@@ -62,9 +64,11 @@ class SB3Backend:
     def make(self, env, seed, device, sac_class=None, **kwargs):
         return (sac_class or self.sac_class)("MlpPolicy", env, seed=seed, device=device, **kwargs)
 
-    def load(self, path, env, device, sac_class=None):
-        # force_reset=False keeps the saved last observation: the restored env continues its episode
-        return (sac_class or self.sac_class).load(path, env=env, device=device, force_reset=False)
+    def load(self, path, env, device, sac_class=None, buffer_size=None):
+        # force_reset=False keeps the saved last observation: the restored env continues its episode;
+        # buffer_size: a resume that extends n_timesteps gets a larger (empty) buffer to load into
+        sized = {} if buffer_size is None else {"buffer_size": buffer_size}
+        return (sac_class or self.sac_class).load(path, env=env, device=device, force_reset=False, **sized)
 
     @torch.no_grad()
     def act(self, model, obs):
@@ -107,8 +111,9 @@ class SBXBackend:
     def make(self, env, seed, device, sac_class=None, **kwargs):
         return (sac_class or self.sac_class)("MlpPolicy", env, seed=seed, **kwargs)
 
-    def load(self, path, env, device, sac_class=None):
-        return (sac_class or self.sac_class).load(path, env=env, force_reset=False)
+    def load(self, path, env, device, sac_class=None, buffer_size=None):
+        sized = {} if buffer_size is None else {"buffer_size": buffer_size}
+        return (sac_class or self.sac_class).load(path, env=env, force_reset=False, **sized)
 
     def act(self, model, obs):
         from sbx.common.policies import BaseJaxPolicy

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--resume",
         metavar="DIR",
-        help="continue the run whose checkpoint is in DIR, with its saved settings and data",
+        help="continue the run whose checkpoint is in DIR, with its saved settings and data (a larger "
+        "--n_timesteps extends it, finished or not)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
@@ -158,8 +159,10 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            _check_resume_flags(args)
-            results = train(None, args.resume, resume=True, progress=not args.no_progress)
+            extend_to = _check_resume_flags(args)
+            results = train(
+                None, args.resume, resume=True, progress=not args.no_progress, n_timesteps=extend_to
+            )
         else:
             if not args.out:
                 raise InputError("--out is required (or --resume DIR)")
@@ -185,9 +188,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_resume_flags(args: argparse.Namespace) -> None:
+def _check_resume_flags(args: argparse.Namespace) -> int | None:
     """A resume continues the run with its saved settings and data: options that would change them are
-    refused, naming each field whose value differs from the checkpoint's (the same value passes)."""
+    refused, naming each field whose value differs from the checkpoint's (the same value passes). The
+    one exception is a larger `n_timesteps`, which extends the run (returned; None when not given)."""
     from aihf.flags import canonical, given_fields
     from aihf.validation import load_yaml
 
@@ -202,20 +206,31 @@ def _check_resume_flags(args: argparse.Namespace) -> None:
     flags = canonical(given_fields(args), RENAMES, "arguments", prefix="--")
     wanted = {**(canonical(load_yaml(args.config), RENAMES, args.config) if args.config else {}), **flags}
     if not wanted:
-        return
+        return None
     state = Path(args.resume) / "checkpoint" / "state.json"
     if not state.is_file():
-        return  # train() names the missing or damaged checkpoint
+        return None  # train() names the missing or damaged checkpoint
     values = json.loads(state.read_text())["config"]
     values.setdefault("ent_coef", "auto")  # as train() reads checkpoints from before the option
     saved = AIHFControlConfig.from_dict(values).to_dict()
     fresh = AIHFControlConfig.from_dict(wanted, "arguments").to_dict()
-    changed = [f"{k}: {saved[k]!r} -> {fresh[k]!r}" for k in sorted(wanted) if saved.get(k) != fresh.get(k)]
+    extend_to = fresh["n_timesteps"] if "n_timesteps" in wanted else None
+    if extend_to is not None and extend_to < saved["n_timesteps"]:
+        raise InputError(
+            f"--resume {args.resume}: n_timesteps {extend_to} is below the run's {saved['n_timesteps']}; a "
+            "resume can only extend it"
+        )
+    changed = [
+        f"{k}: {saved[k]!r} -> {fresh[k]!r}"
+        for k in sorted(wanted)
+        if saved.get(k) != fresh.get(k) and k != "n_timesteps"
+    ]
     if changed:
         raise InputError(
             f"--resume {args.resume}: the checkpoint was trained with other settings ({'; '.join(changed)}); "
-            "resume without them, or start a new --out"
+            "resume without them (only n_timesteps may grow), or start a new --out"
         )
+    return extend_to
 
 
 def _collect(args: argparse.Namespace) -> int:

@@ -24,11 +24,15 @@ def save_replay(path: Path, buffer: ReplayBuffer) -> None:
 
 
 def load_replay(path: Path, buffer: ReplayBuffer) -> None:
+    """The saved rows into `buffer`. A larger buffer (a resume that extends n_timesteps) is no longer full:
+    it goes on filling after them, as the buffer of a run started with the larger budget would (SAC
+    samples rows uniformly, so their order does not matter)."""
     saved = load_npz(path)
     try:
-        rows = len(saved["rewards"])
+        rows, pos, full = len(saved["rewards"]), int(saved["pos"]), bool(saved["full"])
         for key in _REPLAY_ARRAYS:
             getattr(buffer, key)[:rows] = saved[key]
-        buffer.pos, buffer.full = int(saved["pos"]), bool(saved["full"])
+        grown = full and buffer.buffer_size > rows
+        buffer.pos, buffer.full = (rows, False) if grown else (pos, full)
     except (KeyError, ValueError) as err:
         raise InputError(f"{path}: does not fit this run's replay buffer ({err})") from None

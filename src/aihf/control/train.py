@@ -208,7 +208,7 @@ def _load_checkpoint(
             "can run code: start the run again"
         )
     runtime = read_state(path, "runtime")
-    model = backend.load(path / "sac.zip", venv, cfg.device, sac_class)
+    model = backend.load(path / "sac.zip", venv, cfg.device, sac_class, sac_kwargs(cfg)["buffer_size"])
     load_replay(path / "replay.npz", model.replay_buffer)
     if reward is not None:
         reward.load_state_dict(runtime["reward"])
@@ -486,6 +486,7 @@ def train(
     callback: BaseCallback | None = None,
     progress: bool = True,
     callbacks: Sequence[TrainerCallback] = (),
+    n_timesteps: int | None = None,
 ) -> dict[str, Any]:
     """Run `cfg.algo`; writes results.json, curve.csv, the reward net and a checkpoint per iteration.
 
@@ -494,7 +495,9 @@ def train(
 
     With `resume=True`, `out_dir` must hold a checkpoint; the run continues from it with its saved
     config and data, ignoring `cfg`, `demos` and `prefs`; a seeded CPU run then ends exactly as an
-    uninterrupted one would.
+    uninterrupted one would. `n_timesteps` (resume only) extends the budget of the run, finished or not,
+    to that many environment steps: it then ends as a run started with that budget would, when the old
+    budget is a multiple of `steps_per_iter`.
     """
     out_dir = Path(out_dir)
     ckpt_path, data_dir = out_dir / "checkpoint", out_dir / "data"
@@ -511,6 +514,13 @@ def train(
         saved = json.loads((ckpt_path / "state.json").read_text())["config"]
         saved.setdefault("ent_coef", "auto")  # checkpoints from before the option ran SB3's automatic tuning
         cfg = AIHFControlConfig.from_dict(saved)
+        if n_timesteps is not None:
+            if n_timesteps < cfg.n_timesteps:
+                raise InputError(
+                    f"n_timesteps {n_timesteps}: the checkpoint's run has {cfg.n_timesteps}; a resume can "
+                    "only extend it"
+                )
+            cfg = AIHFControlConfig.from_dict({**saved, "n_timesteps": n_timesteps})
         check_run_memory(cfg)
         obs_dim, act_dim = env_dims(cfg.env_id)
         demos_file, prefs_file = data_dir / "demos.npz", data_dir / "prefs.npz"
@@ -529,6 +539,7 @@ def train(
     trainer = Trainer(cfg, out_dir, demos, prefs)
     if resume:
         trainer.resume()
+        trainer.state["config"] = cfg.to_dict()  # an extended n_timesteps is the run's from now on
     else:
         trainer.start()
     return trainer.learn(callback, progress, callbacks)
