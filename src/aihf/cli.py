@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = ["aihf", *(sys.argv[1:] if argv is None else argv)]  # for model cards
     try:
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if getattr(args, "setup", None):  # a domain's process-wide settings (lm: no weight-loading bars)
+            vars(args).pop("setup")()
         if getattr(args, "prepare", None):  # flags and --config resolved into args.out, args.model, ...
             args.prepare(args)
         if getattr(args, "out", None):
@@ -116,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not err.name or err.name.split(".")[0] == "aihf":
             raise  # a bug, not a missing extra
         extra = f"aihf[{args.command}]" if args.command in ("control", "lm") else "aihf[all]"
-        _error(prog, f"`aihf {args.command}` needs the package {err.name!r}: pip install '{extra}'")
+        package = err.name.split(".")[0]  # `transformers`, not the submodule that failed to import
+        _error(prog, f"`aihf {args.command}` needs the package {package!r}: pip install '{extra}'")
         return 2
     except OSError as err:
         out = getattr(args, "out", None)

@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from aihf.errors import InputError
 from aihf.flags import Rename
@@ -438,8 +439,23 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
+def quiet_weight_loading() -> None:
+    """No "Loading weights" bars: they printed before a refusal that can only come once the models are
+    built (a damaged checkpoint part), so the promised one error line became several. Training's own
+    progress bars and the Hub's download bars stay."""
+    from transformers.utils import logging
+
+    def hook(factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == "Loading weights":
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    logging.set_tqdm_hook(hook)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("lm", help="language models: AIHF, Direct/Self-Play AIHF and baselines")
+    parser.set_defaults(setup=quiet_weight_loading)
     nested = parser.add_subparsers(dest="lm_command", required=True, parser_class=type(parser))
     for add in SUBCOMMANDS:
         add(nested)
