@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/gold_v2_headroom.py --out RUNS/gold_v2_headroom \
         --records docs/results/lm/smollm2/records
+    OMP_NUM_THREADS=1 python benchmarks/gold_v2_headroom.py --out RUNS/gold_v2_headroom_v2 \
+        --data smollm2_v2 --gold-rl WORK/gold_rl_v2   # the v2 data and its gold-RL checkpoints
 
 1. The base policy (SmolLM2-135M-Instruct) sampled on the benchmark's 128 test prompts exactly as the
    benchmark draws its reference samples (`evaluation.reference_samples`: the smollm2 preset's sampling
@@ -12,6 +14,11 @@
 3. The table of hand-written texts (`aihf/data/lm/gold_v2/table.jsonl`), per kind.
 4. With `--records`: the samples of the finished seed-0 headline jobs of the v1 benchmark, a cheap view of
    what policies optimised on v1 data look like under v2 (not a gold-RL policy).
+5. With `--gold-rl`: every checkpoint of a gold-RL run (`aihf lm generate-data --work-dir`) sampled like
+   the base policy: what optimising the gold itself reaches, and what its over-optimisation looks like.
+
+`--data` names the data directory under `aihf/data/lm/` (default `smollm2`, the v1 data; `smollm2_v2` for
+the data made on gold v2, whose test prompts start the assistant's turn with the text).
 
 Writes OUT/scores.json (every text with its factors) and OUT/summary.md (mean, std, min, median, max).
 """
@@ -37,23 +44,34 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def base_samples(model_dir: Path, n: int) -> list[dict[str, Any]]:
-    """The benchmark's reference samples of the base policy on its first `n` test prompts."""
-    from aihf.lm.bench.bench import BenchConfig
+def base_samples(
+    model_dir: Path, n: int, data: str = "smollm2", checkpoints: list[Path] | None = None
+) -> list[dict[str, Any]]:
+    """The benchmark's reference samples of the base policy on its first `n` test prompts, and the same
+    draws (prompts, settings, seed) from each gold-RL checkpoint in `checkpoints`."""
+    from aihf.lm.bench.bench import PROTOCOL_DIR, read_bench_protocol
+    from aihf.lm.bench.datagen import load_checkpoint
     from aihf.lm.evaluation import REFERENCE_SEED, load_model, sample
 
-    prompts = [row["prompt"] for row in _jsonl(DATA / "smollm2" / "test_prompts.jsonl")][:n]
-    model, tokenizer = load_model(model_dir)
-    drawn = sample(model, tokenizer, prompts, BenchConfig.smollm2(model_dir).sampling, seed=REFERENCE_SEED)
-    return [{"set": "base policy", "prompt": p, "completion": c} for p, c in zip(prompts, drawn.completions)]
+    prompts = [row["prompt"] for row in _jsonl(DATA / data / "test_prompts.jsonl")][:n]
+    protocol = "lm_smollm2_v2.yaml" if data == "smollm2_v2" else "lm_smollm2.yaml"
+    sampling = read_bench_protocol(PROTOCOL_DIR / protocol, False, model_dir).sampling
+    policies = [("base policy", lambda: load_model(model_dir))]
+    policies += [(f"gold RL {c.name}", lambda c=c: load_checkpoint(c, model_dir)) for c in checkpoints or []]
+    rows = []
+    for name, load in policies:
+        model, tokenizer = load()
+        drawn = sample(model, tokenizer, prompts, sampling, seed=REFERENCE_SEED)
+        rows += [{"set": name, "prompt": p, "completion": c} for p, c in zip(prompts, drawn.completions)]
+    return rows
 
 
-def data_rows() -> list[dict[str, Any]]:
+def data_rows(data: str = "smollm2") -> list[dict[str, Any]]:
     rows = [
         {"set": "demonstrations", "prompt": r["prompt"], "completion": r["completion"]}
-        for r in _jsonl(DATA / "smollm2" / "demos.jsonl")
+        for r in _jsonl(DATA / data / "demos.jsonl")
     ]
-    prefs = _jsonl(DATA / "smollm2" / "prefs.jsonl")
+    prefs = _jsonl(DATA / data / "prefs.jsonl")
     for column, name in (("chosen", "preferred"), ("rejected", "non-preferred")):
         rows += [{"set": name, "prompt": r["prompt"], "completion": r[column]} for r in prefs]
     return rows
@@ -98,6 +116,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--records", type=Path, help="v1 benchmark records (docs/results/lm/smollm2/records)")
+    parser.add_argument("--data", default="smollm2", help="data directory under aihf/data/lm/")
+    parser.add_argument("--gold-rl", type=Path, help="a gold-RL work directory: sample its checkpoints too")
+    parser.add_argument("--gold-rl-every", type=int, default=30, help="checkpoints at multiples of this step")
     args = parser.parse_args()
     import torch
 
@@ -105,9 +126,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     gold = gold_v2.load()
     start = time.perf_counter()
-    rows = base_samples(gold.lm.model_dir, args.n_test)
+    checkpoints = None
+    if args.gold_rl:
+        from aihf.lm.bench.datagen import saved_checkpoints
+
+        every = args.gold_rl_every
+        checkpoints = [c for c in saved_checkpoints(args.gold_rl) if int(c.name.split("-")[1]) % every == 0]
+    rows = base_samples(gold.lm.model_dir, args.n_test, args.data, checkpoints)
     print(f"sampled {len(rows)} in {time.perf_counter() - start:.0f} s", flush=True)
-    rows += data_rows()
+    rows += data_rows(args.data)
     rows += [{"set": f"table: {r['kind']}", **r} for r in _jsonl(DATA / "gold_v2" / "table.jsonl")]
     if args.records:
         rows += record_rows(args.records)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aihf.lm.bench.variants import build_variants, prompt_type, type_halves
+from aihf.lm.bench.variants import build_variants, prompt_type, read_data, type_halves
 
 CHAT = "<|im_start|>user\nContinue this text with one short sentence: {}<|im_end|>\n<|im_start|>assistant\n{}"
 OPENINGS = ["The cat", "A dog", "I think", "You know", "If only", "When it", "Most people", "It was"]
@@ -140,3 +140,23 @@ def test_the_bench_names_a_data_file_of_the_wrong_shape_before_any_job(data, tmp
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "prefs.jsonl, line 151: expected the string fields prompt, chosen" in err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_the_shipped_v2_data_and_variants_are_what_their_records_say(tmp_path):
+    """The committed smollm2_v2 sets: the Table-3 ordering its quality.json states holds on the files,
+    every variant was made from these very files, and rebuilding the variants gives the shipped ones."""
+    from aihf.io import sha256_file
+    from aihf.lm.bench.datagen import SMOLLM2_V2_DATA_DIR as V2
+
+    sets = read_data(V2)
+    quality = json.loads((V2 / "quality.json").read_text())["quality"]
+    assert quality["demonstrations"]["mean"] > quality["preferred"]["mean"] > quality["non_preferred"]["mean"]
+    assert len(sets["demos.jsonl"]) == quality["demonstrations"]["n"]
+    assert len(sets["prefs.jsonl"]) == quality["preferred"]["n"]
+    build_variants(V2, tmp_path, seed=0)
+    for name in ("scarce", "noisy", "partial"):
+        record = json.loads((V2 / "variants" / name / "variant.json").read_text())
+        assert record["source_sha256"] == {f: sha256_file(V2 / f) for f in record["source_sha256"]}
+        for shipped in (V2 / "variants" / name).iterdir():
+            if shipped.name != "variant.json":  # it records the source path it was given
+                assert shipped.read_bytes() == (tmp_path / name / shipped.name).read_bytes(), shipped
