@@ -1177,21 +1177,17 @@ def test_a_damaged_model_marker_is_converted_again(tmp_path, marker):
 # --overwrite, and a resume with the checkpoint's own settings
 
 
-def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
+def _one_step_dpo(tiny: Path, tmp_path: Path) -> list[str]:
+    """`lm train` of one DPO step on the tiny policy into tmp_path/run (its data and config written)."""
     (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
-    argv = [
-        "lm",
-        "train",
-        "--trainer",
-        "dpo",
-        "--model_name_or_path",
-        str(tiny / "policy"),
-        "--max-steps",
-        "1",
-    ]
-    argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
     (tmp_path / "c.yaml").write_text("per_device_train_batch_size: 2\nreport_to: none\n")
-    argv += ["--config", str(tmp_path / "c.yaml")]
+    argv = ["lm", "train", "--trainer", "dpo", "--model_name_or_path", str(tiny / "policy")]
+    argv += ["--max-steps", "1", "--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
+    return [*argv, "--config", str(tmp_path / "c.yaml")]
+
+
+def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
+    argv = _one_step_dpo(tiny, tmp_path)
     assert main(argv) == 0
     assert main(argv) == 2
     assert "holds a finished run (policy/config.json)" in capfd.readouterr().err
@@ -1203,23 +1199,10 @@ def test_overwrite_trains_again_into_a_finished_lm_run(tiny, tmp_path, capfd):
 def test_overwrite_deletes_an_interrupted_lm_runs_checkpoints(tiny, tmp_path, capfd):
     """An interrupted run's checkpoints are refused, then deleted by --overwrite: a later resume must not
     pick up a checkpoint of the old run."""
-    (tmp_path / "p.jsonl").write_text(_jsonl(PAIR, PAIR))
+    argv = _one_step_dpo(tiny, tmp_path)
     stale = tmp_path / "run" / "checkpoints" / "checkpoint-7"
     stale.mkdir(parents=True)
     (stale / "manifest.json").write_text("{}")
-    argv = [
-        "lm",
-        "train",
-        "--trainer",
-        "dpo",
-        "--model_name_or_path",
-        str(tiny / "policy"),
-        "--max-steps",
-        "1",
-    ]
-    argv += ["--prefs", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "run")]
-    (tmp_path / "c.yaml").write_text("per_device_train_batch_size: 2\nreport_to: none\n")
-    argv += ["--config", str(tmp_path / "c.yaml")]
     assert main(argv) == 2
     assert "holds an unfinished run (checkpoints/checkpoint-7)" in capfd.readouterr().err
     assert stale.is_dir()
