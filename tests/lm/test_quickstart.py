@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from aihf.lm import quickstart
 from aihf.lm.bench.bench import read_bench_protocol
 
@@ -11,6 +13,14 @@ def test_the_quick_preset_is_smollm2_with_lora_one_seed_and_matched_steps(monkey
         cfg.job(m, cfg.n_demos, cfg.n_prefs, 1.0, 0).spec["config"].get("max_steps") for m in cfg.methods
     }
     assert steps == {cfg.steps}  # every method the same optimiser steps
+
+
+def test_the_quick_preset_runs_the_v2_data_and_the_bounded_gold_and_says_its_range():
+    from aihf.lm.bench.report import gold_range
+
+    cfg = read_bench_protocol(quickstart.PROTOCOL)
+    assert cfg.gold == "on-task-sentiment" and Path(cfg.data_dir).name == "smollm2_v2"
+    assert gold_range(cfg.gold).startswith("in [0, 1]")  # not "a custom gold reward"
 
 
 def test_the_quick_verdict_says_what_one_seed_cannot_and_the_full_table_is_labelled():

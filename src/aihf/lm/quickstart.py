@@ -32,10 +32,10 @@ def run(out_dir: Path) -> str:
     report = (bench_dir / "report.md").read_text()
     results = json.loads((bench_dir / "results.json").read_text())
     intro = (
-        "**Quick run (this machine, now).** SmolLM2-135M-Instruct with LoRA on the shipped chat data "
-        f"(prompts from fortune cookies), {', '.join(cfg.methods)} at {cfg.steps} optimiser steps each "
-        f"(DPO from the SFT policy, Direct AIHF from the base), seed {cfg.seeds[0]} only, {cfg.n_test} "
-        f"test prompts. Gold reward `fluent-sentiment`: {gold_range('fluent-sentiment')}; KL to the base "
+        "**Quick run (this machine, now).** SmolLM2-135M-Instruct with LoRA on the shipped v2 chat data "
+        f"(continue a text; prompts from fortune cookies), {', '.join(cfg.methods)} at {cfg.steps} optimiser "
+        f"steps each (DPO from the SFT policy, Direct AIHF from the base), seed {cfg.seeds[0]} only, "
+        f"{cfg.n_test} test prompts. Gold reward `{cfg.gold}`: {gold_range(cfg.gold)}; KL to the base "
         "policy in nats per completion. "
         f"Protocol: `{PROTOCOL.relative_to(ROOT)}`.\n\n"
     )

@@ -240,3 +240,14 @@ def test_the_report_names_the_model_units_and_both_base_numbers_and_notes_diagno
     assert "nats per completion" in report and "the `base` row scores the same policy" in report
     assert "(diagnostic)" not in report
     assert {"gold_reward.png", "reward_vs_kl.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_the_header_counts_the_rows_the_runs_trained_on_when_the_data_has_fewer(tmp_path):
+    cfg = BenchConfig(methods=["aihf"], seeds=[0], n_demos=4, n_prefs=10)
+    (tmp_path / "demos.jsonl").write_text('{"a": 1}\n' * 5)
+    (tmp_path / "prefs.jsonl").write_text('{"a": 1}\n' * 7 + "\n")
+    results = summarise(
+        [fake_run("base", 0.0, 0.0), fake_run("aihf", 0.2, 1.0)], asdict(cfg), [0.0], "vader", 1.0
+    )
+    report = render_report(results, {}, tmp_path)
+    assert "4 demonstrations, 7 (all the data has; the protocol asks for 10) preference pairs" in report

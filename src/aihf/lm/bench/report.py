@@ -30,6 +30,11 @@ def gold_range(gold: str) -> str:
             "VADER sentiment mapped to [0, 1] minus 0.5 per nat/token of the completion's mean NLL under the "
             "frozen base above 4.5: at most 1, lower for implausible text"
         )
+    if gold.startswith("on-task-sentiment"):
+        return (
+            "in [0, 1]: positive sentiment of a fluent continuation of the prompt's text, 0 for off-task "
+            "talk, word salad, repetition and empty answers (docs/gold.md)"
+        )
     if gold.startswith("vader"):
         return "VADER compound sentiment, in [-1, 1]"
     return "a custom gold reward"
@@ -303,6 +308,15 @@ def _cell(entry: dict[str, Any], key: Any, digits: int = 3) -> str:
     return fmt(entry.get(key), digits)
 
 
+def _used(asked: int, path: Path) -> str:
+    """How many rows of a data file the runs train on: `asked`, or all there are when the file has fewer
+    (the bench slices the first `asked` rows)."""
+    if not path.is_file():
+        return str(asked)
+    rows = sum(1 for line in path.read_text().splitlines() if line.strip())
+    return str(asked) if rows >= asked else f"{rows} (all the data has; the protocol asks for {asked})"
+
+
 def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path) -> str:
     cfg = results["config"]
     diagnostic = set(cfg.get("diagnostic_methods", []))
@@ -313,7 +327,8 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"{results['reference']['gold_reward_mean']:.3f} +- {results['reference']['gold_reward_std']:.3f} "
         "(its reference samples, against which KL and win rate are measured; the `base` row scores the "
         "same policy as a method, on samples of its own, so the two differ by sampling noise only). "
-        f"{cfg['n_test']} test prompts, {cfg['n_demos']} demonstrations, {cfg['n_prefs']} preference pairs, "
+        f"{cfg['n_test']} test prompts, {_used(cfg['n_demos'], data_dir / 'demos.jsonl')} demonstrations, "
+        f"{_used(cfg['n_prefs'], data_dir / 'prefs.jsonl')} preference pairs, "
         f"seeds {cfg['seeds']}. {len(results['runs']) - 1} runs; training + evaluation summed over runs: "
         f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
         "(finished runs are reused; parallel workers overlap runs). "
