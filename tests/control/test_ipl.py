@@ -1,5 +1,5 @@
 """IPL on sbx's SAC (`ipl_sbx.py`): its critic loss is sb3's (`ipl.py`), the labels drive the update,
-'bootstrap' ignores terminations, and the CLI trains, saves, loads and repeats a seeded run."""
+'bootstrap' ignores terminations, and the CLI trains, saves, loads and resumes a seeded run exactly."""
 
 import base64
 import json
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from aihf.cli import main
 from aihf.control.backends import get_backend, sac_kwargs
@@ -18,6 +19,7 @@ from aihf.control.envs import make_env
 from aihf.control.ipl import IPLSAC
 from aihf.control.ipl_sbx import IPLSBXSAC, critic_batch, ipl_critic_loss, padded_segments, soft_next_values
 from aihf.control.reward_learning import PreferenceTensors, Transitions, segment_rows
+from aihf.control.train import train
 
 SMALL = {"policy_kwargs": {"net_arch": [16, 16]}, "n_timesteps": 200, "ipl_chi2_coef": 0.7}
 
@@ -152,6 +154,10 @@ def filled_model(tiny_data) -> IPLSBXSAC:
     return model
 
 
+def _critic(model: IPLSBXSAC) -> list:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(model.policy.qf_state.params)]
+
+
 def _critic_after_one_update(model: IPLSBXSAC, prefs: PreferenceTensors, cfg: AIHFControlConfig) -> list:
     """The critic's parameters after one IPL update from the model's state now, which is then restored."""
     policy = model.policy
@@ -159,7 +165,7 @@ def _critic_after_one_update(model: IPLSBXSAC, prefs: PreferenceTensors, cfg: AI
     model.set_preferences(prefs, cfg)
     np.random.seed(0)  # sb3's replay buffer samples with numpy's global generator
     model.train(gradient_steps=1, batch_size=32)
-    updated = [np.asarray(leaf) for leaf in jax.tree.leaves(policy.qf_state.params)]
+    updated = _critic(model)
     policy.qf_state, policy.actor_state, model.ent_coef_state, model.key, model._n_updates = saved
     return updated
 
@@ -216,26 +222,37 @@ def _pickled_blobs(policy_zip) -> list[bytes]:
     ]
 
 
-def test_ipl_on_sbx_trains_saves_loads_and_repeats_its_seeded_run(tiny_data, tmp_path):
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for out in runs:
-        assert _cli_run(tiny_data, out) == 0
-    results = [json.loads((out / "results.json").read_text()) for out in runs]
-    assert results[0]["algo"] == "ipl" and results[0]["backend"] == "sbx" and results[0]["env_steps"] == 200
-    assert np.isfinite(results[0]["eval_return_mean"])
-    assert results[0]["eval_return_mean"] == results[1]["eval_return_mean"]
-    assert (runs[0] / "curve.csv").read_text() == (runs[1] / "curve.csv").read_text()
+class _InterruptMidIteration(BaseCallback):
+    """Ctrl-C in the middle of the second 100-step iteration, 50 updates in."""
 
-    blobs = _pickled_blobs(runs[0] / "policy.zip")
+    def _on_step(self) -> bool:
+        if self.num_timesteps == 150:
+            raise KeyboardInterrupt
+        return True
+
+
+def test_ipl_on_sbx_trains_saves_loads_and_repeats_its_seeded_run_through_a_resume(tiny_data, tmp_path):
+    """A seeded CLI run, and the same run stopped by Ctrl-C mid-iteration then resumed, end alike: the
+    pairs are drawn with the checkpointed JAX key, and the preference data comes back on load."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _cli_run(tiny_data, full) == 0
+    results = json.loads((full / "results.json").read_text())
+    assert results["algo"] == "ipl" and results["backend"] == "sbx" and results["env_steps"] == 200
+    assert np.isfinite(results["eval_return_mean"])
+    cfg = AIHFControlConfig.from_dict(results["config"])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, cut, None, tiny_data["prefs"], callback=_InterruptMidIteration(), progress=False)
+    assert main(["control", "train", "--resume", str(cut), "--no-progress"]) == 0
+    resumed = json.loads((cut / "results.json").read_text())
+    assert resumed["eval_return_mean"] == results["eval_return_mean"]
+    assert (full / "curve.csv").read_text() == (cut / "curve.csv").read_text()
+
+    blobs = _pickled_blobs(full / "policy.zip")
     assert blobs and not any(b"aihf" in blob for blob in blobs)  # nothing of ours, no preference data
-    loaded = [IPLSBXSAC.load(out / "policy.zip") for out in runs]
+    loaded = [IPLSBXSAC.load(out / "policy.zip") for out in (full, cut)]
     assert not hasattr(loaded[0], "_ipl")
-    assert loaded[0]._n_updates == 100  # a critic, actor and target update per step after learning_starts
-    for model in loaded[1:]:
-        assert _same(
-            [np.asarray(x) for x in jax.tree.leaves(loaded[0].policy.qf_state.params)],
-            [np.asarray(x) for x in jax.tree.leaves(model.policy.qf_state.params)],
-        )
+    assert loaded[0]._n_updates == loaded[1]._n_updates == 100  # one per step after learning_starts
+    assert _same(_critic(loaded[0]), _critic(loaded[1]))
     obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     backend = get_backend("sbx")
     np.testing.assert_array_equal(backend.act(loaded[0], obs), backend.act(loaded[1], obs))
