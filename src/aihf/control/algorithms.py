@@ -11,7 +11,7 @@ command line offers its names and the benchmark tables print `ALGORITHM_LABELS`.
     rlhf       BC-initialised actor, reward fitted on the preferences, then SAC on that frozen reward
     bc         behaviour cloning only (no environment steps)
     sac-true   SAC on the environment's true reward (the oracle)
-    ipl        Inverse Preference Learning: SAC whose critic is fit to the preferences (`ipl.py`)
+    ipl        Inverse Preference Learning: SAC's critic fit to the preferences (`ipl.py`, `ipl_sbx.py`)
 
 Kept free of torch and stable-baselines3 imports (the config and the command line read the table);
 the hooks get what they may use in a `Run`, never the trainer itself.
@@ -148,13 +148,17 @@ class RLHF(Algorithm):
 
 class IPL(Algorithm):
     """Inverse Preference Learning: no reward net; SAC's critic learns from the preferences through
-    its implicit reward (see `ipl.py`). Online, from a random policy, on the preference data only."""
+    its implicit reward (`ipl.py` on sb3, `ipl_sbx.py` on sbx). Online, from a random policy, on the
+    preference data only."""
 
     name, label = "ipl", "IPL (inverse preference learning)"
-    backends = ("sb3",)  # its critic update is PyTorch
     needs_prefs = uses_prefs = needs_next_states = True
 
     def sac_class(self, backend: Backend) -> type | None:
+        if backend.name == "sbx":
+            from aihf.control.ipl_sbx import IPLSBXSAC
+
+            return IPLSBXSAC
         from aihf.control.ipl import IPLSAC
 
         return IPLSAC

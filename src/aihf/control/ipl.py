@@ -61,6 +61,27 @@ class IPLSAC(SAC):
             discount = self.gamma * (1 - done.reshape(-1, 1))
         return [q - discount * next_v for q in self.critic(obs, act)]
 
+    def _critic_loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        done: torch.Tensor,
+        ent_coef: torch.Tensor,
+        seg_id: np.ndarray,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """IPL's critic loss, its preference term and its chi^2 term, each averaged over the critic heads.
+        The first `len(seg_id)` rows are the sampled pairs' transitions (`segment_rows` order), the rest
+        a replay batch; a method of its own so that tests can hold the sbx port against it."""
+        pref_loss = chi2 = torch.zeros((), device=self.device)
+        heads = self._implicit_rewards(obs, act, next_obs, done, ent_coef)
+        for reward in heads:
+            ret_a, ret_b = sum_segments(reward[: len(seg_id), 0], seg_id, len(labels))
+            pref_loss = pref_loss + F.binary_cross_entropy_with_logits(ret_a - ret_b, labels)
+            chi2 = chi2 + reward.pow(2).mean() / (4 * self._ipl["chi2"])
+        return (pref_loss + chi2) / len(heads), pref_loss / len(heads), chi2 / len(heads)
+
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         optimizers = [self.actor.optimizer, self.critic.optimizer]
@@ -98,13 +119,9 @@ class IPLSAC(SAC):
                 ent_coef = self.ent_coef_tensor
 
             labels = data["labels"][torch.as_tensor(pick, device=self.device)]
-            pref_loss = chi2 = torch.zeros((), device=self.device)
-            heads = self._implicit_rewards(obs, act, next_obs, done, ent_coef)
-            for reward in heads:
-                ret_a, ret_b = sum_segments(reward[: len(rows), 0], seg_id, n_pairs)
-                pref_loss = pref_loss + F.binary_cross_entropy_with_logits(ret_a - ret_b, labels)
-                chi2 = chi2 + reward.pow(2).mean() / (4 * data["chi2"])
-            critic_loss = (pref_loss + chi2) / len(heads)
+            critic_loss, pref_loss, chi2 = self._critic_loss(
+                obs, act, next_obs, done, ent_coef, seg_id, labels
+            )
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
@@ -120,7 +137,7 @@ class IPLSAC(SAC):
             if step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
-            for key, value in zip(logs, (critic_loss, pref_loss / len(heads), chi2 / len(heads), actor_loss)):
+            for key, value in zip(logs, (critic_loss, pref_loss, chi2, actor_loss)):
                 logs[key].append(value.item())
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
