@@ -101,3 +101,20 @@ def test_falls_become_timeouts_only_with_bootstrap(termination):
             break
     assert dones[0] and "terminal_observation" in infos[0]
     assert infos[0].get("TimeLimit.truncated", False) == (termination == "bootstrap")
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_predict_on_a_few_rows_is_the_forward_pass(rows):
+    """The learned-reward env's per-step path (numpy, a few rows) computes what the module computes."""
+    torch.manual_seed(0)
+    net = RewardNet(4, 2, hidden=(16, 8), use_next_obs=True, use_done=True)
+    obs, act, nxt = np.random.default_rng(0).normal(size=(3, rows, 4)).astype(np.float32)[[0, 1, 2]]
+    act = act[:, :2]
+    done = (np.arange(rows) % 2).astype(np.float32)
+    expected = net(*(torch.as_tensor(x) for x in (obs, act, nxt, done))).detach().numpy()
+    np.testing.assert_allclose(net.predict(obs, act, nxt, done), expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the numpy path reads the current weights, not a stale copy
+        net.mlp[0].bias.add_(1.0)
+    moved = net(*(torch.as_tensor(x) for x in (obs, act, nxt, done))).detach().numpy()
+    np.testing.assert_allclose(net.predict(obs, act, nxt, done), moved, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(moved, expected)

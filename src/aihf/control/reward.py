@@ -21,6 +21,8 @@ from torch import nn
 from aihf.errors import InputError
 from aihf.io import atomic_path, write_json
 
+SMALL_BATCH = 64  # rows up to which `predict` runs the MLP in numpy
+
 
 class RewardNet(nn.Module):
     """MLP reward on (s, a), optionally also on the next state s' and the termination flag."""
@@ -77,13 +79,16 @@ class RewardNet(nn.Module):
         chunk: int = 65536,
     ) -> np.ndarray:
         """Rewards of numpy transitions, in chunks, without gradients. Inputs the net does not take
-        are not converted: the learned-reward env calls this at every step."""
+        are not converted: the learned-reward env calls this at every step, where a few rows go through
+        the MLP in numpy (torch's per-call overhead was most of a step's reward cost)."""
         inputs = (
             obs,
             act,
             next_obs if self.config["use_next_obs"] else None,
             done if self.config["use_done"] else None,
         )
+        if len(obs) <= SMALL_BATCH:
+            return self._predict_numpy(inputs)
         if len(obs) <= chunk:
             return self(
                 *(None if x is None else torch.as_tensor(x, dtype=torch.float32) for x in inputs)
@@ -95,6 +100,17 @@ class RewardNet(nn.Module):
                 *(None if x is None else torch.as_tensor(x[sl], dtype=torch.float32) for x in inputs)
             ).numpy()
         return out
+
+    def _predict_numpy(self, inputs: tuple[np.ndarray | None, ...]) -> np.ndarray:
+        """The forward pass in float32 numpy, on the current weights (views, not copies)."""
+        parts = [np.asarray(x, dtype=np.float32).reshape(len(inputs[0]), -1) for x in inputs if x is not None]
+        x = np.concatenate(parts, axis=-1)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                x = x @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+            else:  # ReLU, the only other layer the constructor builds
+                x = np.maximum(x, 0.0)
+        return x[:, 0]
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write `reward_config.json` and `reward.pt` into `directory` (atomically, as a whole)."""
