@@ -52,7 +52,7 @@ def _write(tmp_path, data):
 
 
 def test_v2_runs_pilot_apart_rlhf_from_tuned_bc_reevaluates_and_reports_claims(
-    tiny_data, tmp_path, monkeypatch
+    tiny_data, tmp_path, monkeypatch, capsys
 ):
     path = _write(tmp_path, tiny_data["demos_path"].parent)
     proto, root = module.read_control_protocol(path)
@@ -64,6 +64,11 @@ def test_v2_runs_pilot_apart_rlhf_from_tuned_bc_reevaluates_and_reports_claims(
     assert first[0] == "pilot/sac-true/seed100" and "wait for the budget" in first[1]
 
     assert jobs.work(wait=0.1) == []
+    # the pilot paused once its evaluation at 100 steps made B known; the tunings went first and the
+    # rest of its curve (to 200) ran last
+    starts = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if " start " in line]
+    assert starts[0] == starts[-1] == "pilot/sac-true/seed100" and starts[1] == "tune/bc/bc_steps=5"
+    assert starts.count("pilot/sac-true/seed100") == 2
     plan = [job for job, _ in jobs.plan()]
     assert all(job is not None and jobs.state(job) == "finished" for job in plan)
     tuned = [job for job in plan if job.name.startswith("tune/")]

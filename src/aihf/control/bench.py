@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from aihf.control.algorithms import ALGORITHM_LABELS
+from aihf.control.callbacks import TrainerCallback
 from aihf.control.config import RENAMES, AIHFControlConfig, load_config
 from aihf.control.data import resolve_data
 from aihf.control.train import load_run_data, train
@@ -49,9 +51,11 @@ def run_bench(
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
     shard: tuple[int, int] = (0, 1),
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> str:
     """Run every (algo, seed) of this shard; returns the Markdown table of the runs under `out_dir`
-    (also written to results.md). `env_id` None: the YAML file's environment (else Pendulum-v1)."""
+    (also written to results.md). `env_id` None: the YAML file's environment (else Pendulum-v1).
+    `callbacks` go to every run's trainer loop (`aihf.control.callbacks`)."""
     out_dir = Path(out_dir)
     # precedence: the environment's preset < the YAML file < the arguments given here
     explicit = dict(overrides or {})
@@ -78,7 +82,7 @@ def run_bench(
         run_dir = store.run_dir(job)
         resume = run_status(run_dir, cfg) == "checkpoint"
         try:
-            return train(cfg, run_dir, demos, prefs, resume=resume, progress=progress)
+            return train(cfg, run_dir, demos, prefs, resume=resume, progress=progress, callbacks=callbacks)
         except Exception as err:  # one failing run must not stop the others
             return queue.failure(err)
 

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from aihf.control.train import Trainer
 
 
+class PauseTraining(BaseException):
+    """Raised by a callback's `on_iteration_end` to leave the loop after the iteration's checkpoint: the
+    run stops unfinished and resumes from there (a BaseException, so the per-job `except Exception`
+    handlers that turn failures into records let it through)."""
+
+
 class TrainerCallback:
     """Base class: override the hooks you need; `steps` is the number of SAC steps just taken."""
 

@@ -5,7 +5,8 @@ tuning grids and the queue's priority); this module runs it on `aihf.experiments
 
 - the budget pilot (SAC on the true reward, `pilot.steps` steps) gives the budget B: the first
   multiple of `budget_step` at which the oracle's seed mean reaches `oracle_fraction` of the
-  demonstrations' mean return (else the pilot's length);
+  demonstrations' mean return (else the pilot's length); a pilot run pauses at the evaluation that
+  makes B known and finishes its curve after the tunings B unlocks;
 - each method of `grids` is tuned on `tune_seed` at min(B, `tune_steps_cap`) steps over its grid;
 - the best setting (final true return; the first on ties) runs every seed at B steps; the pilot's
   runs, read at B, are the oracle rows;
@@ -40,8 +41,10 @@ import numpy as np
 
 from aihf.control.algorithms import ALGORITHM_LABELS
 from aihf.control.bench import cut_at, last3, load_result, run_bench, run_status, summarize
+from aihf.control.callbacks import PauseTraining, TrainerCallback
 from aihf.control.config import load_config
 from aihf.control.data import load_trajectories, shipped_data_dir
+from aihf.control.train import Trainer
 from aihf.errors import InputError
 from aihf.experiments import queue
 from aihf.experiments.jobs import Job
@@ -269,8 +272,13 @@ class ProtocolQueue:
 
     def run(self, job: Job) -> dict[str, Any]:
         """One job through `aihf control bench` (unless its training has finished), then the
-        re-evaluation of its saved policy where asked; a failure becomes its record."""
+        re-evaluation of its saved policy where asked; a failure becomes its record. A pilot run
+        pauses at its checkpoint once B is known (`PauseAtBudget`): the rest of its curve then waits
+        behind the tunings (`plan`), which B has unlocked."""
         if self.run_state(job) != "finished":
+            pause = (
+                [PauseAtBudget(self)] if job.name.startswith("pilot/") and self.budget()[0] is None else []
+            )
             try:
                 run_bench(
                     None,
@@ -282,9 +290,17 @@ class ProtocolQueue:
                     str(self.data / "demos.npz"),
                     str(self.data / "prefs.npz"),
                     overrides=self.proto.settings | self.overrides(job),
+                    callbacks=pause,
                 )
             except queue.JobsFailed as err:
                 return {"error": str(err)}
+            except PauseTraining:
+                b = self.budget()[0]
+                print(
+                    f"paused {job.name} at its checkpoint: B = {b}; it continues after the tunings",
+                    flush=True,
+                )
+                return {"paused": b}
         if self.reevaluates(job):
             from aihf.control.train import reevaluate
 
@@ -778,6 +794,20 @@ class ProtocolQueue:
         head, rest = old.split(BEGIN, 1)
         write_text(path, f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
         return text
+
+
+class PauseAtBudget(TrainerCallback):
+    """Pauses a pilot run after the evaluation that makes B known (the checkpoint is written by then),
+    unless the run has reached its end anyway: its remaining steps only extend the oracle's curve."""
+
+    def __init__(self, jobs: ProtocolQueue) -> None:
+        self.jobs = jobs
+
+    def on_iteration_end(self, trainer: Trainer, steps: int) -> None:
+        now = trainer.model.num_timesteps
+        evaluated = trainer.state["curve"][-1]["step"] == now
+        if evaluated and now < trainer.cfg.n_timesteps and self.jobs.budget()[0] is not None:
+            raise PauseTraining
 
 
 def _seeds(seeds: list[int]) -> str:
