@@ -74,6 +74,7 @@ def test_quick_bench_runs_end_to_end_on_tiny_models(tmp_path, monkeypatch):
     assert dpo["samples"][0]["prompt"].startswith("<user>")
     # gold reward against steps: the main runs keep 2 snapshots (1 for AIHF's single iteration)
     assert [p["step"] for p in results["curves"]["dpo"]["0"]] == [1, 2]
+    assert all(p["gold_reward_sem"] >= 0 for p in results["curves"]["dpo"]["0"])  # the plateau rule's s.e.
     assert [p["step"] for p in results["curves"]["aihf"]["0"]] == [1]
     assert "dpo_d8_p8_k2_s0" not in {r for r in results["curves"]}  # sweep runs keep none
     assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k2_s0" / "snapshots").exists()

@@ -89,6 +89,8 @@ def test_the_v2_protocol_reads_and_matches_policy_updates_across_each_pair():
     cfg = read_bench_protocol(V2, model_dir=MODEL)
     assert cfg.alpha_convention == "paper" and cfg.gold == "on-task-sentiment"
     assert cfg.pending and cfg.tuning_seeds == [100] and len(cfg.seeds) == 5 and cfg.curve_points >= 8
+    assert set(cfg.tuning_seeds) <= set(cfg.curve_seeds)  # the pilot's runs keep their snapshots
+    assert "snapshot_steps" in cfg.job("aihf", cfg.n_demos, cfg.n_prefs, 1.0, 100).spec["config"]
 
     def updates(method: str) -> int:
         values = method_config(method, cfg, 0)[2]

@@ -646,7 +646,8 @@ def _gold_curve(run_dir: Path, inputs: _Inputs, seed: int) -> list[dict[str, flo
     for step, path in snapshot_dirs(run_dir):
         policy, _ = load_model(path)
         metrics = inputs.evaluate(policy, seed=seed)
-        curve.append({"step": step} | {k: metrics.metrics[k] for k in ("gold_reward_mean", "kl_to_ref")})
+        keys = ("gold_reward_mean", "gold_reward_sem", "kl_to_ref")  # the s.e. for the plateau rule
+        curve.append({"step": step} | {k: metrics.metrics[k] for k in keys})
     return curve
 
 
