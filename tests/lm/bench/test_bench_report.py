@@ -251,3 +251,29 @@ def test_the_header_counts_the_rows_the_runs_trained_on_when_the_data_has_fewer(
     )
     report = render_report(results, {}, tmp_path)
     assert "4 demonstrations, 7 (all the data has; the protocol asks for 10) preference pairs" in report
+
+
+def _curve(golds, sem=0.02):
+    return [
+        {"step": 10 * (i + 1), "gold_reward_mean": g, "gold_reward_sem": sem} for i, g in enumerate(golds)
+    ]
+
+
+def test_the_plateau_rule_finds_where_a_seed_mean_curve_flattens():
+    from aihf.lm.bench.report import plateau
+
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    assert plateau({"0": _curve(rising)}) == (None, 80)  # each 3-mean moves by 0.3 >> s.e. 0.016
+    flat_late = [0.1, 0.3, 0.6, 0.61, 0.6, 0.6, 0.61, 0.6, 0.6]
+    # at step 80 the last three (0.6, 0.61, 0.6) and the three before (0.6, 0.61, 0.6) agree; at 70 the
+    # three before (0.3, 0.6, 0.61) are 0.1 lower
+    assert plateau({"0": _curve(flat_late)}) == (80, 90)
+    # a step of 0.014: within the s.e. of the difference for one seed with s.e. 0.03 (sqrt(6 x 0.03^2) / 3
+    # = 0.0245), beyond it for two seeds with s.e. 0.02 each (sqrt(6 x 0.02^2 / 2) / 3 = 0.0115)
+    step = [0.5, 0.5, 0.5, 0.514, 0.514, 0.514]
+    assert plateau({"0": _curve(step, sem=0.03)}) == (60, 60)
+    assert plateau({"0": _curve(step, sem=0.02), "1": _curve(step, sem=0.02)}) == (None, 60)
+    # a curve recorded without s.e. is never called flat; steps one seed lacks are left out
+    bare = [{k: v for k, v in p.items() if k != "gold_reward_sem"} for p in _curve([0.5] * 6)]
+    assert plateau({"0": bare}) == (None, 60)
+    assert plateau({"0": _curve([0.5] * 6), "1": _curve([0.5] * 5)}) == (None, 50)

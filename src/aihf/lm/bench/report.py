@@ -308,6 +308,28 @@ def _cell(entry: dict[str, Any], key: Any, digits: int = 3) -> str:
     return fmt(entry.get(key), digits)
 
 
+def plateau(by_seed: dict[str, list[dict[str, float]]]) -> tuple[int | None, int | None]:
+    """(the first snapshot step at which the seed-mean curve has flattened, the last step), by the
+    protocol's rule: |mean of the last three snapshots - mean of the three before| below the standard
+    error of that difference. A snapshot's seed mean has s.e. sqrt(sum of the seeds' s.e.^2) / seeds,
+    and the difference of two means of three has sqrt(sum of the six s.e.^2) / 3. Only steps every
+    seed has are used; a curve without s.e. (recorded before they were kept) never counts as flat."""
+    curves = list(by_seed.values())
+    steps = sorted(set.intersection(*(set(p["step"] for p in c) for c in curves))) if curves else []
+    at = [{p["step"]: p for p in c} for c in curves]
+    mean = [float(np.mean([c[s]["gold_reward_mean"] for c in at])) for s in steps]
+    sems = [[c[s].get("gold_reward_sem") for c in at] for s in steps]
+    sem = [float(np.sqrt(sum(x * x for x in v)) / len(v)) if None not in v else None for v in sems]
+    for k in range(6, len(steps) + 1):
+        window = sem[k - 6 : k]
+        if None in window:
+            continue
+        diff = np.mean(mean[k - 3 : k]) - np.mean(mean[k - 6 : k - 3])
+        if abs(diff) < np.sqrt(sum(x * x for x in window)) / 3:
+            return steps[k - 1], steps[-1]
+    return None, steps[-1] if steps else None
+
+
 def _used(asked: int, path: Path) -> str:
     """How many rows of a data file the runs train on: `asked`, or all there are when the file has fewer
     (the bench slices the first `asked` rows)."""
@@ -411,6 +433,18 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
                     f"| {f['kl']:.1f} ({f['kl_std']:.1f}) | {f['n']} |"
                 )
     if results.get("curves"):
+        lines += [
+            "",
+            "Plateau rule (docs/lm_protocol_v2.md, section 3): a curve has flattened at the first snapshot "
+            "where the mean gold of its last three snapshots differs from that of the three before by less "
+            "than the standard error of that difference (seed-mean curves; training units as recorded):",
+            "",
+        ]
+        for method, by_seed in results["curves"].items():
+            flat, last = plateau(by_seed)
+            lines.append(
+                f"- {method}: " + (f"flattened at {flat}" if flat is not None else f"not flattened by {last}")
+            )
         lines += [
             "",
             "Gold reward (KL to base) of the policy snapshots against training units (paper Fig. 6):",
