@@ -39,7 +39,7 @@ class PaddedPreferences(flax.struct.PyTreeNode):
     obs: jax.Array  # [N, obs_dim] every transition of the preference file
     act: jax.Array  # [N, act_dim] in SAC's [-1, 1] scale
     next_obs: jax.Array  # [N, obs_dim]
-    done: jax.Array  # [N] 1 where the episode terminated (0 everywhere under termination 'bootstrap')
+    done: jax.Array  # [N] 1 where the episode terminated (kept under 'bootstrap', as in ipl.py)
     rows: jax.Array  # [P, 2, L] rows of segment a and segment b of each pair; padding points at row 0
     mask: jax.Array  # [P, 2, L] 1 on a segment's rows, 0 on padding
     labels: jax.Array  # [P] probability that segment a is preferred
