@@ -243,7 +243,9 @@ def run_rl(model_dir: str, prefs: list, demos: list, args: argparse.Namespace, o
     from aihf.lm.modeling import load_causal_lm, load_reward_model, load_tokenizer
 
     learn = arm.startswith("aihf")
-    units = args.warmup + (args.steps if arm == "rloo" else args.iterations)
+    # one untimed unit after the timed ones: an AIHF iteration draws the next one's first policy samples
+    # with its agent answers, except the run's last, so the timed units are the steady state
+    units = args.warmup + (args.steps if arm == "rloo" else args.iterations) + 1
     tokenizer = load_tokenizer(model_dir)
     config = AIHFConfig(
         output_dir=str(out / arm),
@@ -270,9 +272,10 @@ def run_rl(model_dir: str, prefs: list, demos: list, args: argparse.Namespace, o
         method="aihf" if learn else "rlhf",
     )
     rows = args.prompts * args.num_samples
-    return time_units(
+    timed = time_units(
         trainer, units, lambda m: rows * (args.prompt_len + m.get("policy/completion_length", 0.0))
     )
+    return timed[:-1]
 
 
 def run_direct(model_dir: str, prefs: list, demos: list, args: argparse.Namespace, out: Path) -> list:

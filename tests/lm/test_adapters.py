@@ -89,7 +89,7 @@ def test_a_bad_loading_or_output_field_is_one_line_exit_2_before_any_work(
         data_dir / "prefs.jsonl",
         "--config",
         config,
-        "--out",
+        "--output_dir",
         out,
     )
     assert code == 2 and len(err) == 1 and field in err[0], err
@@ -243,7 +243,7 @@ def test_an_adapter_is_a_model_for_train_eval_and_generate(lora_run, tiny_dir, d
         data_dir / "demos.jsonl",
         "--max-steps",
         "1",
-        "--out",
+        "--output_dir",
         tmp_path / "sft",
     )
     assert code == 0, err

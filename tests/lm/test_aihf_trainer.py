@@ -166,6 +166,57 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_dir, data_dir, tmp_pat
         assert straight == resumed, name
 
 
+def test_sample_groups_draws_every_group_in_one_generate_call(tiny_dir, data_dir, tmp_path):
+    trainer = _trainer(tiny_dir, data_dir, tmp_path)
+    model = trainer.accelerator.unwrap_model(trainer.policy)
+    calls = []
+    generate = model.generate
+    model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or generate(**kw)
+    prompts = trainer.demos.column("prompt")
+    one, three = trainer.policy_step.sample_groups([(prompts[:2], 1), (prompts[2:4], 3)])
+    assert calls == [8]  # 2 x 1 + 2 x 3 sequences, one call
+    assert one.prompts == prompts[:2] and one.num_samples == 1 and len(one.completion_ids) == 2
+    assert three.prompts == [p for p in prompts[2:4] for _ in range(3)] and three.num_samples == 3
+    assert len(three.completions) == len(three.prompt_ids) == len(three.completion_ids) == 6
+
+
+@pytest.mark.parametrize("save_steps", [0, 2])
+def test_aihf_draws_the_next_policy_samples_with_the_agent_answers_unless_a_checkpoint_comes_between(
+    tiny_dir, data_dir, tmp_path, save_steps
+):
+    """The next iteration's policy samples come from the policy as the reward steps see it (no update in
+    between), drawn in the same pass as the agent answers; not across a checkpoint (never saved)."""
+    trainer = _trainer(tiny_dir, data_dir, tmp_path, max_iterations=4, save_steps=save_steps)
+    step, drawn = trainer.policy_step, []
+    sample = step.sample
+    step.sample = lambda prompts, k, batch_size=None: (
+        drawn.append((step.updates, len(prompts) * k)) or sample(prompts, k, batch_size)
+    )
+    trainer.train()
+    policy, agent = 3 * 2, 6  # prompt_batch_size x num_generations; a reward step's demonstrations
+    if save_steps:  # checkpoint after iteration 2: iteration 3 samples its own
+        expected = [
+            (0, policy),
+            (1, agent + policy),
+            (2, agent),
+            (2, policy),
+            (3, agent + policy),
+            (4, agent),
+        ]
+    else:
+        expected = [(0, policy), (1, agent + policy), (2, agent + policy), (3, agent + policy), (4, agent)]
+    assert drawn == expected
+    assert step.updates == 4 and trainer.ahead is None
+
+
+def test_policy_step_refuses_samples_of_other_prompts(tiny_dir, data_dir, tmp_path):
+    trainer = _trainer(tiny_dir, data_dir, tmp_path)
+    prompts = trainer.demos.column("prompt")
+    (samples,) = trainer.policy_step.sample_groups([(prompts[:3], 2)])
+    with pytest.raises(ValueError, match="num_generations answers for each of the prompts"):
+        trainer.policy_step(prompts[1:4], trainer.current_reward(), samples=samples)
+
+
 def test_reward_scorer_uses_the_reward_models_own_tokenizer(tiny_dir):
     scorer = RewardScorer(
         load_reward_model(str(tiny_dir / "reward_model")), load_tokenizer(str(tiny_dir / "reward_model"))

@@ -161,7 +161,7 @@ def test_cli_takes_eval_data_beside_the_training_data(tiny_dir, data_dir, tmp_pa
         str(data_dir / "prefs.jsonl"),
         "--config",
         str(tmp_path / "c.yaml"),
-        "--out",
+        "--output_dir",
         str(out),
     ]
     assert aihf.cli.main([*argv, "--eval-prefs", str(tmp_path / "missing.jsonl")]) == 2

@@ -22,7 +22,7 @@ from aihf.lm import runtime
 from aihf.lm.config import AIHFConfig
 from aihf.lm.data import TextData
 from aihf.lm.loop import LoopTrainer
-from aihf.lm.modeling import RewardFn, RewardScorer
+from aihf.lm.modeling import RewardFn, RewardScorer, Samples
 from aihf.lm.policy_step import PolicyStep
 from aihf.losses import aihf_reward_loss
 
@@ -109,6 +109,8 @@ class AIHFTrainer(LoopTrainer):
             max_grad_norm=config.max_grad_norm,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
+        # the next iteration's first policy step: its prompts and samples, drawn with this one's agent answers
+        self.ahead: tuple[list[str], Samples] | None = None
         self.add_sampler("prompts", self.prompt_data, config.prompt_batch_size, 0)
         if self.demos is not None:
             self.add_sampler("demos", self.demos, reward_bs, 1)
@@ -148,16 +150,30 @@ class AIHFTrainer(LoopTrainer):
                 )
         return torch.tensor(scores["chosen"]), torch.tensor(scores["rejected"])
 
-    def demo_batches(self, steps: int) -> list[list[list[tuple[dict[str, str], str]]]]:
+    def demo_batches(
+        self, steps: int, next_prompts: Sequence[str] = ()
+    ) -> list[list[list[tuple[dict[str, str], str]]]]:
         """Demonstration micro-batches for `steps` reward steps, each row paired with a fresh policy sample.
 
         The policy does not change during the reward steps, so all agent samples of an iteration come
-        from one batched sampling (`generation_batch_size` prompts per `generate` call).
+        from one batched sampling (`generation_batch_size` sequences per `generate` call). Nor does it
+        change before the next iteration's first policy step: `next_prompts` get their k samples in the
+        same pass, kept in `self.ahead` for that step.
         """
         rows = [self.draw("demos", self.demos) for _ in range(steps)]
         prompts = [r["prompt"] for step in rows for micro in step for r in micro]
-        agent = iter(self.policy_step.sample(prompts, 1, self.config.generation_batch_size).completions)
+        groups = [(prompts, 1)] + ([(next_prompts, self.config.num_generations)] if next_prompts else [])
+        drawn = self.policy_step.sample_groups(groups, self.config.generation_batch_size)
+        self.ahead = (list(next_prompts), drawn[1]) if next_prompts else None
+        agent = iter(drawn[0].completions)
         return [[[(r, next(agent)) for r in micro] for micro in step] for step in rows]
+
+    def samples_ahead(self) -> bool:
+        """Whether this iteration draws the next one's first policy samples with its agent answers: only
+        when a next iteration follows in this run and no checkpoint comes between them, so a run resumed
+        from a checkpoint draws exactly what an uninterrupted one does (the samples are never saved)."""
+        following, every = self.state.step + 1, self.config.save_steps
+        return following < self.total and not (every and following % every == 0)
 
     def reward_step(
         self, demo_batches: list[list[tuple[dict[str, str], str]]] | None = None
@@ -233,6 +249,9 @@ class AIHFTrainer(LoopTrainer):
             }
         return parts.loss, metrics
 
+    def draw_prompts(self) -> list[str]:
+        return [r["prompt"] for micro in self.draw("prompts", self.prompt_data) for r in micro]
+
     # --- one iteration --------------------------------------------------------------------------------
 
     def training_step(self) -> dict[str, float]:
@@ -241,12 +260,14 @@ class AIHFTrainer(LoopTrainer):
         logged = self.logs_step(self.state.step + 1)
         records = []
         for _ in range(c.policy_steps_per_iteration):
-            prompts = [r["prompt"] for micro in self.draw("prompts", self.prompt_data) for r in micro]
-            records.append(self.policy_step(prompts, self.current_reward(), with_entropy=logged))
+            (prompts, samples), self.ahead = self.ahead or (self.draw_prompts(), None), None
+            records.append(self.policy_step(prompts, self.current_reward(), logged, samples))
         metrics = runtime.mean_metrics(records)
         if self.train_reward:
             steps = c.reward_steps_per_iteration
-            batches = self.demo_batches(steps) if self.demos is not None else [None] * steps
+            batches = [None] * steps
+            if self.demos is not None:
+                batches = self.demo_batches(steps, self.draw_prompts() if self.samples_ahead() else ())
             metrics |= runtime.mean_metrics([self.reward_step(batch) for batch in batches])
         return {"iteration": self.state.step + 1, **metrics}
 

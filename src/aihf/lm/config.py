@@ -191,7 +191,8 @@ class AIHFConfig(LMConfig, PolicyStepConfig):
     reward_learning_rate: float | None = None  # default: learning_rate
     reward_batch_size: int | None = None  # default: batch_size
     reward_max_length: int | None = None  # default: max_length
-    generation_batch_size: int = 256  # prompts per generate call when sampling an iteration's agent answers
+    # sequences per generate call when sampling an iteration's agent answers (and the next policy step's)
+    generation_batch_size: int = 256
     reward_warmup_steps: int = 0  # RLHF: TRL RewardTrainer steps before RL (default: max_iterations)
     sft_steps: int = 0  # RLHF: TRL SFTTrainer steps on the demonstrations before the reward model
 

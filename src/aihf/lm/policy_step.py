@@ -103,6 +103,34 @@ class PolicyStep:
                 batch_size,
             )
 
+    def sample_groups(
+        self, groups: Sequence[tuple[Sequence[str], int]], batch_size: int | None = None
+    ) -> list[Samples]:
+        """Samples for several (prompts, k) groups from the current policy in one sampling pass
+        (`batch_size` sequences per `generate` call, all in one by default).
+
+        On a CPU a decoding step costs about as much for 24 sequences as for 8 (reading the weights
+        dominates: SmolLM2, 0.27 s at 8 rows, 0.40 s at 32), so one call for all of an iteration's
+        samples is cheaper than one per group. Each group comes back as its own `Samples`, k per prompt."""
+        if self.vllm is not None:  # vLLM batches its own requests
+            return [self.sample(prompts, k) for prompts, k in groups]
+        flat = [p for prompts, k in groups for p in prompts for _ in range(k)]
+        drawn = self.sample(flat, 1, batch_size)
+        found, start = [], 0
+        for prompts, k in groups:
+            rows = slice(start, start + len(prompts) * k)
+            found.append(
+                Samples(
+                    drawn.prompts[rows],
+                    drawn.completions[rows],
+                    drawn.prompt_ids[rows],
+                    drawn.completion_ids[rows],
+                    num_samples=k,
+                )
+            )
+            start = rows.stop
+        return found
+
     @torch.no_grad()
     def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> LogProbs:
         if self.ref_policy is not None:
@@ -111,16 +139,24 @@ class PolicyStep:
             return completion_logprobs(self.accelerator.unwrap_model(self.policy), batch)
 
     def __call__(
-        self, prompts: Sequence[str], reward: RewardScorer | RewardFn, with_entropy: bool = True
+        self,
+        prompts: Sequence[str],
+        reward: RewardScorer | RewardFn,
+        with_entropy: bool = True,
+        samples: Samples | None = None,
     ) -> dict[str, float]:
         """One optimiser step on `prompts`: sample k answers each in one call, score them, then the
         loss and backward in `gradient_accumulation_steps` micro-batches of whole prompt groups.
 
         `with_entropy`: report the policy's token entropy (a softmax over the vocabulary at every
-        completion token; skipped on steps whose metrics are not logged)."""
+        completion token; skipped on steps whose metrics are not logged). `samples`: the k answers per
+        prompt, already drawn from the current policy (`sample_groups`); drawn here if omitted."""
         score = as_reward_fn(reward)
         c = self.config
-        samples = self.sample(prompts, c.num_generations)
+        if samples is None:
+            samples = self.sample(prompts, c.num_generations)
+        if samples.num_samples != c.num_generations or samples.prompts[:: c.num_generations] != list(prompts):
+            raise ValueError("samples must hold num_generations answers for each of the prompts, in order")
         tokens = samples.batch(self.tokenizer.pad_token_id, self.accelerator.device)
         scores = score(samples.prompts, samples.completions).to(self.accelerator.device)
         chunks = _micro_slices(len(prompts), self.gradient_accumulation_steps, c.num_generations)
