@@ -177,6 +177,26 @@ def test_bench_shards_skip_finished_runs_and_resume_interrupted_ones(tiny_data, 
     assert "--shard '2/2': expected I/N with 0 <= I < N" in capsys.readouterr().err
 
 
+def test_bench_workers_run_in_their_own_processes_with_the_numbers_of_one_process(
+    tiny_data, tmp_path, capsys
+):
+    from aihf.cli import main
+
+    data = {"demos_path": str(tiny_data["demos_path"]), "prefs_path": str(tiny_data["prefs_path"])}
+    overrides = {"steps_per_iter": 100, "learning_starts": 100, "eval_episodes": 1, "batch_size": 32}
+    overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False, "backend": "sb3"}
+    kwargs = {"progress": False, "overrides": overrides, **data}
+    one = run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path / "one", 200, **kwargs)
+    two = run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path / "two", 200, workers=2, **kwargs)
+    assert one == two and "| AIHF | 2 |" in two
+    for run in ("aihf/seed0", "aihf/seed1", "bc/seed0", "bc/seed1"):
+        assert (tmp_path / "one" / run / "curve.csv").read_text() == (
+            tmp_path / "two" / run / "curve.csv"
+        ).read_text()
+    assert main(["control", "bench", "--out", str(tmp_path / "x"), "--workers", "2", "--shard", "0/2"]) == 2
+    assert "--workers 2: expected a positive count, and no --shard beside it" in capsys.readouterr().err
+
+
 def test_report_reads_longer_runs_at_the_budget_and_spreads_with_ddof_1(tiny_data, tmp_path, capsys):
     from aihf.cli import main
     from aihf.control.bench import report

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,16 @@ def run_bench(
     overrides: dict[str, Any] | None = None,
     shard: tuple[int, int] = (0, 1),
     callbacks: Sequence[TrainerCallback] = (),
-) -> str:
+    workers: int = 1,
+    only: Iterable[str] | None = None,
+) -> str | None:
     """Run every (algo, seed) of this shard; returns the Markdown table of the runs under `out_dir`
     (also written to results.md). `env_id` None: the YAML file's environment (else Pendulum-v1).
-    `callbacks` go to every run's trainer loop (`aihf.control.callbacks`)."""
+    `callbacks` go to every run's trainer loop (`aihf.control.callbacks`).
+
+    `workers` > 1 runs the pending runs in that many fresh processes of one thread each, taking the
+    next run from one queue (a run's numbers do not depend on the process it ran in). `only` (run
+    names, or a worker's queue) runs just those and returns None: the caller writes the report."""
     out_dir = Path(out_dir)
     # precedence: the environment's preset < the YAML file < the arguments given here
     explicit = dict(overrides or {})
@@ -71,11 +77,21 @@ def run_bench(
         cfg = load_config(config_path, {**explicit, "algo": algo, "seed": seed})
         jobs.append(Job(algo, seed, name=f"{algo}/seed{seed}", spec={"config": cfg.to_dict()}))
         configs[jobs[-1].name] = cfg
+    if workers > 1 and callbacks:
+        raise InputError("control bench: callbacks run in this process only; use workers=1 with them")
     selected = queue.select(jobs, shard)
     plan = {}  # every config and data set is checked before the first (long) run starts
     for job in selected:
         cfg = configs[job.name]
         plan[job.name] = (cfg, *load_run_data(cfg, *resolve_data(cfg.env_id, demos_path, prefs_path)))
+    store = run_store(out_dir)
+    pending = [job.name for job in selected if store.finished(job) is None]
+    if only is None and min(workers, len(pending)) > 1:
+        arguments = (env_id, algos, seeds, str(out_dir), total_steps, config_path, demos_path, prefs_path)
+        queue.run_workers(pending, workers, _worker, (*arguments, progress, overrides))
+    if only is not None:
+        names = set(only)
+        selected = [job for job in selected if job.name in names]
 
     def run_job(job: Job) -> dict[str, Any]:
         cfg, demos, prefs = plan[job.name]
@@ -86,12 +102,22 @@ def run_bench(
         except Exception as err:  # one failing run must not stop the others
             return queue.failure(err)
 
-    store = run_store(out_dir)
     outcome = queue.run_queue(jobs, run_job, store, selected, label=None)  # stdout: the table only
+    if only is not None:
+        return None
     table = report(out_dir)
     if outcome.failed:
         raise queue.JobsFailed(outcome.failed, "the output above")
     return table
+
+
+def _worker(*arguments: Any) -> None:
+    """One of `run_bench`'s worker processes: the runs named by its queue (the last argument)."""
+    from aihf.threads import limit_threads
+
+    limit_threads(1)  # or the share of the cores that `queue.run_workers` put in the environment
+    *bench, progress, overrides, names = arguments
+    run_bench(*bench, progress=progress, overrides=overrides, only=names)
 
 
 def run_store(out_dir: str | Path) -> Store:

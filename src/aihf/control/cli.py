@@ -112,6 +112,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finished runs are skipped and interrupted ones resumed",
     )
     bench.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the pending (algo, seed) pairs in this many single-threaded processes on one machine, "
+        "each taking the next pair from one queue (default: %(default)s)",
+    )
+    bench.add_argument(
         "--report-only",
         action="store_true",
         help="train nothing: rebuild results.md / curves.png from every finished run under --out "
@@ -279,6 +286,8 @@ def _bench(args: argparse.Namespace) -> int:
         print(rebuild_report(args.out, args.budget), end="")
         return 0
     shard = parse_shard(args.shard)
+    if args.workers < 1 or (args.workers > 1 and shard[1] > 1):
+        raise InputError(f"--workers {args.workers}: expected a positive count, and no --shard beside it")
     if shard[1] > 1:  # shards run side by side, one process per core: each its share of the cores
         limit_threads(share(shard[1]))
     overrides = {k: v for k, v in (("backend", args.backend), ("ent_coef", args.ent_coef)) if v is not None}
@@ -293,6 +302,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.prefs,
         overrides=overrides,
         shard=shard,
+        workers=args.workers,
     )
     print(report, end="")
     return 0
