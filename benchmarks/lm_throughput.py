@@ -37,6 +37,7 @@ direct_vs_trl_dpo (>= 1), flops_fraction, speedup_aihf_iteration and speedup_dir
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -88,6 +89,21 @@ def make_data(tokenizer: Any, n: int, prompt_len: int, answer_len: int) -> tuple
         prefs.append({"prompt": prompt, "chosen": answers[0], "rejected": answers[1]})
         demos.append({"prompt": prompt, "completion": answers[2]})
     return prefs, demos
+
+
+# fields renamed to TRL's names after the `--before` commit: its configs take the old ones
+OLD_NAMES = {
+    "per_device_train_batch_size": "batch_size",
+    "num_generations": "num_samples",
+    "max_completion_length": "max_new_tokens",
+    "use_cpu": "cpu",
+}
+
+
+def make_config(cls: Any, **values: Any) -> Any:
+    """`cls(**values)` under the field names of the code that runs (now, or at `--before`)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k if k in names else OLD_NAMES.get(k, k): v for k, v in values.items()})
 
 
 def lora_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,7 +263,8 @@ def run_rl(model_dir: str, prefs: list, demos: list, args: argparse.Namespace, o
     # with its agent answers, except the run's last, so the timed units are the steady state
     units = args.warmup + (args.steps if arm == "rloo" else args.iterations) + 1
     tokenizer = load_tokenizer(model_dir)
-    config = AIHFConfig(
+    config = make_config(
+        AIHFConfig,
         output_dir=str(out / arm),
         per_device_train_batch_size=args.prompts,
         prompt_batch_size=args.prompts,
@@ -285,7 +302,8 @@ def run_direct(model_dir: str, prefs: list, demos: list, args: argparse.Namespac
     from aihf.lm.modeling import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    config = DirectAIHFConfig(
+    config = make_config(
+        DirectAIHFConfig,
         output_dir=str(out / "direct"),
         alpha=1.0,
         beta=0.1,
@@ -411,7 +429,8 @@ def profile_aihf_iteration(args: argparse.Namespace, out: Path) -> dict[str, flo
 
     tokenizer = load_tokenizer(args.model)
     prefs, demos = make_data(tokenizer, 64, args.prompt_len, args.answer_len)
-    config = AIHFConfig(
+    config = make_config(
+        AIHFConfig,
         output_dir=str(out / "profile"),
         per_device_train_batch_size=args.prompts,
         prompt_batch_size=args.prompts,
