@@ -187,8 +187,13 @@ def test_bench_workers_run_in_their_own_processes_with_the_numbers_of_one_proces
     overrides |= {"bc_steps": 20, "reward_updates_per_iter": 2, "tensorboard": False, "backend": "sb3"}
     kwargs = {"progress": False, "overrides": overrides, **data}
     one = run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path / "one", 200, **kwargs)
+    kwargs["overrides"] = overrides | {
+        "tensorboard": True
+    }  # its event files name the process that wrote them
     two = run_bench("Pendulum-v1", ["aihf", "bc"], [0, 1], tmp_path / "two", 200, workers=2, **kwargs)
     assert one == two and "| AIHF | 2 |" in two
+    events = list((tmp_path / "two").glob("*/seed*/tensorboard/*/events.out.tfevents.*"))
+    assert len(events) == 4 and len({path.name.split(".")[-2] for path in events}) == 2  # both workers ran
     for run in ("aihf/seed0", "aihf/seed1", "bc/seed0", "bc/seed1"):
         assert (tmp_path / "one" / run / "curve.csv").read_text() == (
             tmp_path / "two" / run / "curve.csv"

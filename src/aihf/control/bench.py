@@ -89,9 +89,9 @@ def run_bench(
     if only is None and min(workers, len(pending)) > 1:
         arguments = (env_id, algos, seeds, str(out_dir), total_steps, config_path, demos_path, prefs_path)
         queue.run_workers(pending, workers, _worker, (*arguments, progress, overrides))
-    if only is not None:
-        names = set(only)
-        selected = [job for job in selected if job.name in names]
+    if only is not None:  # taken one name at a time: a worker's queue is shared with the others
+        by_name = {job.name: job for job in selected}
+        selected = (by_name[name] for name in only)
 
     def run_job(job: Job) -> dict[str, Any]:
         cfg, demos, prefs = plan[job.name]

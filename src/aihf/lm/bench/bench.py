@@ -425,9 +425,9 @@ def run_bench(
     pending = [job.name for job in jobs if store.finished(job) is None]
     if cfg.shard is None and only is None and not report_only and min(workers, len(pending)) > 1:
         _run_workers(out_dir, cfg, pending, workers, deadline)  # inputs checked above; reference cached
-    if only is not None:
+    if only is not None:  # taken one name at a time: a worker's queue is shared with the others
         by_name = {job.name: job for job in jobs}
-        selected = [by_name[name] for name in only]
+        selected = (by_name[name] for name in only)
     else:
         selected = queue.select(jobs, cfg.shard)
     outcome = queue.run_queue(
