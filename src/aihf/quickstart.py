@@ -1,8 +1,9 @@
 """`aihf quickstart`: the main job. Runs each domain's headline quick experiment on data the project
 ships or generates, and writes one Markdown report with their tables and plots.
 
-A domain joins by providing `aihf.<domain>.quickstart.run(out_dir: Path) -> str`, returning its
-Markdown section (paths of plots relative to `out_dir`).
+A domain joins by providing `aihf.<domain>.quickstart.run(out_dir: Path, workers: int) -> str`,
+returning its Markdown section (paths of plots relative to `out_dir`); `workers` is how many
+single-threaded processes it may run side by side.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from aihf import __version__
+from aihf.errors import InputError
 from aihf.io import write_text
-from aihf.threads import limit_threads
+from aihf.threads import idle_cores, limit_threads
 
 HEARTBEAT_S = 25.0  # some steps (a SmolLM2 evaluation) run minutes without a progress bar moving
 
@@ -44,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--only", nargs="+", choices=[m.split(".")[1] for _, m, _ in SECTIONS], help="run only these domains"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="single-threaded processes a section may run side by side (default: the cores not busy "
+        "when it starts, by the load average)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -51,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     # one thread here and in every worker: the small networks gain nothing from more, and extra threads
     # on a shared machine (or beside the LM bench's parallel workers) slow every process down
     limit_threads(1)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: expected a positive count")
+    workers = args.workers or idle_cores()  # measured once, before our own processes add to the load
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = [s for s in SECTIONS if not args.only or s[1].split(".")[1] in args.only]
@@ -67,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         start = time.perf_counter()
         with heartbeat(title):
-            section = module.run(out_dir)
+            section = module.run(out_dir, workers)
         parts.append(f"## {title}\n\n{section.strip()}\n\n_Ran in {time.perf_counter() - start:.1f} s._\n")
     report = out_dir / "report.md"
     write_text(report, "\n".join(parts))

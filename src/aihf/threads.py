@@ -17,6 +17,14 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 XLA_SINGLE = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def idle_cores() -> int:
+    """Cores not already busy (the one-minute load average subtracted), at least one: the number of
+    single-threaded workers that speed a job up. On a core another job holds, a second worker only
+    takes turns with the first (Linux gives each session's processes one fair share together)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
 def share(workers: int) -> int:
     """Threads per worker when `workers` processes share this machine's cores (at least one)."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -26,7 +26,8 @@ def test_verdict_compares_aihf_with_rlhf_per_seed_and_names_the_oracle_and_the_l
     assert "AIHF (-275) is above RLHF (-325)" in text and "ahead in 1 of 2 seeds" in text
     assert "reaches -150, 125 above AIHF" in text and "2 seeds" in text
     text = quickstart.verdict({"aihf": algo(-900), "rlhf": algo(-300), "sac-true": algo(-140)})
-    assert "at or below" in text and "ahead in 0 of 1 seeds" in text
+    assert "AIHF (-900) is at or below RLHF (-300); " in text and "ahead in" not in text
+    assert "With one seed and one short budget" in text
 
 
 def test_verdict_says_plainly_when_aihf_did_not_learn_and_whether_its_reward_is_to_blame():

@@ -8,7 +8,7 @@ from pathlib import Path
 from aihf.choice import experiments
 
 
-def run(out_dir: Path) -> str:
+def run(out_dir: Path, workers: int = 1) -> str:
     choice_dir = Path(out_dir) / "choice"
     reports = [
         experiments.example1(choice_dir),

@@ -19,16 +19,16 @@ PROTOCOL = ROOT / "configs" / "protocols" / "lm_smollm2_quick.yaml"
 FULL = ROOT / "docs" / "lm_bench_smollm2.md"
 
 
-def run(out_dir: Path) -> str:
+def run(out_dir: Path, workers: int = 1) -> str:
     """Run the quick preset into `out_dir/lm`; return the section with plot paths relative to `out_dir`."""
-    from aihf.lm.bench.bench import default_workers, read_bench_protocol, run_bench
+    from aihf.lm.bench.bench import read_bench_protocol, run_bench
     from aihf.lm.bench.report import gold_range
 
     if not PROTOCOL.is_file():
         raise InputError(f"{PROTOCOL}: the quick SmolLM2 protocol is missing (a source checkout ships it)")
     cfg = read_bench_protocol(PROTOCOL)
     bench_dir = Path(out_dir) / "lm"
-    run_bench(bench_dir, cfg, workers=default_workers())
+    run_bench(bench_dir, cfg, workers=workers)
     report = (bench_dir / "report.md").read_text()
     results = json.loads((bench_dir / "results.json").read_text())
     intro = (
