@@ -85,8 +85,8 @@ def run_bench(
         cfg = configs[job.name]
         plan[job.name] = (cfg, *load_run_data(cfg, *resolve_data(cfg.env_id, demos_path, prefs_path)))
     store = run_store(out_dir)
-    pending = [job.name for job in selected if store.finished(job) is None]
-    if only is None and min(workers, len(pending)) > 1:
+    pending = [job.name for job in selected if store.finished(job) is None] if workers > 1 else []
+    if only is None and len(pending) > 1:
         arguments = (env_id, algos, seeds, str(out_dir), total_steps, config_path, demos_path, prefs_path)
         queue.run_workers(pending, workers, _worker, (*arguments, progress, overrides))
     if only is not None:  # taken one name at a time: a worker's queue is shared with the others

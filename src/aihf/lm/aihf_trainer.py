@@ -260,7 +260,8 @@ class AIHFTrainer(LoopTrainer):
         logged = self.logs_step(self.state.step + 1)
         records = []
         for _ in range(c.policy_steps_per_iteration):
-            (prompts, samples), self.ahead = self.ahead or (self.draw_prompts(), None), None
+            ahead, self.ahead = self.ahead, None  # drawn with the last iteration's agent answers
+            prompts, samples = ahead or (self.draw_prompts(), None)
             records.append(self.policy_step(prompts, self.current_reward(), logged, samples))
         metrics = runtime.mean_metrics(records)
         if self.train_reward:
