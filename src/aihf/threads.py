@@ -20,7 +20,8 @@ XLA_SINGLE = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 def idle_cores() -> int:
     """Cores not already busy (the one-minute load average subtracted), at least one: the number of
     single-threaded workers that speed a job up. On a core another job holds, a second worker only
-    takes turns with the first (Linux gives each session's processes one fair share together)."""
+    takes turns with the first (Linux's autogroup scheduling gives each session's processes one fair
+    share together)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - round(os.getloadavg()[0]))
 
