@@ -90,6 +90,24 @@ def test_bad_entropy_coefficient(value):
         AIHFControlConfig(ent_coef=value)
 
 
+@pytest.mark.parametrize("backend", ["sb3", "sbx"])
+def test_update_schedule_reaches_sac(backend):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from aihf.control.backends import get_backend, sac_kwargs
+
+    cfg = AIHFControlConfig(backend=backend, train_freq=4, gradient_steps=4, steps_per_iter=500)
+    model = get_backend(backend).make(make_vec_env("Pendulum-v1", n_envs=1), 0, "cpu", **sac_kwargs(cfg))
+    assert (model.train_freq.frequency, model.gradient_steps) == (4, 4)
+
+
+@pytest.mark.parametrize("field", ["steps_per_iter", "n_timesteps"])
+def test_update_rounds_must_fit_the_iteration_and_budget(field):
+    values = {"steps_per_iter": 500, "n_timesteps": 6000} | {field: 502}
+    with pytest.raises(InputError, match=rf"field 'train_freq' = 4 must divide {field} \(502\)"):
+        AIHFControlConfig(train_freq=4, **values)
+
+
 def test_bench_writes_curves_table_and_plot(tiny_data, tmp_path):
     overrides = {
         "steps_per_iter": 100,

@@ -54,6 +54,10 @@ class AIHFControlConfig:
     learning_starts: int = 1000  # random-action steps before SAC updates
     gamma: float = 0.99  # SAC discount factor
     ent_coef: float | str = 0.2  # fixed (Spinning Up's 0.2) or "auto" for automatic tuning
+    # SB3's update schedule: `gradient_steps` SAC updates after every `train_freq` environment steps.
+    # Equal values keep one update per step but batch them (sbx runs them in one jitted loop: faster).
+    train_freq: int = 1
+    gradient_steps: int = 1
     steps_per_iter: int = 5000  # SAC steps per AIHF iteration (paper: 5000)
     # reward net and reward step
     reward_hidden: tuple[int, ...] = (64, 64)
@@ -106,6 +110,12 @@ class AIHFControlConfig:
             raise InputError(
                 "field 'demo_term' = 'trajectory' needs demo_form 'linear' (the logistic form pairs samples)"
             )
+        for name in ("steps_per_iter", "n_timesteps"):  # SB3 collects whole rounds: no overshoot
+            if getattr(self, name) % self.train_freq:
+                raise InputError(
+                    f"field 'train_freq' = {self.train_freq} must divide {name} ({getattr(self, name)}): "
+                    "SAC collects train_freq steps at a time, so an iteration would overrun its steps"
+                )
         _check_device(self.device)
 
     @property
@@ -225,6 +235,8 @@ RANGES: dict[str, Range] = {
     "batch_size": AT_LEAST_1,
     "learning_starts": NON_NEGATIVE,
     "gamma": FRACTION,
+    "train_freq": AT_LEAST_1,
+    "gradient_steps": AT_LEAST_1,
     "steps_per_iter": AT_LEAST_1,
     "reward_hidden": AT_LEAST_1,
     "reward_lr": POSITIVE,
