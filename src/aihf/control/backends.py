@@ -166,7 +166,9 @@ def jax_cache_dir() -> Path:
     """Where XLA's compiled programs are kept: the user's JAX_COMPILATION_CACHE_DIR, else
     $XDG_CACHE_HOME/aihf/jax (~/.cache/aihf/jax)."""
     given = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    return Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "aihf" / "jax"
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "aihf" / "jax"
 
 
 def use_jax_compilation_cache() -> None:
