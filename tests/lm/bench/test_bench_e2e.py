@@ -290,6 +290,38 @@ def test_dpo_rpo_and_rlhf_of_a_seed_share_one_sft_run_and_rlhf_ends_as_with_its_
         assert shared == (tmp_path / "alone" / model / "model.safetensors").read_bytes(), model
 
 
+@pytest.mark.parametrize("curve_points", [0, 2])
+def test_the_sft_method_is_the_shared_start_unless_it_keeps_snapshots(tmp_path, monkeypatch, curve_points):
+    """The `sft` job and DPO's start are one seeded run: trained once, the job's policy its hard links. A
+    job that keeps snapshots for its gold curve trains in place (the start keeps none)."""
+    from aihf.lm import baselines
+
+    base = save_tiny_models(tmp_path / "tiny", seed=0) / "policy"
+    data = tiny_bench_data(tmp_path, [f"The film {i} was" for i in range(8)])
+    cfg = bench.BenchConfig(methods=["sft", "dpo"], n_demos=8, n_prefs=8, n_test=4, steps=2)
+    cfg.base_model, cfg.data_dir, cfg.curve_points = str(base), str(data), curve_points
+    run_sft, sft_runs = baselines.run_sft, []
+
+    def counted_sft(*args, **kwargs):
+        sft_runs.append(Path(args[2].output_dir))
+        return run_sft(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "run_sft", counted_sft)
+    out = tmp_path / "out"
+    bench.run_bench(out, cfg)
+    (start,) = (out / "sft_starts").glob("d8_s0_*/")
+    job = out / "runs" / "sft_d8_p8_k1_s0"
+    record = json.loads((job / "eval.json").read_text())
+    assert "metrics" in record and record["train_metrics"]["train_loss"] > 0
+    weights = [p / "policy" / "model.safetensors" for p in (start, job)]
+    if curve_points:
+        assert sft_runs == [job, start] and len(record["curve"]) == 2
+        assert weights[0].stat().st_ino != weights[1].stat().st_ino
+    else:
+        assert sft_runs == [start] and record["curve"] == []
+        assert weights[0].stat().st_ino == weights[1].stat().st_ino
+
+
 def test_an_sft_start_is_trained_once_per_config_and_demonstrations(tmp_path, monkeypatch):
     trained = []
 

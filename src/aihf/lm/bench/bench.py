@@ -518,7 +518,6 @@ class _Inputs:
     reference: Any
     tokenizer: Any
     ref: Samples
-    reward_init: Path
 
     @classmethod
     def load(cls, out: Path, cfg: BenchConfig) -> _Inputs:
@@ -545,7 +544,6 @@ class _Inputs:
         else:
             ref = reference_samples(reference, tokenizer, test_prompts, gold, cfg.sampling)
             write_json(cache, {"evaluation": settings, "samples": asdict(ref)})
-        reward_init = init_reward_model(cfg.base_model, out / "reward_init")
         return cls(
             cfg,
             out,
@@ -558,8 +556,12 @@ class _Inputs:
             reference,
             tokenizer,
             ref,
-            reward_init,
         )
+
+    @property
+    def reward_init(self) -> Path:
+        """The reward model every learned reward starts from, made on first use (SFT and DPO need none)."""
+        return init_reward_model(self.cfg.base_model, self.out / "reward_init")
 
     def evaluate(self, policy: Any, **extra: Any) -> Any:
         """`evaluation.evaluate` of `policy` on the test prompts against the base model and its cached
@@ -693,11 +695,15 @@ def _train(
         for k, v in values.items()
         if k in cfg.settings["common"] or k in ("seed", "per_device_train_batch_size")
     }
-    policy_start, reward_start = cfg.base_model, inputs.reward_init
+    policy_start, reward_start = cfg.base_model, None
     warm_out = run_dir / "warmup"
     if variant.start == "sft":  # the same SFT run as the `sft` method's
-        sft = method_config("sft", cfg, values["seed"])[2] | {"max_steps": cfg.steps}
-        policy_start = str(_sft_start(inputs.out, sft, cfg, data["demos"]) / "policy")
+        start = _sft_start(inputs.out, _sft_method(cfg, values["seed"]), cfg, data["demos"])
+        policy_start = str(start / "policy")
+    if trainer.name == "sft" and values == _sft_method(cfg, values["seed"]):  # that run itself: train it once
+        start = _sft_start(inputs.out, values, cfg, data["demos"])
+        _link_outputs(start, run_dir)
+        return _final_metrics(run_dir / "metrics.jsonl")
     if trainer.sft_stage and values.get("sft_steps", 0) > 0:  # its SFT stage, the same run again
         sft = {k: v for k, v in values.items() if k in SFT_STAGE_FIELDS} | {"max_steps": values["sft_steps"]}
         _link_stage(_sft_start(inputs.out, sft, cfg, data["demos"]), run_dir / "sft")
@@ -714,7 +720,7 @@ def _train(
         trainer.name,
         policy_start,
         str(run_dir),
-        reward_model=str(reward_start) if trainer.needs_reward_model else None,
+        reward_model=str(reward_start or inputs.reward_init) if trainer.needs_reward_model else None,
         config=_resumable(values, run_dir, units, staged=trainer.staged),
         **{k: data[k] for k in needs},
     )
@@ -730,6 +736,18 @@ SFT_STAGE_FIELDS = {f.name for f in fields(LMConfig)} - {
     "save_total_limit",
     "resume_from_checkpoint",
 }
+
+
+def _sft_method(cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    """The config of the `sft` method's main run (no snapshots): the SFT start of DPO, RPO and the
+    variants that start from SFT."""
+    return method_config("sft", cfg, seed)[2] | {"max_steps": cfg.steps}
+
+
+def _final_metrics(log: Path) -> dict[str, float]:
+    """The numbers of a run's last metrics line (the trainer's summary: train_loss, train_runtime, ...)."""
+    last = json.loads(log.read_text().splitlines()[-1])
+    return {k: v for k, v in last.items() if isinstance(v, (int, float))}
 
 
 def _sft_start(out: Path, sft: dict[str, Any], cfg: BenchConfig, demos: list[dict[str, Any]]) -> Path:
@@ -770,12 +788,21 @@ def _link_stage(start: Path, stage: Path) -> None:
     if is_saved_model(stage / "policy"):
         return
     shutil.rmtree(stage, ignore_errors=True)  # an interrupted attempt of its own
-    tmp = stage.with_name(f"{stage.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copytree(start / "policy", tmp / "policy", copy_function=_link_or_copy)
-    shutil.copy2(start / "metrics.jsonl", tmp / "metrics.jsonl")
-    tmp.rename(stage)
+    _link_outputs(start, stage)
+
+
+def _link_outputs(start: Path, run_dir: Path) -> None:
+    """A finished SFT start's policy (hard links) and metrics log as `run_dir`'s own; the policy
+    directory appears whole or not at all."""
+    if is_saved_model(run_dir / "policy"):
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f"policy.tmp-{os.getpid()}"
+    for path in (tmp, run_dir / "policy"):  # the rest of an interrupted attempt
+        shutil.rmtree(path, ignore_errors=True)
+    shutil.copytree(start / "policy", tmp, copy_function=_link_or_copy)
+    shutil.copy2(start / "metrics.jsonl", run_dir / "metrics.jsonl")
+    tmp.rename(run_dir / "policy")
 
 
 def _link_or_copy(source: str, target: str) -> None:
