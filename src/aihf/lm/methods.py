@@ -86,6 +86,19 @@ def _self_play_budget(budget: Budget) -> dict[str, Any]:
     }
 
 
+def _step_updates(config: Any) -> int:
+    return config.max_steps
+
+
+def _iteration_updates(config: Any) -> int:
+    """AIHF's and RLHF's policy steps, one optimiser step each, after RLHF's SFT stage (0 for AIHF)."""
+    return config.sft_steps + config.max_iterations * config.policy_steps_per_iteration
+
+
+def _self_play_updates(config: Any) -> int:
+    return config.max_iterations * config.steps_per_iteration
+
+
 DataCheck = Callable[[Any, dict[str, bool], bool], None]  # (config, data given, reward_fn given)
 
 
@@ -137,6 +150,9 @@ class Method:
     start: Literal["base", "sft"] = "base"  # the policy it starts from (the paper: baselines from SFT)
     budget: Callable[[Budget], dict[str, Any]] = _steps_budget
     sft_stage: bool = False  # trains its own SFT stage into OUT/sft (the benchmark links a shared one)
+    # optimiser steps on the policy that a config asks for, its own SFT stage included (a start it is
+    # given is counted by whoever gives it): what a fair comparison matches
+    policy_updates: Callable[[Any], int] = _step_updates
 
 
 @dataclass(frozen=True)
@@ -388,6 +404,7 @@ METHODS: dict[str, Method] = {
             check=_check_aihf,
             family="rl",
             budget=_aihf_budget,
+            policy_updates=_iteration_updates,
         ),
         Method(
             "direct-aihf",
@@ -407,6 +424,7 @@ METHODS: dict[str, Method] = {
             optional=("prefs",),
             iterative=True,
             budget=_self_play_budget,
+            policy_updates=_self_play_updates,
         ),
         Method(
             "rlhf",
@@ -422,6 +440,7 @@ METHODS: dict[str, Method] = {
             family="rl",
             budget=_rlhf_budget,
             sft_stage=True,
+            policy_updates=_iteration_updates,
         ),
         Method(
             "sft",
@@ -438,6 +457,7 @@ METHODS: dict[str, Method] = {
             _reward,
             required=("prefs",),
             outputs=("reward_model",),
+            policy_updates=lambda config: 0,
         ),
         Method(
             "dpo", DirectAIHFConfig, "TRL DPOTrainer", _trl_pairwise("dpo"), required=("prefs",), start="sft"
@@ -473,6 +493,7 @@ METHODS: dict[str, Method] = {
             required=("demos",),
             iterative=True,
             budget=_self_play_budget,
+            policy_updates=_self_play_updates,
         ),
     )
 }

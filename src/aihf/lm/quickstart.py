@@ -21,7 +21,7 @@ FULL = ROOT / "docs" / "lm_bench_smollm2.md"
 
 def run(out_dir: Path, workers: int = 1) -> str:
     """Run the quick preset into `out_dir/lm`; return the section with plot paths relative to `out_dir`."""
-    from aihf.lm.bench.bench import read_bench_protocol, run_bench
+    from aihf.lm.bench.bench import method_config, policy_updates, read_bench_protocol, run_bench
     from aihf.lm.bench.report import gold_range
 
     if not PROTOCOL.is_file():
@@ -31,10 +31,16 @@ def run(out_dir: Path, workers: int = 1) -> str:
     run_bench(bench_dir, cfg, workers=workers)
     report = (bench_dir / "report.md").read_text()
     results = json.loads((bench_dir / "results.json").read_text())
+    seed = cfg.seeds[0]
+    updates = {m: policy_updates(cfg, m, method_config(m, cfg, seed)[2]) for m in cfg.methods}
+    starts = ", ".join(
+        f"{m} {n}" + (" (from the SFT policy)" if cfg.variant(m).start == "sft" else "")
+        for m, n in updates.items()
+    )
     intro = (
         "**Quick run (this machine, now).** SmolLM2-135M-Instruct with LoRA on the shipped v2 chat data "
-        f"(continue a text; prompts from fortune cookies), {', '.join(cfg.methods)} at {cfg.steps} optimiser "
-        f"steps each (DPO from the SFT policy, Direct AIHF from the base), seed {cfg.seeds[0]} only, "
+        f"(continue a text; prompts from fortune cookies); policy updates, SFT starts included: {starts}; "
+        f"seed {seed} only, "
         f"{cfg.n_test} test prompts. Gold reward `{cfg.gold}`: {gold_range(cfg.gold)}; KL to the base "
         "policy in nats per completion. "
         f"Protocol: `{PROTOCOL.relative_to(ROOT)}`.\n\n"
@@ -43,12 +49,12 @@ def run(out_dir: Path, workers: int = 1) -> str:
     return (
         intro
         + quick
-        + f"\n\n**Verdict (quick run).** {quick_verdict(results, cfg.steps, cfg.n_test)}\n\n"
+        + f"\n\n**Verdict (quick run).** {quick_verdict(results, cfg.n_test)}\n\n"
         + full_table()
     )
 
 
-def quick_verdict(results: dict[str, Any], steps: int, n_test: int) -> str:
+def quick_verdict(results: dict[str, Any], n_test: int) -> str:
     """What the one-seed quick run can say: how far each method moved the gold reward from the `base`
     row (the base policy scored as a method), and whether that is more than sampling noise."""
     runs = [row for row in results["runs"] if row.get("kl_scale", 1.0) == 1.0]
@@ -71,8 +77,8 @@ def quick_verdict(results: dict[str, Any], steps: int, n_test: int) -> str:
             ", within sampling noise." if z < 2 else "."
         )
     return (
-        f"After {steps} optimiser steps the gold means moved {start} to: {moved}.{noise} One seed, "
-        f"{n_test} test prompts and a few steps: this shows the real model training, saving and scoring "
+        f"After a few policy updates the gold means moved {start} to: {moved}.{noise} One seed, "
+        f"{n_test} test prompts and a few updates: this shows the real model training, saving and scoring "
         "end to end; it cannot say whether AIHF helps (see the full benchmark below for that)."
     )
 

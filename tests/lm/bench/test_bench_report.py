@@ -16,7 +16,7 @@ def fake_run(method, gold, kl, seed=0, demos=1000, prefs=1000, kl_scale=1.0, lea
         for i, s in enumerate(samples):
             s["learned"] = float(i)
     run = {"method": method, "demos": demos, "prefs": prefs, "kl_scale": kl_scale, "seed": seed}
-    run |= {"config": {"beta": 0.1 * kl_scale}, "train_seconds": 3.0}
+    run |= {"config": {"beta": 0.1 * kl_scale}, "train_seconds": 3.0, "policy_updates": 40}
     return run | {"metrics": metrics, "samples": samples}
 
 
@@ -48,14 +48,14 @@ def test_summary_averages_seeds_and_reports_failures(tmp_path):
     assert set(plots) == {"gold_reward", "reward_vs_kl", "learned_vs_gold", "size_sweep"}
     assert all((tmp_path / p).stat().st_size > 1000 for p in plots.values())
     report = render_report(results, plots, tmp_path)
-    assert "| aihf | 2 | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
+    assert "| aihf | 2 | 40 | 0.300 +- 0.100 (0.010) | 0.141 | 2.00 |" in report
     assert (
         "- aihf vs rlhf: +0.200 (s.e. –, Welch t – on – df, p –, permutation p –, Holm p –): undecided "
         "(fewer than 2 seeds an arm)" in report
     )
     assert "nan" not in report
     assert "(2 vs 1 seeds, provisional until both have 2)" in report  # a pair read before its seeds ran
-    assert "| dpo | 0 | failed: RuntimeError: boom" in report
+    assert "| dpo | 0 | | failed: RuntimeError: boom" in report
     assert (
         "| method | 1000 | 2000 |\n| --- | --- | --- |\n| aihf | 0.200 | 0.600 |\n| rlhf | 0.100 | 0.300 |"
         in report
@@ -82,7 +82,7 @@ def test_a_diagnostic_is_marked_keeps_no_snapshots_and_decides_no_pair():
     assert "| aihf-sft (diagnostic) | 2 |" in report and "| aihf | 2 |" in report
     runs = [r for r in runs if r["method"] != "aihf-sft"]
     not_run = render_report(summarise(runs, asdict(cfg), [0.0], "vader", 1.0), {}, Path("."))
-    assert "| aihf-sft (diagnostic) | 0 | not run yet |" in not_run
+    assert "| aihf-sft (diagnostic) | 0 | | not run yet |" in not_run
     assert "- aihf vs rlhf: -0.300 (s.e. 0.001, Welch t -424.26 on 2.0 df, p 0.000" in report
     assert "Holm p 0.000): rlhf beats aihf" in report
     assert "- aihf-sft vs rlhf: +0.405" in report and "a diagnostic: no verdict" in report

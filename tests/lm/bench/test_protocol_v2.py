@@ -14,6 +14,7 @@ from aihf.lm.bench.bench import (
     BenchConfig,
     canonical_record,
     method_config,
+    policy_updates,
     portable,
     read_bench_protocol,
     trainer_values,
@@ -93,19 +94,35 @@ def test_the_v2_protocol_reads_and_matches_policy_updates_across_each_pair():
     assert "snapshot_steps" in cfg.job("aihf", cfg.n_demos, cfg.n_prefs, 1.0, 100).spec["config"]
 
     def updates(method: str) -> int:
-        values = method_config(method, cfg, 0)[2]
-        variant = cfg.variant(method)
-        sft = cfg.steps if variant.start == "sft" else values.get("sft_steps", 0)
-        if "max_iterations" in values and "steps_per_iteration" in values:  # self-play: iterations x steps
-            return values["max_iterations"] * values["steps_per_iteration"]
-        if "max_iterations" in values:
-            return sft + values["max_iterations"] * values.get("policy_steps_per_iteration", 1)
-        return sft + values["max_steps"]
+        return policy_updates(cfg, method, trainer_values(cfg, method, method_config(method, cfg, 0)[2]))
 
     counts = {method: updates(method) for method in [*cfg.methods, "aihf-4to1"]}  # the pilot's other ratio
     assert set(counts.values()) == {cfg.iterations}, counts
     assert method_config("aihf-causal-a0", cfg, 0)[2]["alpha"] == 0.0
     assert method_config("aihf-small-beta", cfg, 0)[2]["alpha"] == 0.05  # a smaller beta, the same alpha
+
+
+@pytest.mark.parametrize(
+    ("method", "settings", "expected"),
+    [
+        ("aihf", {"max_iterations": 48, "policy_steps_per_iteration": 4}, 192),
+        ("rlhf", {"sft_steps": 24, "max_iterations": 168, "policy_steps_per_iteration": 1}, 192),
+        ("spin", {"max_iterations": 2, "steps_per_iteration": 96}, 192),
+        ("dpo", {"max_steps": 96}, 96 + 7),  # from the SFT start: its 7 steps count
+        ("direct-aihf", {"max_steps": 192}, 192),
+        ("sft", {"max_steps": 7}, 7),
+    ],
+)
+def test_a_jobs_policy_updates_count_every_optimiser_step_on_the_policy(method, settings, expected):
+    cfg = BenchConfig(methods=[method], steps=7)
+    values = method_config(method, cfg, 0)[2] | settings
+    assert policy_updates(cfg, method, values) == expected
+
+
+def test_the_quick_preset_matches_its_pair_in_policy_updates():
+    cfg = read_bench_protocol(PROTOCOL_DIR / "lm_smollm2_quick.yaml", model_dir=MODEL)
+    counts = {m: policy_updates(cfg, m, method_config(m, cfg, 0)[2]) for m in cfg.methods}
+    assert counts == {"sft": 2, "dpo": 4, "direct-aihf": 4}
 
 
 def test_the_v2_protocol_runs_only_the_tuning_seed_until_the_pilot_sets_its_pending_fields(

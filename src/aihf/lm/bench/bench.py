@@ -339,6 +339,17 @@ def _job_config(cfg: BenchConfig, method: str, demos: int, prefs: int, kl_scale:
     return values
 
 
+def policy_updates(cfg: BenchConfig, method: str, values: dict[str, Any]) -> int:
+    """A job's optimiser steps on the policy (SFT stages and starts included): the count that a pair of
+    methods must match (docs/lm_protocol_v2.md)."""
+    from aihf.lm.methods import build_config
+
+    variant = cfg.variant(method)
+    config = build_config(variant.method, values, f"method {method}")
+    start = _sft_method(cfg, values["seed"])["max_steps"] if variant.start == "sft" else 0
+    return start + METHODS[variant.method].policy_updates(config)
+
+
 def eval_settings(cfg: BenchConfig) -> dict[str, Any]:
     """What a job's evaluation depends on (part of its spec, and of the reference cache's)."""
     return {
@@ -449,6 +460,9 @@ def run_bench(
         }
 
     runs = outcome.records
+    for run in runs:  # counted from each record's own config, so records of earlier code get it too
+        values = trainer_values(cfg, run["method"], run["config"])
+        run["policy_updates"] = policy_updates(cfg, run["method"], values)
     by_name = {job.name: job for job in jobs}
     for run in runs:  # every finished job's record in one place, to commit and reuse (`records`)
         if "metrics" in run:
@@ -634,7 +648,7 @@ def _base_run(inputs: _Inputs) -> dict[str, Any]:
         return saved
     base = inputs.evaluate(inputs.reference)
     main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
-    run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
+    run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0, "policy_updates": 0}
     run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": eval_settings(cfg)}
     write_json(path, run)
     return run

@@ -61,6 +61,8 @@ def summarise(
         keys = sorted(set.intersection(*(set(r["metrics"]) for r in done)))
         entry: dict[str, Any] = {k: float(np.mean([r["metrics"][k] for r in done])) for k in keys}
         entry["seeds"] = len(done)
+        counts = sorted({r["policy_updates"] for r in done if "policy_updates" in r})
+        entry["policy_updates"] = "/".join(map(str, counts)) or "–"
         # a resumed run's clock covers its last process only: time the runs that ran in one go
         timed = [r for r in done if not r.get("resumed")] or done
         entry["train_seconds"] = float(np.mean([r["train_seconds"] for r in timed]))
@@ -355,8 +357,9 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
         f"{results['run_seconds'] / 60:.1f} min; this invocation: {results['seconds'] / 60:.1f} min wall "
         "(finished runs are reused; parallel workers overlap runs). "
         "Gold reward: mean +- std over samples (standard error), averaged over seeds; "
-        "seed std: std of the per-seed means. train s: seed mean of the training time (of the seeds that "
-        "ran in one go, where any did)."
+        "seed std: std of the per-seed means. updates: optimiser steps on the policy, its SFT start or "
+        "stage included (a pair compares methods at the same count). train s: seed mean of the training "
+        "time (of the seeds that ran in one go, where any did)."
         + (
             " A row marked (diagnostic) was added after seeing a result, to explain it, and enters no "
             "verdict."
@@ -364,19 +367,21 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
             else ""
         ),
         "",
-        "| method | seeds | gold reward (mean +- std, s.e.) | seed std | KL to base | win rate vs base "
-        "| learned-reward acc. | learned-gold Spearman (own samples / base samples) | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | seeds | updates | gold reward (mean +- std, s.e.) | seed std | KL to base "
+        "| win rate vs base | learned-reward acc. | learned-gold Spearman (own samples / base samples) "
+        "| train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method, e in results["methods"].items():
         label = f"{method} (diagnostic)" if method in diagnostic else method
         if "error" in e:
             state = "not run yet" if e["error"] == "not run" else f"failed: {e['error'][:80]}"
-            lines.append(f"| {label} | 0 | {state} | | | | | | |")
+            lines.append(f"| {label} | 0 | | {state} | | | | | | |")
             continue
         cells = [
             label,
             str(e.get("seeds", 1)),
+            str(e.get("policy_updates", "–")),
             f"{_cell(e, 'gold_reward_mean')} +- {_cell(e, 'gold_reward_std')} "
             f"({_cell(e, 'gold_reward_sem')})",
             _cell(e.get("across_seeds_std", {}), "gold_reward_mean"),
