@@ -37,6 +37,11 @@ def test_the_quick_verdict_says_what_one_seed_cannot_and_the_full_table_is_label
     assert "1.3 standard errors of the difference (over 16 prompts), within sampling noise" in (
         quickstart.quick_verdict({"runs": rows}, n_test=16)
     )
+    assert "A KL below 0" not in quickstart.quick_verdict({"runs": rows}, n_test=16)
+    rows[1]["kl_to_ref"] = -0.02
+    assert "A KL below 0 is the sampling error of its estimate" in quickstart.quick_verdict(
+        {"runs": rows}, n_test=16
+    )
     full = quickstart.full_table()
     assert (
         "not rerun here" in full and "| AIHF beats RLHF |" in full and "**Verdict (full benchmark).**" in full

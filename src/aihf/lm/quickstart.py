@@ -76,6 +76,11 @@ def quick_verdict(results: dict[str, Any], n_test: int) -> str:
         noise = f" The largest move is {z:.1f} standard errors of the difference (over {n_test} prompts)" + (
             ", within sampling noise." if z < 2 else "."
         )
+    if any(row["kl_to_ref"] < 0 for row in runs):
+        noise += (
+            " A KL below 0 is the sampling error of its estimate (the mean log-ratio over the test "
+            "samples): that policy has barely moved."
+        )
     return (
         f"After a few policy updates the gold means moved {start} to: {moved}.{noise} One seed, "
         f"{n_test} test prompts and a few updates: this shows the real model training, saving and scoring "
