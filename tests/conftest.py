@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from aihf.threads import limit_threads
+
+# The suite's models are tiny: one thread runs them about as fast as several, and beside another job
+# much faster (the suite took 1021 s for its first 234 tests with torch's default threads beside one
+# single-threaded job). Set before torch or JAX load; subprocesses inherit it; OMP_NUM_THREADS wins.
+limit_threads(1)
+
 
 def _damage(target: Path, how: str) -> None:
     """Damage one checkpoint file: cut it in half ("truncate"), flip a byte ("flip"), or delete it."""

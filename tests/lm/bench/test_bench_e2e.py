@@ -198,7 +198,7 @@ def test_report_only_reads_the_finished_jobs_and_trains_nothing(tmp_path):
     results = bench.run_bench(tmp_path / "out", cfg, report_only=True)
     assert "gold_reward_mean" in results["methods"]["sft"]
     assert results["methods"]["dpo"] == {"error": "not run"}
-    assert "| dpo | 0 | not run yet |" in (tmp_path / "out" / "report.md").read_text()
+    assert "| dpo | 0 | | not run yet |" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "runs" / "dpo_d8_p8_k1_s0").exists()
     records = tmp_path / "out" / "records"
     assert [p.name for p in records.iterdir()] == ["sft_d8_p8_k1_s0.json"]  # finished jobs only
