@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -32,6 +34,7 @@ def _launch(tiny_dir, data_dir, out, iterations: int, resume: bool = False) -> l
     return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
 
 
+@pytest.mark.slow  # six two-process launches (72 s); the DDP launch below stays in the default suite
 def test_aihf_under_accelerate_launch_two_processes_agree_and_resume(tiny_dir, data_dir, tmp_path):
     """Both processes end with identical policy and reward weights; a run cut after iteration 2 and
     resumed from its checkpoint (each model's trainable tensors, written once) ends where an
