@@ -9,7 +9,7 @@ import aihf.flags
 from aihf.cli import build_parser
 from aihf.control.bench import canonical_result, run_status
 from aihf.control.cli import _config_from_args
-from aihf.control.config import load_config
+from aihf.control.config import AIHFControlConfig, load_config
 from aihf.errors import InputError
 
 
@@ -49,3 +49,8 @@ def test_old_names_policy_kwargs_flags_and_old_results(tmp_path, capsys, monkeyp
     (run / "results.json").write_text(json.dumps({"config": saved}))
     assert canonical_result({"config": saved})["config"] == cfg.to_dict()
     assert run_status(run, cfg) == "finished"
+    for added in ("train_freq", "gradient_steps"):  # fields a run saved before they existed lacks
+        del saved[added]
+    (run / "results.json").write_text(json.dumps({"config": saved}))
+    assert run_status(run, cfg) == "finished"
+    assert run_status(run, AIHFControlConfig.from_dict(cfg.to_dict() | {"gradient_steps": 2})) == "new"

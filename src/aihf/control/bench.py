@@ -141,11 +141,21 @@ def canonical_result(result: dict[str, Any]) -> dict[str, Any]:
 def run_status(run_dir: Path, cfg: AIHFControlConfig) -> str:
     """'finished' (results.json of this config), 'checkpoint' (resumable, same config) or 'new'."""
     results, state = run_dir / "results.json", run_dir / "checkpoint" / "state.json"
-    if results.is_file() and canonical_result(json.loads(results.read_text()))["config"] == cfg.to_dict():
+    if results.is_file() and _saved_config(results) == cfg.to_dict():
         return "finished"
-    if state.is_file() and canonical_result(json.loads(state.read_text()))["config"] == cfg.to_dict():
+    if state.is_file() and _saved_config(state) == cfg.to_dict():
         return "checkpoint"
     return "new"
+
+
+def _saved_config(path: Path) -> dict[str, Any] | None:
+    """The config a run saved, under today's names and with today's defaults for the fields added
+    since (a run saved before `train_freq` existed ran with its default); None if it no longer reads."""
+    saved = canonical_result(json.loads(path.read_text())).get("config")
+    try:
+        return AIHFControlConfig.from_dict(saved, str(path)).to_dict() if isinstance(saved, dict) else None
+    except InputError:
+        return None
 
 
 def report(out_dir: str | Path, budget: int | None = None) -> str:
