@@ -468,7 +468,7 @@ def run_bench(
         if "metrics" in run:
             store.export(by_name[_name(run)], run, out / "records")
     check_kl_grid(cfg, runs)
-    runs.insert(0, _base_run(inputs))
+    runs.insert(0, _base_run(inputs) | {"policy_updates": 0})  # also a base.json cached before counting
     config = asdict(cfg)
     results = summarise(runs, config, inputs.ref.gold, gold_name(inputs.gold), time.perf_counter() - start)
     try:  # the gold as a spec `load_gold_reward` rebuilds exactly (the built-in golds have one)
@@ -648,7 +648,7 @@ def _base_run(inputs: _Inputs) -> dict[str, Any]:
         return saved
     base = inputs.evaluate(inputs.reference)
     main = {"demos": cfg.n_demos, "prefs": cfg.n_prefs, "kl_scale": 1.0}
-    run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0, "policy_updates": 0}
+    run = {"method": "base", **main, "seed": 0, "config": {}, "train_seconds": 0.0}
     run |= {"metrics": base.metrics, "samples": base.rows(), "evaluation": eval_settings(cfg)}
     write_json(path, run)
     return run
