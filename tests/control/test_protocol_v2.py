@@ -169,7 +169,7 @@ def test_the_shipped_protocol_files_pass_every_check(tmp_path):
     assert proto.tune_seed not in {s for seeds in proto.final_seeds.values() for s in seeds} | set(
         proto.seeds
     )
-    assert [job.name for job, _ in jobs.plan() if job is not None] == ["pilot/sac-true/seed100"]
+    assert jobs.budget()[0] == proto.budget_step * len(jobs.record()["pilot"])  # the committed record's B
 
 
 def test_the_budget_by_the_last_three_evaluations_skips_a_lucky_one(tiny_data, tmp_path, monkeypatch):
@@ -201,3 +201,16 @@ def test_demonstrations_cut_mid_episode_stop_the_trajectory_form_before_any_job(
     with pytest.raises(InputError, match=r"demos\.npz: trajectory 1 ends without a terminated or truncated"):
         jobs.work(wait=0.1)
     assert not (tmp_path / "runs" / "pilot").exists()
+
+
+def test_a_new_machine_takes_the_budget_from_the_committed_record(tiny_data, tmp_path):
+    path = _write(tmp_path, tiny_data["demos_path"].parent)
+    proto, root = module.read_control_protocol(path)
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")  # RUNS empty: no pilot checkpoint here
+    assert jobs.budget() == (None, [])
+    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "v2.json").write_text(json.dumps({"budget": 100, "pilot": rows}))
+    assert jobs.budget() == (100, rows)
+    names = [job.name for job, _ in jobs.plan() if job is not None]
+    assert names[0].startswith("tune/bc/") and "pilot/sac-true/seed100" in names

@@ -376,7 +376,16 @@ class ProtocolQueue:
         ]
 
     def budget(self) -> tuple[int | None, list[dict[str, Any]]]:
-        """The budget B (None until the pilot has evaluated far enough) and the pilot's table rows."""
+        """The budget B (None until the pilot has evaluated far enough) and the pilot's table rows:
+        from the pilot's curves in RUNS, else from the committed record, so that a new machine whose
+        RUNS lack the pilot's checkpoint goes on with the tunings instead of repeating the pilot."""
+        b, rows = self._budget_from_runs()
+        recorded = self.record()
+        if b is None and recorded.get("budget") is not None:
+            return int(recorded["budget"]), recorded["pilot"]
+        return b, rows
+
+    def _budget_from_runs(self) -> tuple[int | None, list[dict[str, Any]]]:
         proto = self.proto
         curves = [dict(self.run_curve(job)) for job in self.pilot_jobs()]
         threshold = proto.oracle_fraction * demonstration_return(self.data)
