@@ -1287,33 +1287,43 @@ def test_available_memory_and_sizes():
 
 
 # ------------------------------------------------------------------------------------------------------
-# a real process: no library log line, warning or progress bar before the one error line
+# a real process: no library log line, warning or progress bar before the one error line (a process
+# each, 4-10 s: the default suite keeps one LM and one control path, the rest are slow-marked; every
+# message is also checked in-process above)
 
 
 @pytest.mark.parametrize(
     ("argv", "files", "expected"),
     [
-        (
+        pytest.param(
             [*DPO[:6], "--trainer", "dpo", "--prefs", "{t}/p.jsonl", "--config", "{t}/c.yaml"],
             {**OK_PREFS, "c.yaml": "per_device_train_batch_size: 1000000000\n"},
             "x 4 bytes of logits per micro-batch",
+            marks=pytest.mark.slow,
         ),
         (
             [*DPO[:4], "--output_dir", "{t}/run", "--trainer", "dpo", "--prefs", "{t}/p.jsonl"],
             {**OK_PREFS, "run": _finished("policy/config.json")},
             "holds a finished run",
         ),
-        (
+        pytest.param(
             [*EVAL, "--n-prompts", "2"],
             {"q.jsonl": _jsonl('{"prompt": "a"}', '{"prompt": 3}')},
             "q.jsonl, line 2",
+            marks=pytest.mark.slow,
         ),
         # the tiny policy against the shipped base model: the tokenizers differ, found before weights load
-        ([*EVAL[:4], "--n-prompts", "2"], {}, "policy and reference tokenizers differ"),
-        (
+        pytest.param(
+            [*EVAL[:4], "--n-prompts", "2"],
+            {},
+            "policy and reference tokenizers differ",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
             ["control", "train", "--config", "{t}/c.yaml", "--out", "{out}", "--no-progress"],
             {"c.yaml": "batch_size: 1000000000\n"},
             "batch_size 1000000000",
+            marks=pytest.mark.slow,
         ),
         (["control", "train", "--env", "Pendulm-v1", "--out", "{out}"], {}, "did you mean Pendulum-v1"),
     ],

@@ -33,7 +33,10 @@ def _compile(tmp_path, mode, **env):
     assert result.stdout.strip() == "9.0"
 
 
-@pytest.mark.parametrize("mode", ["backend-first", "imported-first"])
+@pytest.mark.parametrize(
+    "mode",
+    ["backend-first", pytest.param("imported-first", marks=pytest.mark.slow)],  # a JAX process each
+)
 def test_compiled_programs_land_in_our_cache_directory(tmp_path, mode):
     _compile(tmp_path, mode)
     assert any((tmp_path / "xdg" / "aihf" / "jax").iterdir())

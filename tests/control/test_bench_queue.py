@@ -52,6 +52,8 @@ def queue(tiny_data, tmp_path, monkeypatch):
     ), tmp_path / "runs"
 
 
+# v1's queue end to end (about 14 s); protocol v2's runner has its end-to-end test in the default suite
+@pytest.mark.slow
 def test_queue_runs_pilot_tuning_finals_and_reports_at_the_budget(queue):
     module, runs = queue
     names = [job.name if job else why for job, why in module.plan(runs)]

@@ -13,10 +13,10 @@ def test_the_quick_preset_is_smollm2_with_lora_one_seed_and_matched_updates(monk
         assert len({policy_updates(cfg, m, method_config(m, cfg, 0)[2]) for m in pair}) == 1, pair
 
 
-def test_the_quick_preset_runs_the_v2_data_and_the_bounded_gold_and_says_its_range():
+def test_the_quick_preset_runs_the_v2_data_and_the_bounded_gold_and_says_its_range(tmp_path):
     from aihf.lm.bench.report import gold_range
 
-    cfg = read_bench_protocol(quickstart.PROTOCOL)
+    cfg = read_bench_protocol(quickstart.PROTOCOL, model_dir=tmp_path)  # no model conversion (~30 s)
     assert cfg.gold == "on-task-sentiment" and Path(cfg.data_dir).name == "smollm2_v2"
     assert gold_range(cfg.gold).startswith("in [0, 1]")  # not "a custom gold reward"
 

@@ -86,6 +86,8 @@ def test_direct_aihf_with_lora_uses_the_base_as_reference(tiny_dir, data_dir, tm
 # the shipped config and a mocked distributed type. benchmarks/gpu_smoke.sh runs the trainers on GPUs.
 
 
+# a two-process launch (about 20 s); the DDP launch in test_accelerate.py stays in the default suite
+@pytest.mark.slow
 def test_fsdp2_sharded_policy_samples_unsharded_copies_and_gathers_on_two_cpu_processes(tiny_dir, tmp_path):
     """Two processes over gloo: inside `unsharded_for_generation` the parameters are whole, so greedy
     decoding matches the unsharded model even when the processes decode different numbers of steps (with

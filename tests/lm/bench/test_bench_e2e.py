@@ -113,9 +113,9 @@ def test_workers_split_the_jobs_and_the_caller_writes_the_report(tmp_path, capsy
 
 @pytest.mark.parametrize(
     ("killed_in", "job"),
-    [
-        ("sft", "dpo_d8_p8_k1_s0"),
-        ("", "dpo_d8_p8_k1_s0"),
+    [  # the default suite kills a joint run and a staged one; DPO's (a TRL trainer) are slow-marked
+        pytest.param("sft", "dpo_d8_p8_k1_s0", marks=pytest.mark.slow),
+        pytest.param("", "dpo_d8_p8_k1_s0", marks=pytest.mark.slow),
         ("", "aihf_d8_p8_k1_s0"),
         ("sft", "rlhf_d8_p8_k1_s0"),
     ],
