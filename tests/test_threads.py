@@ -49,7 +49,7 @@ def test_parallel_control_processes_take_their_share_of_the_cores(tmp_path, monk
     monkeypatch.setattr(aihf.threads, "limit_threads", asked.append)
     monkeypatch.setattr(aihf.threads, "share", lambda workers: 10 + workers)
     monkeypatch.setattr(aihf.control.bench, "run_bench", lambda *args, **kwargs: "")
-    monkeypatch.setattr(aihf.control.protocol.ProtocolQueue, "work", lambda self: [])
+    monkeypatch.setattr(aihf.control.protocol.ProtocolQueue, "work", lambda self, **kwargs: [])
     assert main(["control", "bench", "--shard", "1/3", "--out", str(tmp_path / "b")]) == 0
     assert main(["control", "bench", "--out", str(tmp_path / "c")]) == 0
     assert main(["control", "protocol", "work", "--runs", str(tmp_path / "p")]) == 0

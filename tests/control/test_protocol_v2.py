@@ -214,3 +214,38 @@ def test_a_new_machine_takes_the_budget_from_the_committed_record(tiny_data, tmp
     assert jobs.budget() == (100, rows)
     names = [job.name for job, _ in jobs.plan() if job is not None]
     assert names[0].startswith("tune/bc/") and "pilot/sac-true/seed100" in names
+
+
+def test_a_jobs_expected_length_is_from_its_methods_finished_runs_else_any_sac_methods(tiny_data, tmp_path):
+    path = _write(tmp_path, tiny_data["demos_path"].parent)
+    proto, root = module.read_control_protocol(path)
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+    run = {"final": 0.0, "last3": 0.0}
+    tuning = {
+        "bc": {"runs": [{"setting": {"bc_steps": 5}, **run, "wall_time_s": 9000.0}], "picked": None},
+        "aihf": {"runs": [{"setting": {"alpha": 1.0}, **run, "wall_time_s": 30.0}], "picked": None},
+    }
+    record = {"budget": 100, "pilot": rows, "tuning": tuning}
+    (tmp_path / "results" / "v2.json").write_text(json.dumps(record))
+    by_name = {job.name: job for job, _ in jobs.plan() if job is not None}
+    assert jobs.expected_seconds(by_name["tune/aihf/alpha=0.5"]) == 30.0  # its method's run, 100 steps
+    assert jobs.expected_seconds(by_name["final/sac-true/seed0"]) == 30.0  # AIHF's rate; BC trains no SAC
+    tuning["aihf"]["runs"] = []
+    (tmp_path / "results" / "v2.json").write_text(json.dumps(record))
+    assert jobs.expected_seconds(by_name["final/sac-true/seed0"]) is None  # no SAC run has finished
+
+
+def test_a_time_limit_outside_work_or_not_positive_is_one_line_before_any_run(tmp_path, capsys):
+    from aihf.cli import main
+
+    runs = tmp_path / "runs"
+    for argv, message in (
+        (["status", "--time-limit", "60"], "--time-limit limits work, and status runs nothing"),
+        (["work", "--time-limit", "0"], "--time-limit = 0"),
+    ):
+        assert main(["control", "protocol", *argv, "--runs", str(runs)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert not runs.exists()

@@ -200,6 +200,31 @@ def test_the_staged_loop_runs_what_is_ready_and_stops_when_nothing_can_start(tmp
     assert failing == ["bad_s0"]  # tried once, listed, and the loop ends
 
 
+def test_the_staged_loop_with_a_deadline_runs_the_next_job_that_fits_then_stops(tmp_path, capsys):
+    import time
+
+    store, done, ran = Store(tmp_path), set(), []
+    long, short, unknown = job("long", 0), job("short", 0), job("unknown", 0)
+    lengths = {"long_s0": 3600.0, "short_s0": 60.0, "unknown_s0": None}
+
+    def run_job(j: Job) -> dict:
+        ran.append(j.name)
+        done.add(j.name)
+        return {}
+
+    plan = lambda: [(long, ""), (short, "")]  # noqa: E731
+    deadline = time.time() + 600
+    finished = lambda j: j.name in done  # noqa: E731
+    assert queue.work(plan, finished, run_job, store, 0, deadline, lambda j: lengths[j.name]) == []
+    assert ran == ["short_s0"]  # the long job, first in priority, is passed over, then the loop stops
+    out = capsys.readouterr().out
+    assert out.count("not starting long_s0: expected 60 min, 10 min left") == 1  # said once
+    assert "1 job(s) left for a later call (--time-limit)" in out
+    plan = lambda: [(unknown, "")]  # noqa: E731
+    assert queue.work(plan, finished, run_job, store, 0, deadline, lambda j: None) == []
+    assert ran[-1] == "unknown_s0"  # a length not known yet starts while time is left
+
+
 def test_seed_statistics_use_ddof_1_and_the_pair_tests_their_degrees_of_freedom():
     assert sd([1.0]) == 0.0 and sd([1.0, 2.0, 3.0]) == pytest.approx(1.0)
     assert fmt(None) == "–" and fmt(float("nan"), missing="-") == "-" and fmt(0.12345, 2) == "0.12"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from aihf.control.config import ALGOS, BACKENDS, RANGES, RENAMES, AIHFControlConfig
@@ -144,6 +145,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     protocol.add_argument(
         "--protocol",
         help="protocol file (default: configs/protocols/control_hopper.yaml, the Hopper-v5 comparison)",
+    )
+    protocol.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MINUTES",
+        help="work: start no job expected to end later than MINUTES from now (its steps at the slowest "
+        "seconds per step of its method's finished runs, else of every SAC method's; a job of unknown "
+        "length starts while time is left): the next one in priority that fits runs instead, and the "
+        "worker stops when none fits, so a session ending then cuts no job short",
     )
     protocol.set_defaults(handler=_protocol)
 
@@ -311,14 +321,20 @@ def _bench(args: argparse.Namespace) -> int:
 def _protocol(args: argparse.Namespace) -> int:
     from aihf.control.protocol import DEFAULT_PROTOCOL, ProtocolQueue, read_control_protocol
     from aihf.threads import limit_threads
+    from aihf.validation import POSITIVE, check_value
 
+    deadline = None
+    if args.time_limit is not None:
+        if args.action != "work":
+            raise InputError(f"--time-limit limits work, and {args.action} runs nothing: leave it out")
+        deadline = time.time() + 60 * check_value("--time-limit", args.time_limit, float, POSITIVE)
     proto, root = read_control_protocol(args.protocol or DEFAULT_PROTOCOL)
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     jobs = ProtocolQueue(proto, root, runs)
     if args.action == "work":
         limit_threads(1)  # one worker per core: a second thread would only compete with the next worker
-        failed = jobs.work()
+        failed = jobs.work(deadline=deadline)
         if failed:
             raise RunFailed(f"{len(failed)} protocol job(s) failed: {', '.join(failed)}")
         return 0

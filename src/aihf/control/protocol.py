@@ -479,10 +479,26 @@ class ProtocolQueue:
                     seen.add((algo, cfg.demo_term, cfg.env_id))
                     load_run_data(cfg, self.data / "demos.npz", self.data / "prefs.npz")
 
-    def work(self, wait: float = 60.0) -> list[str]:
-        """Claim and run jobs until every one has finished; return the failed ones."""
+    def work(self, wait: float = 60.0, deadline: float | None = None) -> list[str]:
+        """Claim and run jobs until every one has finished (or, with a `deadline`, until none left can
+        end before it: `expected_seconds`); return the failed ones."""
         self.check_data()
-        return queue.work(self.plan, lambda job: self.result(job) is not None, self.run, self.store, wait)
+        done = lambda job: self.result(job) is not None  # noqa: E731
+        return queue.work(self.plan, done, self.run, self.store, wait, deadline, self.expected_seconds)
+
+    def expected_seconds(self, job: Job) -> float | None:
+        """How long `job` should take: its steps at the slowest seconds-per-step of the finished runs of
+        its method (RUNS and the record), else of every method that trains SAC (all but BC, whose runs
+        train no SAC); None when none has finished."""
+        rates: dict[str, list[float]] = {}
+        for other, _ in self.plan():
+            if other is None or other.name == job.name:
+                continue
+            result = self.result(other)
+            if result is not None and result.get("wall_time_s"):
+                rates.setdefault(other.method, []).append(result["wall_time_s"] / other.get("total_steps"))
+        pool = rates.get(job.method) or [r for method, rs in rates.items() if method != "bc" for r in rs]
+        return max(pool) * job.get("total_steps") if pool else None
 
     # --- record and report ---------------------------------------------------------------------------
 

@@ -135,6 +135,8 @@ def work(
     run_job: RunJob,
     store: Store,
     wait: float = 60.0,
+    deadline: float | None = None,
+    expected: Callable[[Job], float | None] | None = None,
 ) -> list[str]:
     """Claim and run the ready jobs of a staged protocol until none is left; return the failed ones.
 
@@ -142,14 +144,27 @@ def work(
     job stands for jobs not known yet, e.g. waiting on a budget). It is asked again after each job,
     so a finished stage unlocks the next. When every ready job is held by other workers, this one
     waits `wait` seconds; when none is ready at all (only failed or blocked ones), it stops.
+    With a `deadline` (a `time.time()` value), a ready job `expected(job)` seconds long that would end
+    after it is passed over for the next one in priority that fits (`ends_late`), and the worker stops
+    when none fits: a session that ends then cuts no job short and leaves its core to shorter jobs.
     """
     failed: list[str] = []
+    late: set[str] = set()  # time only runs out: a job that would end late stays late
     while True:
         pending = [(job, why) for job, why in plan() if job is None or not done(job)]
         if not pending:
             print("every job has finished", flush=True)
             return failed
         ready = [job for job, why in pending if job is not None and not why and job.name not in failed]
+        if deadline is not None:
+            for job in ready:
+                length = None if job.name in late or expected is None else expected(job)
+                if job.name not in late and ends_late(job, deadline, length, "queue"):
+                    late.add(job.name)
+            if ready and all(job.name in late for job in ready):
+                print(f"{len(late)} job(s) left for a later call (--time-limit)", flush=True)
+                return failed
+            ready = [job for job in ready if job.name not in late]
         if not ready:
             for job, why in pending:
                 print(f"cannot start {job.name if job else 'the next stage'}: {why or 'failed'}", flush=True)
