@@ -182,6 +182,15 @@ def test_a_pair_is_decided_by_welch_t_with_its_df_holm_adjusted_over_the_claims(
     assert "p_holm" not in pairs[("aihf-sft", "rlhf")]
 
 
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_reports_permutation_floor_is_the_p_of_arms_that_do_not_overlap(seeds):
+    from aihf.experiments.report import pair_test
+    from aihf.lm.bench.report import permutation_floor
+
+    separated = pair_test([1.0 + i for i in range(seeds)], [-1.0 - i for i in range(seeds)])
+    assert permutation_floor(seeds) == f"with {seeds} seeds an arm it cannot go below {separated.p_perm:.3g}"
+
+
 def test_a_protocol_defines_its_own_variants_of_registered_methods(tmp_path):
     from aihf.errors import InputError
     from aihf.lm.bench.bench import read_bench_protocol

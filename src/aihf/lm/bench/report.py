@@ -6,6 +6,7 @@ regenerated from committed records alone (`aihf lm bench --report-only --records
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,14 @@ def _size_sweep(rows: list[dict[str, Any]], cfg: dict[str, Any], axis: str) -> d
     return table
 
 
+def permutation_floor(seeds: int) -> str:
+    """The smallest exact two-sided permutation p that `seeds` seeds an arm allow, in words: the
+    observed labelling and its mirror image are 2 of the C(2n, n) relabellings."""
+    if seeds < 2:
+        return f"with {seeds} seed an arm there is no test"
+    return f"with {seeds} seeds an arm it cannot go below {2 / math.comb(2 * seeds, seeds):.3g}"
+
+
 def pair_tests(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every pair of the protocol's `pairs` with runs of both methods: Welch's t (its df) and the exact
     permutation test on the per-seed gold rewards of the main runs, Holm-adjusted over the pairs
@@ -395,9 +404,10 @@ def render_report(results: dict[str, Any], plots: dict[str, str], data_dir: Path
     lines += [
         "",
         "Pairs (AIHF variant vs its baseline): difference of the seed-mean gold rewards; Welch's t on the "
-        "per-seed means with its degrees of freedom and p; the exact permutation p (every relabelling of "
-        "the pooled seeds; with 3 seeds an arm it cannot go below 0.1); Holm's adjustment of the Welch p "
-        "over the pairs that are claims. A pair is decided when the Holm-adjusted p is below 0.05:",
+        "per-seed means with its degrees of freedom and p; the exact two-sided permutation p (every "
+        f"relabelling of the pooled seeds; {permutation_floor(len(cfg['seeds']))}); Holm's adjustment of "
+        "the Welch p over the pairs that are claims. A pair is decided when the Holm-adjusted p is below "
+        "0.05:",
         "",
     ]
     for pair in pair_tests(results):
