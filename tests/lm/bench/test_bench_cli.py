@@ -172,3 +172,17 @@ def test_a_protocol_file_with_an_unknown_method_or_a_bad_field_stops_before_any_
     assert main(["lm", "bench", "--out", str(tmp_path / "out"), "--protocol", str(bad)]) == 2
     assert f"{bad}: field 'steps' = 'many': expected an integer" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_auto_workers_are_one_per_idle_core_at_most_four(monkeypatch):
+    import os
+
+    import torch
+
+    from aihf.lm.bench.bench import default_workers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for load, expected in ((1.2, 4), (5.0, 3), (2.0 + 6.4, 1)):  # another job's cores are not idle
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert default_workers() == expected

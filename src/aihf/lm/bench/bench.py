@@ -668,12 +668,15 @@ def _gold_curve(run_dir: Path, inputs: _Inputs, seed: int) -> list[dict[str, flo
 
 
 def default_workers() -> int:
-    """On CPU, one single-threaded process per core (at most 4): the small models here train about as
-    fast on one thread as on several, and single-threaded runs give the same numbers on any machine.
-    On a GPU, one process."""
+    """On CPU, one single-threaded process per idle core (at most 4; `aihf.threads.idle_cores`): the
+    small models here train about as fast on one thread as on several, single-threaded runs give the
+    same numbers on any machine, and a worker on a core another job holds only takes turns with the
+    first. On a GPU, one process."""
     import torch
 
-    return 1 if torch.cuda.is_available() else max(1, min(4, os.cpu_count() or 1))
+    from aihf.threads import idle_cores
+
+    return 1 if torch.cuda.is_available() else min(4, idle_cores())
 
 
 def _run_workers(

@@ -54,8 +54,8 @@ def register(lm_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         default="auto",
-        help="processes of one thread each that share the runs; auto (default): one per CPU core, at "
-        "most 4, or 1 on a GPU",
+        help="processes of one thread each that share the runs; auto (default): one per idle CPU core "
+        "(the load average subtracted), at most 4, or 1 on a GPU",
     )
     p.add_argument(
         "--shard",
