@@ -31,6 +31,7 @@ import numpy as np
 import scipy.special
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from tqdm.auto import tqdm
 
 from aihf.control.backends import get_backend
@@ -250,6 +251,7 @@ def train_expert(cfg: CollectConfig, ckpt_dir: Path) -> dict[int, Path]:
             ent_coef=cfg.ent_coef,
             policy_kwargs={"net_arch": list(cfg.sac_hidden)},
         )
+    model.set_logger(Logger(None, []))  # else SB3 makes an empty /tmp/SB3-<time> directory
     model.learn(
         cfg.expert_steps - model.num_timesteps,
         callback=_ExpertCheckpoints(cfg.checkpoint_every, ckpt_dir),

@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.logger import configure as configure_logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
@@ -388,8 +389,10 @@ class Trainer:
         `callback` is stable-baselines3's (called by SAC at every step); `callbacks` are the trainer's
         (`aihf.control.callbacks`), run after the built-in evaluation, checkpoint and progress bar."""
         cfg, model = self.cfg, self.model
-        if cfg.tensorboard:  # one logger for the whole run (SB3 would open a new event file per learn())
-            model.set_logger(configure_logger(str(self.out_dir / "tensorboard" / cfg.algo), ["tensorboard"]))
+        # one logger for the whole run: SB3 would open a new event file per learn(), and without a logger
+        # of ours it makes an empty /tmp/SB3-<time> directory at every learn(), one per iteration
+        events = str(self.out_dir / "tensorboard" / cfg.algo)
+        model.set_logger(configure_logger(events, ["tensorboard"]) if cfg.tensorboard else Logger(None, []))
         hooks = [*self.callbacks(progress), *callbacks]
         try:
             for hook in hooks:
