@@ -305,7 +305,9 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         }
     )
     lines = [
-        f"{env_id}, {total_steps} SAC steps, seeds {seeds} ({'; '.join(settings) or 'no SAC'}): "
+        f"{env_id}, "
+        + (f"{total_steps} SAC steps, " if total_steps else "")
+        + f"seeds {seeds} ({'; '.join(settings) or 'no SAC'}): "
         "final deterministic true return ("
         + ("mean +- sample std over seeds" if len(seeds) > 1 else "one seed: no spread to show")
         + "; last 3: the mean of each seed's last three evaluations, averaged)\n",

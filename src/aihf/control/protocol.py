@@ -667,7 +667,7 @@ class ProtocolQueue:
                 shutil.copyfile(staging / f"curves.{suffix}", self.results / f"{proto.name}_curves.{suffix}")
             seeds = sorted({r["seed"] for rs in finals.values() for r in rs})
             oracle = "; the oracle rows are the pilot's runs read at B" if proto.pilot_seeds is None else ""
-            md += [f"**Comparison** (seeds {_seeds(seeds)} at B{oracle}):\n", table]
+            md += [f"\n**Comparison** (seeds {_seeds(seeds)} at B{oracle}):\n", table]
             if proto.claims or proto.reevaluate_episodes:
                 endpoint_md, claims_md, summary["endpoints"], summary["decisions"] = self.endpoints(
                     finals, demo_return
@@ -715,20 +715,10 @@ class ProtocolQueue:
                 "iqm_ci95": [low, high],
                 "reevaluation": again[algo],
             }
-            reeval = (
-                f"{np.mean(again[algo]):.0f} +- {fmt(sd(again[algo]), 0)} (n {len(again[algo])})"
-                if again[algo]
-                else "-"
-            )
-            table.append(
-                [
-                    ALGORITHM_LABELS.get(algo, algo),
-                    str(len(x)),
-                    f"{x.mean():.0f} +- {fmt(sd(x), 0)}",
-                    reeval,
-                    f"{iqm(x):.0f} [{low:.0f}, {high:.0f}]",
-                ]
-            )
+            reeval = f"{_spread(again[algo])} (n {len(again[algo])})" if again[algo] else "-"
+            interval = f"[{low:.0f}, {high:.0f}]" if len(x) > 1 else "(one seed: no interval)"
+            label = ALGORITHM_LABELS.get(algo, algo)
+            table.append([label, str(len(x)), _spread(x), reeval, f"{iqm(x):.0f} {interval}"])
         episodes = proto.reevaluate_episodes
         md = [
             "\n**Endpoints** (per seed: the mean of the last three evaluations at B; the saved final "
@@ -833,6 +823,11 @@ class PauseAtBudget(TrainerCallback):
         evaluated = trainer.state["curve"][-1]["step"] == now
         if evaluated and now < trainer.cfg.n_timesteps and self.jobs.budget()[0] is not None:
             raise PauseTraining
+
+
+def _spread(values: Any) -> str:  # a list or an array of per-seed figures
+    """Mean +- sample sd over seeds; the mean alone for one seed, which has no spread to show."""
+    return f"{np.mean(values):.0f}" + (f" +- {sd(values):.0f}" if len(values) > 1 else "")
 
 
 def _seeds(seeds: list[int]) -> str:
