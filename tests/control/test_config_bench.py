@@ -297,3 +297,21 @@ def test_a_failed_run_is_listed_after_the_others_ran_and_the_exit_code_is_1(
     assert err.splitlines()[-1].startswith("aihf control bench: error: 1 job(s) failed: bc/seed0")
     assert (tmp_path / "out" / "aihf" / "seed0" / "results.json").is_file()  # the run after it still ran
     assert "| AIHF | 1 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_plot_title_names_a_band_only_where_one_is_drawn(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from aihf.control import bench
+
+    titles: list[str] = []
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: titles.append(text))
+    sac = [(0, 1.0, 0.5), (100, 2.0, 0.5)]
+    bench._plot(tmp_path / "a.png", {"bc": [(0, 3.0, 0.2)]}, "Hopper-v5", 10)  # BC's level line alone
+    bench._plot(tmp_path / "b.png", {"bc": [(0, 3.0, 0.2)], "aihf": sac}, "Hopper-v5", 10)
+    bench._plot(tmp_path / "c.png", {"aihf": sac}, "Hopper-v5", 1)
+    assert titles == [
+        "Hopper-v5: mean over 10 seeds",
+        "Hopper-v5: mean over 10 seeds, band: +- 1 std",
+        "Hopper-v5: one seed",
+    ]

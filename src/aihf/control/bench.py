@@ -284,7 +284,8 @@ def _plot(path: Path, curves: dict[str, list[tuple[int, float, float]]], env_id:
             ax.fill_between(steps, mean - std, mean + std, alpha=0.15, color=line.get_color())
     ax.set_xlabel("SAC environment steps")
     ax.set_ylabel("true return (deterministic policy)")
-    what = f"mean over {seeds} seeds, band: +- 1 std" if seeds > 1 else "one seed"
+    banded = seeds > 1 and any(algo != "bc" for algo in curves)  # BC's level line has no band
+    what = f"mean over {seeds} seeds" + (", band: +- 1 std" if banded else "") if seeds > 1 else "one seed"
     ax.set_title(f"{env_id}: {what}")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
