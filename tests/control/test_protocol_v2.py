@@ -249,7 +249,3 @@ def test_a_time_limit_outside_work_or_not_positive_is_one_line_before_any_run(tm
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     assert not runs.exists()
-
-
-def test_one_seed_shows_no_spread_and_no_interval():
-    assert module._spread([3319.4]) == "3319" and module._spread(np.array([1.0, 3.0])) == "2 +- 1"

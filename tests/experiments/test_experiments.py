@@ -340,3 +340,10 @@ def test_benchmark_queues_share_their_out_while_other_commands_lock_it(tmp_path,
         ["lm", "train", "--trainer", "sft", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "t")]
     )
     assert locked == [str(tmp_path / "t")]
+
+
+def test_one_seed_shows_a_mean_without_a_spread():
+    from aihf.experiments.report import mean_sd
+
+    assert mean_sd([3319.4], 0) == "3319" and mean_sd(np.array([1.0, 3.0]), 0) == "2 +- 1"
+    assert mean_sd([1.0, 2.0, 3.0]) == "2.0 +- 1.0"

@@ -33,7 +33,7 @@ from aihf.control.train import load_run_data, train
 from aihf.errors import InputError
 from aihf.experiments import queue
 from aihf.experiments.jobs import Job
-from aihf.experiments.report import fmt, mean_curve, sd
+from aihf.experiments.report import fmt, mean_curve, mean_sd, sd
 from aihf.experiments.store import Store
 from aihf.flags import canonical
 from aihf.io import atomic_path, write_json, write_text
@@ -320,7 +320,7 @@ def _table(runs: dict[str, list[dict[str, Any]]], env_id: str, total_steps: int 
         finals = [r["eval_return_mean"] for r in rs]
         acc = [r.get("reward_diagnostics", {}).get("heldout_preference_accuracy") for r in rs]
         corr = [r.get("reward_diagnostics", {}).get("learned_true_return_correlation") for r in rs]
-        score = f"{np.mean(finals):.1f}" + (f" +- {sd(finals):.1f}" if len(finals) > 1 else "")
+        score = mean_sd(finals)
         recent = f"{np.mean([last3(r) for r in rs]):.1f}"
         each = ", ".join(f"{f:.0f}" for f in finals)
         label = ALGORITHM_LABELS.get(algo, algo)

@@ -54,6 +54,7 @@ from aihf.experiments.report import (
     holm,
     iqm,
     markdown_table,
+    mean_sd,
     pair_test,
     plot_performance_profiles,
     sd,
@@ -715,10 +716,10 @@ class ProtocolQueue:
                 "iqm_ci95": [low, high],
                 "reevaluation": again[algo],
             }
-            reeval = f"{_spread(again[algo])} (n {len(again[algo])})" if again[algo] else "-"
+            reeval = f"{mean_sd(again[algo], 0)} (n {len(again[algo])})" if again[algo] else "-"
             interval = f"[{low:.0f}, {high:.0f}]" if len(x) > 1 else "(one seed: no interval)"
             label = ALGORITHM_LABELS.get(algo, algo)
-            table.append([label, str(len(x)), _spread(x), reeval, f"{iqm(x):.0f} {interval}"])
+            table.append([label, str(len(x)), mean_sd(x, 0), reeval, f"{iqm(x):.0f} {interval}"])
         episodes = proto.reevaluate_episodes
         md = [
             "\n**Endpoints** (per seed: the mean of the last three evaluations at B; the saved final "
@@ -823,11 +824,6 @@ class PauseAtBudget(TrainerCallback):
         evaluated = trainer.state["curve"][-1]["step"] == now
         if evaluated and now < trainer.cfg.n_timesteps and self.jobs.budget()[0] is not None:
             raise PauseTraining
-
-
-def _spread(values: Any) -> str:  # a list or an array of per-seed figures
-    """Mean +- sample sd over seeds; the mean alone for one seed, which has no spread to show."""
-    return f"{np.mean(values):.0f}" + (f" +- {sd(values):.0f}" if len(values) > 1 else "")
 
 
 def _seeds(seeds: list[int]) -> str:

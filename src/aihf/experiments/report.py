@@ -25,6 +25,12 @@ def sd(values: Sequence[float] | Any) -> float:  # Any: numpy arrays and CPU ten
     return float(np.std(np.asarray(values, dtype=np.float64), ddof=1)) if len(values) > 1 else 0.0
 
 
+def mean_sd(values: Sequence[float] | Any, digits: int = 1) -> str:
+    """ "mean +- sample sd" over seeds, or the mean alone for one value, which has no spread to show."""
+    mean = f"{np.mean(values):.{digits}f}"
+    return mean + (f" +- {sd(values):.{digits}f}" if len(values) > 1 else "")
+
+
 def fmt(value: float | None, digits: int = 3, missing: str = "–") -> str:
     """`value` to `digits` decimals, or `missing` where it is missing or NaN (a spread of one seed)."""
     return missing if value is None or value != value else f"{value:.{digits}f}"
