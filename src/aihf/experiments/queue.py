@@ -156,20 +156,17 @@ def work(
             print("every job has finished", flush=True)
             return failed
         ready = [job for job, why in pending if job is not None and not why and job.name not in failed]
-        if deadline is not None:
-            for job in ready:
-                length = None if job.name in late or expected is None else expected(job)
-                if job.name not in late and ends_late(job, deadline, length, "queue"):
-                    late.add(job.name)
-            if ready and all(job.name in late for job in ready):
-                print(f"{len(late)} job(s) left for a later call (--time-limit)", flush=True)
-                return failed
-            ready = [job for job in ready if job.name not in late]
         if not ready:
             for job, why in pending:
                 print(f"cannot start {job.name if job else 'the next stage'}: {why or 'failed'}", flush=True)
             return failed
-        for job in ready:
+        for job in ready:  # the first in priority that fits the deadline (lengths asked only this far)
+            if deadline is not None and job.name not in late:
+                length = expected(job) if expected else None
+                if ends_late(job, deadline, length, "queue"):
+                    late.add(job.name)
+            if job.name in late:
+                continue
             if store.claim(job):
                 start = time.time()
                 print(f"{time.strftime('%H:%M:%S')} start {job.name}", flush=True)
@@ -179,8 +176,11 @@ def work(
                     f"{time.strftime('%H:%M:%S')} done {job.name} in {time.time() - start:.0f} s", flush=True
                 )
                 break
-        else:  # every ready job is taken by another worker: wait for one to finish
-            time.sleep(wait)
+        else:
+            if all(job.name in late for job in ready):
+                print(f"{len(late)} job(s) left for a later call (--time-limit)", flush=True)
+                return failed
+            time.sleep(wait)  # every ready job that fits is taken by another worker: wait for one to finish
 
 
 def run_workers(names: Sequence[str], count: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
