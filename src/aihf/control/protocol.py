@@ -381,8 +381,7 @@ class ProtocolQueue:
         from the pilot's curves in RUNS, else from the committed record, so that a new machine whose
         RUNS lack the pilot's checkpoint goes on with the tunings instead of repeating the pilot."""
         b, rows = self._budget_from_runs()
-        recorded = self.record()
-        if b is None and recorded.get("budget") is not None:
+        if b is None and (recorded := self.record()).get("budget") is not None:
             return int(recorded["budget"]), recorded["pilot"]
         return b, rows
 

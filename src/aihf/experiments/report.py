@@ -26,7 +26,7 @@ def sd(values: Sequence[float] | Any) -> float:  # Any: numpy arrays and CPU ten
 
 
 def mean_sd(values: Sequence[float] | Any, digits: int = 1) -> str:
-    """ "mean +- sample sd" over seeds, or the mean alone for one value, which has no spread to show."""
+    """The mean and sample sd over seeds as "m +- s", or the mean alone for one value (no spread)."""
     mean = f"{np.mean(values):.{digits}f}"
     return mean + (f" +- {sd(values):.{digits}f}" if len(values) > 1 else "")
 
