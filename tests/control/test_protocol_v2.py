@@ -216,6 +216,34 @@ def test_a_new_machine_takes_the_budget_from_the_committed_record(tiny_data, tmp
     assert names[0].startswith("tune/bc/") and "pilot/sac-true/seed100" in names
 
 
+def test_the_page_leads_with_every_claim_pending_until_its_arms_have_all_their_seeds(tiny_data, tmp_path):
+    path = _write(tmp_path, tiny_data["demos_path"].parent)
+    proto, root = module.read_control_protocol(path)
+    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
+    (tmp_path / "results").mkdir()
+    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+    (tmp_path / "results" / "v2.json").write_text(json.dumps({"budget": 100, "pilot": rows}))
+    jobs.report()  # B known, no run finished: both claims pending, and the page leads with them
+    generated = (tmp_path / "results" / "v2.md").read_text().split(module.BEGIN, 1)[1].lstrip()
+    assert generated.startswith("**Verdicts**")
+    assert "| aihf > rlhf | pending (seeds still running) |" in generated
+    assert "| aihf > bc | pending (seeds still running) | - | - | - | - | 0 of 3 / 0 of 2 |" in generated
+    summary = json.loads((tmp_path / "results" / "v2.json").read_text())
+    assert [d["verdict"] for d in summary["decisions"]] == ["pending", "pending"]
+
+    def run(level: float) -> dict:
+        return {"curve": [(100, level), (200, level + 1.0), (300, level + 2.0)]}
+
+    # AIHF has 2 of its 3 seeds: far ahead, and still not tested
+    finals = {"aihf": [run(0.0), run(1.0)], "rlhf": [run(-90.0), run(-80.0)], "bc": [run(-90.0), run(-85.0)]}
+    md, decisions = jobs.verdicts(finals)
+    assert [d["verdict"] for d in decisions] == ["pending", "pending"]
+    assert "| 2 of 3 / 2 of 2 |" in md[-2]
+    finals["aihf"].append(run(2.0))
+    _, decisions = jobs.verdicts(finals)
+    assert [d["n"] for d in decisions] == [[3, 2], [3, 2]] and all("p_welch_holm" in d for d in decisions)
+
+
 def test_a_jobs_expected_length_is_from_its_methods_finished_runs_else_any_sac_methods(tiny_data, tmp_path):
     path = _write(tmp_path, tiny_data["demos_path"].parent)
     proto, root = module.read_control_protocol(path)

@@ -18,6 +18,7 @@ from aihf.experiments import store as store_module
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.report import (
+    decide_claims,
     fmt,
     holm,
     iqm,
@@ -251,6 +252,41 @@ def test_one_sided_tests_halve_the_two_sided_p_in_the_direction_of_the_claim():
     assert greater.p_perm == pytest.approx(1 / 35)  # exact: only the observed split is as extreme
     assert less.p_perm == pytest.approx(1.0) and less.p_welch > 0.99
     assert greater.alternative == "greater" and verdict("a", "b", greater, greater.p_welch) == "a beats b"
+
+
+def test_a_claim_waits_for_all_its_seeds_and_counts_in_holms_family_meanwhile():
+    high, low = [10.0, 11.0, 12.0, 13.0], [1.0, 2.0, 3.0, 4.0]
+    claims = [["a", "b"], ["a", "c"], ["c", "a"]]
+    scores = {"a": high, "b": low, "c": low[:2]}  # c has 2 of its 4 seeds
+    expected = {"a": 4, "b": 4, "c": 4}
+    first, pending, reverse = decide_claims(scores, claims, expected)
+    assert pending == {"claim": ["a", "c"], "n": [4, 2], "expected": [4, 4], "verdict": "pending"}
+    assert reverse["verdict"] == "pending"
+    one_sided = pair_test(high, low, "greater")
+    assert first["p_welch"] == pytest.approx(one_sided.p_welch)
+    # the pending claims enter Holm with p = 1: a family of three, the smallest p times 3
+    assert first["p_welch_holm"] == pytest.approx(3 * one_sided.p_welch)
+    assert first["p_perm_holm"] == pytest.approx(min(1.0, 3 * one_sided.p_perm))
+    assert first["verdict"] == "holds"
+    # every seed in: the claims are tested, the wrong-way one does not hold
+    scores["c"] = low
+    done = decide_claims(scores, claims, expected)
+    assert [d["verdict"] for d in done] == ["holds", "holds", "does not hold"]
+    # too close to call, or no spread: undecided
+    close = decide_claims({"a": [1.0, 2.0, 3.0], "b": [1.5, 2.0, 2.5]}, [["a", "b"]], {"a": 3, "b": 3})
+    flat = decide_claims({"a": [1.0, 1.0], "b": [1.0, 1.0]}, [["a", "b"]], {"a": 2, "b": 2})
+    assert close[0]["verdict"] == flat[0]["verdict"] == "undecided"
+
+
+def test_holm_with_unknown_p_values_at_1_bounds_the_final_adjustment_from_above():
+    # why a verdict read while claims are pending stands once they are in
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        p = rng.uniform(0, 0.2, size=5) ** rng.uniform(0.5, 3)
+        known = rng.random(5) < 0.6
+        early = holm(np.where(known, p, 1.0))
+        final = holm(p)
+        assert all(e >= f - 1e-12 for e, f, k in zip(early, final, known) if k)
 
 
 def test_iqm_bootstrap_interval_and_performance_profile():

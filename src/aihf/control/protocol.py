@@ -50,16 +50,14 @@ from aihf.experiments import queue
 from aihf.experiments.jobs import Job
 from aihf.experiments.protocol import read_protocol
 from aihf.experiments.report import (
+    decide_claims,
     fmt,
-    holm,
     iqm,
     markdown_table,
     mean_sd,
-    pair_test,
     plot_performance_profiles,
     sd,
     stratified_bootstrap_ci,
-    verdict,
 )
 from aihf.experiments.store import Store
 from aihf.io import write_json, write_text
@@ -669,10 +667,11 @@ class ProtocolQueue:
             oracle = "; the oracle rows are the pilot's runs read at B" if proto.pilot_seeds is None else ""
             md += [f"\n**Comparison** (seeds {_seeds(seeds)} at B{oracle}):\n", table]
             if proto.claims or proto.reevaluate_episodes:
-                endpoint_md, claims_md, summary["endpoints"], summary["decisions"] = self.endpoints(
-                    finals, demo_return
-                )
-                md = claims_md + md + endpoint_md  # the page leads with the verdicts
+                endpoint_md, summary["endpoints"] = self.endpoints(finals, demo_return)
+                md += endpoint_md
+        if proto.claims:
+            claims_md, summary["decisions"] = self.verdicts(finals)
+            md = claims_md + md  # the page leads with the verdicts
         checks = [
             (job.seed, result) for job in self.check_jobs(b) if (result := self.result(job)) is not None
         ]
@@ -691,12 +690,11 @@ class ProtocolQueue:
 
     def endpoints(
         self, finals: dict[str, list[dict[str, Any]]], demo_return: float
-    ) -> tuple[list[str], list[str], dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[list[str], dict[str, Any]]:
         """The endpoint table (mean of the last three evaluations at B, the re-evaluation of the saved
-        policy, the IQM of the first with its stratified bootstrap interval), the performance profile
-        (`name`_profile.png, scores as fractions of the demonstrations' return), and the verdict table
-        of the claims (one-sided Welch with its df, exact permutation, Holm over the claims, on the
-        last-three endpoint), which the report puts first."""
+        policy, the IQM of the first with its stratified bootstrap interval; seeds as finished of
+        planned) and the performance profile (`name`_profile.png, scores as fractions of the
+        demonstrations' return)."""
         proto = self.proto
         scores = {algo: np.array([last3(r) for r in rs]) for algo, rs in finals.items()}
         again = {
@@ -718,7 +716,8 @@ class ProtocolQueue:
             reeval = f"{mean_sd(again[algo], 0)} (n {len(again[algo])})" if again[algo] else "-"
             interval = f"[{low:.0f}, {high:.0f}]" if len(x) > 1 else "(one seed: no interval)"
             label = ALGORITHM_LABELS.get(algo, algo)
-            table.append([label, str(len(x)), mean_sd(x, 0), reeval, f"{iqm(x):.0f} {interval}"])
+            seeds = f"{len(x)} of {len(self.final_seeds(algo))}"
+            table.append([label, seeds, mean_sd(x, 0), reeval, f"{iqm(x):.0f} {interval}"])
         episodes = proto.reevaluate_episodes
         md = [
             "\n**Endpoints** (per seed: the mean of the last three evaluations at B; the saved final "
@@ -743,60 +742,46 @@ class ProtocolQueue:
             self.results / f"{proto.name}_profile.png",
             xlabel="last-3 return / demonstrations' return (tau)",
         )
-        tests = [
-            (a, b, pair_test(scores[a], scores[b], "greater"))
-            for a, b in proto.claims
-            if a in scores and b in scores
+        return md, rows
+
+    def verdicts(self, finals: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[dict[str, Any]]]:
+        """The verdict table of every claim (`decide_claims` on the last-three endpoint at B: a claim
+        waits for all its arms' planned seeds; Holm over the whole family), which the page leads with."""
+        scores = {algo: [last3(r) for r in rs] for algo, rs in finals.items()}
+        expected = {m: len(self.final_seeds(m)) for claim in self.proto.claims for m in claim}
+        decisions = decide_claims(scores, self.proto.claims, expected)
+        lines = []
+        for d in decisions:
+            (a, b), seeds = d["claim"], " / ".join(f"{n} of {e}" for n, e in zip(d["n"], d["expected"]))
+            if d["verdict"] == "pending":
+                lines.append([f"{a} > {b}", "pending (seeds still running)", "-", "-", "-", "-", seeds])
+                continue
+            lines.append(
+                [
+                    f"{a} > {b}",
+                    d["verdict"],
+                    f"{d['diff']:+.0f}",
+                    f"{fmt(d['t'], 2)} ({fmt(d['df'], 1)})",
+                    f"{fmt(d['p_welch'])} / {fmt(d['p_welch_holm'])}",
+                    f"{fmt(d['p_perm'])} / {fmt(d['p_perm_holm'])}",
+                    seeds,
+                ]
+            )
+        md = [
+            "**Verdicts** (one-sided claims: the first method's last-3 endpoint at B is higher; Welch's t "
+            "with its Welch-Satterthwaite df and the exact permutation test of the difference in means; "
+            "p raw / Holm-adjusted over all the claims; holds: Holm-adjusted Welch p < 0.05; does not "
+            "hold: the opposite claim's Holm-adjusted Welch p < 0.05; else undecided. A claim is tested "
+            "only once both arms have all their seeds; until then it is pending and counts in Holm's "
+            "family with p = 1, which can only make the others' verdicts more cautious):\n",
+            *markdown_table(
+                ["claim", "verdict", "difference", "t (df)", "Welch p", "permutation p", "seeds"],
+                lines,
+                "llrrrrr",
+            ),
+            "",
         ]
-        decisions: list[dict[str, Any]] = []
-        claims_md: list[str] = []
-        if tests:
-            welch_holm = holm([t.p_welch for _, _, t in tests])
-            perm_holm = holm([t.p_perm for _, _, t in tests])
-            # the opposite claims (b > a), Holm-adjusted the same way: "does not hold" when one is decided
-            opposite = holm([pair_test(scores[b], scores[a], "greater").p_welch for a, b, _ in tests])
-            lines = []
-            for (a, b, t), pw, pp, po in zip(tests, welch_holm, perm_holm, opposite):
-                said = verdict(a, b, t, pw)
-                holds = "holds" if said == f"{a} beats {b}" else "does not hold" if po < 0.05 else "undecided"
-                decisions.append(
-                    {
-                        "claim": [a, b],
-                        "diff": t.diff,
-                        "t": t.t,
-                        "df": t.df,
-                        "p_welch": t.p_welch,
-                        "p_perm": t.p_perm,
-                        "p_welch_holm": pw,
-                        "p_perm_holm": pp,
-                        "n": list(t.n),
-                        "verdict": holds,
-                    }
-                )
-                lines.append(
-                    [
-                        f"{a} > {b}",
-                        holds,
-                        f"{t.diff:+.0f}",
-                        f"{fmt(t.t, 2)} ({fmt(t.df, 1)})",
-                        f"{fmt(t.p_welch)} / {fmt(pw)}",
-                        f"{fmt(t.p_perm)} / {fmt(pp)}",
-                        f"{t.n[0]} / {t.n[1]}",
-                    ]
-                )
-            claims_md = [
-                "**Verdicts** (one-sided claims: the first method's last-3 endpoint at B is higher; "
-                "Welch's t with its Welch-Satterthwaite df and the exact permutation test of the difference "
-                "in means; p raw / Holm-adjusted over the claims; holds: Holm-adjusted Welch p < 0.05; "
-                "does not hold: the opposite claim's Holm-adjusted Welch p < 0.05; else undecided):\n",
-                *markdown_table(
-                    ["claim", "verdict", "difference", "t (df)", "Welch p", "permutation p", "seeds"],
-                    lines,
-                    "llrrrrr",
-                ),
-                "",
-            ]
-        return md, claims_md, rows, decisions
+        return md, decisions
 
     def _write_report(self, md: list[str], summary: dict[str, Any]) -> str:
         """The record, and the generated part of the Markdown page (the reading around it is kept)."""

@@ -123,6 +123,57 @@ def verdict(a: str, b: str, test: PairTest, p_adjusted: float, level: float = 0.
     return "undecided"
 
 
+def decide_claims(
+    scores: dict[str, Sequence[float]],
+    claims: Sequence[Sequence[str]],
+    expected: dict[str, int],
+    level: float = 0.05,
+) -> list[dict[str, Any]]:
+    """One-sided claims [a, b] ("a's mean is higher than b's") decided over their whole family.
+
+    A claim is tested only once both arms hold every seed the protocol plans (`expected`): seeds
+    still running could change any verdict, so until then it is "pending" with no test. Holm runs
+    over every claim; a pending claim, or one with no test (no spread), enters the family with p = 1.
+    That bounds the adjusted p of the others from above (a p that turns out smaller later only moves
+    the others to smaller Holm multipliers), so a verdict read while claims are pending stands.
+    holds: Holm-adjusted one-sided Welch p < `level`; does not hold: the opposite claim's (b > a) is;
+    else undecided."""
+    tests = []
+    for a, b in claims:
+        complete = all(len(scores.get(m, ())) >= expected[m] for m in (a, b))
+        tests.append(pair_test(scores[a], scores[b], "greater") if complete else None)
+
+    def family(p: Sequence[float | None]) -> list[float]:
+        return holm([1.0 if v is None or v != v else v for v in p])
+
+    welch = family([t.p_welch if t else None for t in tests])
+    perm = family([t.p_perm if t else None for t in tests])
+    back = [pair_test(scores[b], scores[a], "greater") if t else None for (a, b), t in zip(claims, tests)]
+    opposite = family([t.p_welch if t else None for t in back])
+    decisions = []
+    for (a, b), t, pw, pp, po in zip(claims, tests, welch, perm, opposite):
+        n = [len(scores.get(m, ())) for m in (a, b)]
+        decision: dict[str, Any] = {"claim": [a, b], "n": n, "expected": [expected[a], expected[b]]}
+        if t is None:
+            decisions.append(decision | {"verdict": "pending"})
+            continue
+        said = "holds" if t.diff > 0 and pw < level else "does not hold" if po < level else "undecided"
+        decisions.append(
+            decision
+            | {
+                "diff": t.diff,
+                "t": t.t,
+                "df": t.df,
+                "p_welch": t.p_welch,
+                "p_perm": t.p_perm,
+                "p_welch_holm": pw,
+                "p_perm_holm": pp,
+                "verdict": said,
+            }
+        )
+    return decisions
+
+
 def markdown_table(
     header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None
 ) -> list[str]:
