@@ -203,26 +203,34 @@ def test_demonstrations_cut_mid_episode_stop_the_trajectory_form_before_any_job(
     assert not (tmp_path / "runs" / "pilot").exists()
 
 
-def test_a_new_machine_takes_the_budget_from_the_committed_record(tiny_data, tmp_path):
-    path = _write(tmp_path, tiny_data["demos_path"].parent)
-    proto, root = module.read_control_protocol(path)
-    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")  # RUNS empty: no pilot checkpoint here
-    assert jobs.budget() == (None, [])
-    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+PILOT_ROWS = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+
+
+def _queue(tiny_data, tmp_path):
+    """The tiny v2 protocol's queue over an empty RUNS (a new machine: no pilot checkpoint here)."""
+    proto, root = module.read_control_protocol(_write(tmp_path, tiny_data["demos_path"].parent))
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "v2.json").write_text(json.dumps({"budget": 100, "pilot": rows}))
-    assert jobs.budget() == (100, rows)
+    return module.ProtocolQueue(proto, root, tmp_path / "runs")
+
+
+def _record(tmp_path, **fields):
+    """A committed record whose pilot set B = 100, with `fields` beside."""
+    record = {"budget": 100, "pilot": PILOT_ROWS, **fields}
+    (tmp_path / "results" / "v2.json").write_text(json.dumps(record))
+
+
+def test_a_new_machine_takes_the_budget_from_the_committed_record(tiny_data, tmp_path):
+    jobs = _queue(tiny_data, tmp_path)
+    assert jobs.budget() == (None, [])
+    _record(tmp_path)
+    assert jobs.budget() == (100, PILOT_ROWS)
     names = [job.name for job, _ in jobs.plan() if job is not None]
     assert names[0].startswith("tune/bc/") and "pilot/sac-true/seed100" in names
 
 
 def test_the_page_leads_with_every_claim_pending_until_its_arms_have_all_their_seeds(tiny_data, tmp_path):
-    path = _write(tmp_path, tiny_data["demos_path"].parent)
-    proto, root = module.read_control_protocol(path)
-    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
-    (tmp_path / "results").mkdir()
-    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
-    (tmp_path / "results" / "v2.json").write_text(json.dumps({"budget": 100, "pilot": rows}))
+    jobs = _queue(tiny_data, tmp_path)
+    _record(tmp_path)
     jobs.report()  # B known, no run finished: both claims pending, and the page leads with them
     generated = (tmp_path / "results" / "v2.md").read_text().split(module.BEGIN, 1)[1].lstrip()
     assert generated.startswith("**Verdicts**")
@@ -245,23 +253,18 @@ def test_the_page_leads_with_every_claim_pending_until_its_arms_have_all_their_s
 
 
 def test_a_jobs_expected_length_is_from_its_methods_finished_runs_else_any_sac_methods(tiny_data, tmp_path):
-    path = _write(tmp_path, tiny_data["demos_path"].parent)
-    proto, root = module.read_control_protocol(path)
-    jobs = module.ProtocolQueue(proto, root, tmp_path / "runs")
-    (tmp_path / "results").mkdir()
-    rows = [{"step": 100, "per_seed": [-150.0], "mean": -150.0}]
+    jobs = _queue(tiny_data, tmp_path)
     run = {"final": 0.0, "last3": 0.0}
     tuning = {
         "bc": {"runs": [{"setting": {"bc_steps": 5}, **run, "wall_time_s": 9000.0}], "picked": None},
         "aihf": {"runs": [{"setting": {"alpha": 1.0}, **run, "wall_time_s": 30.0}], "picked": None},
     }
-    record = {"budget": 100, "pilot": rows, "tuning": tuning}
-    (tmp_path / "results" / "v2.json").write_text(json.dumps(record))
+    _record(tmp_path, tuning=tuning)
     by_name = {job.name: job for job, _ in jobs.plan() if job is not None}
     assert jobs.expected_seconds(by_name["tune/aihf/alpha=0.5"]) == 30.0  # its method's run, 100 steps
     assert jobs.expected_seconds(by_name["final/sac-true/seed0"]) == 30.0  # AIHF's rate; BC trains no SAC
     tuning["aihf"]["runs"] = []
-    (tmp_path / "results" / "v2.json").write_text(json.dumps(record))
+    _record(tmp_path, tuning=tuning)
     assert jobs.expected_seconds(by_name["final/sac-true/seed0"]) is None  # no SAC run has finished
 
 
