@@ -148,8 +148,7 @@ def decide_claims(
 
     welch = family([t.p_welch if t else None for t in tests])
     perm = family([t.p_perm if t else None for t in tests])
-    back = [pair_test(scores[b], scores[a], "greater") if t else None for (a, b), t in zip(claims, tests)]
-    opposite = family([t.p_welch if t else None for t in back])
+    opposite = family([1.0 - t.p_welch if t else None for t in tests])  # b > a: the other tail of t
     decisions = []
     for (a, b), t, pw, pp, po in zip(claims, tests, welch, perm, opposite):
         n = [len(scores.get(m, ())) for m in (a, b)]
